@@ -1,0 +1,98 @@
+// The one interface every layer has (as Caffe's): setup from input shapes, forward, backward.
+// Layers are device-agnostic: they hold Tensors and call the ops of convnet/ops.h.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convnet/ops.h"
+#include "convnet/spec.h"
+#include "convnet/tensor.h"
+
+namespace convnet {
+
+// A learned parameter with its gradient, momentum buffer and SGD hyperparameters
+// (cuda-convnet's epsW/momW/wc for weights, epsB/momB for biases).
+struct Param {
+  std::string name;  // "<layer>.weights" or "<layer>.biases"
+  Tensor value, grad, velocity;
+  float lr = 0.01f, momentum = 0.9f, weight_decay = 0.f;
+  // Initialisation, applied once when the net is built.
+  enum class Init { Gaussian, Constant } init = Init::Gaussian;
+  float init_std = 0.01f, init_value = 0.f;
+};
+
+// Per-device scratch memory shared by the layers placed on one device (im2col columns).
+class Workspace {
+ public:
+  explicit Workspace(Device device) : device_(device) {}
+  // At least `floats` floats; contents undefined. Grows, never shrinks.
+  float* get(int64_t floats, int slot = 0);
+  int64_t bytes() const;
+
+ private:
+  Device device_;
+  std::vector<Tensor> slots_;
+};
+
+// What a layer needs to know about the pass it runs in.
+struct PassContext {
+  bool train = true;
+  uint64_t seed = 0;  // the net's seed (dropout masks)
+  uint64_t step = 0;  // the training step (dropout masks differ per step)
+};
+
+class Layer {
+ public:
+  explicit Layer(const LayerSpec& spec);
+  virtual ~Layer() = default;
+
+  const std::string& name() const { return spec_.name; }
+  const std::string& type() const { return spec_.type; }
+  const std::vector<std::string>& inputs() const { return spec_.inputs; }
+  const LayerSpec& spec() const { return spec_; }
+
+  // Number of inputs this type accepts: [min, max] (max < 0: unbounded).
+  virtual std::pair<int, int> input_count() const { return {1, 1}; }
+  // Checks the input shapes ({C, H, W, N} each), creates parameters on first call, and returns
+  // the output shape. Called again when the batch size changes. Errors name the layer.
+  virtual Shape setup(const std::vector<Shape>& inputs) = 0;
+  // Allocates parameters (and their gradient and momentum buffers) on `device`.
+  virtual void place(const Device& device, Workspace* workspace);
+
+  virtual void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext& ctx) = 0;
+  // din[i] is undefined when input i needs no gradient. accumulate[i]: add into din[i] rather
+  // than overwrite it. Parameter gradients are overwritten (batch-averaged by the cost).
+  virtual void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
+                        std::vector<Tensor>& din, const std::vector<bool>& accumulate,
+                        const PassContext& ctx) = 0;
+
+  std::vector<Param>& params() { return params_; }
+  // Cost layers start the backward pass and report statistics of their last forward pass.
+  virtual bool is_cost() const { return false; }
+  virtual CostStats cost_stats() const { return {}; }
+  virtual float cost_coeff() const { return 0.f; }
+  // Input layers are filled from outside and need no gradient.
+  virtual bool is_input() const { return false; }
+
+ protected:
+  // Adds a parameter named "<layer>.<suffix>" with the hyperparameters read from the options
+  // (`eps<Key>`, `mom<Key>`, `wc<Key>`, `init<Key>`, Key = W or B).
+  // `fan_in` serves the scaled inits: init="kaiming" gives std sqrt(2 / fan_in), "xavier"
+  // sqrt(1 / fan_in); the default "gaussian" takes std = initW (the AlexNet paper: 0.01).
+  Param& add_param(const std::string& suffix, Shape shape, bool is_bias, int64_t fan_in);
+  std::string where() const { return "layer '" + name() + "' (" + type() + ")"; }
+
+  LayerSpec spec_;
+  std::vector<Param> params_;
+  Device device_;
+  Workspace* workspace_ = nullptr;
+};
+
+// Creates the layer for spec.type; throws ValueError naming the layer for an unknown type.
+std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
+// The layer types make_layer knows.
+std::vector<std::string> layer_types();
+
+}  // namespace convnet

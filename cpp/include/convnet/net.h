@@ -1,0 +1,78 @@
+// A Net: the layers of a model definition in topological order, placed on devices, with their
+// activations and gradients. forward / backward / update run one SGD step; the statistics of the
+// cost layers come back from forward.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convnet/layer.h"
+#include "convnet/spec.h"
+
+namespace convnet {
+
+struct CostReport {
+  double objective = 0;  // sum over cost layers of coeff * mean cost
+  int batch = 0;
+  // Per cost layer, averaged over the batch: cost, top-1 error, top-5 error.
+  struct Entry {
+    std::string layer;
+    double cost = 0, top1_error = 0, top5_error = 0;
+  };
+  std::vector<Entry> costs;
+};
+
+class Net {
+ public:
+  // devices[d] is the physical device of logical device d; empty means everything on the CPU.
+  // Validates the whole definition (types, inputs, cycles, sizes, options) and initialises the
+  // parameters from `seed`. Throws ValueError naming the offending layer.
+  Net(const ModelSpec& spec, std::vector<Device> devices = {}, uint64_t seed = 1);
+  ~Net();
+  Net(const Net&) = delete;
+  Net& operator=(const Net&) = delete;
+
+  // Copies a batch into an input or labels layer: images {C, H, W, N} (CHWN), labels {1, 1, 1, N}
+  // or {N}. All inputs of one step must share N; a new N re-plans every layer's buffers.
+  void set_input(const std::string& name, const Tensor& batch);
+
+  CostReport forward(bool train);
+  // Gradients of the objective of the last forward pass with respect to every parameter.
+  void backward();
+  // One SGD step on every parameter (the paper's rule), learning rates scaled by lr_scale.
+  void update(float lr_scale = 1.f);
+
+  const Tensor& output(const std::string& layer) const;
+  Shape output_shape(const std::string& layer) const;
+  std::vector<Param*> params();
+  Param& param(const std::string& name);
+  int64_t parameter_count() const;
+  const std::vector<Layer*>& layers() const { return order_; }
+  Layer& layer(const std::string& name) const;
+  Device device_of(const std::string& layer) const;
+  const ModelSpec& spec() const { return spec_; }
+  int batch_size() const { return batch_; }
+  // The training-step counter: it keys the dropout masks and advances with update().
+  uint64_t step() const { return step_; }
+  void set_step(uint64_t step) { step_ = step; }
+  uint64_t seed() const { return seed_; }
+
+ private:
+  struct Node;
+  void plan(int batch);
+  void initialise_params();
+  Node& node(const std::string& name) const;
+
+  ModelSpec spec_;
+  std::vector<Device> devices_;
+  uint64_t seed_ = 1, step_ = 0;
+  int batch_ = 0;
+  std::vector<std::unique_ptr<Node>> nodes_;   // in topological order
+  std::vector<Layer*> order_;
+  std::map<std::string, Node*> by_name_;
+  std::map<std::string, std::unique_ptr<Workspace>> workspaces_;  // per physical device
+  PassContext last_pass_;
+};
+
+}  // namespace convnet

@@ -1,0 +1,137 @@
+// The primitive operations every layer is built from, declared once. Each takes Tensors, checks
+// their shapes and devices (naming the op in any error), and runs the CPU or CUDA implementation
+// of the tensors' device. Layers call these and never see a backend.
+//
+// Conventions: activations are CHWN (see tensor.h). A backward op either overwrites its input
+// gradient or, with accumulate = true, adds to it (used where an output feeds several layers).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "convnet/tensor.h"
+
+namespace convnet {
+
+// ---- parameters of the ops ----
+
+enum class NeuronType { Linear, Relu, LeakyRelu, Tanh, Logistic, Softsign };
+
+struct Neuron {
+  NeuronType type = NeuronType::Linear;
+  float slope = 0.01f;  // leaky relu: f(x) = x for x > 0, slope * x otherwise
+  // "linear", "relu", "leaky_relu" (or "lrelu"), "tanh", "logistic", "softsign"
+  static Neuron parse(const std::string& name);
+  std::string name() const;
+};
+
+// Convolution geometry. Square filters; zero padding on every side; floor output size.
+struct ConvGeometry {
+  int channels = 0, height = 0, width = 0, batch = 0;  // input, CHWN
+  int filters = 0, size = 0, stride = 1, pad = 0, groups = 1;
+  int out_h = 0, out_w = 0;
+  // Fills out_h/out_w; throws ValueError (prefixed by `who`) when the sizes do not fit.
+  void finish(const std::string& who);
+  int group_channels() const { return channels / groups; }
+  int group_filters() const { return filters / groups; }
+  int64_t col_rows() const { return int64_t(group_channels()) * size * size; }
+  int64_t out_pixels() const { return int64_t(out_h) * out_w; }
+};
+
+enum class PoolType { Max, Avg };
+
+// Pooling geometry. No padding. Floor mode: out = (in - size) / stride + 1. Ceil mode:
+// out = ceil((in - size) / stride) + 1, dropping a last window that would start outside the
+// input; windows that run past the edge are clipped, and average pooling divides by the
+// number of input elements the clipped window covers.
+struct PoolGeometry {
+  PoolType type = PoolType::Max;
+  int channels = 0, height = 0, width = 0, batch = 0;
+  int size = 2, stride = 2;
+  bool ceil_mode = false;
+  int out_h = 0, out_w = 0;
+  void finish(const std::string& who);
+};
+
+// Cross-map response normalisation, the AlexNet paper's formula (its alpha, not alpha/n):
+//   b[i] = a[i] / (k + alpha * sum_{j=i-size/2}^{i-size/2+size-1} a[j]^2)^beta, j clipped to [0, C).
+struct LrnParams {
+  int size = 5;
+  float k = 2.0f, alpha = 1e-4f, beta = 0.75f;
+};
+
+// ---- dense linear algebra ----
+
+// C = alpha * op(A) * op(B) + beta * C, row-major, with leading dimensions. All on one device.
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc, const Device& device);
+
+// ---- convolution pieces (whole batch, CHWN) ----
+
+// cols[(c, ky, kx), (oy - oy0, ox, n)] = x[c0 + c, oy*s - pad + ky, ox*s - pad + kx, n] (0 outside),
+// for c in [0, group_channels) and output rows oy in [oy0, oy1).
+void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols);
+// The adjoint of im2col: adds every column entry back into dx.
+void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx);
+
+// ---- neurons and biases ----
+
+// y[r, j] = f(y[r, j] + bias[r]) in place; y is viewed as rows x (numel / rows). bias may be
+// undefined (no bias).
+void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron);
+// y = f(x).
+void neuron_forward(const Tensor& x, Tensor& y, const Neuron& neuron);
+// dx = dy * f'(x), written through the output y = f(x) (every supported neuron allows it).
+void neuron_backward(const Tensor& y, const Tensor& dy, Tensor& dx, const Neuron& neuron,
+                     bool accumulate);
+// db[r] (+)= sum_j dy[r, j], dy viewed as rows x (numel / rows) with rows = db.numel().
+void bias_backward(const Tensor& dy, Tensor& db, bool accumulate);
+
+// ---- local response normalisation (across channels) ----
+
+// denom receives (k + alpha * sum a^2) for the backward pass; all three tensors share x's shape.
+void lrn_forward(const Tensor& x, Tensor& y, Tensor& denom, const LrnParams& p);
+void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
+                  Tensor& dx, const LrnParams& p, bool accumulate);
+
+// ---- pooling ----
+
+void pool_forward(const Tensor& x, Tensor& y, const PoolGeometry& g);
+// Max pooling routes each output's gradient to the first maximal input of its window
+// (row-major order within the window).
+void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                   const PoolGeometry& g, bool accumulate);
+
+// ---- dropout (inverted: kept units scaled by 1/(1-rate) in training; identity at test) ----
+
+// out = in * mask / (1 - rate), where mask[i] = 1 when philox_uniform(seed, step, i) >= rate.
+// The mask is never stored: the backward pass calls this again with the same seed and step.
+void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
+                   bool accumulate);
+
+// ---- softmax with multinomial logistic cost ----
+
+struct CostStats {
+  double cost_sum = 0;    // sum over the batch of -log p[label]
+  int64_t top1_errors = 0;  // cases whose label is not the most probable class
+  int64_t top5_errors = 0;  // cases whose label is not among the 5 most probable classes
+};
+
+// logits and probs are {K, 1, 1, N}; labels {1, 1, 1, N} holding class indices as floats.
+// A label outside [0, K) is a ValueError naming the case.
+CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs);
+// dlogits = scale * (probs - onehot(labels)); the layer passes scale = coeff / N.
+void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,
+                           Tensor& dlogits, bool accumulate);
+
+// ---- the SGD update of the AlexNet paper ----
+
+// v <- momentum * v - weight_decay * lr * w - lr * grad;  w <- w + v
+void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
+                float weight_decay);
+
+// ---- elementwise and copies ----
+
+// dst (+)= scale * src; shapes may differ as long as the element counts match.
+void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate);
+
+}  // namespace convnet

@@ -1,0 +1,61 @@
+// A model definition: an ordered list of named layer specs, each with a type, named inputs, a
+// logical device and its options (sizes, neuron, init and learning hyperparameters). Read from and
+// written to JSON; the Python model builder produces the same JSON.
+//
+//   {"layers": [{"name": "data", "type": "input", "channels": 3, "size": 224},
+//               {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 96, ...}]}
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace convnet {
+
+// A layer's options, read through typed getters that name the layer in every error. The set of
+// keys read is remembered so that a misspelt option is reported rather than silently ignored.
+class LayerOptions {
+ public:
+  LayerOptions() = default;
+  LayerOptions(std::string layer, nlohmann::json values);
+
+  bool has(const std::string& key) const;
+  int get_int(const std::string& key) const;
+  int get_int(const std::string& key, int fallback) const;
+  double get_float(const std::string& key) const;
+  double get_float(const std::string& key, double fallback) const;
+  bool get_bool(const std::string& key, bool fallback) const;
+  std::string get_string(const std::string& key, const std::string& fallback) const;
+  std::vector<double> get_floats(const std::string& key) const;  // a number or a list
+
+  // Throws ValueError naming the first option no getter asked for.
+  void reject_unread() const;
+  const nlohmann::json& values() const { return values_; }
+
+ private:
+  const nlohmann::json* find(const std::string& key) const;
+  std::string layer_;
+  nlohmann::json values_ = nlohmann::json::object();
+  // Shared among copies, so that whichever copy a layer reads through, the net sees the reads.
+  std::shared_ptr<std::set<std::string>> read_ = std::make_shared<std::set<std::string>>();
+};
+
+struct LayerSpec {
+  std::string name;
+  std::string type;
+  std::vector<std::string> inputs;
+  int device = 0;  // logical device (cuda-convnet's gpu=); the Net maps it to a physical one
+  LayerOptions options;
+};
+
+struct ModelSpec {
+  std::vector<LayerSpec> layers;
+
+  // Throws ValueError on malformed JSON or a layer without name/type, naming the layer.
+  static ModelSpec from_json(const std::string& text);
+  static ModelSpec from_file(const std::string& path);
+  std::string to_json(int indent = 2) const;
+};
+
+}  // namespace convnet

@@ -1,0 +1,58 @@
+// A float32 tensor on one device. Activations are 4-D in CHWN order (batch innermost, as
+// cuda-convnet): shape {C, H, W, N}; a fully connected layer's output is {C, 1, 1, N}.
+// Parameters have whatever shape their layer gives them. Tensors share storage when copied
+// (like a shared_ptr); `channels(c0, n)` of an activation is a contiguous view.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convnet/device.h"
+
+namespace convnet {
+
+using Shape = std::vector<int>;
+std::string shape_str(const Shape& s);
+int64_t shape_numel(const Shape& s);
+
+class Storage;  // device memory, freed through its device's backend
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(Shape shape, Device device);  // uninitialised memory
+
+  static Tensor zeros(Shape shape, Device device);
+
+  const Shape& shape() const { return shape_; }
+  int dim(int i) const { return shape_.at(static_cast<size_t>(i)); }
+  int ndim() const { return static_cast<int>(shape_.size()); }
+  int64_t numel() const { return shape_numel(shape_); }
+  const Device& device() const { return device_; }
+  bool defined() const { return storage_ != nullptr; }
+
+  float* data();
+  const float* data() const;
+
+  // A contiguous view of channels [c0, c0 + count) of a CHWN activation.
+  Tensor channels(int c0, int count) const;
+  // Same storage, new shape with the same element count.
+  Tensor reshaped(Shape shape) const;
+
+  // Host <-> tensor copies (the tensor may be on any device).
+  void copy_from_host(const float* src);
+  void copy_to_host(float* dst) const;
+  std::vector<float> to_vector() const;
+  // Copy from a tensor of the same element count, on any device.
+  void copy_from(const Tensor& src);
+  void fill(float value);
+
+ private:
+  Shape shape_;
+  Device device_;
+  std::shared_ptr<Storage> storage_;
+  int64_t offset_ = 0;  // in floats
+};
+
+}  // namespace convnet

@@ -1,0 +1,204 @@
+// convnet._core: the pybind11 bindings. Python speaks NCHW numpy arrays; the engine speaks CHWN
+// tensors; the conversion happens here, once per batch. Errors of the user's making arrive as
+// ValueError (convnet::ValueError derives from std::invalid_argument), others as RuntimeError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "convnet/device.h"
+#include "convnet/error.h"
+#include "convnet/gradcheck.h"
+#include "convnet/net.h"
+#include "cpu/cpu_ops.h"
+
+namespace py = pybind11;
+using namespace convnet;
+
+namespace {
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// NCHW (or N-vector for labels) numpy -> CHWN host tensor.
+Tensor to_chwn(const std::string& name, const py::array& arr, bool labels) {
+  if (labels) {
+    CONVNET_CHECK(arr.ndim() == 1, "input '", name, "': labels must be a 1-D array of class indices, got ",
+                  arr.ndim(), " dimensions");
+    const auto kind = arr.dtype().kind();
+    CONVNET_CHECK(kind == 'i' || kind == 'u' || (kind == 'f' && arr.itemsize() == 4), "input '",
+                  name, "': labels must be integers (or float32 class indices), got ", dtype_name(arr));
+    auto as_float = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(arr);
+    const int n = static_cast<int>(arr.shape(0));
+    Tensor t({1, 1, 1, n}, Device::cpu());
+    t.copy_from_host(as_float.data());
+    return t;
+  }
+  CONVNET_CHECK(py::isinstance<py::array_t<float>>(arr), "input '", name,
+                "': expected a float32 array, got ", dtype_name(arr), " (use x.astype(numpy.float32))");
+  CONVNET_CHECK(arr.ndim() == 4, "input '", name, "': expected an NCHW array (4 dimensions), got ",
+                arr.ndim(), " dimensions");
+  auto a = py::array_t<float, py::array::c_style>::ensure(arr);
+  const int n = int(a.shape(0)), c = int(a.shape(1)), h = int(a.shape(2)), w = int(a.shape(3));
+  Tensor t({c, h, w, n}, Device::cpu());
+  const float* src = a.data();
+  float* dst = t.data();
+  const int64_t chw = int64_t(c) * h * w;
+  for (int64_t i = 0; i < chw; ++i)
+    for (int64_t b = 0; b < n; ++b) dst[i * n + b] = src[b * chw + i];
+  return t;
+}
+
+// CHWN tensor (any device) -> NCHW numpy.
+py::array_t<float> to_nchw(const Tensor& t) {
+  std::vector<float> host = t.to_vector();
+  const int c = t.dim(0), h = t.dim(1), w = t.dim(2), n = t.dim(3);
+  py::array_t<float> out({n, c, h, w});
+  float* dst = out.mutable_data();
+  const int64_t chw = int64_t(c) * h * w;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < chw; ++i) dst[b * chw + i] = host[i * n + b];
+  return out;
+}
+
+py::array_t<float> param_array(const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  py::array_t<float> out(shape);
+  t.copy_to_host(out.mutable_data());
+  return out;
+}
+
+py::dict report_dict(const CostReport& r) {
+  py::dict d;
+  d["objective"] = r.objective;
+  d["batch"] = r.batch;
+  py::list costs;
+  for (const auto& e : r.costs) {
+    py::dict c;
+    c["layer"] = e.layer;
+    c["cost"] = e.cost;
+    c["top1_error"] = e.top1_error;
+    c["top5_error"] = e.top5_error;
+    costs.append(c);
+  }
+  d["costs"] = costs;
+  return d;
+}
+
+std::unique_ptr<Net> make_net(const std::string& model_json, const std::vector<std::string>& devices,
+                              uint64_t seed) {
+  std::vector<Device> devs;
+  for (const auto& d : devices) devs.push_back(Device::parse(d));
+  return std::make_unique<Net>(ModelSpec::from_json(model_json), devs, seed);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "convnet engine core (C++). Use the `convnet` package rather than this module.";
+
+  py::class_<Net>(m, "Net")
+      .def(py::init(&make_net), py::arg("model_json"), py::arg("devices") = std::vector<std::string>{},
+           py::arg("seed") = 1)
+      .def("set_input", [](Net& net, const std::string& name, const py::array& arr) {
+             const bool labels = net.layer(name).type() == "labels";
+             Tensor t = to_chwn(name, arr, labels);
+             net.set_input(name, t);
+           }, py::arg("name"), py::arg("array"))
+      .def("forward", [](Net& net, bool train) {
+             CostReport r;
+             {
+               py::gil_scoped_release release;
+               r = net.forward(train);
+             }
+             return report_dict(r);
+           }, py::arg("train") = true)
+      .def("backward", &Net::backward, py::call_guard<py::gil_scoped_release>())
+      .def("update", &Net::update, py::arg("lr_scale") = 1.f, py::call_guard<py::gil_scoped_release>())
+      .def("output", [](const Net& net, const std::string& name) { return to_nchw(net.output(name)); })
+      .def("output_shape", [](const Net& net, const std::string& name) {
+             Shape s = net.output_shape(name);
+             return py::make_tuple(s[0], s[1], s[2]);
+           })
+      .def("param_names", [](Net& net) {
+             std::vector<std::string> names;
+             for (Param* p : net.params()) names.push_back(p->name);
+             return names;
+           })
+      .def("get_param", [](Net& net, const std::string& name) { return param_array(net.param(name).value); })
+      .def("get_grad", [](Net& net, const std::string& name) { return param_array(net.param(name).grad); })
+      .def("get_velocity", [](Net& net, const std::string& name) { return param_array(net.param(name).velocity); })
+      .def("set_param", [](Net& net, const std::string& name, const py::array& arr) {
+             Param& p = net.param(name);
+             CONVNET_CHECK(py::isinstance<py::array_t<float>>(arr), "parameter '", name,
+                           "': expected float32, got ", dtype_name(arr));
+             Shape got(arr.shape(), arr.shape() + arr.ndim());
+             CONVNET_CHECK(got == p.value.shape(), "parameter '", name, "': expected shape ",
+                           shape_str(p.value.shape()), ", got ", shape_str(got));
+             auto a = py::array_t<float, py::array::c_style>::ensure(arr);
+             p.value.copy_from_host(a.data());
+           })
+      .def("hyperparams", [](Net& net, const std::string& name) {
+             Param& p = net.param(name);
+             py::dict d;
+             d["lr"] = p.lr;
+             d["momentum"] = p.momentum;
+             d["weight_decay"] = p.weight_decay;
+             return d;
+           })
+      .def("set_hyperparams", [](Net& net, const std::string& name, std::optional<float> lr,
+                                 std::optional<float> momentum, std::optional<float> weight_decay) {
+             Param& p = net.param(name);
+             if (lr) p.lr = *lr;
+             if (momentum) p.momentum = *momentum;
+             if (weight_decay) p.weight_decay = *weight_decay;
+           }, py::arg("name"), py::arg("lr") = py::none(), py::arg("momentum") = py::none(),
+           py::arg("weight_decay") = py::none())
+      .def("layers", [](const Net& net) {
+             py::list out;
+             for (Layer* l : net.layers()) {
+               Shape s = net.output_shape(l->name());
+               py::dict d;
+               d["name"] = l->name();
+               d["type"] = l->type();
+               d["inputs"] = l->inputs();
+               d["shape"] = py::make_tuple(s[0], s[1], s[2]);
+               d["device"] = net.device_of(l->name()).str();
+               int64_t count = 0;
+               for (const Param& p : l->params()) count += p.value.numel();
+               d["params"] = count;
+               out.append(d);
+             }
+             return out;
+           })
+      .def_property_readonly("parameter_count", &Net::parameter_count)
+      .def_property_readonly("batch_size", &Net::batch_size)
+      .def_property("step", &Net::step, &Net::set_step)
+      .def_property_readonly("seed", &Net::seed)
+      .def("model_json", [](const Net& net) { return net.spec().to_json(); });
+
+  m.def("check_gradients", [](Net& net, double step, int samples, double tolerance, uint64_t seed) {
+          GradCheckOptions o{step, samples, tolerance, seed};
+          std::vector<GradCheckResult> rs;
+          {
+            py::gil_scoped_release release;
+            rs = check_gradients(net, o);
+          }
+          py::list out;
+          for (const auto& r : rs) {
+            py::dict d;
+            d["param"] = r.param;
+            d["checked"] = r.checked;
+            d["max_relative_error"] = r.max_relative_error;
+            d["max_abs_gradient"] = r.max_abs_analytic;
+            d["ok"] = r.ok;
+            out.append(d);
+          }
+          return out;
+        }, py::arg("net"), py::arg("step") = 1e-3, py::arg("samples") = 16,
+        py::arg("tolerance") = 2e-2, py::arg("seed") = 7);
+  m.def("layer_types", &layer_types);
+  m.def("cuda_compiled", &cuda_compiled);
+  m.def("cuda_device_count", &cuda_device_count);
+  m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
+  m.def("num_threads", &cpu::num_threads);
+  m.def("blas_name", &cpu::blas_name);
+}

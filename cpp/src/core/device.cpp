@@ -1,0 +1,50 @@
+// Device names and discovery.
+#include "convnet/device.h"
+
+#include <cstdlib>
+
+#include "convnet/error.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace convnet {
+
+Device Device::parse(const std::string& text) {
+  auto colon = text.find(':');
+  std::string kind = text.substr(0, colon);
+  int index = 0;
+  if (colon != std::string::npos) {
+    const std::string num = text.substr(colon + 1);
+    char* end = nullptr;
+    long v = std::strtol(num.c_str(), &end, 10);
+    if (num.empty() || *end != '\0' || v < 0 || v > 1024)
+      throw ValueError("bad device '" + text + "': expected cpu, cpu:K, cuda or cuda:K");
+    index = static_cast<int>(v);
+  }
+  if (kind == "cpu") return cpu(index);
+  if (kind == "cuda" || kind == "gpu") return cuda(index);
+  throw ValueError("bad device '" + text + "': expected cpu, cpu:K, cuda or cuda:K");
+}
+
+std::string Device::str() const {
+  return std::string(is_cpu() ? "cpu" : "cuda") + ":" + std::to_string(index);
+}
+
+bool cuda_compiled() {
+#ifdef CONVNET_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef CONVNET_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace convnet

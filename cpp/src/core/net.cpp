@@ -1,0 +1,299 @@
+// Net: building the layer DAG from a model definition, planning buffers, and running the passes.
+#include "convnet/net.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "convnet/error.h"
+#include "convnet/ops.h"
+
+namespace convnet {
+
+// One layer with its output, its output's gradient, and the copies its inputs need when they
+// live on another device.
+struct Net::Node {
+  std::unique_ptr<Layer> layer;
+  Device device;
+  std::vector<Node*> producers;
+  Shape shape;
+  Tensor out, grad;
+  bool grad_written = false;
+  bool needs_grad = false;   // some layer upstream has parameters
+  std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
+};
+
+namespace {
+
+// A deterministic N(0, std) from a 64-bit seed (Box-Muller on mt19937_64), the same on every
+// platform, unlike std::normal_distribution.
+void gaussian_fill(std::vector<float>& v, float std_dev, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const double two_pi = 6.283185307179586;
+  for (size_t i = 0; i < v.size(); i += 2) {
+    double u1 = (double(rng() >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
+    double u2 = double(rng() >> 11) * (1.0 / 9007199254740992.0);
+    double r = std::sqrt(-2.0 * std::log(u1));
+    v[i] = float(std_dev * r * std::cos(two_pi * u2));
+    if (i + 1 < v.size()) v[i + 1] = float(std_dev * r * std::sin(two_pi * u2));
+  }
+}
+
+uint64_t name_hash(const std::string& s, uint64_t seed) {
+  uint64_t h = 14695981039346656037ull ^ (seed * 0x9E3779B97F4A7C15ull);
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
+    : spec_(spec), devices_(std::move(devices)), seed_(seed) {
+  CONVNET_CHECK(!spec_.layers.empty(), "model definition has no layers");
+  // Layers by name, each name once.
+  std::map<std::string, const LayerSpec*> specs;
+  for (const LayerSpec& s : spec_.layers) {
+    CONVNET_CHECK(specs.emplace(s.name, &s).second, "layer '", s.name, "' is defined twice");
+  }
+  for (const LayerSpec& s : spec_.layers)
+    for (const std::string& in : s.inputs) {
+      CONVNET_CHECK(specs.count(in), "layer '", s.name, "' reads '", in,
+                    "', which no layer defines");
+      CONVNET_CHECK(in != s.name, "layer '", s.name, "' reads its own output");
+    }
+
+  // Topological order (Kahn), keeping the definition's order among ready layers.
+  std::map<std::string, int> pending;
+  for (const LayerSpec& s : spec_.layers) pending[s.name] = static_cast<int>(s.inputs.size());
+  std::vector<const LayerSpec*> sorted;
+  std::set<std::string> done;
+  while (sorted.size() < spec_.layers.size()) {
+    bool progress = false;
+    for (const LayerSpec& s : spec_.layers) {
+      if (done.count(s.name)) continue;
+      bool ready = std::all_of(s.inputs.begin(), s.inputs.end(),
+                               [&](const std::string& i) { return done.count(i) > 0; });
+      if (!ready) continue;
+      sorted.push_back(&s);
+      done.insert(s.name);
+      progress = true;
+    }
+    if (!progress) {
+      std::string cycle;
+      for (const LayerSpec& s : spec_.layers)
+        if (!done.count(s.name)) cycle += (cycle.empty() ? "" : ", ") + s.name;
+      throw ValueError("the model definition has a cycle among layers: " + cycle);
+    }
+  }
+
+  // Layers, devices, edges.
+  for (const LayerSpec* s : sorted) {
+    auto n = std::make_unique<Node>();
+    n->layer = make_layer(*s);
+    auto [lo, hi] = n->layer->input_count();
+    const int count = static_cast<int>(s->inputs.size());
+    CONVNET_CHECK(count >= lo && (hi < 0 || count <= hi), "layer '", s->name, "' (", s->type,
+                  ") takes ", lo == hi ? std::to_string(lo) : std::to_string(lo) + (hi < 0 ? " or more" : " to " + std::to_string(hi)),
+                  " input(s), got ", count);
+    if (devices_.empty()) {
+      n->device = Device::cpu();
+    } else {
+      CONVNET_CHECK(s->device < static_cast<int>(devices_.size()), "layer '", s->name,
+                    "' is placed on logical device ", s->device, " but only ", devices_.size(),
+                    " device(s) were given");
+      n->device = devices_[s->device];
+    }
+    for (const std::string& in : s->inputs) n->producers.push_back(by_name_.at(in));
+    n->needs_grad = !n->layer->is_input();
+    by_name_[s->name] = n.get();
+    order_.push_back(n->layer.get());
+    nodes_.push_back(std::move(n));
+  }
+  for (auto& n : nodes_) {
+    const std::string key = n->device.str();
+    if (!workspaces_.count(key)) workspaces_[key] = std::make_unique<Workspace>(n->device);
+  }
+  bool has_cost = std::any_of(nodes_.begin(), nodes_.end(), [](const auto& n) { return n->layer->is_cost(); });
+  (void)has_cost;  // a net without a cost layer still runs forward (feature extraction)
+
+  plan(1);  // validates every size and creates the parameters
+  for (auto& n : nodes_) n->layer->spec().options.reject_unread();
+  initialise_params();
+  for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get());
+}
+
+Net::~Net() = default;
+
+void Net::plan(int batch) {
+  for (auto& n : nodes_) {
+    std::vector<Shape> in;
+    if (n->layer->is_input()) {
+      in.push_back({batch});
+    } else {
+      for (Node* p : n->producers) in.push_back(p->shape);
+    }
+    n->shape = n->layer->setup(in);
+    n->out = Tensor();
+    n->grad = Tensor();
+    n->mirrors.assign(n->producers.size(), Tensor());
+    n->mirror_grads.assign(n->producers.size(), Tensor());
+    n->staged_grads.assign(n->producers.size(), Tensor());
+  }
+  batch_ = batch;
+}
+
+void Net::initialise_params() {
+  for (auto& n : nodes_)
+    for (Param& p : n->layer->params()) {
+      std::vector<float> v(static_cast<size_t>(p.value.numel()));
+      if (p.init == Param::Init::Constant) std::fill(v.begin(), v.end(), p.init_value);
+      else gaussian_fill(v, p.init_std, name_hash(p.name, seed_));
+      p.value.copy_from_host(v.data());
+    }
+}
+
+Net::Node& Net::node(const std::string& name) const {
+  auto it = by_name_.find(name);
+  CONVNET_CHECK(it != by_name_.end(), "no layer named '", name, "' in this net");
+  return *it->second;
+}
+
+Layer& Net::layer(const std::string& name) const { return *node(name).layer; }
+Device Net::device_of(const std::string& name) const { return node(name).device; }
+
+void Net::set_input(const std::string& name, const Tensor& batch) {
+  Node& n = node(name);
+  CONVNET_CHECK(n.layer->is_input(), "layer '", name, "' is a '", n.layer->type(),
+                "' layer, not an input or labels layer");
+  const int batch_size = batch.ndim() == 0 ? 0 : batch.shape().back();
+  CONVNET_CHECK(batch_size > 0, "input '", name, "': empty batch ", shape_str(batch.shape()));
+  if (batch_size != batch_) plan(batch_size);
+  Shape want = n.shape;
+  bool ok = batch.shape() == want ||
+            (n.layer->type() == "labels" && batch.numel() == batch_size);
+  CONVNET_CHECK(ok, "input '", name, "': expected a batch of shape ", shape_str(want),
+                " (CHWN), got ", shape_str(batch.shape()));
+  if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
+  n.out.copy_from(batch);
+}
+
+CostReport Net::forward(bool train) {
+  last_pass_ = PassContext{train, seed_, step_};
+  for (auto& n : nodes_) {
+    if (n->layer->is_input()) {
+      CONVNET_CHECK(n->out.defined(), "input '", n->layer->name(),
+                    "' has no data for this batch: call set_input first");
+      continue;
+    }
+    std::vector<Tensor> in;
+    for (size_t i = 0; i < n->producers.size(); ++i) {
+      Node* p = n->producers[i];
+      if (p->device == n->device) {
+        in.push_back(p->out);
+      } else {  // cross-device edge: an explicit copy
+        if (!n->mirrors[i].defined()) n->mirrors[i] = Tensor(p->shape, n->device);
+        n->mirrors[i].copy_from(p->out);
+        in.push_back(n->mirrors[i]);
+      }
+    }
+    if (!n->out.defined()) n->out = Tensor(n->shape, n->device);
+    n->layer->forward(in, n->out, last_pass_);
+  }
+  CostReport report;
+  report.batch = batch_;
+  for (auto& n : nodes_) {
+    if (!n->layer->is_cost()) continue;
+    CostStats s = n->layer->cost_stats();
+    CostReport::Entry e{n->layer->name(), s.cost_sum / batch_, double(s.top1_errors) / batch_,
+                        double(s.top5_errors) / batch_};
+    report.objective += n->layer->cost_coeff() * e.cost;
+    report.costs.push_back(e);
+  }
+  return report;
+}
+
+void Net::backward() {
+  for (auto& n : nodes_) n->grad_written = false;
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+    Node& n = **it;
+    if (n.layer->is_input()) continue;
+    if (!n.layer->is_cost() && !n.grad_written) {  // no gradient reaches this layer
+      for (Param& p : n.layer->params()) p.grad.fill(0.f);
+      continue;
+    }
+    std::vector<Tensor> in, din;
+    std::vector<bool> accumulate;
+    for (size_t i = 0; i < n.producers.size(); ++i) {
+      Node* p = n.producers[i];
+      const bool cross = p->device != n.device;
+      in.push_back(cross ? n.mirrors[i] : p->out);
+      if (!p->needs_grad) {
+        din.emplace_back();
+        accumulate.push_back(false);
+        continue;
+      }
+      if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
+      if (cross) {
+        if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(p->shape, n.device);
+        din.push_back(n.mirror_grads[i]);
+        accumulate.push_back(false);
+      } else {
+        din.push_back(p->grad);
+        accumulate.push_back(p->grad_written);
+      }
+    }
+    n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+    for (size_t i = 0; i < n.producers.size(); ++i) {
+      Node* p = n.producers[i];
+      if (!p->needs_grad) continue;
+      if (p->device != n.device) {  // bring the gradient home across the device edge
+        if (!p->grad_written) {
+          p->grad.copy_from(n.mirror_grads[i]);
+        } else {
+          if (!n.staged_grads[i].defined()) n.staged_grads[i] = Tensor(p->shape, p->device);
+          n.staged_grads[i].copy_from(n.mirror_grads[i]);
+          axpby(1.f, n.staged_grads[i], p->grad, true);
+        }
+      }
+      p->grad_written = true;
+    }
+  }
+}
+
+void Net::update(float lr_scale) {
+  for (auto& n : nodes_)
+    for (Param& p : n->layer->params())
+      sgd_update(p.value, p.grad, p.velocity, p.lr * lr_scale, p.momentum, p.weight_decay);
+  ++step_;
+}
+
+const Tensor& Net::output(const std::string& layer) const {
+  const Node& n = node(layer);
+  CONVNET_CHECK(n.out.defined(), "layer '", layer, "' has no output yet: run forward first");
+  return n.out;
+}
+
+Shape Net::output_shape(const std::string& layer) const { return node(layer).shape; }
+
+std::vector<Param*> Net::params() {
+  std::vector<Param*> out;
+  for (auto& n : nodes_)
+    for (Param& p : n->layer->params()) out.push_back(&p);
+  return out;
+}
+
+Param& Net::param(const std::string& name) {
+  for (Param* p : params())
+    if (p->name == name) return *p;
+  throw ValueError("no parameter named '" + name + "' (parameters are named <layer>.weights and <layer>.biases)");
+}
+
+int64_t Net::parameter_count() const {
+  int64_t total = 0;
+  for (auto& n : nodes_)
+    for (const Param& p : n->layer->params()) total += p.value.numel();
+  return total;
+}
+
+}  // namespace convnet

@@ -1,0 +1,232 @@
+// The dispatcher: every op of convnet/ops.h checks shapes and devices once, here, and then runs
+// the implementation of the tensors' device. Backends trust what reaches them.
+#include "convnet/ops.h"
+
+#include "convnet/error.h"
+#include "cpu/cpu_ops.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace convnet {
+
+namespace {
+
+[[noreturn]] void cuda_missing(const char* op) {
+#ifdef CONVNET_WITH_CUDA
+  throw RuntimeError(std::string(op) + ": not yet implemented in the CUDA backend");
+#else
+  throw RuntimeError(std::string(op) + ": this build has no CUDA backend");
+#endif
+}
+
+void same_device(const char* op, const Tensor& a, const Tensor& b) {
+  CONVNET_CHECK(a.device() == b.device(), op, ": tensors on different devices (",
+                a.device().str(), " and ", b.device().str(), ")");
+}
+
+void same_shape(const char* op, const Tensor& a, const Tensor& b) {
+  CONVNET_CHECK(a.shape() == b.shape(), op, ": shape mismatch ", shape_str(a.shape()), " vs ",
+                shape_str(b.shape()));
+  same_device(op, a, b);
+}
+
+void activation(const char* op, const Tensor& t) {
+  CONVNET_CHECK(t.defined() && t.ndim() == 4, op, ": expected a CHWN activation, got ",
+                t.defined() ? shape_str(t.shape()) : std::string("an undefined tensor"));
+}
+
+int64_t inner_of(const Tensor& t) { return t.numel() / t.dim(0); }
+
+}  // namespace
+
+// Run `cpu_call` on the CPU, or the CUDA implementation when one exists.
+#define CONVNET_DISPATCH(tensor, op, cpu_call) \
+  do {                                         \
+    if ((tensor).device().is_cpu()) {          \
+      cpu_call;                                \
+    } else {                                   \
+      cuda_missing(op);                        \
+    }                                          \
+  } while (0)
+
+void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc, const Device& device) {
+  if (device.is_cpu()) {
+    cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+#ifdef CONVNET_WITH_CUDA
+    cuda::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, device.index);
+#else
+    cuda_missing("gemm");
+#endif
+  }
+}
+
+static void check_conv_input(const char* op, const Tensor& x, const ConvGeometry& g, int c0,
+                             int oy0, int oy1) {
+  activation(op, x);
+  CONVNET_CHECK(x.shape() == Shape({g.channels, g.height, g.width, g.batch}), op, ": input ",
+                shape_str(x.shape()), " does not match the geometry (", g.channels, ", ", g.height,
+                ", ", g.width, ", ", g.batch, ")");
+  CONVNET_CHECK(c0 >= 0 && c0 + g.group_channels() <= g.channels, op, ": channel offset ", c0,
+                " out of range");
+  CONVNET_CHECK(0 <= oy0 && oy0 < oy1 && oy1 <= g.out_h, op, ": output rows [", oy0, ", ", oy1,
+                ") out of range [0, ", g.out_h, ")");
+}
+
+void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols) {
+  check_conv_input("im2col", x, g, c0, oy0, oy1);
+  CONVNET_DISPATCH(x, "im2col", cpu::im2col(x.data(), g, c0, oy0, oy1, cols));
+}
+
+void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx) {
+  check_conv_input("col2im", dx, g, c0, oy0, oy1);
+  CONVNET_DISPATCH(dx, "col2im", cpu::col2im(cols, g, c0, oy0, oy1, dx.data()));
+}
+
+void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron) {
+  activation("bias_neuron_forward", y);
+  if (bias.defined()) {
+    same_device("bias_neuron_forward", y, bias);
+    CONVNET_CHECK(bias.numel() == y.dim(0), "bias_neuron_forward: ", bias.numel(),
+                  " biases for ", y.dim(0), " channels");
+  }
+  CONVNET_DISPATCH(y, "bias_neuron_forward",
+                   cpu::bias_neuron_forward(y.data(), bias.defined() ? bias.data() : nullptr,
+                                            y.dim(0), inner_of(y), neuron));
+}
+
+void neuron_forward(const Tensor& x, Tensor& y, const Neuron& neuron) {
+  same_shape("neuron_forward", x, y);
+  CONVNET_DISPATCH(x, "neuron_forward", cpu::neuron_forward(x.data(), y.data(), x.numel(), neuron));
+}
+
+void neuron_backward(const Tensor& y, const Tensor& dy, Tensor& dx, const Neuron& neuron,
+                     bool accumulate) {
+  same_shape("neuron_backward", y, dy);
+  same_shape("neuron_backward", y, dx);
+  CONVNET_DISPATCH(y, "neuron_backward",
+                   cpu::neuron_backward(y.data(), dy.data(), dx.data(), y.numel(), neuron, accumulate));
+}
+
+void bias_backward(const Tensor& dy, Tensor& db, bool accumulate) {
+  activation("bias_backward", dy);
+  same_device("bias_backward", dy, db);
+  CONVNET_CHECK(db.numel() == dy.dim(0), "bias_backward: ", db.numel(), " biases for ",
+                dy.dim(0), " channels");
+  CONVNET_DISPATCH(dy, "bias_backward",
+                   cpu::bias_backward(dy.data(), db.data(), dy.dim(0), inner_of(dy), accumulate));
+}
+
+static void check_lrn(const char* op, const Tensor& x, const LrnParams& p) {
+  activation(op, x);
+  CONVNET_CHECK(p.size >= 1, op, ": size must be >= 1, got ", p.size);
+  CONVNET_CHECK(p.k > 0 || p.alpha > 0, op, ": k and alpha may not both be 0");
+}
+
+void lrn_forward(const Tensor& x, Tensor& y, Tensor& denom, const LrnParams& p) {
+  check_lrn("lrn_forward", x, p);
+  same_shape("lrn_forward", x, y);
+  same_shape("lrn_forward", x, denom);
+  CONVNET_DISPATCH(x, "lrn_forward",
+                   cpu::lrn_forward(x.data(), y.data(), denom.data(), x.dim(0), inner_of(x), p));
+}
+
+void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
+                  Tensor& dx, const LrnParams& p, bool accumulate) {
+  check_lrn("lrn_backward", x, p);
+  for (const Tensor* t : {&y, &denom, &dy, static_cast<const Tensor*>(&dx)})
+    same_shape("lrn_backward", x, *t);
+  CONVNET_DISPATCH(x, "lrn_backward",
+                   cpu::lrn_backward(x.data(), y.data(), denom.data(), dy.data(), dx.data(),
+                                     x.dim(0), inner_of(x), p, accumulate));
+}
+
+static void check_pool(const char* op, const Tensor& x, const Tensor& y, const PoolGeometry& g) {
+  activation(op, x);
+  activation(op, y);
+  same_device(op, x, y);
+  CONVNET_CHECK(x.shape() == Shape({g.channels, g.height, g.width, g.batch}), op, ": input ",
+                shape_str(x.shape()), " does not match the pooling geometry");
+  CONVNET_CHECK(y.shape() == Shape({g.channels, g.out_h, g.out_w, g.batch}), op, ": output ",
+                shape_str(y.shape()), " does not match the pooling geometry");
+}
+
+void pool_forward(const Tensor& x, Tensor& y, const PoolGeometry& g) {
+  check_pool("pool_forward", x, y, g);
+  CONVNET_DISPATCH(x, "pool_forward", cpu::pool_forward(x.data(), y.data(), g));
+}
+
+void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                   const PoolGeometry& g, bool accumulate) {
+  check_pool("pool_backward", x, y, g);
+  same_shape("pool_backward", y, dy);
+  same_shape("pool_backward", x, dx);
+  CONVNET_DISPATCH(x, "pool_backward",
+                   cpu::pool_backward(x.data(), y.data(), dy.data(), dx.data(), g, accumulate));
+}
+
+void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
+                   bool accumulate) {
+  same_shape("dropout", in, out);
+  CONVNET_CHECK(rate >= 0.f && rate < 1.f, "dropout: rate must be in [0, 1), got ", rate);
+  CONVNET_DISPATCH(in, "dropout", cpu::dropout_apply(in.data(), out.data(), in.numel(), rate,
+                                                     seed, step, accumulate));
+}
+
+static void check_cost(const char* op, const Tensor& probs, const Tensor& labels) {
+  activation(op, probs);
+  CONVNET_CHECK(probs.dim(1) == 1 && probs.dim(2) == 1, op, ": expected {K, 1, 1, N} scores, got ",
+                shape_str(probs.shape()));
+  CONVNET_CHECK(labels.numel() == probs.dim(3), op, ": ", labels.numel(), " labels for a batch of ",
+                probs.dim(3));
+  same_device(op, probs, labels);
+}
+
+// Labels are checked on the host: a bad label must name its case, never index out of bounds.
+static void check_labels(const char* op, const Tensor& labels, int classes) {
+  std::vector<float> host = labels.to_vector();
+  for (size_t i = 0; i < host.size(); ++i) {
+    float l = host[i];
+    CONVNET_CHECK(l >= 0 && l < classes && l == static_cast<float>(static_cast<int>(l)), op,
+                  ": label ", l, " of case ", i, " is not a class index in [0, ", classes, ")");
+  }
+}
+
+CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs) {
+  check_cost("softmax_cost", logits, labels);
+  same_shape("softmax_cost", logits, probs);
+  check_labels("softmax_cost", labels, logits.dim(0));
+  CostStats stats;
+  CONVNET_DISPATCH(logits, "softmax_cost",
+                   stats = cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(),
+                                                     logits.dim(0), logits.dim(3)));
+  return stats;
+}
+
+void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,
+                           Tensor& dlogits, bool accumulate) {
+  check_cost("softmax_cost_backward", probs, labels);
+  same_shape("softmax_cost_backward", probs, dlogits);
+  CONVNET_DISPATCH(probs, "softmax_cost_backward",
+                   cpu::softmax_cost_backward(probs.data(), labels.data(), scale, dlogits.data(),
+                                              probs.dim(0), probs.dim(3), accumulate));
+}
+
+void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
+                float weight_decay) {
+  same_shape("sgd_update", w, grad);
+  same_shape("sgd_update", w, v);
+  CONVNET_DISPATCH(w, "sgd_update", cpu::sgd_update(w.data(), grad.data(), v.data(), w.numel(), lr,
+                                                    momentum, weight_decay));
+}
+
+void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate) {
+  CONVNET_CHECK(src.numel() == dst.numel(), "axpby: ", shape_str(src.shape()), " into ",
+                shape_str(dst.shape()), " (element counts differ)");
+  same_device("axpby", src, dst);
+  CONVNET_DISPATCH(src, "axpby", cpu::axpby(scale, src.data(), dst.data(), src.numel(), accumulate));
+}
+
+}  // namespace convnet

@@ -1,0 +1,167 @@
+// Model definitions: JSON in, LayerSpecs out, with errors that name the layer and the option.
+#include "convnet/spec.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "convnet/error.h"
+
+namespace convnet {
+
+using nlohmann::json;
+
+LayerOptions::LayerOptions(std::string layer, json values)
+    : layer_(std::move(layer)), values_(std::move(values)) {}
+
+const json* LayerOptions::find(const std::string& key) const {
+  read_->insert(key);
+  auto it = values_.find(key);
+  return it == values_.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool LayerOptions::has(const std::string& key) const { return find(key) != nullptr; }
+
+int LayerOptions::get_int(const std::string& key) const {
+  const json* v = find(key);
+  CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
+  CONVNET_CHECK(v->is_number_integer() || (v->is_number() && v->get<double>() == double(int(v->get<double>()))),
+                "layer '", layer_, "': option '", key, "' must be an integer, got ", v->dump());
+  return v->is_number_integer() ? v->get<int>() : int(v->get<double>());
+}
+
+int LayerOptions::get_int(const std::string& key, int fallback) const {
+  return has(key) ? get_int(key) : fallback;
+}
+
+double LayerOptions::get_float(const std::string& key) const {
+  const json* v = find(key);
+  CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
+  CONVNET_CHECK(v->is_number(), "layer '", layer_, "': option '", key, "' must be a number, got ",
+                v->dump());
+  return v->get<double>();
+}
+
+double LayerOptions::get_float(const std::string& key, double fallback) const {
+  return has(key) ? get_float(key) : fallback;
+}
+
+bool LayerOptions::get_bool(const std::string& key, bool fallback) const {
+  const json* v = find(key);
+  if (!v) return fallback;
+  if (v->is_boolean()) return v->get<bool>();
+  if (v->is_number_integer() && (v->get<int>() == 0 || v->get<int>() == 1)) return v->get<int>() == 1;
+  throw ValueError("layer '" + layer_ + "': option '" + key + "' must be true or false, got " + v->dump());
+}
+
+std::string LayerOptions::get_string(const std::string& key, const std::string& fallback) const {
+  const json* v = find(key);
+  if (!v) return fallback;
+  CONVNET_CHECK(v->is_string(), "layer '", layer_, "': option '", key, "' must be a string, got ",
+                v->dump());
+  return v->get<std::string>();
+}
+
+std::vector<double> LayerOptions::get_floats(const std::string& key) const {
+  const json* v = find(key);
+  CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
+  if (v->is_number()) return {v->get<double>()};
+  CONVNET_CHECK(v->is_array(), "layer '", layer_, "': option '", key,
+                "' must be a number or a list of numbers, got ", v->dump());
+  std::vector<double> out;
+  for (const auto& e : *v) {
+    CONVNET_CHECK(e.is_number(), "layer '", layer_, "': option '", key,
+                  "' must hold numbers, got ", e.dump());
+    out.push_back(e.get<double>());
+  }
+  return out;
+}
+
+void LayerOptions::reject_unread() const {
+  for (auto it = values_.begin(); it != values_.end(); ++it) {
+    if (read_->count(it.key())) continue;
+    std::string known;
+    for (const auto& k : *read_) known += (known.empty() ? "" : ", ") + k;
+    throw ValueError("layer '" + layer_ + "': unknown option '" + it.key() +
+                     "' (this layer type reads: " + known + ")");
+  }
+}
+
+ModelSpec ModelSpec::from_json(const std::string& text) {
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw ValueError(std::string("model definition is not valid JSON: ") + e.what());
+  }
+  const json* layers = &doc;
+  if (doc.is_object()) {
+    CONVNET_CHECK(doc.contains("layers"), "model definition: expected a \"layers\" list");
+    layers = &doc["layers"];
+  }
+  CONVNET_CHECK(layers->is_array(), "model definition: \"layers\" must be a list");
+  ModelSpec spec;
+  int index = 0;
+  for (const json& l : *layers) {
+    const std::string where = "model definition, layer #" + std::to_string(index++);
+    CONVNET_CHECK(l.is_object(), where, ": expected an object, got ", l.dump());
+    CONVNET_CHECK(l.contains("name") && l["name"].is_string() && !l["name"].get<std::string>().empty(),
+                  where, ": missing \"name\"");
+    LayerSpec s;
+    s.name = l["name"].get<std::string>();
+    CONVNET_CHECK(l.contains("type") && l["type"].is_string(), "layer '", s.name,
+                  "': missing \"type\"");
+    s.type = l["type"].get<std::string>();
+    json options = l;
+    options.erase("name");
+    options.erase("type");
+    if (l.contains("inputs")) {
+      const json& in = l["inputs"];
+      if (in.is_string()) {
+        s.inputs.push_back(in.get<std::string>());
+      } else {
+        CONVNET_CHECK(in.is_array(), "layer '", s.name, "': \"inputs\" must be a list of names");
+        for (const json& e : in) {
+          CONVNET_CHECK(e.is_string(), "layer '", s.name, "': \"inputs\" must be a list of names");
+          s.inputs.push_back(e.get<std::string>());
+        }
+      }
+      options.erase("inputs");
+    }
+    if (l.contains("device")) {
+      CONVNET_CHECK(l["device"].is_number_integer() && l["device"].get<int>() >= 0, "layer '",
+                    s.name, "': \"device\" must be a logical device number >= 0");
+      s.device = l["device"].get<int>();
+      options.erase("device");
+    }
+    s.options = LayerOptions(s.name, options);
+    spec.layers.push_back(std::move(s));
+  }
+  return spec;
+}
+
+ModelSpec ModelSpec::from_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ValueError("cannot open model definition '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return from_json(ss.str());
+  } catch (const ValueError& e) {
+    throw ValueError(path + ": " + e.what());
+  }
+}
+
+std::string ModelSpec::to_json(int indent) const {
+  json out = json::array();
+  for (const LayerSpec& s : layers) {
+    json l = s.options.values();
+    l["name"] = s.name;
+    l["type"] = s.type;
+    if (!s.inputs.empty()) l["inputs"] = s.inputs;
+    if (s.device != 0) l["device"] = s.device;
+    out.push_back(std::move(l));
+  }
+  return json{{"layers", out}}.dump(indent);
+}
+
+}  // namespace convnet

@@ -1,0 +1,65 @@
+// Allocation and cross-device copies, routed by device kind.
+#include "core/storage.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "convnet/error.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace convnet {
+
+#ifndef CONVNET_WITH_CUDA
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  throw RuntimeError(std::string(what) +
+                     ": this build of convnet has no CUDA backend (nvcc was not found when it was built)");
+}
+}  // namespace
+#endif
+
+Storage::Storage(size_t floats, Device device) : floats_(floats), device_(device) {
+  const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
+  if (bytes == 0) return;
+  if (device.is_cpu()) {
+    data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!data_)
+      throw RuntimeError(detail::concat("out of host memory allocating ", bytes, " bytes"));
+  } else {
+#ifdef CONVNET_WITH_CUDA
+    data_ = static_cast<float*>(cuda::allocate(bytes, device.index));
+#else
+    no_cuda("allocating a tensor on a CUDA device");
+#endif
+  }
+}
+
+Storage::~Storage() {
+  if (!data_) return;
+  if (device_.is_cpu()) {
+    std::free(data_);
+  } else {
+#ifdef CONVNET_WITH_CUDA
+    cuda::release(data_, device_.index);
+#endif
+  }
+}
+
+void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
+                size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef CONVNET_WITH_CUDA
+  cuda::copy(dst, dst_device, src, src_device, bytes);
+#else
+  no_cuda("copying to or from a CUDA device");
+#endif
+}
+
+}  // namespace convnet

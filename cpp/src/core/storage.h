@@ -1,0 +1,30 @@
+// Device memory behind Tensors, and byte copies between any two devices. Internal to the core.
+#pragma once
+#include <cstddef>
+
+#include "convnet/device.h"
+
+namespace convnet {
+
+class Storage {
+ public:
+  Storage(size_t floats, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  float* data() const { return data_; }
+  size_t size() const { return floats_; }
+  const Device& device() const { return device_; }
+
+ private:
+  float* data_ = nullptr;
+  size_t floats_ = 0;
+  Device device_;
+};
+
+// Copies `bytes` from src on src_device to dst on dst_device (host, CUDA, or across them).
+void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
+                size_t bytes);
+
+}  // namespace convnet

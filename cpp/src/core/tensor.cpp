@@ -1,0 +1,88 @@
+// Tensor: a shaped view into device Storage.
+#include "convnet/tensor.h"
+
+#include "convnet/error.h"
+#include "core/storage.h"
+#include "cpu/cpu_ops.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace convnet {
+
+std::string shape_str(const Shape& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + ")";
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int d : s) n *= d;
+  return n;
+}
+
+Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(device) {
+  for (int d : shape_)
+    CONVNET_CHECK(d >= 0, "tensor shape ", shape_str(shape_), " has a negative dimension");
+  storage_ = std::make_shared<Storage>(static_cast<size_t>(numel()), device_);
+}
+
+Tensor Tensor::zeros(Shape shape, Device device) {
+  Tensor t(std::move(shape), device);
+  t.fill(0.f);
+  return t;
+}
+
+float* Tensor::data() { return storage_ ? storage_->data() + offset_ : nullptr; }
+const float* Tensor::data() const { return storage_ ? storage_->data() + offset_ : nullptr; }
+
+Tensor Tensor::channels(int c0, int count) const {
+  CONVNET_CHECK(ndim() == 4, "channels(): tensor ", shape_str(shape_), " is not a CHWN activation");
+  CONVNET_CHECK(c0 >= 0 && count >= 0 && c0 + count <= shape_[0], "channels(", c0, ", ", count,
+                "): out of range for ", shape_[0], " channels");
+  Tensor v = *this;
+  v.shape_[0] = count;
+  v.offset_ = offset_ + int64_t(c0) * shape_[1] * shape_[2] * shape_[3];
+  return v;
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  CONVNET_CHECK(shape_numel(shape) == numel(), "cannot reshape ", shape_str(shape_), " to ",
+                shape_str(shape));
+  Tensor v = *this;
+  v.shape_ = std::move(shape);
+  return v;
+}
+
+void Tensor::copy_from_host(const float* src) {
+  copy_bytes(data(), device_, src, Device::cpu(), sizeof(float) * size_t(numel()));
+}
+
+void Tensor::copy_to_host(float* dst) const {
+  copy_bytes(dst, Device::cpu(), data(), device_, sizeof(float) * size_t(numel()));
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel()));
+  copy_to_host(v.data());
+  return v;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  CONVNET_CHECK(src.numel() == numel(), "copy_from: ", shape_str(src.shape_), " into ",
+                shape_str(shape_), " (element counts differ)");
+  copy_bytes(data(), device_, src.data(), src.device_, sizeof(float) * size_t(numel()));
+}
+
+void Tensor::fill(float value) {
+  if (device_.is_cpu()) {
+    cpu::fill(data(), numel(), value);
+  } else {
+#ifdef CONVNET_WITH_CUDA
+    cuda::fill(data(), numel(), value, device_.index);
+#endif
+  }
+}
+
+}  // namespace convnet

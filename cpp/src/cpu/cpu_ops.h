@@ -1,0 +1,60 @@
+// The CPU backend: one function per primitive of convnet/ops.h, on raw host pointers.
+// Shapes were checked by the dispatcher (core/ops.cpp); these trust them. Loops run in
+// parallel with OpenMP; GEMM is OpenBLAS (CBLAS). Each .cpp in this folder holds one op family.
+#pragma once
+#include <cstdint>
+
+#include "convnet/ops.h"
+
+namespace convnet::cpu {
+
+// blas.cpp
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+// Threads used by OpenBLAS and by our OpenMP loops (0 = leave the library defaults).
+void set_num_threads(int n);
+int num_threads();
+const char* blas_name();
+
+// im2col.cpp
+void im2col(const float* x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols);
+void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, float* dx);
+
+// neuron.cpp. `inner` is the number of elements per bias row.
+void bias_neuron_forward(float* y, const float* bias, int rows, int64_t inner, const Neuron& nr);
+void neuron_forward(const float* x, float* y, int64_t n, const Neuron& nr);
+void neuron_backward(const float* y, const float* dy, float* dx, int64_t n, const Neuron& nr,
+                     bool accumulate);
+void bias_backward(const float* dy, float* db, int rows, int64_t inner, bool accumulate);
+
+// lrn.cpp. Activations {C, inner} with inner = H*W*N.
+void lrn_forward(const float* x, float* y, float* denom, int channels, int64_t inner,
+                 const LrnParams& p);
+void lrn_backward(const float* x, const float* y, const float* denom, const float* dy, float* dx,
+                  int channels, int64_t inner, const LrnParams& p, bool accumulate);
+
+// pool.cpp
+void pool_forward(const float* x, float* y, const PoolGeometry& g);
+void pool_backward(const float* x, const float* y, const float* dy, float* dx,
+                   const PoolGeometry& g, bool accumulate);
+
+// dropout.cpp
+void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
+                   uint64_t step, bool accumulate);
+
+// softmax_cost.cpp. logits/probs {K, N}; labels N floats already checked to lie in [0, K).
+CostStats softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
+                               int batch);
+void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,
+                           int classes, int batch, bool accumulate);
+
+// sgd.cpp
+void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
+                float weight_decay);
+
+// elementwise.cpp
+void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate);
+void fill(float* dst, int64_t n, float value);
+void copy(const float* src, float* dst, int64_t n);
+
+}  // namespace convnet::cpu

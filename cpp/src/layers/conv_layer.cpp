@@ -1,0 +1,159 @@
+// Convolution as whole-batch GEMM (cuda-convnet layout, CHWN):
+//   out[F, (oy, ox, n)] = W[F, (c, ky, kx)] * cols[(c, ky, kx), (oy, ox, n)]
+// per group, with cols from im2col. The column matrix is capped (kWorkspaceBytes) by chunking
+// along output rows; a chunk of output rows is a column block of the output matrix, written with
+// ldc = OH*OW*N. 1x1 stride-1 convolutions use the input as the column matrix. The bias add and
+// the neuron are fused into one pass after the GEMMs.
+#include <algorithm>
+
+#include "convnet/error.h"
+#include "convnet/ops.h"
+#include "layers/factories.h"
+#include "layers/join.h"
+
+namespace convnet {
+
+namespace {
+
+constexpr int64_t kWorkspaceBytes = 256ll << 20;
+
+class ConvLayer : public Layer {
+ public:
+  explicit ConvLayer(const LayerSpec& spec) : Layer(spec) {
+    const LayerOptions& o = spec.options;
+    g_.filters = o.get_int("filters");
+    g_.size = o.get_int("size");
+    g_.stride = o.get_int("stride", 1);
+    g_.pad = o.get_int("padding", 0);
+    g_.groups = o.get_int("groups", 1);
+    has_bias_ = o.get_bool("bias", true);
+    neuron_ = Neuron::parse(o.get_string("neuron", "linear"));
+    if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(o.get_float("slope", 0.01));
+  }
+  std::pair<int, int> input_count() const override { return {1, -1}; }
+
+  Shape setup(const std::vector<Shape>& in) override {
+    int channels = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      CONVNET_CHECK(in[i][1] == in[0][1] && in[i][2] == in[0][2], where(), ": input '",
+                    inputs()[i], "' is ", in[i][1], "x", in[i][2], " but '", inputs()[0], "' is ",
+                    in[0][1], "x", in[0][2], " (joined inputs must share height and width)");
+      channels += in[i][0];
+    }
+    g_.channels = channels;
+    g_.height = in[0][1];
+    g_.width = in[0][2];
+    g_.batch = in[0][3];
+    g_.finish(where());
+    if (params_.empty()) {
+      add_param("weights", {g_.filters, g_.group_channels(), g_.size, g_.size}, false, g_.col_rows());
+      if (has_bias_) add_param("biases", {g_.filters}, true, g_.col_rows());
+    }
+    direct_ = g_.size == 1 && g_.stride == 1 && g_.pad == 0;
+    const int64_t row_floats = g_.col_rows() * g_.out_w * g_.batch;
+    chunk_rows_ = direct_ ? g_.out_h
+                          : int(std::clamp<int64_t>(kWorkspaceBytes / 4 / row_floats, 1, g_.out_h));
+    joined_ = Tensor();
+    return {g_.filters, g_.out_h, g_.out_w, g_.batch};
+  }
+
+  void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
+    const Tensor& x = input(in);
+    const Tensor& w = params_[0].value;
+    const int64_t ohwn = g_.out_pixels() * g_.batch, k = g_.col_rows();
+    const int fg = g_.group_filters();
+    for (int oy0 = 0; oy0 < g_.out_h; oy0 += chunk_rows_) {
+      const int oy1 = std::min(g_.out_h, oy0 + chunk_rows_);
+      const int64_t cols_n = int64_t(oy1 - oy0) * g_.out_w * g_.batch;
+      for (int grp = 0; grp < g_.groups; ++grp) {
+        const float* cols = columns(x, grp, oy0, oy1, 0);
+        gemm(false, false, fg, int(cols_n), int(k), 1.f, w.data() + grp * fg * k, int(k), cols,
+             int(cols_n), 0.f, out.data() + grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch,
+             int(ohwn), device_);
+      }
+    }
+    bias_neuron_forward(out, has_bias_ ? params_[1].value : Tensor(), neuron_);
+  }
+
+  void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
+                std::vector<Tensor>& din, const std::vector<bool>& accumulate,
+                const PassContext&) override {
+    // Gradient before the neuron.
+    Tensor dpre = dout;
+    if (neuron_.type != NeuronType::Linear) {
+      if (!dpre_.defined() || dpre_.shape() != out.shape()) dpre_ = Tensor(out.shape(), device_);
+      neuron_backward(out, dout, dpre_, neuron_, false);
+      dpre = dpre_;
+    }
+    if (has_bias_) bias_backward(dpre, params_[1].grad, false);
+
+    const Tensor& x = input(in);
+    bool need_dx = false;
+    for (const Tensor& d : din) need_dx = need_dx || d.defined();
+    Tensor dx;
+    if (need_dx) {
+      dx = in.size() == 1 ? din[0] : djoined();
+      if (in.size() > 1 || !accumulate[0]) dx.fill(0.f);  // col2im adds
+    }
+    const Tensor& w = params_[0].value;
+    Tensor& dw = params_[0].grad;
+    const int64_t ohwn = g_.out_pixels() * g_.batch, k = g_.col_rows();
+    const int fg = g_.group_filters();
+    for (int oy0 = 0; oy0 < g_.out_h; oy0 += chunk_rows_) {
+      const int oy1 = std::min(g_.out_h, oy0 + chunk_rows_);
+      const int64_t cols_n = int64_t(oy1 - oy0) * g_.out_w * g_.batch;
+      for (int grp = 0; grp < g_.groups; ++grp) {
+        const float* dy = dpre.data() + grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch;
+        const float* cols = columns(x, grp, oy0, oy1, 0);
+        // dW_g (+)= dY_g,chunk * cols^T
+        gemm(false, true, fg, int(k), int(cols_n), 1.f, dy, int(ohwn), cols, int(cols_n),
+             oy0 == 0 ? 0.f : 1.f, dw.data() + grp * fg * k, int(k), device_);
+        if (!need_dx) continue;
+        const float* wg = w.data() + grp * fg * k;
+        if (direct_) {  // dx_g += W_g^T dY_g, straight into the input gradient
+          gemm(true, false, int(k), int(cols_n), fg, 1.f, wg, int(k), dy, int(ohwn), 1.f,
+               dx.data() + grp * k * cols_n, int(cols_n), device_);
+        } else {
+          float* dcols = workspace_->get(k * cols_n, 1);
+          gemm(true, false, int(k), int(cols_n), fg, 1.f, wg, int(k), dy, int(ohwn), 0.f, dcols,
+               int(cols_n), device_);
+          col2im(dcols, g_, grp * g_.group_channels(), oy0, oy1, dx);
+        }
+      }
+    }
+    if (need_dx && in.size() > 1) split_gradient(dx, in, din, accumulate);
+  }
+
+ private:
+  const Tensor& input(const std::vector<Tensor>& in) {
+    if (in.size() == 1) return in[0];
+    if (!joined_.defined()) joined_ = Tensor({g_.channels, g_.height, g_.width, g_.batch}, device_);
+    join_inputs(in, joined_);
+    return joined_;
+  }
+  Tensor& djoined() {
+    if (!djoined_.defined() || djoined_.shape() != joined_.shape())
+      djoined_ = Tensor(joined_.shape(), device_);
+    return djoined_;
+  }
+  // The column matrix of group `grp` for output rows [oy0, oy1).
+  const float* columns(const Tensor& x, int grp, int oy0, int oy1, int slot) {
+    const int c0 = grp * g_.group_channels();
+    if (direct_) return x.data() + int64_t(c0) * g_.height * g_.width * g_.batch;
+    float* cols = workspace_->get(g_.col_rows() * (oy1 - oy0) * g_.out_w * g_.batch, slot);
+    im2col(x, g_, c0, oy0, oy1, cols);
+    return cols;
+  }
+
+  ConvGeometry g_;
+  Neuron neuron_;
+  bool has_bias_ = true, direct_ = false;
+  int chunk_rows_ = 1;
+  Tensor joined_, djoined_, dpre_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_conv_layer(const LayerSpec& s) { return std::make_unique<ConvLayer>(s); }
+
+}  // namespace convnet

@@ -1,0 +1,95 @@
+// Fully connected: y[O, N] = f(W[O, I] * x[I, N] + b). A CHWN activation is already an I x N
+// matrix (I = C*H*W), so no reshaping is needed; several inputs are joined row-wise.
+#include "convnet/error.h"
+#include "convnet/ops.h"
+#include "layers/factories.h"
+#include "layers/join.h"
+
+namespace convnet {
+
+namespace {
+
+class FcLayer : public Layer {
+ public:
+  explicit FcLayer(const LayerSpec& spec) : Layer(spec) {
+    const LayerOptions& o = spec.options;
+    outputs_ = o.get_int("outputs");
+    CONVNET_CHECK(outputs_ > 0, where(), ": outputs must be > 0, got ", outputs_);
+    has_bias_ = o.get_bool("bias", true);
+    neuron_ = Neuron::parse(o.get_string("neuron", "linear"));
+    if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(o.get_float("slope", 0.01));
+  }
+  std::pair<int, int> input_count() const override { return {1, -1}; }
+
+  Shape setup(const std::vector<Shape>& in) override {
+    int64_t rows = 0;
+    for (const Shape& s : in) rows += int64_t(s[0]) * s[1] * s[2];
+    if (params_.empty()) {
+      add_param("weights", {outputs_, int(rows)}, false, rows);
+      if (has_bias_) add_param("biases", {outputs_}, true, rows);
+    } else {
+      CONVNET_CHECK(params_[0].value.dim(1) == rows, where(), ": inputs now have ", rows,
+                    " values per case, the weights expect ", params_[0].value.dim(1));
+    }
+    inputs_ = int(rows);
+    batch_ = in[0][3];
+    joined_ = Tensor();
+    return {outputs_, 1, 1, batch_};
+  }
+
+  void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
+    const Tensor& x = input(in);
+    gemm(false, false, outputs_, batch_, inputs_, 1.f, params_[0].value.data(), inputs_, x.data(),
+         batch_, 0.f, out.data(), batch_, device_);
+    bias_neuron_forward(out, has_bias_ ? params_[1].value : Tensor(), neuron_);
+  }
+
+  void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
+                std::vector<Tensor>& din, const std::vector<bool>& accumulate,
+                const PassContext&) override {
+    Tensor dpre = dout;
+    if (neuron_.type != NeuronType::Linear) {
+      if (!dpre_.defined() || dpre_.shape() != out.shape()) dpre_ = Tensor(out.shape(), device_);
+      neuron_backward(out, dout, dpre_, neuron_, false);
+      dpre = dpre_;
+    }
+    if (has_bias_) bias_backward(dpre, params_[1].grad, false);
+    const Tensor& x = in.size() == 1 ? in[0] : joined_;
+    // dW = dY * x^T
+    gemm(false, true, outputs_, inputs_, batch_, 1.f, dpre.data(), batch_, x.data(), batch_, 0.f,
+         params_[0].grad.data(), inputs_, device_);
+    bool need_dx = false;
+    for (const Tensor& d : din) need_dx = need_dx || d.defined();
+    if (!need_dx) return;
+    // dx = W^T * dY
+    if (in.size() == 1) {
+      gemm(true, false, inputs_, batch_, outputs_, 1.f, params_[0].value.data(), inputs_,
+           dpre.data(), batch_, accumulate[0] ? 1.f : 0.f, din[0].data(), batch_, device_);
+      return;
+    }
+    if (!djoined_.defined() || djoined_.shape() != joined_.shape())
+      djoined_ = Tensor(joined_.shape(), device_);
+    gemm(true, false, inputs_, batch_, outputs_, 1.f, params_[0].value.data(), inputs_,
+         dpre.data(), batch_, 0.f, djoined_.data(), batch_, device_);
+    split_gradient(djoined_, in, din, accumulate);
+  }
+
+ private:
+  const Tensor& input(const std::vector<Tensor>& in) {
+    if (in.size() == 1) return in[0];
+    if (!joined_.defined()) joined_ = Tensor({inputs_, 1, 1, batch_}, device_);
+    join_inputs(in, joined_);
+    return joined_;
+  }
+
+  int outputs_ = 0, inputs_ = 0, batch_ = 0;
+  bool has_bias_ = true;
+  Neuron neuron_;
+  Tensor joined_, djoined_, dpre_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_fc_layer(const LayerSpec& s) { return std::make_unique<FcLayer>(s); }
+
+}  // namespace convnet

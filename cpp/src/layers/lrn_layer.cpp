@@ -1,0 +1,48 @@
+// Local response normalisation across channels, with the AlexNet paper's constants by default
+// (size 5, k 2, alpha 1e-4, beta 0.75; alpha as the paper writes it, not divided by size).
+#include "convnet/error.h"
+#include "convnet/ops.h"
+#include "layers/factories.h"
+
+namespace convnet {
+
+namespace {
+
+class LrnLayer : public Layer {
+ public:
+  explicit LrnLayer(const LayerSpec& spec) : Layer(spec) {
+    const LayerOptions& o = spec.options;
+    p_.size = o.get_int("size", 5);
+    p_.k = float(o.get_float("k", 2.0));
+    p_.alpha = float(o.get_float("alpha", 1e-4));
+    p_.beta = float(o.get_float("beta", 0.75));
+    CONVNET_CHECK(p_.size >= 1, where(), ": size must be >= 1");
+    CONVNET_CHECK(p_.k > 0 && p_.alpha >= 0, where(), ": need k > 0 and alpha >= 0");
+  }
+
+  Shape setup(const std::vector<Shape>& in) override {
+    denom_ = Tensor();
+    return in[0];
+  }
+
+  void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
+    if (!denom_.defined()) denom_ = Tensor(in[0].shape(), device_);
+    lrn_forward(in[0], out, denom_, p_);
+  }
+
+  void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
+                std::vector<Tensor>& din, const std::vector<bool>& accumulate,
+                const PassContext&) override {
+    if (din[0].defined()) lrn_backward(in[0], out, denom_, dout, din[0], p_, accumulate[0]);
+  }
+
+ private:
+  LrnParams p_;
+  Tensor denom_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_lrn_layer(const LayerSpec& s) { return std::make_unique<LrnLayer>(s); }
+
+}  // namespace convnet

@@ -1,0 +1,132 @@
+"""A Net built from a Model on one or more devices, trained on numpy batches (NCHW in, NCHW out)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _core
+from .model import Model
+
+
+class Net:
+    """The engine's network, with the training step as the AlexNet paper writes it.
+
+    ``devices`` maps logical devices (a layer's ``device`` option) to physical ones: a string
+    such as "cpu" for everything, or a list like ["cpu", "cpu"] or ["cuda:0", "cuda:1"].
+    """
+
+    def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1):
+        text = model.to_json() if isinstance(model, Model) else str(model)
+        if isinstance(devices, str):
+            n_logical = 1 + max([l.get("device", 0) for l in Model.from_json(text).layers] or [0])
+            devices = [devices] * n_logical
+        self._net = _core.Net(text, list(devices), seed)
+        layers = self._net.layers()
+        self.inputs = [l["name"] for l in layers if l["type"] == "input"]
+        self.label_inputs = [l["name"] for l in layers if l["type"] == "labels"]
+        self.cost_layers = [l["name"] for l in layers if l["type"] == "softmax_cost"]
+
+    # ---- one step ----
+    def set_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
+        """Feeds images (NCHW float32) to the single input layer and labels to the labels layer."""
+        if len(self.inputs) != 1:
+            raise ValueError(f"set_batch needs a net with one input layer; this one has {self.inputs}: "
+                             "use set_input(name, array)")
+        self._net.set_input(self.inputs[0], x)
+        if y is not None:
+            if len(self.label_inputs) != 1:
+                raise ValueError(f"set_batch needs one labels layer; this net has {self.label_inputs}")
+            self._net.set_input(self.label_inputs[0], y)
+
+    def set_input(self, name: str, array: np.ndarray) -> None:
+        self._net.set_input(name, array)
+
+    def forward(self, x=None, y=None, train: bool = True) -> dict:
+        """Runs the forward pass; returns the objective and per-cost-layer cost, top-1 and top-5 error."""
+        if x is not None:
+            self.set_batch(x, y)
+        return self._net.forward(train)
+
+    def backward(self) -> None:
+        self._net.backward()
+
+    def update(self, lr_scale: float = 1.0) -> None:
+        self._net.update(lr_scale)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> dict:
+        """forward (training mode), backward, SGD update; returns forward's statistics."""
+        stats = self.forward(x, y, train=True)
+        self.backward()
+        self.update(lr_scale)
+        return stats
+
+    def predict(self, x: np.ndarray, output: str | None = None) -> np.ndarray:
+        """Class probabilities (N x K) from the cost layer (or any layer's output, NCHW)."""
+        self._net.set_input(self.inputs[0], x)
+        for name in self.label_inputs:  # labels are not needed to predict: feed placeholders
+            self._net.set_input(name, np.zeros(len(x), dtype=np.int64))
+        self._net.forward(False)
+        name = output or self.cost_layers[0]
+        out = self._net.output(name)
+        return out.reshape(out.shape[0], -1) if output is None else out
+
+    # ---- inspection ----
+    def output(self, name: str) -> np.ndarray:
+        return self._net.output(name)
+
+    def output_shape(self, name: str) -> tuple:
+        return self._net.output_shape(name)
+
+    def layers(self) -> list[dict]:
+        return self._net.layers()
+
+    @property
+    def parameter_count(self) -> int:
+        return self._net.parameter_count
+
+    @property
+    def step(self) -> int:
+        return self._net.step
+
+    # ---- parameters ----
+    def param_names(self) -> list[str]:
+        return self._net.param_names()
+
+    def get_param(self, name: str) -> np.ndarray:
+        return self._net.get_param(name)
+
+    def get_grad(self, name: str) -> np.ndarray:
+        return self._net.get_grad(name)
+
+    def set_param(self, name: str, value: np.ndarray) -> None:
+        self._net.set_param(name, np.ascontiguousarray(value, dtype=np.float32)
+                            if isinstance(value, np.ndarray) and value.dtype == np.float32 else value)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {n: self.get_param(n) for n in self.param_names()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for n, v in state.items():
+            self.set_param(n, v)
+
+    def hyperparams(self, name: str) -> dict:
+        return self._net.hyperparams(name)
+
+    def set_hyperparams(self, name: str, lr=None, momentum=None, weight_decay=None) -> None:
+        self._net.set_hyperparams(name, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def check_gradients(net: Net, x: np.ndarray, y: np.ndarray, step: float = 1e-3, samples: int = 16,
+                    tolerance: float = 2e-2, seed: int = 7, verbose: bool = False) -> list[dict]:
+    """cuda-convnet's check-grads mode: every parameter's backprop gradient against central
+    finite differences of the objective on batch (x, y). Returns one dict per parameter with
+    ``max_relative_error`` and ``ok``; parameters are left unchanged."""
+    net.set_batch(x, y)
+    results = _core.check_gradients(net._net, step, samples, tolerance, seed)
+    if verbose:
+        for r in results:
+            print(f"{r['param']:>24}  checked {r['checked']:3d}  max rel err {r['max_relative_error']:.2e}  "
+                  f"{'ok' if r['ok'] else 'FAIL'}")
+    return results

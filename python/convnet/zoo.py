@@ -1,0 +1,93 @@
+"""Model definitions that ship with convnet.
+
+- ``alexnet_2012``: the network of Krizhevsky, Sutskever & Hinton (2012), figure 2: two towers
+  (logical devices 0 and 1); conv2, conv4, conv5 see only their own tower, conv3 and the fully
+  connected layers see both. 60,965,224 parameters at 224x224 and 1000 classes.
+- ``alexnet_one_tower``: the single-tower variant of "One weird trick for parallelizing
+  convolutional neural networks" (Krizhevsky 2014): 64-192-384-256-256 filters, no LRN.
+- ``small_convnet``: a small net for tests and demos.
+"""
+
+from __future__ import annotations
+
+from .model import Model
+
+# The paper's SGD hyperparameters: momentum 0.9, weight decay 0.0005, learning rate 0.01.
+PAPER_SGD = dict(epsW=0.01, epsB=0.01, momW=0.9, momB=0.9, wc=0.0005)
+
+
+def alexnet_2012(classes: int = 1000, size: int = 224, channels: int = 3, dropout: float = 0.5,
+                 init_std: float = 0.01) -> Model:
+    """AlexNet as in the 2012 paper, split into two towers on logical devices 0 and 1."""
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    lr = dict(PAPER_SGD, initW=init_std)
+    towers = "ab"
+    for t, dev in zip(towers, (0, 1)):
+        m.conv(f"conv1{t}", "data", filters=48, size=11, stride=4, padding=2, neuron="relu",
+               initB=0, device=dev, **lr)
+        m.lrn(f"rnorm1{t}", f"conv1{t}", device=dev)
+        m.pool(f"pool1{t}", f"rnorm1{t}", size=3, stride=2, device=dev)
+        m.conv(f"conv2{t}", f"pool1{t}", filters=128, size=5, padding=2, neuron="relu", initB=1,
+               device=dev, **lr)
+        m.lrn(f"rnorm2{t}", f"conv2{t}", device=dev)
+        m.pool(f"pool2{t}", f"rnorm2{t}", size=3, stride=2, device=dev)
+    for t, dev in zip(towers, (0, 1)):  # conv3 reads both towers
+        m.conv(f"conv3{t}", ["pool2a", "pool2b"], filters=192, size=3, padding=1, neuron="relu",
+               initB=0, device=dev, **lr)
+        m.conv(f"conv4{t}", f"conv3{t}", filters=192, size=3, padding=1, neuron="relu", initB=1,
+               device=dev, **lr)
+        m.conv(f"conv5{t}", f"conv4{t}", filters=128, size=3, padding=1, neuron="relu", initB=1,
+               device=dev, **lr)
+        m.pool(f"pool5{t}", f"conv5{t}", size=3, stride=2, device=dev)
+    for t, dev in zip(towers, (0, 1)):
+        m.fc(f"fc6{t}", ["pool5a", "pool5b"], outputs=2048, neuron="relu", initB=1, device=dev, **lr)
+        m.dropout(f"drop6{t}", f"fc6{t}", rate=dropout, device=dev)
+    for t, dev in zip(towers, (0, 1)):
+        m.fc(f"fc7{t}", ["drop6a", "drop6b"], outputs=2048, neuron="relu", initB=1, device=dev, **lr)
+        m.dropout(f"drop7{t}", f"fc7{t}", rate=dropout, device=dev)
+    m.fc("fc8", ["drop7a", "drop7b"], outputs=classes, initB=0, **lr)
+    m.softmax_cost("cost", "fc8", "labels")
+    return m
+
+
+def alexnet_one_tower(classes: int = 1000, size: int = 224, channels: int = 3, dropout: float = 0.5,
+                      init_std: float = 0.01) -> Model:
+    """One-tower AlexNet ("one weird trick" version, as torchvision's alexnet)."""
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    lr = dict(PAPER_SGD, initW=init_std)
+    m.conv("conv1", "data", filters=64, size=11, stride=4, padding=2, neuron="relu", **lr)
+    m.pool("pool1", "conv1", size=3, stride=2)
+    m.conv("conv2", "pool1", filters=192, size=5, padding=2, neuron="relu", initB=1, **lr)
+    m.pool("pool2", "conv2", size=3, stride=2)
+    m.conv("conv3", "pool2", filters=384, size=3, padding=1, neuron="relu", **lr)
+    m.conv("conv4", "conv3", filters=256, size=3, padding=1, neuron="relu", initB=1, **lr)
+    m.conv("conv5", "conv4", filters=256, size=3, padding=1, neuron="relu", initB=1, **lr)
+    m.pool("pool5", "conv5", size=3, stride=2)
+    m.fc("fc6", "pool5", outputs=4096, neuron="relu", initB=1, **lr)
+    m.dropout("drop6", "fc6", rate=dropout)
+    m.fc("fc7", "drop6", outputs=4096, neuron="relu", initB=1, **lr)
+    m.dropout("drop7", "fc7", rate=dropout)
+    m.fc("fc8", "drop7", outputs=classes, **lr)
+    m.softmax_cost("cost", "fc8", "labels")
+    return m
+
+
+def small_convnet(classes: int = 10, channels: int = 1, size: int = 28, neuron: str = "relu",
+                  pool: str = "max", lr: float = 0.01) -> Model:
+    """conv-pool-lrn-conv-pool-fc: small enough to train in seconds on the CPU."""
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    opts = dict(epsW=lr, epsB=lr, momW=0.9, momB=0.9, wc=0.0005, init="kaiming")
+    m.conv("conv1", "data", filters=16, size=5, padding=2, neuron=neuron, **opts)
+    m.pool("pool1", "conv1", size=3, stride=2, pool=pool)
+    m.lrn("rnorm1", "pool1", size=5)
+    m.conv("conv2", "rnorm1", filters=32, size=3, padding=1, neuron=neuron, **opts)
+    m.pool("pool2", "conv2", size=3, stride=2, pool=pool)
+    m.fc("fc3", "pool2", outputs=classes, **dict(opts, init="xavier"))
+    m.softmax_cost("cost", "fc3", "labels")
+    return m
