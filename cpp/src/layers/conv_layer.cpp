@@ -27,6 +27,7 @@ class ConvLayer : public Layer {
     g_.pad = o.get_int("padding", 0);
     g_.groups = o.get_int("groups", 1);
     has_bias_ = o.get_bool("bias", true);
+    chunk_rows_option_ = o.get_int("chunk_rows", 0);  // 0: as many output rows as fit the workspace
     neuron_ = Neuron::parse(o.get_string("neuron", "linear"));
     if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(o.get_float("slope", 0.01));
   }
@@ -53,6 +54,7 @@ class ConvLayer : public Layer {
     const int64_t row_floats = g_.col_rows() * g_.out_w * g_.batch;
     chunk_rows_ = direct_ ? g_.out_h
                           : int(std::clamp<int64_t>(kWorkspaceBytes / 4 / row_floats, 1, g_.out_h));
+    if (chunk_rows_option_ > 0 && !direct_) chunk_rows_ = std::min(chunk_rows_option_, g_.out_h);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }
@@ -148,7 +150,7 @@ class ConvLayer : public Layer {
   ConvGeometry g_;
   Neuron neuron_;
   bool has_bias_ = true, direct_ = false;
-  int chunk_rows_ = 1;
+  int chunk_rows_ = 1, chunk_rows_option_ = 0;
   Tensor joined_, djoined_, dpre_;
 };
 

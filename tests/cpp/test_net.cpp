@@ -1,0 +1,241 @@
+// Whole nets: AlexNet-2012's size and shapes, definition errors that name the culprit,
+// gradients through a DAG (shared outputs, joins, splits), and the two-device path.
+#include <cmath>
+
+#include "convnet/error.h"
+#include "convnet/gradcheck.h"
+#include "convnet/net.h"
+#include "test_util.h"
+
+namespace convnet::testing {
+namespace {
+
+std::string config(const std::string& name) {
+  return std::string(CONVNET_SOURCE_DIR) + "/configs/" + name;
+}
+
+TEST(AlexNet2012, ParameterCountAndShapesMatchThePaper) {
+  Net net(ModelSpec::from_file(config("alexnet_2012.json")), {Device::cpu(), Device::cpu()});
+  EXPECT_EQ(net.parameter_count(), 60965224);
+  // Each tower holds half the paper's channels.
+  EXPECT_EQ(net.output_shape("conv1a"), Shape({48, 55, 55, 1}));
+  EXPECT_EQ(net.output_shape("conv1b"), Shape({48, 55, 55, 1}));
+  EXPECT_EQ(net.output_shape("pool2a"), Shape({128, 27 / 2, 27 / 2, 1}));
+  EXPECT_EQ(net.output_shape("pool1a"), Shape({48, 27, 27, 1}));
+  EXPECT_EQ(net.output_shape("conv2b"), Shape({128, 27, 27, 1}));
+  EXPECT_EQ(net.output_shape("conv3a"), Shape({192, 13, 13, 1}));
+  EXPECT_EQ(net.output_shape("conv4b"), Shape({192, 13, 13, 1}));
+  EXPECT_EQ(net.output_shape("conv5a"), Shape({128, 13, 13, 1}));
+  EXPECT_EQ(net.output_shape("pool5b"), Shape({128, 6, 6, 1}));
+  EXPECT_EQ(net.output_shape("fc6a"), Shape({2048, 1, 1, 1}));
+  EXPECT_EQ(net.output_shape("fc8"), Shape({1000, 1, 1, 1}));
+  // The paper's split: conv3 and the fc layers read both towers, conv2/4/5 only their own.
+  EXPECT_EQ(net.layer("conv3a").inputs(), std::vector<std::string>({"pool2a", "pool2b"}));
+  EXPECT_EQ(net.layer("conv4b").inputs(), std::vector<std::string>({"conv3b"}));
+  EXPECT_EQ(net.layer("fc7b").inputs(), std::vector<std::string>({"drop6a", "drop6b"}));
+}
+
+// ---- definition errors ----
+
+std::string error_of(const std::string& json, std::vector<Device> devices = {}) {
+  try {
+    Net net(ModelSpec::from_json(json), devices);
+  } catch (const ValueError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+const char* kHead =
+    R"({"name":"data","type":"input","channels":3,"size":8},{"name":"labels","type":"labels"},)";
+
+std::string model(const std::string& body) { return std::string("[") + kHead + body + "]"; }
+
+TEST(NetErrors, UnknownLayerTypeNamesTheLayer) {
+  auto msg = error_of(model(R"({"name":"c1","type":"convolution","inputs":["data"]})"));
+  EXPECT_NE(msg.find("layer 'c1': unknown layer type 'convolution'"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, MissingInputNamesBothLayers) {
+  auto msg = error_of(model(R"({"name":"c1","type":"conv","inputs":["dat"],"filters":4,"size":3})"));
+  EXPECT_NE(msg.find("layer 'c1' reads 'dat', which no layer defines"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, CycleIsReported) {
+  auto msg = error_of(model(R"({"name":"a","type":"neuron","inputs":["b"]},{"name":"b","type":"neuron","inputs":["a"]})"));
+  EXPECT_NE(msg.find("cycle"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("a, b"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, DuplicateName) {
+  auto msg = error_of(model(R"({"name":"data","type":"neuron","inputs":["labels"]})"));
+  EXPECT_NE(msg.find("layer 'data' is defined twice"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, FilterLargerThanInput) {
+  auto msg = error_of(model(R"({"name":"c1","type":"conv","inputs":["data"],"filters":4,"size":11})"));
+  EXPECT_NE(msg.find("layer 'c1'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("larger than the padded input"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, GroupsMustDivideChannels) {
+  auto msg = error_of(model(R"({"name":"c1","type":"conv","inputs":["data"],"filters":4,"size":3,"groups":2})"));
+  EXPECT_NE(msg.find("layer 'c1'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("do not divide into 2 groups"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, MisspeltOptionIsRejected) {
+  auto msg = error_of(model(R"({"name":"c1","type":"conv","inputs":["data"],"filters":4,"size":3,"strid":2})"));
+  EXPECT_NE(msg.find("layer 'c1': unknown option 'strid'"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, MissingRequiredOption) {
+  auto msg = error_of(model(R"({"name":"c1","type":"conv","inputs":["data"],"size":3})"));
+  EXPECT_NE(msg.find("layer 'c1': missing option 'filters'"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, WrongInputCount) {
+  auto msg = error_of(model(R"({"name":"p","type":"pool","inputs":["data","data"],"size":2})"));
+  EXPECT_NE(msg.find("layer 'p' (pool) takes 1 input(s), got 2"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, ConcatOfMismatchedSizes) {
+  auto msg = error_of(model(R"({"name":"p","type":"pool","inputs":["data"],"size":2},{"name":"j","type":"concat","inputs":["data","p"]})"));
+  EXPECT_NE(msg.find("layer 'j' (concat)"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, LogicalDeviceOutOfRange) {
+  auto msg = error_of(model(R"({"name":"n","type":"neuron","inputs":["data"],"device":2})"),
+                      {Device::cpu(), Device::cpu()});
+  EXPECT_NE(msg.find("layer 'n' is placed on logical device 2 but only 2 device(s)"), std::string::npos) << msg;
+}
+
+TEST(NetErrors, MalformedJson) {
+  EXPECT_THROW(ModelSpec::from_json("[{\"name\": \"x\", "), ValueError);
+  EXPECT_THROW(ModelSpec::from_file("/nonexistent/model.json"), ValueError);
+}
+
+TEST(NetErrors, WrongBatchShapeAndBadLabel) {
+  Net net(ModelSpec::from_json(model(R"({"name":"f","type":"fc","inputs":["data"],"outputs":3},{"name":"cost","type":"softmax_cost","inputs":["f","labels"]})")));
+  Tensor wrong({3, 9, 8, 2}, Device::cpu());
+  try {
+    net.set_input("data", wrong);
+    FAIL() << "no error for a wrong batch shape";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("input 'data': expected a batch of shape (3, 8, 8, 2)"),
+              std::string::npos) << e.what();
+  }
+  Tensor x({3, 8, 8, 2}, Device::cpu());
+  x.fill(0.5f);
+  net.set_input("data", x);
+  Tensor labels({2}, Device::cpu());
+  std::vector<float> bad = {1, 7};
+  labels.copy_from_host(bad.data());
+  net.set_input("labels", labels);
+  try {
+    net.forward(true);
+    FAIL() << "no error for label 7 of 3 classes";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("label 7 of case 1"), std::string::npos) << e.what();
+  }
+}
+
+// ---- gradients through a DAG ----
+
+// Every kind of layer and edge: a shared output feeding three layers, a join, a split, a sum,
+// LRN, both pools, dropout, a multi-input fc. Smooth neurons so finite differences hold.
+const char* kDag = R"([
+  {"name":"data","type":"input","channels":4,"size":9},
+  {"name":"labels","type":"labels"},
+  {"name":"c1","type":"conv","inputs":["data"],"filters":6,"size":3,"padding":1,"neuron":"tanh","initW":0.3,"initB":0.1},
+  {"name":"r1","type":"lrn","inputs":["c1"],"size":3,"alpha":0.5},
+  {"name":"s1","type":"split","inputs":["c1"],"start":2,"count":3},
+  {"name":"c2","type":"conv","inputs":["r1"],"filters":3,"size":3,"padding":1,"groups":3,"neuron":"logistic","initW":0.3},
+  {"name":"sum","type":"sum","inputs":["c2","s1"],"coeffs":[1.0,-0.5]},
+  {"name":"p1","type":"pool","inputs":["sum"],"pool":"avg","size":3,"stride":2},
+  {"name":"p2","type":"pool","inputs":["c1"],"pool":"avg","size":2,"stride":2,"ceil":true},
+  {"name":"d1","type":"dropout","inputs":["p1"],"rate":0.3},
+  {"name":"f1","type":"fc","inputs":["d1","p2"],"outputs":7,"neuron":"softsign","initW":0.2},
+  {"name":"f2","type":"fc","inputs":["f1"],"outputs":5,"initW":0.3},
+  {"name":"cost","type":"softmax_cost","inputs":["f2","labels"]}
+])";
+
+void feed(Net& net, int batch, uint32_t seed) {
+  Tensor x({4, 9, 9, batch}, Device::cpu());
+  x.copy_from_host(random_vector(size_t(x.numel()), seed).data());
+  net.set_input("data", x);
+  std::vector<float> y(batch);
+  for (int i = 0; i < batch; ++i) y[i] = float((i * 3 + seed) % 5);
+  Tensor labels({batch}, Device::cpu());
+  labels.copy_from_host(y.data());
+  net.set_input("labels", labels);
+}
+
+TEST(NetGradients, WholeDagMatchesFiniteDifferences) {
+  Net net(ModelSpec::from_json(kDag), {}, 3);
+  feed(net, 3, 5);
+  GradCheckOptions o;
+  o.samples = 24;
+  o.step = 1e-2;
+  o.tolerance = 1e-2;
+  auto results = check_gradients(net, o);
+  ASSERT_EQ(results.size(), 8u);  // weights and biases of c1, c2, f1, f2
+  for (const auto& r : results) {
+    EXPECT_TRUE(r.ok) << r.param << " max relative error " << r.max_relative_error;
+    EXPECT_GT(r.max_abs_analytic, 0) << r.param << " has an all-zero gradient";
+  }
+}
+
+TEST(NetGradients, TwoDevicesGiveTheSameNumbersAsOne) {
+  // Same DAG with layers spread over logical devices 0 and 1, mapped to two CPU "devices":
+  // every cross-device edge becomes an explicit copy, forward and backward.
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "r1" || l.name == "c2" || l.name == "p2" || l.name == "f2") l.device = 1;
+  Net one(ModelSpec::from_json(kDag), {}, 3);
+  Net two(spec, {Device::cpu(0), Device::cpu(1)}, 3);
+  ASSERT_EQ(two.device_of("c2"), Device::cpu(1));
+  for (Net* net : {&one, &two}) {
+    feed(*net, 4, 9);
+    net->forward(true);
+    net->backward();
+    net->update();
+  }
+  for (Net* net : {&one, &two}) {
+    feed(*net, 4, 10);
+    net->forward(true);
+    net->backward();
+  }
+  auto p1 = one.params(), p2 = two.params();
+  ASSERT_EQ(p1.size(), p2.size());
+  for (size_t i = 0; i < p1.size(); ++i) {
+    EXPECT_EQ(p1[i]->value.to_vector(), p2[i]->value.to_vector()) << p1[i]->name;
+    EXPECT_EQ(p1[i]->grad.to_vector(), p2[i]->grad.to_vector()) << p1[i]->name;
+  }
+}
+
+TEST(NetTraining, SgdFollowsThePaperRule) {
+  // One fc layer: after a step, v = -wc*lr*w - lr*g and w' = w + v (momentum buffer starts at 0).
+  Net net(ModelSpec::from_json(model(R"({"name":"f","type":"fc","inputs":["data"],"outputs":3,"epsW":0.1,"wc":0.01,"epsB":0.2},{"name":"cost","type":"softmax_cost","inputs":["f","labels"]})")));
+  Tensor labels({2}, Device::cpu());
+  std::vector<float> y = {2, 0};
+  labels.copy_from_host(y.data());
+  net.set_input("labels", labels);
+  Tensor x({3, 8, 8, 2}, Device::cpu());
+  x.copy_from_host(random_vector(size_t(x.numel()), 4).data());
+  net.set_input("data", x);
+  net.forward(true);
+  net.backward();
+  Param& w = net.param("f.weights");
+  auto w0 = w.value.to_vector(), g = w.grad.to_vector();
+  net.update();
+  auto w1 = w.value.to_vector(), v = w.velocity.to_vector();
+  for (size_t i = 0; i < w0.size(); ++i) {
+    double want_v = -0.01 * 0.1 * w0[i] - 0.1 * g[i];
+    EXPECT_NEAR(v[i], want_v, 1e-7);
+    EXPECT_NEAR(w1[i], w0[i] + want_v, 1e-7);
+  }
+}
+
+}  // namespace
+}  // namespace convnet::testing
