@@ -187,7 +187,8 @@ PYBIND11_MODULE(_core, m) {
             py::dict d;
             d["param"] = r.param;
             d["checked"] = r.checked;
-            d["max_relative_error"] = r.max_relative_error;
+            d["relative_error"] = r.relative_error;
+            d["max_element_error"] = r.max_element_error;
             d["max_abs_gradient"] = r.max_abs_analytic;
             d["ok"] = r.ok;
             out.append(d);

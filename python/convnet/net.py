@@ -20,7 +20,11 @@ class Net:
     def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1):
         text = model.to_json() if isinstance(model, Model) else str(model)
         if isinstance(devices, str):
-            n_logical = 1 + max([l.get("device", 0) for l in Model.from_json(text).layers] or [0])
+            try:
+                layers = Model.from_json(text).layers
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"model definition is not valid JSON: {e}") from None
+            n_logical = 1 + max([l.get("device", 0) if isinstance(l, dict) else 0 for l in layers] or [0])
             devices = [devices] * n_logical
         self._net = _core.Net(text, list(devices), seed)
         layers = self._net.layers()
@@ -122,11 +126,13 @@ def check_gradients(net: Net, x: np.ndarray, y: np.ndarray, step: float = 1e-3, 
                     tolerance: float = 2e-2, seed: int = 7, verbose: bool = False) -> list[dict]:
     """cuda-convnet's check-grads mode: every parameter's backprop gradient against central
     finite differences of the objective on batch (x, y). Returns one dict per parameter with
-    ``max_relative_error`` and ``ok``; parameters are left unchanged."""
+    ``relative_error`` (||analytic - numeric|| / ||analytic|| over the sampled elements),
+    ``max_element_error`` and ``ok``; parameters are left unchanged."""
     net.set_batch(x, y)
     results = _core.check_gradients(net._net, step, samples, tolerance, seed)
     if verbose:
         for r in results:
-            print(f"{r['param']:>24}  checked {r['checked']:3d}  max rel err {r['max_relative_error']:.2e}  "
+            print(f"{r['param']:>24}  checked {r['checked']:3d}  rel err {r['relative_error']:.2e}  "
+                  f"worst element {r['max_element_error']:.2e}  "
                   f"{'ok' if r['ok'] else 'FAIL'}")
     return results

@@ -28,5 +28,7 @@ struct Device {
 bool cuda_compiled();
 // Number of CUDA devices visible at run time (0 without a GPU or without the CUDA backend).
 int cuda_device_count();
+// Throws RuntimeError when `device` cannot be used here (no CUDA backend, no such GPU).
+void require_available(const Device& device);
 
 }  // namespace convnet

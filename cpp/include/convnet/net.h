@@ -4,6 +4,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,7 @@ class Net {
   std::map<std::string, Node*> by_name_;
   std::map<std::string, std::unique_ptr<Workspace>> workspaces_;  // per physical device
   PassContext last_pass_;
+  std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
 };
 
 }  // namespace convnet

@@ -47,4 +47,13 @@ int cuda_device_count() {
 #endif
 }
 
+void require_available(const Device& device) {
+  if (device.is_cpu()) return;
+  if (!cuda_compiled())
+    throw RuntimeError(device.str() + " requested, but this build has no CUDA backend (nvcc was not found when it was built)");
+  const int n = cuda_device_count();
+  if (device.index >= n)
+    throw RuntimeError(detail::concat(device.str(), " requested, but ", n, " CUDA device(s) are visible"));
+}
+
 }  // namespace convnet

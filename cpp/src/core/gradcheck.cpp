@@ -34,6 +34,7 @@ std::vector<GradCheckResult> check_gradients(Net& net, const GradCheckOptions& o
       value[i] = keep;
       return obj;
     };
+    double diff2 = 0, a2 = 0, n2 = 0;
     for (size_t i : idx) {
       const double w = value[i];
       // The step actually taken in float32, so that the quotient divides by the true distance.
@@ -41,12 +42,16 @@ std::vector<GradCheckResult> check_gradients(Net& net, const GradCheckOptions& o
       const double numeric = (objective_at(i, up) - objective_at(i, down)) / (up - down);
       const double a = analytic[i];
       const double denom = std::max({std::fabs(a), std::fabs(numeric), 1e-3});
-      r.max_relative_error = std::max(r.max_relative_error, std::fabs(a - numeric) / denom);
+      r.max_element_error = std::max(r.max_element_error, std::fabs(a - numeric) / denom);
+      diff2 += (a - numeric) * (a - numeric);
+      a2 += a * a;
+      n2 += numeric * numeric;
       r.max_abs_analytic = std::max(r.max_abs_analytic, std::fabs(a));
       ++r.checked;
     }
     p->value.copy_from_host(value.data());
-    r.ok = r.max_relative_error <= options.tolerance;
+    r.relative_error = std::sqrt(diff2) / std::max(std::sqrt(std::max(a2, n2)), 1e-12);
+    r.ok = r.relative_error <= options.tolerance;
     results.push_back(r);
   }
   net.set_step(step);

@@ -112,6 +112,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   }
   for (auto& n : nodes_) {
     const std::string key = n->device.str();
+    if (!workspaces_.count(key)) require_available(n->device);
     if (!workspaces_.count(key)) workspaces_[key] = std::make_unique<Workspace>(n->device);
   }
   bool has_cost = std::any_of(nodes_.begin(), nodes_.end(), [](const auto& n) { return n->layer->is_cost(); });
@@ -168,7 +169,14 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
                 "' layer, not an input or labels layer");
   const int batch_size = batch.ndim() == 0 ? 0 : batch.shape().back();
   CONVNET_CHECK(batch_size > 0, "input '", name, "': empty batch ", shape_str(batch.shape()));
-  if (batch_size != batch_) plan(batch_size);
+  if (batch_size != batch_) {
+    for (const std::string& other : fresh_inputs_)
+      CONVNET_CHECK(other == name, "input '", name, "': expected a batch of shape ",
+                    shape_str(n.shape), " (CHWN), got ", shape_str(batch.shape()), ": '", other,
+                    "' was given ", batch_, " cases for this step");
+    plan(batch_size);
+  }
+  fresh_inputs_.insert(name);
   Shape want = n.shape;
   bool ok = batch.shape() == want ||
             (n.layer->type() == "labels" && batch.numel() == batch_size);
@@ -180,6 +188,7 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
 
 CostReport Net::forward(bool train) {
   last_pass_ = PassContext{train, seed_, step_};
+  fresh_inputs_.clear();
   for (auto& n : nodes_) {
     if (n->layer->is_input()) {
       CONVNET_CHECK(n->out.defined(), "input '", n->layer->name(),
