@@ -1,0 +1,47 @@
+// CPU elementwise helpers: scaled add/copy (axpby), fill and copy.
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/cpu_ops.h"
+
+namespace convnet::cpu {
+
+namespace {
+// Below this many elements a loop runs on one thread: forking costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+}  // namespace
+
+void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate) {
+  if (accumulate) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dst[i] += scale * src[i];
+  } else {
+    // dst is never read here, so garbage (NaN) in it cannot leak into the result.
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dst[i] = scale * src[i];
+  }
+}
+
+void fill(float* dst, int64_t n, float value) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+// src and dst are either the same pointer (nothing to do) or disjoint ranges.
+void copy(const float* src, float* dst, int64_t n) {
+  if (src == dst || n <= 0) return;
+  if (n < kParallelMin) {
+    std::memcpy(dst, src, size_t(n) * sizeof(float));
+    return;
+  }
+  // Large copies: fixed-size blocks, one memcpy each, shared among the threads.
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
+    std::memcpy(dst + i0, src + i0, size_t(len) * sizeof(float));
+  }
+}
+
+}  // namespace convnet::cpu

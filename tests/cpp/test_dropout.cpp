@@ -1,0 +1,194 @@
+// CPU dropout: the Philox generator against Random123's known answers, the mask and scaling
+// against a float64 reference, the statistics of the mask, and the backward pass (the same call
+// on the gradient) against finite differences.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "convnet/philox.h"
+#include "cpu/cpu_ops.h"
+#include "test_util.h"
+
+namespace convnet {
+namespace {
+
+using testing::expect_close;
+using testing::numeric_gradient;
+using testing::random_vector;
+using testing::to_double;
+using testing::weighted_sum;
+
+// Known-answer vectors of Philox4x32-10 from Random123's kat_vectors (counter, key, result).
+TEST(Philox, KnownAnswers) {
+  struct Kat {
+    uint32_t c[4], k[2], want[4];
+  };
+  const Kat kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+      {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+       {0xffffffffu, 0xffffffffu},
+       {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+       {0xa4093822u, 0x299f31d0u},
+       {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+  };
+  for (const Kat& t : kats) {
+    Philox4 r = philox4x32_10(t.c[0], t.c[1], t.c[2], t.c[3], t.k[0], t.k[1]);
+    for (int i = 0; i < 4; ++i)
+      EXPECT_EQ(r.v[i], t.want[i]) << "counter word0 " << std::hex << t.c[0] << " output " << i;
+  }
+}
+
+// philox_uniform's documented layout: element i is word i % 4 of the block for counter
+// (i / 4, step), key seed, scaled from its top 24 bits into [0, 1).
+TEST(Philox, UniformLayout) {
+  const uint64_t seed = 0x123456789abcdefull, step = 0xfedcba9876ull;
+  for (uint64_t i : {0ull, 1ull, 2ull, 3ull, 4ull, 7ull, 1001ull, (1ull << 34) + 6}) {
+    uint64_t b = i / 4;
+    Philox4 r = philox4x32_10(uint32_t(b), uint32_t(b >> 32), uint32_t(step), uint32_t(step >> 32),
+                              uint32_t(seed), uint32_t(seed >> 32));
+    double want = double(r.v[i % 4] >> 8) / 16777216.0;
+    float u = philox_uniform(seed, step, i);
+    EXPECT_EQ(double(u), want) << "index " << i;
+    EXPECT_GE(u, 0.f);
+    EXPECT_LT(u, 1.f);
+  }
+}
+
+// out[i] = in[i] / (1 - rate) where philox_uniform(seed, step, i) >= rate, else 0; in float64.
+std::vector<double> ref_dropout(const std::vector<double>& in, double rate, uint64_t seed,
+                                uint64_t step) {
+  std::vector<double> out(in.size());
+  for (size_t i = 0; i < in.size(); ++i)
+    out[i] = philox_uniform(seed, step, i) >= float(rate) ? in[i] / (1 - rate) : 0.0;
+  return out;
+}
+
+std::vector<float> run(const std::vector<float>& in, float rate, uint64_t seed, uint64_t step) {
+  std::vector<float> out(in.size(), std::nanf(""));  // garbage: must not be read
+  cpu::dropout_apply(in.data(), out.data(), int64_t(in.size()), rate, seed, step, false);
+  return out;
+}
+
+TEST(CpuDropout, MatchesReference) {
+  uint32_t data_seed = 1;
+  // Odd sizes that end partway through a Philox block of four, and a large one (parallel path).
+  for (size_t n : {size_t(1), size_t(2), size_t(3), size_t(5), size_t(7), size_t(1023),
+                   size_t(100003)}) {
+    for (float rate : {0.1f, 0.5f, 0.75f}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " rate=" + std::to_string(rate));
+      auto in = random_vector(n, data_seed++, -2.f, 2.f);
+      const uint64_t seed = 0x5eedull + n, step = 17;
+      auto out = run(in, rate, seed, step);
+      expect_close(out, ref_dropout(to_double(in), rate, seed, step), 1e-6, 0, "dropout");
+    }
+  }
+}
+
+TEST(CpuDropout, KeptValuesScaledAndDroppedValuesZero) {
+  const size_t n = 4099;
+  auto in = random_vector(n, 2, 0.5f, 1.5f);  // never zero, so a zero output means dropped
+  const float rate = 0.4f;
+  auto out = run(in, rate, 99, 3);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (out[i] == 0.f) continue;
+    ++kept;
+    ASSERT_NEAR(double(out[i]), double(in[i]) / 0.6, 1e-6) << "element " << i;
+  }
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, n);
+}
+
+TEST(CpuDropout, SameSeedAndStepGiveSameMaskOtherwiseDifferent) {
+  const size_t n = 10001;
+  auto in = random_vector(n, 3, 0.5f, 1.5f);
+  auto a = run(in, 0.5f, 7, 11);
+  auto b = run(in, 0.5f, 7, 11);
+  ASSERT_EQ(0, std::memcmp(a.data(), b.data(), n * sizeof(float)));
+
+  auto differs = [&](const std::vector<float>& x, const std::vector<float>& y) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; ++i) d += (x[i] == 0.f) != (y[i] == 0.f);
+    return d;
+  };
+  // Independent masks of rate 0.5 disagree on about half the elements.
+  auto other_step = run(in, 0.5f, 7, 12);
+  auto other_seed = run(in, 0.5f, 8, 11);
+  auto high_step = run(in, 0.5f, 7, 11 + (1ull << 32));  // the step's upper word counts too
+  auto high_seed = run(in, 0.5f, 7 + (1ull << 32), 11);  // and the seed's
+  for (const auto* v : {&other_step, &other_seed, &high_step, &high_seed}) {
+    size_t d = differs(a, *v);
+    EXPECT_GT(d, n * 4 / 10);
+    EXPECT_LT(d, n * 6 / 10);
+  }
+}
+
+TEST(CpuDropout, KeptFractionIsOneMinusRate) {
+  const size_t n = 1000000;
+  auto in = random_vector(n, 4, 0.5f, 1.5f);
+  for (float rate : {0.5f, 0.2f, 0.9f}) {
+    SCOPED_TRACE("rate=" + std::to_string(rate));
+    auto out = run(in, rate, 2024, 5);
+    size_t kept = 0;
+    for (float v : out) kept += v != 0.f;
+    const double p = 1.0 - rate, se = std::sqrt(p * (1 - p) / double(n));
+    EXPECT_NEAR(double(kept) / double(n), p, 5 * se);
+    // Inverted dropout keeps the mean: sum(out) ~ sum(in).
+    double sum_in = 0, sum_out = 0;
+    for (size_t i = 0; i < n; ++i) {
+      sum_in += in[i];
+      sum_out += out[i];
+    }
+    EXPECT_NEAR(sum_out / sum_in, 1.0, 6 * std::sqrt((1 - p) / p / double(n)) * 1.2);
+    // The whole large output matches the reference too (parallel path).
+    expect_close(out, ref_dropout(to_double(in), rate, 2024, 5), 1e-6, 0, "large");
+  }
+}
+
+// The backward pass is the same call on dy: check it against finite differences of the
+// float64 forward, with dy = w.
+TEST(CpuDropout, BackwardMatchesFiniteDifferences) {
+  for (size_t n : {size_t(1), size_t(6), size_t(301)}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    const float rate = 0.5f;
+    const uint64_t seed = 31337, step = 2;
+    auto x = random_vector(n, 5 + uint32_t(n));
+    auto w = random_vector(n, 6 + uint32_t(n));
+    auto dx = run(w, rate, seed, step);
+    const auto wd = to_double(w);
+    auto want = numeric_gradient(
+        [&](const std::vector<double>& xx) {
+          return weighted_sum(ref_dropout(xx, rate, seed, step), wd);
+        },
+        to_double(x));
+    expect_close(dx, want, 1e-5, 1e-7, "dropout backward");
+  }
+}
+
+TEST(CpuDropout, Accumulate) {
+  for (float rate : {0.f, 0.3f}) {
+    SCOPED_TRACE("rate=" + std::to_string(rate));
+    const size_t n = 777;
+    auto dy = random_vector(n, 7);
+    auto base = random_vector(n, 8, -3.f, 3.f);
+    auto acc = base;
+    cpu::dropout_apply(dy.data(), acc.data(), int64_t(n), rate, 1, 2, true);
+    auto want = ref_dropout(to_double(dy), rate, 1, 2);
+    for (size_t i = 0; i < n; ++i) want[i] += base[i];
+    expect_close(acc, want, 1e-6, 1e-6, "accumulate");
+  }
+}
+
+TEST(CpuDropout, RateZeroIsACopy) {
+  for (size_t n : {size_t(1), size_t(5), size_t(70001)}) {
+    auto in = random_vector(n, 9 + uint32_t(n));
+    auto out = run(in, 0.f, 1, 1);
+    ASSERT_EQ(0, std::memcmp(in.data(), out.data(), n * sizeof(float))) << "n=" << n;
+  }
+}
+
+}  // namespace
+}  // namespace convnet
