@@ -2,7 +2,9 @@
 #  SYSTEM          a CBLAS from the system (Debian: libopenblas-dev), found through FindBLAS + cblas.h
 #  SCIPY_OPENBLAS  the OpenBLAS inside the `scipy-openblas32` Python wheel (symbols prefixed scipy_),
 #                  for machines without apt (the GPU image); located by asking Python.
-# AUTO takes the system one when present, the wheel otherwise.
+# AUTO takes the wheel when Python can import it, the system one otherwise: the wheel's OpenBLAS
+# is recent, while Debian 12's (0.3.21) does not recognise recent Xeons and falls back to its
+# SSE3 (Prescott) kernels, 3-4x slower.
 add_library(convnet_blas INTERFACE)
 
 function(_convnet_try_scipy_openblas out)
@@ -32,7 +34,16 @@ function(_convnet_try_scipy_openblas out)
 endfunction()
 
 set(_blas_found FALSE)
-if(CONVNET_BLAS STREQUAL "AUTO" OR CONVNET_BLAS STREQUAL "SYSTEM")
+if(CONVNET_BLAS STREQUAL "AUTO" OR CONVNET_BLAS STREQUAL "SCIPY_OPENBLAS")
+  _convnet_try_scipy_openblas(_blas_found)
+  if(_blas_found)
+    message(STATUS "convnet: CPU BLAS = scipy-openblas32 wheel (${CONVNET_BLAS_RUNTIME_DIR})")
+  elseif(CONVNET_BLAS STREQUAL "SCIPY_OPENBLAS")
+    message(FATAL_ERROR "convnet: CONVNET_BLAS=SCIPY_OPENBLAS but `import scipy_openblas32` failed "
+                        "(pip install scipy-openblas32)")
+  endif()
+endif()
+if(NOT _blas_found AND (CONVNET_BLAS STREQUAL "AUTO" OR CONVNET_BLAS STREQUAL "SYSTEM"))
   set(BLA_VENDOR OpenBLAS)
   find_package(BLAS QUIET)
   # Prefer OpenBLAS's own cblas.h over whatever the alternatives system points cblas.h at.
@@ -50,11 +61,6 @@ if(CONVNET_BLAS STREQUAL "AUTO" OR CONVNET_BLAS STREQUAL "SYSTEM")
   endif()
 endif()
 if(NOT _blas_found)
-  _convnet_try_scipy_openblas(_blas_found)
-  if(_blas_found)
-    message(STATUS "convnet: CPU BLAS = scipy-openblas32 wheel (${CONVNET_BLAS_RUNTIME_DIR})")
-  else()
-    message(FATAL_ERROR "convnet: no CPU BLAS found. Install libopenblas-dev (apt) or the "
-                        "scipy-openblas32 wheel (pip install scipy-openblas32).")
-  endif()
+  message(FATAL_ERROR "convnet: no CPU BLAS found. Install the scipy-openblas32 wheel "
+                      "(pip install scipy-openblas32) or libopenblas-dev (apt).")
 endif()

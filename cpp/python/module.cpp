@@ -169,6 +169,20 @@ PYBIND11_MODULE(_core, m) {
              }
              return out;
            })
+      .def("set_profiling", &Net::set_profiling, py::arg("on"))
+      .def("layer_times", [](const Net& net) {
+             py::list out;
+             for (const auto& t : net.layer_times()) {
+               py::dict d;
+               d["layer"] = t.layer;
+               d["forward_ms"] = t.forward_ms;
+               d["backward_ms"] = t.backward_ms;
+               d["forward_calls"] = t.forward_calls;
+               d["backward_calls"] = t.backward_calls;
+               out.append(d);
+             }
+             return out;
+           })
       .def_property_readonly("parameter_count", &Net::parameter_count)
       .def_property_readonly("batch_size", &Net::batch_size)
       .def_property("step", &Net::step, &Net::set_step)

@@ -6,11 +6,28 @@
     stats = net.train_step(x, y)   # x: N x C x H x W float32, y: N integer labels
 """
 
-from . import _core, zoo
-from ._core import blas_name, cuda_compiled, cuda_device_count, layer_types, num_threads, set_num_threads
-from .model import Model
-from .net import Net, check_gradients
+def _preload_wheel_openblas():
+    # When convnet was built against the scipy-openblas32 wheel, load that library first so the
+    # extension finds it wherever the wheel is installed (its RPATH names the build-time place).
+    try:
+        import ctypes
+        import os
 
-__all__ = ["Model", "Net", "check_gradients", "zoo", "layer_types", "cuda_compiled",
+        import scipy_openblas32 as wheel
+
+        ctypes.CDLL(os.path.join(wheel.get_lib_dir(), wheel.get_library(True)), mode=ctypes.RTLD_GLOBAL)
+    except (ImportError, OSError):
+        pass
+
+
+_preload_wheel_openblas()
+
+from . import _core, datasets, zoo  # noqa: E402
+from ._core import (blas_name, cuda_compiled, cuda_device_count, layer_types,  # noqa: E402
+                    num_threads, set_num_threads)
+from .model import Model  # noqa: E402
+from .net import Net, check_gradients  # noqa: E402
+
+__all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "layer_types", "cuda_compiled",
            "cuda_device_count", "set_num_threads", "num_threads", "blas_name"]
 __version__ = "0.1.0"

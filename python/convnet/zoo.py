@@ -91,3 +91,36 @@ def small_convnet(classes: int = 10, channels: int = 1, size: int = 28, neuron: 
     m.fc("fc3", "pool2", outputs=classes, **dict(opts, init="xavier"))
     m.softmax_cost("cost", "fc3", "labels")
     return m
+
+
+def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.5,
+                    init: str = "kaiming", lr: float = 0.01) -> Model:
+    """AlexNet in miniature for 28x28 images, with every element of the paper: two towers
+    (logical devices 0 and 1) that meet at conv3 and the fc layers, ReLU, LRN, overlapping max
+    pooling, dropout, biases of 1 in conv2 and the hidden fc layers, momentum SGD with weight decay.
+
+    init="kaiming" (std sqrt(2 / fan_in)) because the paper's N(0, 0.01) stalls a net this small
+    for an epoch or more; init="gaussian" restores the paper's (initW=0.01).
+    """
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    o = dict(epsW=lr, epsB=lr, momW=0.9, momB=0.9, wc=0.0005, init=init, initW=0.01)
+    for t, dev in (("a", 0), ("b", 1)):
+        m.conv(f"conv1{t}", "data", filters=32, size=5, padding=2, neuron="relu", device=dev, **o)
+        m.lrn(f"rnorm1{t}", f"conv1{t}", device=dev)
+        m.pool(f"pool1{t}", f"rnorm1{t}", size=3, stride=2, device=dev)
+        m.conv(f"conv2{t}", f"pool1{t}", filters=64, size=5, padding=2, neuron="relu", initB=1,
+               device=dev, **o)
+        m.lrn(f"rnorm2{t}", f"conv2{t}", device=dev)
+        m.pool(f"pool2{t}", f"rnorm2{t}", size=3, stride=2, device=dev)
+    for t, dev in (("a", 0), ("b", 1)):
+        m.conv(f"conv3{t}", ["pool2a", "pool2b"], filters=96, size=3, padding=1, neuron="relu",
+               device=dev, **o)
+        m.pool(f"pool3{t}", f"conv3{t}", size=3, stride=2, device=dev)
+    for t, dev in (("a", 0), ("b", 1)):
+        m.fc(f"fc4{t}", ["pool3a", "pool3b"], outputs=256, neuron="relu", initB=1, device=dev, **o)
+        m.dropout(f"drop4{t}", f"fc4{t}", rate=dropout, device=dev)
+    m.fc("fc5", ["drop4a", "drop4b"], outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
+    m.softmax_cost("cost", "fc5", "labels")
+    return m

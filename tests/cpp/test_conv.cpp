@@ -125,7 +125,9 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{4, 9, 7, 3, 4, 3, 1, 1, 1, "tanh", 2, 1},      // chunked along output rows
         ConvCase{5, 8, 8, 2, 3, 3, 3, 1, 1, "linear", 1, 1},    // stride 3, one row per chunk
         ConvCase{4, 6, 6, 3, 4, 3, 1, 1, 1, "tanh", 0, 2},      // two joined inputs (conv3)
-        ConvCase{1, 5, 5, 7, 2, 5, 1, 0, 1, "linear", 0, 1}));  // filter covers the input
+        ConvCase{1, 5, 5, 7, 2, 5, 1, 0, 1, "linear", 0, 1},    // filter covers the input
+        ConvCase{2, 3, 1, 2, 3, 5, 1, 2, 1, "tanh", 0, 1},      // padding wider than the input
+        ConvCase{2, 2, 6, 3, 2, 3, 2, 2, 1, "linear", 0, 1}));  // stride 2, padding 2
 
 }  // namespace
 }  // namespace convnet::testing

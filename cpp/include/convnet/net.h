@@ -59,6 +59,16 @@ class Net {
   void set_step(uint64_t step) { step_ = step; }
   uint64_t seed() const { return seed_; }
 
+  // Per-layer wall time, accumulated over passes while profiling is on (for finding where a
+  // step's time goes). On a GPU device the times include waiting for the device.
+  struct LayerTime {
+    std::string layer;
+    double forward_ms = 0, backward_ms = 0;
+    int64_t forward_calls = 0, backward_calls = 0;
+  };
+  void set_profiling(bool on);
+  std::vector<LayerTime> layer_times() const;
+
  private:
   struct Node;
   void plan(int batch);
@@ -75,6 +85,7 @@ class Net {
   std::map<std::string, std::unique_ptr<Workspace>> workspaces_;  // per physical device
   PassContext last_pass_;
   std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
+  bool profiling_ = false;
 };
 
 }  // namespace convnet

@@ -2,6 +2,7 @@
 #include "convnet/net.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <set>
@@ -21,6 +22,7 @@ struct Net::Node {
   Tensor out, grad;
   bool grad_written = false;
   bool needs_grad = false;   // some layer upstream has parameters
+  Net::LayerTime time;
   std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
 };
 
@@ -207,7 +209,12 @@ CostReport Net::forward(bool train) {
       }
     }
     if (!n->out.defined()) n->out = Tensor(n->shape, n->device);
+    const auto t0 = std::chrono::steady_clock::now();
     n->layer->forward(in, n->out, last_pass_);
+    if (profiling_) {
+      n->time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ++n->time.forward_calls;
+    }
   }
   CostReport report;
   report.batch = batch_;
@@ -252,7 +259,12 @@ void Net::backward() {
         accumulate.push_back(p->grad_written);
       }
     }
+    const auto t0 = std::chrono::steady_clock::now();
     n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+    if (profiling_) {
+      n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ++n.time.backward_calls;
+    }
     for (size_t i = 0; i < n.producers.size(); ++i) {
       Node* p = n.producers[i];
       if (!p->needs_grad) continue;
@@ -281,6 +293,21 @@ const Tensor& Net::output(const std::string& layer) const {
   const Node& n = node(layer);
   CONVNET_CHECK(n.out.defined(), "layer '", layer, "' has no output yet: run forward first");
   return n.out;
+}
+
+void Net::set_profiling(bool on) {
+  profiling_ = on;
+  for (auto& n : nodes_) n->time = LayerTime{n->layer->name()};
+}
+
+std::vector<Net::LayerTime> Net::layer_times() const {
+  std::vector<LayerTime> out;
+  for (auto& n : nodes_) {
+    LayerTime t = n->time;
+    t.layer = n->layer->name();
+    out.push_back(t);
+  }
+  return out;
 }
 
 Shape Net::output_shape(const std::string& layer) const { return node(layer).shape; }

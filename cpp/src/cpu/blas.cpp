@@ -1,6 +1,14 @@
 // CPU GEMM through OpenBLAS's CBLAS interface (system library or the scipy-openblas32 wheel,
 // whose symbols carry a `scipy_` prefix), and the thread count shared with our OpenMP loops.
+//
+// One thread pool for everything: OpenBLAS runs single-threaded and we split each large GEMM
+// into column (or row) blocks across OpenMP threads. Letting OpenBLAS's own pthreads pool run
+// beside OpenMP's made the two spin against each other: a training step was 2-6x slower.
 #include <omp.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
 
 #include "cpu/cpu_ops.h"
 
@@ -8,32 +16,73 @@
 #include <cblas.h>
 #define CONVNET_SGEMM scipy_cblas_sgemm
 #define CONVNET_BLAS_SET_THREADS scipy_openblas_set_num_threads
-#define CONVNET_BLAS_GET_THREADS scipy_openblas_get_num_threads
 #define CONVNET_BLAS_NAME "OpenBLAS (scipy-openblas32 wheel)"
+#define CONVNET_BLAS_CONFIG scipy_openblas_get_config
+#define CONVNET_BLAS_CORE scipy_openblas_get_corename
 #else
 #include <cblas.h>
 #define CONVNET_SGEMM cblas_sgemm
 #define CONVNET_BLAS_SET_THREADS openblas_set_num_threads
-#define CONVNET_BLAS_GET_THREADS openblas_get_num_threads
 #define CONVNET_BLAS_NAME "OpenBLAS (system)"
+#define CONVNET_BLAS_CONFIG openblas_get_config
+#define CONVNET_BLAS_CORE openblas_get_corename
 #endif
 
 namespace convnet::cpu {
 
+namespace {
+
+void blas_single_threaded() {
+  static std::once_flag once;
+  std::call_once(once, [] { CONVNET_BLAS_SET_THREADS(1); });
+}
+
+// One single-threaded SGEMM on the block of C given by rows [m0, m0+mc) and columns [n0, n0+nc).
+void gemm_block(bool ta, bool tb, int m0, int mc, int n0, int nc, int k, float alpha,
+                const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  const float* ab = ta ? a + m0 : a + int64_t(m0) * lda;  // row m0 of op(A)
+  const float* bb = tb ? b + int64_t(n0) * ldb : b + n0;  // column n0 of op(B)
+  CONVNET_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, mc,
+                nc, k, alpha, ab, lda, bb, ldb, beta, c + int64_t(m0) * ldc + n0, ldc);
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
-  CONVNET_SGEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  blas_single_threaded();
+  const int threads = omp_get_max_threads();
+  const double work = double(m) * n * k;
+  if (threads == 1 || work < 4e6 || omp_in_parallel()) {
+    gemm_block(trans_a, trans_b, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Split the longer side of C into one block per thread, in multiples of 16 (whole vectors).
+  const bool split_columns = n >= m;
+  const int extent = split_columns ? n : m;
+  const int block = std::max(16, ((extent + threads - 1) / threads + 15) / 16 * 16);
+  const int blocks = (extent + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(std::min(threads, blocks))
+  for (int i = 0; i < blocks; ++i) {
+    const int start = i * block, size = std::min(block, extent - start);
+    if (split_columns)
+      gemm_block(trans_a, trans_b, 0, m, start, size, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+      gemm_block(trans_a, trans_b, start, size, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
 }
 
 void set_num_threads(int n) {
   if (n <= 0) return;
-  CONVNET_BLAS_SET_THREADS(n);
   omp_set_num_threads(n);
 }
 
 int num_threads() { return omp_get_max_threads(); }
 
-const char* blas_name() { return CONVNET_BLAS_NAME; }
+const char* blas_name() {
+  static const std::string name = std::string(CONVNET_BLAS_NAME) + ": " + CONVNET_BLAS_CONFIG() +
+                                  ", kernels for " + CONVNET_BLAS_CORE();
+  return name.c_str();
+}
 
 }  // namespace convnet::cpu

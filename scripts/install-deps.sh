@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what convnet needs to build, test and train on a fresh Debian machine (run as root, or
+# with sudo available). Idempotent: skips what is already there.
+set -euo pipefail
+
+APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev
+              dataset-fashion-mnist python3-dev)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "[install-deps] apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install -q --disable-pip-version-check numpy pytest pybind11 \
+  "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 2>&1 | grep -v "Running pip as the 'root' user" || true
