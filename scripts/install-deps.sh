@@ -18,5 +18,5 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q --disable-pip-version-check numpy pytest pybind11 \
-  "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 2>&1 | grep -v "Running pip as the 'root' user" || true
+"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
+  pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32

@@ -13,7 +13,6 @@ cmake --build build/ci -j "$JOBS"
 ctest --test-dir build/ci --output-on-failure -j "$JOBS"
 
 echo "== Python: pip install . and pytest"
-"$PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation . 2>&1 \
-  | grep -v "Running pip as the 'root' user" || true
+"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation .
 # Run from tests/ so that `import convnet` finds the installed package, not the source tree.
 cd tests && "$PYTHON" -m pytest -q python

@@ -7,6 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 PYTHON=${PYTHON:-python3}
 echo "== building and installing convnet (pip install .)"
-"$PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation . 2>&1 \
-  | grep -v "Running pip as the 'root' user" || true
+"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation .
 cd /tmp && exec "$PYTHON" -m convnet.demo "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -60,8 +61,16 @@ class Net:
         self._net.update(lr_scale)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> dict:
-        """forward (training mode), backward, SGD update; returns forward's statistics."""
+        """forward (training mode), backward, SGD update; returns forward's statistics.
+
+        A non-finite cost (the batch holds NaN/Inf, or training diverged) raises
+        FloatingPointError before the update, so the parameters are left as they were."""
         stats = self.forward(x, y, train=True)
+        if not math.isfinite(stats["objective"]):
+            bad = ", ".join(f"{c['layer']}={c['cost']}" for c in stats["costs"])
+            where = "the input batch holds NaN or Inf" if not np.isfinite(x).all() else "training diverged"
+            raise FloatingPointError(f"non-finite cost at step {self.step} ({bad}): {where}; "
+                                     "parameters were not updated")
         self.backward()
         self.update(lr_scale)
         return stats
