@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cpu/cpu_ops.h"
 
@@ -55,6 +56,34 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
   const double work = double(m) * n * k;
   if (threads == 1 || work < 4e6 || omp_in_parallel()) {
     gemm_block(trans_a, trans_b, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (k >= 8 * std::max(m, n)) {
+    // A long reduction (weight gradients: k = OH*OW*N): splitting C would make every thread pack
+    // all of the long operand; split k instead and add the partial products.
+    const int parts = threads;
+    const int64_t kb = (k + parts - 1) / parts;
+    std::vector<float> partial(size_t(parts - 1) * m * n);
+#pragma omp parallel for schedule(static) num_threads(parts)
+    for (int p = 0; p < parts; ++p) {
+      const int k0 = int(p * kb), kc = int(std::min<int64_t>(kb, k - k0));
+      const float* ap = trans_a ? a + int64_t(k0) * lda : a + k0;  // columns k0.. of op(A)
+      const float* bp = trans_b ? b + k0 : b + int64_t(k0) * ldb;  // rows k0.. of op(B)
+      if (p == 0)
+        CONVNET_SGEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                      trans_b ? CblasTrans : CblasNoTrans, m, n, kc, alpha, ap, lda, bp, ldb, beta, c, ldc);
+      else
+        CONVNET_SGEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                      trans_b ? CblasTrans : CblasNoTrans, m, n, kc, alpha, ap, lda, bp, ldb, 0.f,
+                      partial.data() + size_t(p - 1) * m * n, n);
+    }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < m; ++i)
+      for (int p = 1; p < parts; ++p) {
+        const float* src = partial.data() + (size_t(p - 1) * m + i) * n;
+        float* dst = c + int64_t(i) * ldc;
+        for (int j = 0; j < n; ++j) dst[j] += src[j];
+      }
     return;
   }
   // Split the longer side of C into one block per thread, in multiples of 16 (whole vectors).
