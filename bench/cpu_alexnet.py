@@ -19,7 +19,8 @@ What it measures
     Both frameworks get the same batch, the same thread count (``--threads``, default
     ``os.cpu_count()``), float32 and the same initialisation scheme (gaussian std 0.01 weights,
     convnet's constant biases). After ``--warmup`` untimed steps, ``--steps`` steps are timed one
-    by one; the report gives the median ms/step, images/s, the ratio torch ms / convnet ms (> 1
+    by one, alternating between the frameworks (a convnet step, a torch step, ...) so that drift in
+    a shared machine's speed falls on both alike; the report gives the median ms/step, images/s, the ratio torch ms / convnet ms (> 1
     means convnet is faster) and the median time of each phase of the step:
 
     * convnet: ``input`` (``set_batch``: the NCHW -> CHWN copy of the batch), ``forward``,
@@ -250,14 +251,15 @@ def _progress(tag: str, i: int, n_warm: int, s: dict, loss: float) -> None:
     print(f"  {tag:<8} {kind:<10} {s['total'] * 1e3:8.1f} ms  ({phases})  loss {loss:.4f}", flush=True)
 
 
-def bench_convnet(net_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
+def convnet_stepper(net_name: str, x: np.ndarray, y: np.ndarray, args):
+    """Builds the convnet net; returns (one timed training step, parameter count)."""
     if net_name == "alexnet2012":
         net = convnet.Net(convnet.zoo.alexnet_2012(classes=1000, size=args.size), devices=["cpu", "cpu"])
     else:
         net = convnet.Net(convnet.zoo.alexnet_one_tower(classes=1000, size=args.size), devices="cpu")
-    steps, losses = [], []
     clock = time.perf_counter
-    for i in range(args.warmup + args.steps):
+
+    def step():
         t0 = clock()
         net.set_batch(x, y)
         t1 = clock()
@@ -268,15 +270,13 @@ def bench_convnet(net_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
         net.update()
         t4 = clock()
         s = {"input": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "update": t4 - t3, "total": t4 - t0}
-        loss = float(stats["objective"])
-        _progress("convnet", i, args.warmup, s, loss)
-        if i >= args.warmup:
-            steps.append(s)
-            losses.append(loss)
-    return summarise("convnet", net_name, steps, len(x), net.parameter_count, losses)
+        return s, float(stats["objective"])
+
+    return step, net.parameter_count
 
 
-def bench_torch(net_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
+def torch_stepper(net_name: str, x: np.ndarray, y: np.ndarray, args):
+    """Builds the PyTorch twin; returns (one timed training step, parameter count)."""
     torch.manual_seed(1)
     build = torch_alexnet2012 if net_name == "alexnet2012" else torch_onetower
     model = build(1000, args.size)
@@ -285,9 +285,9 @@ def bench_torch(net_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     loss_fn = nn.CrossEntropyLoss()
     labels = torch.from_numpy(y)
-    steps, losses = [], []
     clock = time.perf_counter
-    for i in range(args.warmup + args.steps):
+
+    def step():
         t0 = clock()
         inputs = torch.from_numpy(x)
         t1 = clock()
@@ -299,13 +299,25 @@ def bench_torch(net_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
         opt.zero_grad(set_to_none=True)
         t4 = clock()
         s = {"input": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "update": t4 - t3, "total": t4 - t0}
-        loss_value = float(loss.detach())
-        _progress("torch", i, args.warmup, s, loss_value)
-        if i >= args.warmup:
-            steps.append(s)
-            losses.append(loss_value)
-    params = sum(p.numel() for p in model.parameters())
-    return summarise("torch", net_name, steps, len(x), params, losses)
+        return s, float(loss.detach())
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def run_interleaved(net_name: str, steppers: dict, batch: int, args) -> list[dict]:
+    """Alternates one step of each framework, so that both see the same machine conditions
+    (a shared machine's speed drifts over minutes); returns one summary per framework."""
+    steps = {name: [] for name in steppers}
+    losses = {name: [] for name in steppers}
+    for i in range(args.warmup + args.steps):
+        for name, (step, _) in steppers.items():
+            s, loss = step()
+            _progress(name, i, args.warmup, s, loss)
+            if i >= args.warmup:
+                steps[name].append(s)
+                losses[name].append(loss)
+    return [summarise(name, net_name, steps[name], batch, params, losses[name])
+            for name, (_, params) in steppers.items()]
 
 
 # --------------------------------------------------------------------------- report
@@ -328,7 +340,8 @@ def markdown(results: list[dict], info: dict) -> str:
         lines.append(f"| {r['net']} | {r['framework']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | "
                      + " | ".join(f"{ph[p]:.0f}" for p in PHASES) + f" | {ratio} |")
     lines.append("")
-    lines.append("(median of the timed steps; phase columns in ms; torch / convnet > 1 means convnet is faster)")
+    lines.append("(median of the timed steps, the frameworks' steps interleaved; phase columns in ms; "
+                 "torch / convnet > 1 means convnet is faster)")
     return "\n".join(lines)
 
 
@@ -358,9 +371,10 @@ def main(argv=None) -> int:
     results = []
     for net_name in NETS if args.nets == "both" else (args.nets,):
         print(f"## {net_name}", flush=True)
-        runs = [bench_convnet(net_name, x, y, args)]
+        steppers = {"convnet": convnet_stepper(net_name, x, y, args)}
         if torch is not None:
-            runs.append(bench_torch(net_name, x, y, args))
+            steppers["torch"] = torch_stepper(net_name, x, y, args)
+        runs = run_interleaved(net_name, steppers, len(x), args)
         for r in runs:
             print(f"  {r['framework']:<8} {r['ms_per_step']:8.1f} ms/step  {r['images_per_s']:7.1f} images/s  "
                   f"(min {r['min_ms']:.1f}, max {r['max_ms']:.1f}; {r['parameters']:,} parameters)", flush=True)
