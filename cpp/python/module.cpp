@@ -84,10 +84,23 @@ py::dict report_dict(const CostReport& r) {
 }
 
 std::unique_ptr<Net> make_net(const std::string& model_json, const std::vector<std::string>& devices,
-                              uint64_t seed) {
+                              uint64_t seed, const std::string& math) {
   std::vector<Device> devs;
   for (const auto& d : devices) devs.push_back(Device::parse(d));
-  return std::make_unique<Net>(ModelSpec::from_json(model_json), devs, seed);
+  const MathMode mode = parse_math_mode(math);
+  auto net = std::make_unique<Net>(ModelSpec::from_json(model_json), devs, seed);
+  net->set_math_mode(mode);
+  return net;
+}
+
+py::dict memory_dict(int device) {
+  CudaMemoryStats s = cuda_memory_stats(device);
+  py::dict d;
+  d["current_bytes"] = s.current_bytes;
+  d["peak_bytes"] = s.peak_bytes;
+  d["cached_bytes"] = s.cached_bytes;
+  d["cuda_malloc_calls"] = s.cuda_malloc_calls;
+  return d;
 }
 
 }  // namespace
@@ -97,7 +110,9 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Net>(m, "Net")
       .def(py::init(&make_net), py::arg("model_json"), py::arg("devices") = std::vector<std::string>{},
-           py::arg("seed") = 1)
+           py::arg("seed") = 1, py::arg("math") = "fp32")
+      .def_property("math", [](const Net& net) { return math_mode_name(net.math_mode()); },
+                    [](Net& net, const std::string& m) { net.set_math_mode(parse_math_mode(m)); })
       .def("set_input", [](Net& net, const std::string& name, const py::array& arr) {
              const bool labels = net.layer(name).type() == "labels";
              Tensor t = to_chwn(name, arr, labels);
@@ -213,6 +228,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("layer_types", &layer_types);
   m.def("cuda_compiled", &cuda_compiled);
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_memory_stats", &memory_dict, py::arg("device") = 0,
+        "The caching allocator's statistics for one GPU: current, peak and cached bytes, cudaMalloc calls.");
+  m.def("cuda_reset_peak", &cuda_reset_peak, py::arg("device") = 0);
+  m.def("cuda_synchronize", &cuda_synchronize, py::arg("device") = 0,
+        py::call_guard<py::gil_scoped_release>());
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
   m.def("num_threads", &cpu::num_threads);
   m.def("blas_name", &cpu::blas_name);

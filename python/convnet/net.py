@@ -16,9 +16,11 @@ class Net:
 
     ``devices`` maps logical devices (a layer's ``device`` option) to physical ones: a string
     such as "cpu" for everything, or a list like ["cpu", "cpu"] or ["cuda:0", "cuda:1"].
+    ``math`` is how cuBLAS computes on GPUs: "fp32" (strict) or "tf32" (tensor cores).
     """
 
-    def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1):
+    def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1,
+                 math: str = "fp32"):
         text = model.to_json() if isinstance(model, Model) else str(model)
         if isinstance(devices, str):
             try:
@@ -27,7 +29,7 @@ class Net:
                 raise ValueError(f"model definition is not valid JSON: {e}") from None
             n_logical = 1 + max([l.get("device", 0) if isinstance(l, dict) else 0 for l in layers] or [0])
             devices = [devices] * n_logical
-        self._net = _core.Net(text, list(devices), seed)
+        self._net = _core.Net(text, list(devices), seed, math)
         layers = self._net.layers()
         self.inputs = [l["name"] for l in layers if l["type"] == "input"]
         self.label_inputs = [l["name"] for l in layers if l["type"] == "labels"]
@@ -98,6 +100,11 @@ class Net:
     @property
     def parameter_count(self) -> int:
         return self._net.parameter_count
+
+    @property
+    def math(self) -> str:
+        """The GEMM math mode this net uses on GPUs: "fp32" or "tf32"."""
+        return self._net.math
 
     @property
     def step(self) -> int:

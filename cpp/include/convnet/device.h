@@ -1,6 +1,7 @@
 // Where a tensor lives. A model definition names logical devices (cuda-convnet's `gpu=`);
 // a Net maps each to one of these physical devices when it is built.
 #pragma once
+#include <cstddef>
 #include <string>
 
 namespace convnet {
@@ -30,5 +31,23 @@ bool cuda_compiled();
 int cuda_device_count();
 // Throws RuntimeError when `device` cannot be used here (no CUDA backend, no such GPU).
 void require_available(const Device& device);
+
+// How cuBLAS may compute a net's GEMMs on a GPU: strict fp32, or TF32 tensor cores (inputs
+// rounded to a 10-bit mantissa, fp32 accumulation). The CPU always computes in fp32.
+enum class MathMode { Fp32, Tf32 };
+std::string math_mode_name(MathMode mode);       // "fp32", "tf32"
+MathMode parse_math_mode(const std::string& name);  // throws ValueError on anything else
+
+// The caching allocator's view of one GPU (all zero without the CUDA backend).
+struct CudaMemoryStats {
+  size_t current_bytes = 0;      // held by live tensors
+  size_t peak_bytes = 0;         // most ever held at once, since start or the last reset
+  size_t cached_bytes = 0;       // freed and kept for reuse
+  size_t cuda_malloc_calls = 0;  // a steady-state training step adds none
+};
+CudaMemoryStats cuda_memory_stats(int device);
+void cuda_reset_peak(int device);
+// Waits until every kernel queued on the device has finished (for timing from the host).
+void cuda_synchronize(int device);
 
 }  // namespace convnet

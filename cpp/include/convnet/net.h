@@ -58,6 +58,9 @@ class Net {
   uint64_t step() const { return step_; }
   void set_step(uint64_t step) { step_ = step; }
   uint64_t seed() const { return seed_; }
+  // cuBLAS math on this net's GPUs (fp32 by default; the CPU always computes in fp32).
+  void set_math_mode(MathMode mode) { math_mode_ = mode; }
+  MathMode math_mode() const { return math_mode_; }
 
   // Per-layer wall time, accumulated over passes while profiling is on (for finding where a
   // step's time goes). On a GPU device the times include waiting for the device.
@@ -86,6 +89,8 @@ class Net {
   PassContext last_pass_;
   std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
   bool profiling_ = false;
+  MathMode math_mode_ = MathMode::Fp32;
+  void apply_math_mode();
 };
 
 }  // namespace convnet

@@ -56,4 +56,38 @@ void require_available(const Device& device) {
     throw RuntimeError(detail::concat(device.str(), " requested, but ", n, " CUDA device(s) are visible"));
 }
 
+std::string math_mode_name(MathMode mode) { return mode == MathMode::Tf32 ? "tf32" : "fp32"; }
+
+MathMode parse_math_mode(const std::string& name) {
+  if (name == "fp32") return MathMode::Fp32;
+  if (name == "tf32") return MathMode::Tf32;
+  throw ValueError("unknown math mode '" + name + "' (expected fp32 or tf32)");
+}
+
+CudaMemoryStats cuda_memory_stats(int device) {
+  CudaMemoryStats out;
+#ifdef CONVNET_WITH_CUDA
+  if (device < cuda_device_count()) {
+    cuda::MemoryStats s = cuda::memory_stats(device);
+    out = {s.current_bytes, s.peak_bytes, s.cached_bytes, s.cuda_malloc_calls};
+  }
+#endif
+  (void)device;
+  return out;
+}
+
+void cuda_reset_peak(int device) {
+#ifdef CONVNET_WITH_CUDA
+  if (device < cuda_device_count()) cuda::reset_peak(device);
+#endif
+  (void)device;
+}
+
+void cuda_synchronize(int device) {
+#ifdef CONVNET_WITH_CUDA
+  if (device < cuda_device_count()) cuda::synchronize(device);
+#endif
+  (void)device;
+}
+
 }  // namespace convnet

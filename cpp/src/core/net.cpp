@@ -3,12 +3,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <random>
 #include <set>
 
 #include "convnet/error.h"
 #include "convnet/ops.h"
+#include "core/storage.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 
 namespace convnet {
 
@@ -22,6 +27,7 @@ struct Net::Node {
   Tensor out, grad;
   bool grad_written = false;
   bool needs_grad = false;   // some layer upstream has parameters
+  PinnedBuffer staging;      // input layers on a GPU: batches go up through page-locked memory
   Net::LayerTime time;
   std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
 };
@@ -185,12 +191,29 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
   CONVNET_CHECK(ok, "input '", name, "': expected a batch of shape ", shape_str(want),
                 " (CHWN), got ", shape_str(batch.shape()));
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
-  n.out.copy_from(batch);
+  if (n.device.is_cuda() && batch.device().is_cpu()) {
+    const size_t bytes = sizeof(float) * size_t(batch.numel());
+    void* pinned = n.staging.get(bytes);
+    std::memcpy(pinned, batch.data(), bytes);
+    copy_bytes(n.out.data(), n.device, pinned, Device::cpu(), bytes);
+  } else {
+    n.out.copy_from(batch);
+  }
+}
+
+void Net::apply_math_mode() {
+#ifdef CONVNET_WITH_CUDA
+  for (auto& n : nodes_)
+    if (n->device.is_cuda())
+      cuda::set_math_mode(n->device.index,
+                          math_mode_ == MathMode::Tf32 ? cuda::MathMode::Tf32 : cuda::MathMode::Fp32);
+#endif
 }
 
 CostReport Net::forward(bool train) {
   last_pass_ = PassContext{train, seed_, step_};
   fresh_inputs_.clear();
+  apply_math_mode();
   for (auto& n : nodes_) {
     if (n->layer->is_input()) {
       CONVNET_CHECK(n->out.defined(), "input '", n->layer->name(),
@@ -230,6 +253,7 @@ CostReport Net::forward(bool train) {
 }
 
 void Net::backward() {
+  apply_math_mode();
   for (auto& n : nodes_) n->grad_written = false;
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     Node& n = **it;

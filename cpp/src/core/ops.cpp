@@ -12,13 +12,11 @@ namespace convnet {
 
 namespace {
 
+#ifndef CONVNET_WITH_CUDA
 [[noreturn]] void cuda_missing(const char* op) {
-#ifdef CONVNET_WITH_CUDA
-  throw RuntimeError(std::string(op) + ": not yet implemented in the CUDA backend");
-#else
   throw RuntimeError(std::string(op) + ": this build has no CUDA backend");
-#endif
 }
+#endif
 
 void same_device(const char* op, const Tensor& a, const Tensor& b) {
   CONVNET_CHECK(a.device() == b.device(), op, ": tensors on different devices (",
@@ -40,15 +38,27 @@ int64_t inner_of(const Tensor& t) { return t.numel() / t.dim(0); }
 
 }  // namespace
 
-// Run `cpu_call` on the CPU, or the CUDA implementation when one exists.
-#define CONVNET_DISPATCH(tensor, op, cpu_call) \
-  do {                                         \
-    if ((tensor).device().is_cpu()) {          \
-      cpu_call;                                \
-    } else {                                   \
-      cuda_missing(op);                        \
-    }                                          \
+// Run backend function `fn` with `args` on the backend of `tensor`'s device (made current first).
+#ifdef CONVNET_WITH_CUDA
+#define CONVNET_DISPATCH(tensor, fn, ...)           \
+  do {                                              \
+    if ((tensor).device().is_cpu()) {               \
+      cpu::fn(__VA_ARGS__);                         \
+    } else {                                        \
+      cuda::set_device((tensor).device().index);    \
+      cuda::fn(__VA_ARGS__);                        \
+    }                                               \
   } while (0)
+#else
+#define CONVNET_DISPATCH(tensor, fn, ...)           \
+  do {                                              \
+    if ((tensor).device().is_cpu()) {               \
+      cpu::fn(__VA_ARGS__);                         \
+    } else {                                        \
+      cuda_missing(#fn);                            \
+    }                                               \
+  } while (0)
+#endif
 
 void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc, const Device& device) {
@@ -56,7 +66,8 @@ void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, in
     cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
 #ifdef CONVNET_WITH_CUDA
-    cuda::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, device.index);
+    cuda::set_device(device.index);
+    cuda::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #else
     cuda_missing("gemm");
 #endif
@@ -77,12 +88,12 @@ static void check_conv_input(const char* op, const Tensor& x, const ConvGeometry
 
 void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols) {
   check_conv_input("im2col", x, g, c0, oy0, oy1);
-  CONVNET_DISPATCH(x, "im2col", cpu::im2col(x.data(), g, c0, oy0, oy1, cols));
+  CONVNET_DISPATCH(x, im2col, x.data(), g, c0, oy0, oy1, cols);
 }
 
 void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx) {
   check_conv_input("col2im", dx, g, c0, oy0, oy1);
-  CONVNET_DISPATCH(dx, "col2im", cpu::col2im(cols, g, c0, oy0, oy1, dx.data()));
+  CONVNET_DISPATCH(dx, col2im, cols, g, c0, oy0, oy1, dx.data());
 }
 
 void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron) {
@@ -92,22 +103,20 @@ void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron) {
     CONVNET_CHECK(bias.numel() == y.dim(0), "bias_neuron_forward: ", bias.numel(),
                   " biases for ", y.dim(0), " channels");
   }
-  CONVNET_DISPATCH(y, "bias_neuron_forward",
-                   cpu::bias_neuron_forward(y.data(), bias.defined() ? bias.data() : nullptr,
-                                            y.dim(0), inner_of(y), neuron));
+  CONVNET_DISPATCH(y, bias_neuron_forward, y.data(), bias.defined() ? bias.data() : nullptr,
+                                            y.dim(0), inner_of(y), neuron);
 }
 
 void neuron_forward(const Tensor& x, Tensor& y, const Neuron& neuron) {
   same_shape("neuron_forward", x, y);
-  CONVNET_DISPATCH(x, "neuron_forward", cpu::neuron_forward(x.data(), y.data(), x.numel(), neuron));
+  CONVNET_DISPATCH(x, neuron_forward, x.data(), y.data(), x.numel(), neuron);
 }
 
 void neuron_backward(const Tensor& y, const Tensor& dy, Tensor& dx, const Neuron& neuron,
                      bool accumulate) {
   same_shape("neuron_backward", y, dy);
   same_shape("neuron_backward", y, dx);
-  CONVNET_DISPATCH(y, "neuron_backward",
-                   cpu::neuron_backward(y.data(), dy.data(), dx.data(), y.numel(), neuron, accumulate));
+  CONVNET_DISPATCH(y, neuron_backward, y.data(), dy.data(), dx.data(), y.numel(), neuron, accumulate);
 }
 
 void bias_backward(const Tensor& dy, Tensor& db, bool accumulate) {
@@ -115,8 +124,7 @@ void bias_backward(const Tensor& dy, Tensor& db, bool accumulate) {
   same_device("bias_backward", dy, db);
   CONVNET_CHECK(db.numel() == dy.dim(0), "bias_backward: ", db.numel(), " biases for ",
                 dy.dim(0), " channels");
-  CONVNET_DISPATCH(dy, "bias_backward",
-                   cpu::bias_backward(dy.data(), db.data(), dy.dim(0), inner_of(dy), accumulate));
+  CONVNET_DISPATCH(dy, bias_backward, dy.data(), db.data(), dy.dim(0), inner_of(dy), accumulate);
 }
 
 static void check_lrn(const char* op, const Tensor& x, const LrnParams& p) {
@@ -129,8 +137,7 @@ void lrn_forward(const Tensor& x, Tensor& y, Tensor& denom, const LrnParams& p) 
   check_lrn("lrn_forward", x, p);
   same_shape("lrn_forward", x, y);
   same_shape("lrn_forward", x, denom);
-  CONVNET_DISPATCH(x, "lrn_forward",
-                   cpu::lrn_forward(x.data(), y.data(), denom.data(), x.dim(0), inner_of(x), p));
+  CONVNET_DISPATCH(x, lrn_forward, x.data(), y.data(), denom.data(), x.dim(0), inner_of(x), p);
 }
 
 void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
@@ -138,9 +145,8 @@ void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const T
   check_lrn("lrn_backward", x, p);
   for (const Tensor* t : {&y, &denom, &dy, static_cast<const Tensor*>(&dx)})
     same_shape("lrn_backward", x, *t);
-  CONVNET_DISPATCH(x, "lrn_backward",
-                   cpu::lrn_backward(x.data(), y.data(), denom.data(), dy.data(), dx.data(),
-                                     x.dim(0), inner_of(x), p, accumulate));
+  CONVNET_DISPATCH(x, lrn_backward, x.data(), y.data(), denom.data(), dy.data(), dx.data(),
+                                     x.dim(0), inner_of(x), p, accumulate);
 }
 
 static void check_pool(const char* op, const Tensor& x, const Tensor& y, const PoolGeometry& g) {
@@ -155,7 +161,7 @@ static void check_pool(const char* op, const Tensor& x, const Tensor& y, const P
 
 void pool_forward(const Tensor& x, Tensor& y, const PoolGeometry& g) {
   check_pool("pool_forward", x, y, g);
-  CONVNET_DISPATCH(x, "pool_forward", cpu::pool_forward(x.data(), y.data(), g));
+  CONVNET_DISPATCH(x, pool_forward, x.data(), y.data(), g);
 }
 
 void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
@@ -163,16 +169,15 @@ void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& d
   check_pool("pool_backward", x, y, g);
   same_shape("pool_backward", y, dy);
   same_shape("pool_backward", x, dx);
-  CONVNET_DISPATCH(x, "pool_backward",
-                   cpu::pool_backward(x.data(), y.data(), dy.data(), dx.data(), g, accumulate));
+  CONVNET_DISPATCH(x, pool_backward, x.data(), y.data(), dy.data(), dx.data(), g, accumulate);
 }
 
 void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
                    bool accumulate) {
   same_shape("dropout", in, out);
   CONVNET_CHECK(rate >= 0.f && rate < 1.f, "dropout: rate must be in [0, 1), got ", rate);
-  CONVNET_DISPATCH(in, "dropout", cpu::dropout_apply(in.data(), out.data(), in.numel(), rate,
-                                                     seed, step, accumulate));
+  CONVNET_DISPATCH(in, dropout_apply, in.data(), out.data(), in.numel(), rate,
+                                                     seed, step, accumulate);
 }
 
 static void check_cost(const char* op, const Tensor& probs, const Tensor& labels) {
@@ -198,35 +203,39 @@ CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tenso
   check_cost("softmax_cost", logits, labels);
   same_shape("softmax_cost", logits, probs);
   check_labels("softmax_cost", labels, logits.dim(0));
-  CostStats stats;
-  CONVNET_DISPATCH(logits, "softmax_cost",
-                   stats = cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(),
-                                                     logits.dim(0), logits.dim(3)));
-  return stats;
+  if (logits.device().is_cpu())
+    return cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0),
+                                     logits.dim(3));
+#ifdef CONVNET_WITH_CUDA
+  cuda::set_device(logits.device().index);
+  return cuda::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0),
+                                    logits.dim(3));
+#else
+  cuda_missing("softmax_cost_forward");
+#endif
 }
 
 void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,
                            Tensor& dlogits, bool accumulate) {
   check_cost("softmax_cost_backward", probs, labels);
   same_shape("softmax_cost_backward", probs, dlogits);
-  CONVNET_DISPATCH(probs, "softmax_cost_backward",
-                   cpu::softmax_cost_backward(probs.data(), labels.data(), scale, dlogits.data(),
-                                              probs.dim(0), probs.dim(3), accumulate));
+  CONVNET_DISPATCH(probs, softmax_cost_backward, probs.data(), labels.data(), scale, dlogits.data(),
+                                              probs.dim(0), probs.dim(3), accumulate);
 }
 
 void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
                 float weight_decay) {
   same_shape("sgd_update", w, grad);
   same_shape("sgd_update", w, v);
-  CONVNET_DISPATCH(w, "sgd_update", cpu::sgd_update(w.data(), grad.data(), v.data(), w.numel(), lr,
-                                                    momentum, weight_decay));
+  CONVNET_DISPATCH(w, sgd_update, w.data(), grad.data(), v.data(), w.numel(), lr,
+                                                    momentum, weight_decay);
 }
 
 void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate) {
   CONVNET_CHECK(src.numel() == dst.numel(), "axpby: ", shape_str(src.shape()), " into ",
                 shape_str(dst.shape()), " (element counts differ)");
   same_device("axpby", src, dst);
-  CONVNET_DISPATCH(src, "axpby", cpu::axpby(scale, src.data(), dst.data(), src.numel(), accumulate));
+  CONVNET_DISPATCH(src, axpby, scale, src.data(), dst.data(), src.numel(), accumulate);
 }
 
 }  // namespace convnet

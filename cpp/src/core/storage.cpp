@@ -48,6 +48,28 @@ Storage::~Storage() {
   }
 }
 
+PinnedBuffer::~PinnedBuffer() {
+#ifdef CONVNET_WITH_CUDA
+  cuda::release_pinned(data_);
+#else
+  std::free(data_);
+#endif
+}
+
+void* PinnedBuffer::get(size_t bytes) {
+  if (bytes <= bytes_) return data_;
+#ifdef CONVNET_WITH_CUDA
+  cuda::release_pinned(data_);
+  data_ = cuda::allocate_pinned(bytes);
+#else
+  std::free(data_);
+  data_ = std::malloc(bytes);
+  if (!data_) throw RuntimeError(detail::concat("out of host memory allocating ", bytes, " bytes"));
+#endif
+  bytes_ = bytes;
+  return data_;
+}
+
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes) {
   if (bytes == 0) return;

@@ -23,6 +23,21 @@ class Storage {
   Device device_;
 };
 
+// Page-locked host memory for uploading batches to a GPU (plain host memory in a CPU-only build).
+// Grows on demand and is reused.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* get(size_t bytes);
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // Copies `bytes` from src on src_device to dst on dst_device (host, CUDA, or across them).
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes);

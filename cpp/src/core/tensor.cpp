@@ -80,7 +80,8 @@ void Tensor::fill(float value) {
     cpu::fill(data(), numel(), value);
   } else {
 #ifdef CONVNET_WITH_CUDA
-    cuda::fill(data(), numel(), value, device_.index);
+    cuda::set_device(device_.index);
+    cuda::fill(data(), numel(), value);
 #endif
   }
 }

@@ -1,4 +1,5 @@
-// Row-major GEMM on cuBLAS (column-major): C^T = op(B)^T op(A)^T, so swap the operands.
+// Row-major GEMM on cuBLAS (column-major): C^T = op(B)^T op(A)^T, so swap the operands. One
+// handle per device, bound to the device's compute stream, with the device's math mode.
 #include <mutex>
 #include <vector>
 
@@ -8,25 +9,47 @@
 namespace convnet::cuda {
 
 namespace {
-// One handle per device, created on first use and kept for the life of the process.
-cublasHandle_t handle_for(int device) {
-  static std::mutex mu;
-  static std::vector<cublasHandle_t> handles;
+struct Handle {
+  cublasHandle_t handle = nullptr;
+  MathMode mode = MathMode::Fp32;
+};
+std::mutex mu;
+std::vector<Handle>& handles() {
+  static std::vector<Handle> h;
+  return h;
+}
+
+Handle& handle_for(int device) {
   std::lock_guard<std::mutex> lock(mu);
-  if (device >= static_cast<int>(handles.size())) handles.resize(device + 1, nullptr);
-  if (!handles[device]) {
-    CONVNET_CUDA_CHECK(cudaSetDevice(device));
-    CONVNET_CUBLAS_CHECK(cublasCreate(&handles[device]));
+  auto& hs = handles();
+  if (device >= static_cast<int>(hs.size())) hs.resize(device + 1);
+  Handle& h = hs[device];
+  if (!h.handle) {
+    set_device(device);
+    CONVNET_CUBLAS_CHECK(cublasCreate(&h.handle));
+    CONVNET_CUBLAS_CHECK(cublasSetStream(h.handle, stream(device)));
+    CONVNET_CUBLAS_CHECK(cublasSetMathMode(h.handle, CUBLAS_PEDANTIC_MATH));
   }
-  return handles[device];
+  return h;
 }
 }  // namespace
 
+void set_math_mode(int device, MathMode mode) {
+  Handle& h = handle_for(device);
+  if (h.mode == mode) return;
+  CONVNET_CUBLAS_CHECK(cublasSetMathMode(
+      h.handle, mode == MathMode::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  h.mode = mode;
+}
+
+MathMode math_mode(int device) { return handle_for(device).mode; }
+
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc, int device) {
-  cublasHandle_t h = handle_for(device);
-  CONVNET_CUDA_CHECK(cudaSetDevice(device));
-  CONVNET_CUBLAS_CHECK(cublasSgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  int device = 0;
+  CONVNET_CUDA_CHECK(cudaGetDevice(&device));
+  Handle& h = handle_for(device);
+  CONVNET_CUBLAS_CHECK(cublasSgemm(h.handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                    trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, a,
                                    lda, &beta, c, ldc));
 }

@@ -1,52 +1,152 @@
-// CUDA device discovery, allocation and copies (plain cudaMalloc for now; the caching allocator
-// comes with the CUDA kernels).
+// The caching device allocator, pinned host buffers, and copies between devices.
+//
+// Freed device blocks are kept in a per-device pool and handed out again for requests of the same
+// rounded size (or up to twice it), so a steady-state training step never calls cudaMalloc. A
+// block is only ever used on its device's compute stream, so it can be reused at once after
+// release: the stream orders the old user's kernels before the new user's.
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
 
 namespace convnet::cuda {
 
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver / no device" error
-    return 0;
-  }
-  return n;
+namespace {
+
+size_t round_size(size_t bytes) {
+  const size_t unit = bytes < (1u << 20) ? 512 : (2u << 20);  // 512 B small, 2 MiB large
+  return (bytes + unit - 1) / unit * unit;
 }
 
-void check_device(int device) {
-  const int n = device_count();
-  if (device < 0 || device >= n)
-    throw RuntimeError(detail::concat("cuda:", device, " does not exist: ", n,
-                                      " CUDA device(s) visible"));
+struct Pool {
+  std::multimap<size_t, void*> free;        // size -> block
+  std::unordered_map<void*, size_t> sizes;  // every live or cached block
+  MemoryStats stats;
+};
+
+std::mutex mu;
+std::vector<Pool>& pools() {
+  static std::vector<Pool> p;
+  return p;
 }
+Pool& pool(int device) {
+  auto& p = pools();
+  if (device >= static_cast<int>(p.size())) p.resize(device + 1);
+  return p[device];
+}
+
+void free_cached(Pool& p) {
+  for (auto& [size, ptr] : p.free) {
+    cudaFree(ptr);
+    p.sizes.erase(ptr);
+  }
+  p.free.clear();
+  p.stats.cached_bytes = 0;
+}
+
+}  // namespace
 
 void* allocate(size_t bytes, int device) {
   check_device(device);
-  CONVNET_CUDA_CHECK(cudaSetDevice(device));
-  void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    throw RuntimeError(detail::concat("cudaMalloc of ", bytes, " bytes on cuda:", device,
-                                      " failed: ", cudaGetErrorString(err)));
+  const size_t size = round_size(bytes);
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& p = pool(device);
+  auto it = p.free.lower_bound(size);
+  void* ptr = nullptr;
+  size_t got = size;
+  if (it != p.free.end() && it->first <= 2 * size) {
+    got = it->first;
+    ptr = it->second;
+    p.free.erase(it);
+    p.stats.cached_bytes -= got;
+  } else {
+    set_device(device);
+    cudaError_t err = cudaMalloc(&ptr, size);
+    if (err != cudaSuccess) {  // give the cache back and try once more
+      cudaGetLastError();
+      synchronize(device);
+      free_cached(p);
+      err = cudaMalloc(&ptr, size);
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      throw RuntimeError(detail::concat("out of memory on cuda:", device, " allocating ", size,
+                                        " bytes (", p.stats.current_bytes, " bytes in use): ",
+                                        cudaGetErrorString(err)));
+    }
+    ++p.stats.cuda_malloc_calls;
+    p.sizes[ptr] = size;
   }
-  return p;
+  p.stats.current_bytes += got;
+  p.stats.peak_bytes = std::max(p.stats.peak_bytes, p.stats.current_bytes);
+  return ptr;
 }
 
 void release(void* ptr, int device) noexcept {
-  if (cudaSetDevice(device) == cudaSuccess) cudaFree(ptr);
+  if (!ptr) return;
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& p = pool(device);
+  auto it = p.sizes.find(ptr);
+  if (it == p.sizes.end()) return;  // not ours
+  p.free.emplace(it->second, ptr);
+  p.stats.current_bytes -= it->second;
+  p.stats.cached_bytes += it->second;
+}
+
+MemoryStats memory_stats(int device) {
+  std::lock_guard<std::mutex> lock(mu);
+  return pool(device).stats;
+}
+
+void reset_peak(int device) {
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& p = pool(device);
+  p.stats.peak_bytes = p.stats.current_bytes;
+}
+
+void empty_cache(int device) {
+  synchronize(device);
+  std::lock_guard<std::mutex> lock(mu);
+  free_cached(pool(device));
+}
+
+void* allocate_pinned(size_t bytes) {
+  void* p = nullptr;
+  CONVNET_CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+  return p;
+}
+
+void release_pinned(void* ptr) noexcept {
+  if (ptr) cudaFreeHost(ptr);
 }
 
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
           size_t bytes) {
-  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
-    CONVNET_CUDA_CHECK(cudaMemcpyPeer(dst, dst_device.index, src, src_device.index, bytes));
+  if (bytes == 0) return;
+  if (dst_device.is_cuda() && src_device.is_cuda()) {
+    if (dst_device.index == src_device.index) {  // ordered on the device's stream
+      set_device(dst_device.index);
+      CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                                         stream(dst_device.index)));
+      return;
+    }
+    // Across GPUs: the source's pending kernels first, then the copy; synchronous so that
+    // neither block can be reused under it.
+    synchronize(src_device.index);
+    set_device(dst_device.index);
+    CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes,
+                                           stream(dst_device.index)));
+    synchronize(dst_device.index);
     return;
   }
+  // Host <-> device: queued on the device's stream behind its kernels, finished on return.
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
-  CONVNET_CUDA_CHECK(cudaSetDevice(device));
-  CONVNET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  set_device(device);
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream(device)));
+  synchronize(device);
 }
 
 }  // namespace convnet::cuda

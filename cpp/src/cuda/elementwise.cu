@@ -1,0 +1,60 @@
+// CUDA elementwise helpers. Reference: cpu/elementwise.cpp (axpby, fill, copy).
+// Design: grid-stride loops, one element per thread per step (consecutive threads, consecutive
+// elements); copy is a device-to-device cudaMemcpyAsync on the compute stream.
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/check.h"
+#include "cuda/cuda_ops.h"
+
+namespace convnet::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = int64_t(1) << 16;  // the loops stride beyond this
+
+unsigned blocks_for(int64_t n) {
+  return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+// dst (+)= scale * src. src may be dst. Overwrite mode never reads dst (it may hold garbage).
+template <bool kAccumulate>
+__global__ void axpby_kernel(float scale, const float* src, float* dst, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if (kAccumulate) dst[i] += scale * src[i];
+    else dst[i] = scale * src[i];
+  }
+}
+
+__global__ void fill_kernel(float* dst, int64_t n, float value) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = value;
+}
+
+}  // namespace
+
+void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate) {
+  if (n <= 0) return;
+  if (accumulate)
+    axpby_kernel<true><<<blocks_for(n), kThreads, 0, current_stream()>>>(scale, src, dst, n);
+  else
+    axpby_kernel<false><<<blocks_for(n), kThreads, 0, current_stream()>>>(scale, src, dst, n);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+}
+
+void fill(float* dst, int64_t n, float value) {
+  if (n <= 0) return;
+  fill_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(dst, n, value);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+}
+
+// src and dst are either the same pointer (nothing to do) or disjoint ranges.
+void copy(const float* src, float* dst, int64_t n) {
+  if (src == dst || n <= 0) return;
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(float),
+                                     cudaMemcpyDeviceToDevice, current_stream()));
+}
+
+}  // namespace convnet::cuda
