@@ -1,0 +1,1103 @@
+// The CUDA backend against the CPU backend: every primitive of convnet/ops.h on fresh random
+// inputs (never zeros), with outputs poisoned first (NaN) so that an element a kernel forgets to
+// write fails, and every backward op both overwriting (dx pre-filled with NaN) and accumulating
+// (dx pre-filled with random values). Then whole nets: the test DAG and AlexNet-2012 on a GPU
+// against the CPU, two towers on two GPUs, the caching allocator's steady state, and TF32 mode.
+//
+// Every test skips, saying so, where no CUDA device is visible (or the build has no CUDA backend);
+// they run on a lent GPU machine. GEMM runs in strict fp32 (convnet::cuda::MathMode::Fp32) unless
+// a test says otherwise.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "convnet/device.h"
+#include "convnet/error.h"
+#include "convnet/net.h"
+#include "convnet/ops.h"
+#include "convnet/philox.h"
+#include "convnet/spec.h"
+#include "convnet/tensor.h"
+#ifdef CONVNET_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+#include "test_util.h"
+
+namespace convnet::testing {
+namespace {
+
+// ---- skipping without a GPU ----
+
+bool have_gpu() { return cuda_device_count() > 0; }
+
+std::string no_gpu_reason() {
+  return cuda_compiled() ? "cuda_device_count() == 0 (no driver or no GPU visible)"
+                         : "this build has no CUDA backend (nvcc was not found)";
+}
+
+// At the top of every test: skip, saying why, when there is no GPU to test.
+#define CONVNET_REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: " << no_gpu_reason()
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// GEMM runs in strict fp32 for the comparisons; restores the previous mode when done.
+class Fp32Gemm {
+ public:
+  explicit Fp32Gemm(int device = 0) : device_(device) {
+#ifdef CONVNET_WITH_CUDA
+    saved_ = cuda::math_mode(device_);
+    cuda::set_math_mode(device_, cuda::MathMode::Fp32);
+#endif
+  }
+  ~Fp32Gemm() {
+#ifdef CONVNET_WITH_CUDA
+    cuda::set_math_mode(device_, saved_);
+#endif
+  }
+  Fp32Gemm(const Fp32Gemm&) = delete;
+  Fp32Gemm& operator=(const Fp32Gemm&) = delete;
+
+ private:
+  int device_;
+#ifdef CONVNET_WITH_CUDA
+  cuda::MathMode saved_ = cuda::MathMode::Fp32;
+#endif
+};
+
+// ---- tensors ----
+
+Device gpu() { return Device::cuda(0); }
+
+Tensor make(const Shape& shape, const Device& device, const std::vector<float>& values) {
+  Tensor t(shape, device);
+  EXPECT_EQ(size_t(t.numel()), values.size());
+  t.copy_from_host(values.data());
+  return t;
+}
+
+// NaN everywhere, written from the host so the poison does not depend on a CUDA kernel.
+Tensor poisoned(const Shape& shape, const Device& device) {
+  Tensor t(shape, device);
+  std::vector<float> nan(size_t(t.numel()), kNaN);
+  t.copy_from_host(nan.data());
+  return t;
+}
+
+// The same values on the CPU and on the GPU.
+struct Pair {
+  Tensor cpu, gpu;
+};
+
+Pair pair_of(const Shape& shape, const std::vector<float>& values) {
+  return {make(shape, Device::cpu(), values), make(shape, gpu(), values)};
+}
+Pair random_pair(const Shape& shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  return pair_of(shape, random_vector(size_t(shape_numel(shape)), seed, lo, hi));
+}
+// CPU output poisoned too (the CPU backend is tested elsewhere; this keeps the two symmetric).
+Pair poisoned_pair(const Shape& shape) {
+  return {poisoned(shape, Device::cpu()), poisoned(shape, gpu())};
+}
+// An output for a backward op: NaN (overwrite) or random values (accumulate).
+Pair grad_out_pair(const Shape& shape, bool accumulate, uint32_t seed) {
+  return accumulate ? random_pair(shape, seed) : poisoned_pair(shape);
+}
+
+std::string str(const Shape& s) { return shape_str(s); }
+
+// ---- comparisons ----
+
+// |got - want| <= atol + rtol * |want| everywhere; NaN or inf in `got` always fails. Reports how
+// many elements differ, the first few, and the largest errors.
+::testing::AssertionResult all_close(const std::vector<float>& got, const std::vector<float>& want,
+                                     double rtol, double atol) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << want.size();
+  int64_t bad = 0;
+  double max_abs = 0, max_rel = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], w = want[i];
+    const double err = std::fabs(g - w);
+    const bool ok = err <= atol + rtol * std::fabs(w);  // false for NaN
+    if (std::isfinite(err)) {
+      max_abs = std::max(max_abs, err);
+      if (w != 0) max_rel = std::max(max_rel, err / std::fabs(w));
+    }
+    if (!ok) {
+      if (bad < 5) first << "\n  [" << i << "] got " << got[i] << " want " << want[i];
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " elements differ (rtol " << rtol << ", atol " << atol
+         << "; largest finite errors: abs " << max_abs << ", rel " << max_rel << "):" << first.str();
+}
+
+::testing::AssertionResult all_close(const Tensor& got, const Tensor& want, double rtol,
+                                     double atol) {
+  if (got.shape() != want.shape())
+    return ::testing::AssertionFailure() << "shape " << str(got.shape()) << " vs "
+                                         << str(want.shape());
+  return all_close(got.to_vector(), want.to_vector(), rtol, atol);
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+// ||a - b|| / ||b|| in float64; infinity when `a` holds a NaN or inf.
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (den == 0) return num == 0 ? 0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(num / den);
+}
+
+// ================================================================================================
+// GEMM: every transpose, beta 0 (C poisoned, must not be read) and 1, leading dimensions wider
+// than the matrices (the padding must stay untouched), and thin, tall, and long-k shapes.
+// ================================================================================================
+
+struct GemmCase {
+  int m, n, k;
+  bool ta, tb;
+  float alpha, beta;
+};
+
+std::string gemm_name(const ::testing::TestParamInfo<GemmCase>& info) {
+  const GemmCase& c = info.param;
+  std::ostringstream os;
+  os << "m" << c.m << "n" << c.n << "k" << c.k << "_" << (c.ta ? 'T' : 'N') << (c.tb ? 'T' : 'N')
+     << "_beta" << int(c.beta) << "_" << info.index;
+  return os.str();
+}
+
+std::vector<GemmCase> gemm_cases() {
+  struct Mnk {
+    int m, n, k;
+  };
+  const std::vector<Mnk> shapes = {
+      {7, 9, 5},       // tiny
+      {1, 37, 129},    // one row (a batch-1 fc layer)
+      {129, 1, 77},    // one column
+      {64, 300, 257},  // odd k
+      {33, 17, 4099},  // long reduction (a weight gradient)
+      {96, 3025, 363}  // conv1: 96 filters x 55*55 outputs, k = 3*11*11
+  };
+  std::vector<GemmCase> out;
+  for (const Mnk& s : shapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.f, 1.f})
+          out.push_back({s.m, s.n, s.k, ta, tb, beta == 0.f ? 1.f : -0.75f, beta});
+  return out;
+}
+
+class CudaGemm : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(CudaGemm, MatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  Fp32Gemm fp32;
+  const GemmCase c = GetParam();
+  const int a_rows = c.ta ? c.k : c.m, a_cols = c.ta ? c.m : c.k;
+  const int b_rows = c.tb ? c.n : c.k, b_cols = c.tb ? c.k : c.n;
+  const int lda = a_cols + 3, ldb = b_cols + 5, ldc = c.n + 7;
+  const Shape a_shape = {a_rows, lda}, b_shape = {b_rows, ldb}, c_shape = {c.m, ldc};
+  Pair a = random_pair(a_shape, 11), b = random_pair(b_shape, 12);
+  const auto c0 = random_vector(size_t(c.m) * ldc, 13);
+  // beta = 0: C is not an input. The GPU's C is NaN (BLAS must not read it); the CPU's random.
+  Tensor c_cpu = make(c_shape, Device::cpu(), c0);
+  Tensor c_gpu = c.beta == 0.f ? poisoned(c_shape, gpu()) : make(c_shape, gpu(), c0);
+  const Tensor c_before = make(c_shape, Device::cpu(), c_gpu.to_vector());
+
+  gemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.cpu.data(), lda, b.cpu.data(), ldb, c.beta,
+       c_cpu.data(), ldc, Device::cpu());
+  gemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.gpu.data(), lda, b.gpu.data(), ldb, c.beta,
+       c_gpu.data(), ldc, gpu());
+
+  const auto want_full = c_cpu.to_vector(), got_full = c_gpu.to_vector();
+  const auto before = c_before.to_vector();
+  std::vector<float> got, want;
+  for (int i = 0; i < c.m; ++i)
+    for (int j = 0; j < c.n; ++j) {
+      got.push_back(got_full[size_t(i) * ldc + j]);
+      want.push_back(want_full[size_t(i) * ldc + j]);
+    }
+  // fp32 dot products of length k: error grows about like k * eps * |terms|.
+  const double atol = 1e-6 + 2e-7 * c.k * (std::fabs(c.alpha) + 1.0);
+  EXPECT_TRUE(all_close(got, want, 1e-4, atol)) << "gemm C";
+  // The padding between rows of C is never touched (bitwise: NaN stays NaN).
+  for (int i = 0; i < c.m; ++i)
+    for (int j = c.n; j < ldc; ++j) {
+      const size_t idx = size_t(i) * ldc + j;
+      ASSERT_EQ(0, std::memcmp(&got_full[idx], &before[idx], sizeof(float)))
+          << "padding of C written at row " << i << " column " << j;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemm, ::testing::ValuesIn(gemm_cases()), gemm_name);
+
+TEST(CudaGemmMath, Tf32IsCloseToFp32) {
+  CONVNET_REQUIRE_GPU();
+#ifdef CONVNET_WITH_CUDA
+  Fp32Gemm restore;  // puts fp32 back at the end
+  const int m = 256, n = 384, k = 1024;
+  Pair a = random_pair({m, k}, 21), b = random_pair({k, n}, 22);
+  Tensor c32 = poisoned({m, n}, gpu()), c_tf = poisoned({m, n}, gpu());
+  cuda::set_math_mode(0, cuda::MathMode::Fp32);
+  gemm(false, false, m, n, k, 1.f, a.gpu.data(), k, b.gpu.data(), n, 0.f, c32.data(), n, gpu());
+  cuda::set_math_mode(0, cuda::MathMode::Tf32);
+  EXPECT_EQ(cuda::math_mode(0), cuda::MathMode::Tf32);
+  gemm(false, false, m, n, k, 1.f, a.gpu.data(), k, b.gpu.data(), n, 0.f, c_tf.data(), n, gpu());
+  // TF32 keeps 10 mantissa bits of the inputs: about 1e-3 relative per product.
+  const double err = rel_error(c_tf.to_vector(), c32.to_vector());
+  EXPECT_LT(err, 1e-2) << "tf32 GEMM too far from fp32";
+#endif
+}
+
+// ================================================================================================
+// im2col / col2im: odd and non-square sizes, stride 1 to 4 (also stride > size), padding (also
+// padding that leaves whole windows outside the image), groups with their channel offsets c0,
+// and chunks of output rows [oy0, oy1).
+// ================================================================================================
+
+struct ConvCase {
+  int c, h, w, n, size, stride, pad, groups;
+};
+
+ConvGeometry conv_geometry(const ConvCase& t) {
+  ConvGeometry g;
+  g.channels = t.c;
+  g.height = t.h;
+  g.width = t.w;
+  g.batch = t.n;
+  g.filters = 2 * t.groups;
+  g.size = t.size;
+  g.stride = t.stride;
+  g.pad = t.pad;
+  g.groups = t.groups;
+  g.finish("test");
+  return g;
+}
+
+std::string conv_name(const ConvCase& t) {
+  std::ostringstream os;
+  os << "C" << t.c << " H" << t.h << " W" << t.w << " N" << t.n << " k" << t.size << " s"
+     << t.stride << " p" << t.pad << " groups " << t.groups;
+  return os.str();
+}
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      {3, 13, 13, 1, 3, 1, 1, 1},   // batch 1, same padding
+      {4, 11, 9, 3, 5, 2, 2, 2},    // odd, non-square, two groups
+      {3, 23, 23, 5, 11, 4, 2, 1},  // conv1-like: k11 s4 p2
+      {6, 10, 7, 2, 3, 3, 0, 3},    // stride = size, three groups
+      {2, 9, 8, 3, 2, 4, 1, 1},     // stride > size: gaps that no window covers
+      {5, 6, 7, 7, 1, 1, 0, 1},     // 1x1
+      {2, 5, 5, 3, 3, 2, 3, 2},     // padding > size - 1: windows wholly in the padding
+      {4, 8, 12, 4, 4, 3, 1, 4},    // even filter, one channel per group
+  };
+}
+
+// Output-row chunks to try: all rows, the first, the last, a middle band.
+std::vector<std::pair<int, int>> row_chunks(int out_h) {
+  std::vector<std::pair<int, int>> out = {{0, out_h}, {0, 1}, {out_h - 1, out_h}};
+  if (out_h >= 4) out.push_back({1, out_h - 1});
+  return out;
+}
+
+TEST(CudaIm2col, MatchesCpuExactly) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 100;
+  for (const ConvCase& t : conv_cases()) {
+    const ConvGeometry g = conv_geometry(t);
+    Pair x = random_pair({g.channels, g.height, g.width, g.batch}, ++seed);
+    for (int grp = 0; grp < g.groups; ++grp) {
+      const int c0 = grp * g.group_channels();
+      for (auto [oy0, oy1] : row_chunks(g.out_h)) {
+        SCOPED_TRACE(conv_name(t) + " c0=" + std::to_string(c0) + " rows [" +
+                     std::to_string(oy0) + ", " + std::to_string(oy1) + ")");
+        const int64_t count = g.col_rows() * (oy1 - oy0) * g.out_w * g.batch;
+        Pair cols = poisoned_pair({int(count)});
+        im2col(x.cpu, g, c0, oy0, oy1, cols.cpu.data());
+        im2col(x.gpu, g, c0, oy0, oy1, cols.gpu.data());
+        EXPECT_TRUE(all_close(cols.gpu, cols.cpu, 0, 0)) << "im2col is a copy: exact";
+      }
+    }
+  }
+}
+
+TEST(CudaCol2im, MatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 200;
+  for (const ConvCase& t : conv_cases()) {
+    const ConvGeometry g = conv_geometry(t);
+    const Shape xs = {g.channels, g.height, g.width, g.batch};
+    for (int grp = 0; grp < g.groups; ++grp) {
+      const int c0 = grp * g.group_channels();
+      for (auto [oy0, oy1] : row_chunks(g.out_h)) {
+        SCOPED_TRACE(conv_name(t) + " c0=" + std::to_string(c0) + " rows [" +
+                     std::to_string(oy0) + ", " + std::to_string(oy1) + ")");
+        const int64_t count = g.col_rows() * (oy1 - oy0) * g.out_w * g.batch;
+        Pair cols = random_pair({int(count)}, ++seed);
+        // col2im adds into dx: start from random values (other groups' channels must keep theirs).
+        Pair dx = random_pair(xs, ++seed);
+        col2im(cols.cpu.data(), g, c0, oy0, oy1, dx.cpu);
+        col2im(cols.gpu.data(), g, c0, oy0, oy1, dx.gpu);
+        // Each element sums at most ceil(size/stride)^2 entries, in any order.
+        EXPECT_TRUE(all_close(dx.gpu, dx.cpu, 1e-5, 1e-6));
+      }
+    }
+  }
+}
+
+// ================================================================================================
+// Neurons and biases, every neuron type.
+// ================================================================================================
+
+std::vector<Neuron> all_neurons() {
+  std::vector<Neuron> out;
+  for (NeuronType t : {NeuronType::Linear, NeuronType::Relu, NeuronType::LeakyRelu,
+                       NeuronType::Tanh, NeuronType::Logistic, NeuronType::Softsign}) {
+    Neuron n;
+    n.type = t;
+    if (t == NeuronType::LeakyRelu) n.slope = 0.1f;
+    out.push_back(n);
+  }
+  return out;
+}
+
+// Activation shapes: odd batches, batch 1, one channel, and one big enough for many blocks.
+std::vector<Shape> neuron_shapes() {
+  return {{5, 7, 3, 3}, {3, 4, 4, 1}, {1, 9, 9, 7}, {17, 9, 11, 33}, {96, 13, 13, 129}};
+}
+
+// Inputs spread over [-4, 4] so every neuron sees its linear and saturated parts.
+constexpr float kXRange = 4.f;
+
+TEST(CudaNeuron, BiasNeuronForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 300;
+  for (const Neuron& nr : all_neurons())
+    for (const Shape& s : neuron_shapes())
+      for (bool with_bias : {true, false}) {
+        SCOPED_TRACE(nr.name() + " " + str(s) + (with_bias ? " with bias" : " no bias"));
+        Pair y = random_pair(s, ++seed, -kXRange, kXRange);
+        Pair b = random_pair({s[0]}, ++seed);
+        bias_neuron_forward(y.cpu, with_bias ? b.cpu : Tensor(), nr);
+        bias_neuron_forward(y.gpu, with_bias ? b.gpu : Tensor(), nr);
+        EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-6));
+      }
+}
+
+TEST(CudaNeuron, ForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 400;
+  for (const Neuron& nr : all_neurons())
+    for (const Shape& s : neuron_shapes()) {
+      SCOPED_TRACE(nr.name() + " " + str(s));
+      Pair x = random_pair(s, ++seed, -kXRange, kXRange);
+      Pair y = poisoned_pair(s);
+      neuron_forward(x.cpu, y.cpu, nr);
+      neuron_forward(x.gpu, y.gpu, nr);
+      EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-6));
+      // The input is left alone.
+      EXPECT_TRUE(all_close(x.gpu, x.cpu, 0, 0)) << "neuron_forward wrote its input";
+    }
+}
+
+TEST(CudaNeuron, BackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 500;
+  for (const Neuron& nr : all_neurons())
+    for (const Shape& s : neuron_shapes())
+      for (bool acc : {false, true}) {
+        SCOPED_TRACE(nr.name() + " " + str(s) + (acc ? " accumulate" : " overwrite"));
+        // y = f(x) from the CPU, the same on both sides.
+        Tensor x = make(s, Device::cpu(), random_vector(size_t(shape_numel(s)), ++seed, -kXRange, kXRange));
+        Tensor y_host(s, Device::cpu());
+        neuron_forward(x, y_host, nr);
+        Pair y = pair_of(s, y_host.to_vector());
+        Pair dy = random_pair(s, ++seed);
+        Pair dx = grad_out_pair(s, acc, ++seed);
+        neuron_backward(y.cpu, dy.cpu, dx.cpu, nr, acc);
+        neuron_backward(y.gpu, dy.gpu, dx.gpu, nr, acc);
+        EXPECT_TRUE(all_close(dx.gpu, dx.cpu, 1e-5, 1e-6));
+      }
+}
+
+TEST(CudaNeuron, BiasBackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 600;
+  std::vector<Shape> shapes = neuron_shapes();
+  shapes.push_back({3, 55, 55, 16});  // long rows: 48400 elements per bias
+  shapes.push_back({1000, 1, 1, 1});  // an fc layer at batch 1: one element per bias
+  for (const Shape& s : shapes)
+    for (bool acc : {false, true}) {
+      SCOPED_TRACE(str(s) + (acc ? " accumulate" : " overwrite"));
+      Pair dy = random_pair(s, ++seed);
+      Pair db = grad_out_pair({s[0]}, acc, ++seed);
+      bias_backward(dy.cpu, db.cpu, acc);
+      bias_backward(dy.gpu, db.gpu, acc);
+      const double inner = double(shape_numel(s)) / s[0];
+      EXPECT_TRUE(all_close(db.gpu, db.cpu, 1e-4, 1e-6 + 2e-7 * inner));
+    }
+}
+
+// Ops on a channel slice (a view at an offset) write only that slice.
+TEST(CudaNeuron, ChannelViewsTouchOnlyTheirChannels) {
+  CONVNET_REQUIRE_GPU();
+  const Shape s = {9, 5, 7, 3};
+  Neuron relu;
+  relu.type = NeuronType::Relu;
+  Pair whole = random_pair(s, 650, -2.f, 2.f);
+  Pair bias = random_pair({4}, 651);
+  Tensor vc = whole.cpu.channels(3, 4), vg = whole.gpu.channels(3, 4);
+  bias_neuron_forward(vc, bias.cpu, relu);
+  bias_neuron_forward(vg, bias.gpu, relu);
+  Pair dy = random_pair({4, 5, 7, 3}, 652);
+  Tensor dc = whole.cpu.channels(5, 4), dg = whole.gpu.channels(5, 4);
+  neuron_backward(vc, dy.cpu, dc, relu, true);  // overlaps channels 5, 6 of the forward
+  neuron_backward(vg, dy.gpu, dg, relu, true);
+  EXPECT_TRUE(all_close(whole.gpu, whole.cpu, 1e-5, 1e-6));
+}
+
+// ================================================================================================
+// LRN forward and backward: AlexNet's parameters, a strong alpha so the normalisation matters,
+// an even size, and fewer channels than the window.
+// ================================================================================================
+
+struct LrnCase {
+  Shape shape;
+  LrnParams p;
+  float x_range;
+};
+
+std::vector<LrnCase> lrn_cases() {
+  LrnParams alexnet;  // size 5, k 2, alpha 1e-4, beta 0.75
+  LrnParams strong{5, 1.f, 0.5f, 0.75f};
+  LrnParams even{4, 1.5f, 0.3f, 0.6f};
+  LrnParams wide{7, 1.f, 0.2f, 0.75f};
+  LrnParams one{1, 1.f, 1.f, 0.5f};
+  return {
+      {{96, 5, 5, 3}, alexnet, 20.f},  // AlexNet's alpha needs large inputs to matter
+      {{16, 7, 5, 1}, strong, 2.f},    // batch 1
+      {{12, 3, 4, 5}, even, 2.f},      // even size: window [i - 2, i + 1]
+      {{3, 4, 4, 7}, wide, 2.f},       // C < size: every window clipped on both sides
+      {{1, 6, 6, 3}, strong, 2.f},     // one channel
+      {{8, 5, 3, 3}, one, 2.f},        // size 1
+      {{48, 11, 11, 33}, strong, 2.f}, // many blocks
+  };
+}
+
+std::string lrn_name(const LrnCase& t) {
+  std::ostringstream os;
+  os << str(t.shape) << " size " << t.p.size << " k " << t.p.k << " alpha " << t.p.alpha
+     << " beta " << t.p.beta;
+  return os.str();
+}
+
+TEST(CudaLrn, ForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 700;
+  for (const LrnCase& t : lrn_cases()) {
+    SCOPED_TRACE(lrn_name(t));
+    Pair x = random_pair(t.shape, ++seed, -t.x_range, t.x_range);
+    Pair y = poisoned_pair(t.shape), denom = poisoned_pair(t.shape);
+    lrn_forward(x.cpu, y.cpu, denom.cpu, t.p);
+    lrn_forward(x.gpu, y.gpu, denom.gpu, t.p);
+    EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-6)) << "y";
+    EXPECT_TRUE(all_close(denom.gpu, denom.cpu, 1e-5, 1e-6)) << "denom";
+  }
+}
+
+TEST(CudaLrn, BackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 800;
+  for (const LrnCase& t : lrn_cases())
+    for (bool acc : {false, true}) {
+      SCOPED_TRACE(lrn_name(t) + (acc ? " accumulate" : " overwrite"));
+      const auto xv = random_vector(size_t(shape_numel(t.shape)), ++seed, -t.x_range, t.x_range);
+      Tensor xh = make(t.shape, Device::cpu(), xv), yh(t.shape, Device::cpu()),
+             dh(t.shape, Device::cpu());
+      lrn_forward(xh, yh, dh, t.p);
+      Pair x = pair_of(t.shape, xv), y = pair_of(t.shape, yh.to_vector()),
+           denom = pair_of(t.shape, dh.to_vector());
+      Pair dy = random_pair(t.shape, ++seed);
+      Pair dx = grad_out_pair(t.shape, acc, ++seed);
+      lrn_backward(x.cpu, y.cpu, denom.cpu, dy.cpu, dx.cpu, t.p, acc);
+      lrn_backward(x.gpu, y.gpu, denom.gpu, dy.gpu, dx.gpu, t.p, acc);
+      // dx is a difference of two terms (cancellation): the tolerance scales with |dx|.
+      const auto want = dx.cpu.to_vector();
+      EXPECT_TRUE(all_close(dx.gpu.to_vector(), want, 1e-4, 1e-5 * max_abs(want)));
+    }
+}
+
+// ================================================================================================
+// Pooling forward and backward: max and average, overlapping 3/2, ceil and floor, stride > size,
+// batch 1, and max pooling with ties (the first maximum of the window takes the gradient).
+// ================================================================================================
+
+struct PoolCase {
+  PoolType type;
+  int c, h, w, n, size, stride;
+  bool ceil_mode;
+};
+
+PoolGeometry pool_geometry(const PoolCase& t) {
+  PoolGeometry g;
+  g.type = t.type;
+  g.channels = t.c;
+  g.height = t.h;
+  g.width = t.w;
+  g.batch = t.n;
+  g.size = t.size;
+  g.stride = t.stride;
+  g.ceil_mode = t.ceil_mode;
+  g.finish("test");
+  return g;
+}
+
+std::string pool_name(const PoolCase& t) {
+  std::ostringstream os;
+  os << (t.type == PoolType::Max ? "max" : "avg") << " C" << t.c << " H" << t.h << " W" << t.w
+     << " N" << t.n << " size " << t.size << " stride " << t.stride
+     << (t.ceil_mode ? " ceil" : " floor");
+  return os.str();
+}
+
+std::vector<PoolCase> pool_cases() {
+  std::vector<PoolCase> out;
+  for (PoolType type : {PoolType::Max, PoolType::Avg}) {
+    const std::vector<PoolCase> shapes = {
+        {type, 3, 7, 9, 4, 3, 2, false},    // overlapping 3/2
+        {type, 2, 8, 6, 3, 3, 2, false},    // floor drops the last row and column
+        {type, 2, 8, 6, 3, 3, 2, true},     // ceil keeps them, clipped
+        {type, 2, 7, 7, 2, 3, 3, true},     // ceil: last window one row/column
+        {type, 2, 5, 5, 1, 2, 2, true},     // batch 1, 1-element corner window
+        {type, 2, 8, 7, 2, 2, 3, false},    // stride > size: gaps
+        {type, 2, 8, 7, 3, 2, 3, true},
+        {type, 2, 5, 4, 5, 3, 1, false},    // stride 1, heavy overlap
+        {type, 3, 4, 4, 3, 4, 1, true},     // global pooling
+        {type, 16, 27, 27, 5, 3, 2, false}, // AlexNet pool2 shape, small batch
+        {type, 8, 55, 55, 33, 3, 2, false}, // AlexNet pool1 spatial size, odd batch
+    };
+    out.insert(out.end(), shapes.begin(), shapes.end());
+  }
+  return out;
+}
+
+// Values for max pooling with ties: three distinct levels, so windows often hold several maxima.
+std::vector<float> tied_values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> level(1, 3);
+  std::vector<float> v(n);
+  for (auto& x : v) x = 0.25f * float(level(rng));
+  return v;
+}
+
+TEST(CudaPool, ForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 900;
+  for (const PoolCase& t : pool_cases())
+    for (bool ties : {false, true}) {
+      if (ties && t.type != PoolType::Max) continue;
+      SCOPED_TRACE(pool_name(t) + (ties ? " with ties" : ""));
+      const PoolGeometry g = pool_geometry(t);
+      const Shape xs = {g.channels, g.height, g.width, g.batch};
+      const Shape ys = {g.channels, g.out_h, g.out_w, g.batch};
+      const size_t n = size_t(shape_numel(xs));
+      Pair x = pair_of(xs, ties ? tied_values(n, ++seed) : random_vector(n, ++seed));
+      Pair y = poisoned_pair(ys);
+      pool_forward(x.cpu, y.cpu, g);
+      pool_forward(x.gpu, y.gpu, g);
+      if (t.type == PoolType::Max)
+        EXPECT_TRUE(all_close(y.gpu, y.cpu, 0, 0)) << "max pooling is exact";
+      else
+        EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-6));
+    }
+}
+
+TEST(CudaPool, BackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1000;
+  for (const PoolCase& t : pool_cases())
+    for (bool ties : {false, true})
+      for (bool acc : {false, true}) {
+        if (ties && t.type != PoolType::Max) continue;
+        SCOPED_TRACE(pool_name(t) + (ties ? " with ties" : "") + (acc ? " accumulate" : " overwrite"));
+        const PoolGeometry g = pool_geometry(t);
+        const Shape xs = {g.channels, g.height, g.width, g.batch};
+        const Shape ys = {g.channels, g.out_h, g.out_w, g.batch};
+        const size_t n = size_t(shape_numel(xs));
+        const auto xv = ties ? tied_values(n, ++seed) : random_vector(n, ++seed);
+        Tensor xh = make(xs, Device::cpu(), xv), yh(ys, Device::cpu());
+        pool_forward(xh, yh, g);
+        Pair x = pair_of(xs, xv), y = pair_of(ys, yh.to_vector());
+        Pair dy = random_pair(ys, ++seed);
+        Pair dx = grad_out_pair(xs, acc, ++seed);
+        pool_backward(x.cpu, y.cpu, dy.cpu, dx.cpu, g, acc);
+        pool_backward(x.gpu, y.gpu, dy.gpu, dx.gpu, g, acc);
+        // Overlapping windows sum a few terms, in any order.
+        EXPECT_TRUE(all_close(dx.gpu, dx.cpu, 1e-5, 1e-6));
+      }
+}
+
+// ================================================================================================
+// Dropout: the mask must be exactly the CPU's (and philox_uniform's) for the same seed and step,
+// 64-bit seeds and steps included.
+// ================================================================================================
+
+// Nonzero inputs of either sign, so a zero output means a dropped unit.
+std::vector<float> nonzero_values(size_t n, uint32_t seed) {
+  auto v = random_vector(n, seed, 0.25f, 1.25f);
+  std::mt19937 rng(seed ^ 0x5bd1e995u);
+  for (auto& x : v)
+    if (rng() & 1) x = -x;
+  return v;
+}
+
+TEST(CudaDropout, MaskAndValuesMatchCpuExactly) {
+  CONVNET_REQUIRE_GPU();
+  struct Case {
+    int64_t n;
+    float rate;
+    uint64_t seed, step;
+  };
+  const std::vector<Case> cases = {
+      {1, 0.5f, 1, 0},
+      {7, 0.5f, 3, 1},
+      {1000, 0.3f, 42, 7},
+      {4096 * 5 + 3, 0.5f, 0x123456789abcdef0ull, (uint64_t(1) << 33) + 5},  // high bits of both
+      {4096 * 128, 0.5f, 9, 123456},                                          // AlexNet fc6
+      {333, 0.f, 5, 5},                                                       // rate 0: a copy
+      {999, 0.9f, 77, 3},
+  };
+  uint32_t vseed = 1100;
+  for (const Case& c : cases)
+    for (bool acc : {false, true}) {
+      SCOPED_TRACE("n " + std::to_string(c.n) + " rate " + std::to_string(c.rate) + " seed " +
+                   std::to_string(c.seed) + " step " + std::to_string(c.step) +
+                   (acc ? " accumulate" : " overwrite"));
+      const Shape s = {int(c.n)};
+      Pair in = pair_of(s, nonzero_values(size_t(c.n), ++vseed));
+      Pair out = grad_out_pair(s, acc, ++vseed);
+      const auto out0 = out.cpu.to_vector();
+      dropout_apply(in.cpu, out.cpu, c.rate, c.seed, c.step, acc);
+      dropout_apply(in.gpu, out.gpu, c.rate, c.seed, c.step, acc);
+      const auto got = out.gpu.to_vector(), want = out.cpu.to_vector();
+      // The mask, read back from the outputs, against the CPU and against philox_uniform.
+      int64_t mask_diff = 0, philox_diff = 0;
+      int64_t first = -1;
+      for (int64_t i = 0; i < c.n; ++i) {
+        const size_t k = size_t(i);
+        const bool kept_gpu = acc ? got[k] != out0[k] : got[k] != 0.f;
+        const bool kept_cpu = acc ? want[k] != out0[k] : want[k] != 0.f;
+        const bool kept_ref = philox_uniform(c.seed, c.step, uint64_t(i)) >= c.rate;
+        if (kept_gpu != kept_cpu) {
+          if (first < 0) first = i;
+          ++mask_diff;
+        }
+        if (kept_gpu != kept_ref) ++philox_diff;
+      }
+      EXPECT_EQ(mask_diff, 0) << "GPU and CPU masks differ, first at element " << first;
+      EXPECT_EQ(philox_diff, 0) << "GPU mask differs from philox_uniform";
+      // Kept values: in / (1 - rate); a multiply by 1/(1-rate) may differ by an ulp.
+      EXPECT_TRUE(all_close(got, want, 1e-6, 0));
+    }
+}
+
+// ================================================================================================
+// Softmax with the multinomial logistic cost.
+// ================================================================================================
+
+struct SoftmaxCase {
+  int classes, batch;
+};
+
+std::vector<SoftmaxCase> softmax_cases() {
+  return {{10, 1}, {5, 33}, {3, 4}, {1000, 7}, {1000, 128}, {17, 129}};
+}
+
+// Logits whose classes are well separated within each case (a random permutation of evenly
+// spaced values), so the top-1/top-5 decisions do not hang on rounding; labels chosen so that
+// some cases are right (argmax), some in the top 5, the rest anywhere.
+void separated_problem(int K, int N, uint32_t seed, std::vector<float>& logits,
+                       std::vector<float>& labels) {
+  std::mt19937 rng(seed);
+  logits.assign(size_t(K) * N, 0.f);
+  labels.assign(size_t(N), 0.f);
+  const float spacing = 8.f / float(K);
+  std::vector<int> order(static_cast<size_t>(K));
+  for (int n = 0; n < N; ++n) {
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);  // order[r] = class of rank r (0 = largest)
+    const float offset = std::uniform_real_distribution<float>(-2.f, 2.f)(rng);
+    for (int r = 0; r < K; ++r)
+      logits[size_t(order[size_t(r)]) * N + n] = offset + spacing * float(K - r) + 0.1f * spacing *
+          std::uniform_real_distribution<float>(0.f, 1.f)(rng);
+    int rank;
+    switch (n % 3) {
+      case 0: rank = 0; break;
+      case 1: rank = std::uniform_int_distribution<int>(0, std::min(K, 5) - 1)(rng); break;
+      default: rank = std::uniform_int_distribution<int>(0, K - 1)(rng); break;
+    }
+    labels[size_t(n)] = float(order[size_t(rank)]);
+  }
+}
+
+TEST(CudaSoftmaxCost, ForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1200;
+  for (const SoftmaxCase& t : softmax_cases()) {
+    SCOPED_TRACE("K " + std::to_string(t.classes) + " N " + std::to_string(t.batch));
+    std::vector<float> lv, yv;
+    separated_problem(t.classes, t.batch, ++seed, lv, yv);
+    const Shape s = {t.classes, 1, 1, t.batch};
+    Pair logits = pair_of(s, lv), labels = pair_of({1, 1, 1, t.batch}, yv);
+    Pair probs = poisoned_pair(s);
+    const CostStats want = softmax_cost_forward(logits.cpu, labels.cpu, probs.cpu);
+    const CostStats got = softmax_cost_forward(logits.gpu, labels.gpu, probs.gpu);
+    EXPECT_EQ(got.top1_errors, want.top1_errors);
+    EXPECT_EQ(got.top5_errors, want.top5_errors);
+    EXPECT_NEAR(got.cost_sum, want.cost_sum, 1e-5 * std::fabs(want.cost_sum) + 1e-6);
+    EXPECT_TRUE(all_close(probs.gpu, probs.cpu, 1e-5, 1e-8)) << "probs";
+    EXPECT_TRUE(all_close(logits.gpu, logits.cpu, 0, 0)) << "logits were written";
+  }
+}
+
+TEST(CudaSoftmaxCost, ForwardOnRandomLogitsAndInPlace) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1300;
+  for (const SoftmaxCase& t : softmax_cases())
+    for (bool in_place : {false, true}) {
+      SCOPED_TRACE("K " + std::to_string(t.classes) + " N " + std::to_string(t.batch) +
+                   (in_place ? " in place" : ""));
+      const Shape s = {t.classes, 1, 1, t.batch};
+      Pair logits = random_pair(s, ++seed, -6.f, 6.f);
+      std::vector<float> yv(static_cast<size_t>(t.batch));
+      std::mt19937 rng(++seed);
+      for (auto& y : yv) y = float(std::uniform_int_distribution<int>(0, t.classes - 1)(rng));
+      Pair labels = pair_of({t.batch}, yv);
+      Pair probs = in_place ? logits : poisoned_pair(s);
+      const CostStats want = softmax_cost_forward(logits.cpu, labels.cpu, probs.cpu);
+      const CostStats got = softmax_cost_forward(logits.gpu, labels.gpu, probs.gpu);
+      EXPECT_NEAR(got.cost_sum, want.cost_sum, 1e-5 * std::fabs(want.cost_sum) + 1e-6);
+      EXPECT_TRUE(all_close(probs.gpu, probs.cpu, 1e-5, 1e-8)) << "probs";
+    }
+}
+
+TEST(CudaSoftmaxCost, BackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1400;
+  for (const SoftmaxCase& t : softmax_cases())
+    for (bool acc : {false, true}) {
+      SCOPED_TRACE("K " + std::to_string(t.classes) + " N " + std::to_string(t.batch) +
+                   (acc ? " accumulate" : " overwrite"));
+      std::vector<float> lv, yv;
+      separated_problem(t.classes, t.batch, ++seed, lv, yv);
+      const Shape s = {t.classes, 1, 1, t.batch};
+      Tensor lh = make(s, Device::cpu(), lv), yh = make({t.batch}, Device::cpu(), yv),
+             ph(s, Device::cpu());
+      softmax_cost_forward(lh, yh, ph);
+      Pair probs = pair_of(s, ph.to_vector()), labels = pair_of({t.batch}, yv);
+      Pair dlogits = grad_out_pair(s, acc, ++seed);
+      const float scale = 0.7f / float(t.batch);
+      softmax_cost_backward(probs.cpu, labels.cpu, scale, dlogits.cpu, acc);
+      softmax_cost_backward(probs.gpu, labels.gpu, scale, dlogits.gpu, acc);
+      EXPECT_TRUE(all_close(dlogits.gpu, dlogits.cpu, 1e-5, 1e-8));
+    }
+}
+
+// ================================================================================================
+// SGD update and axpby.
+// ================================================================================================
+
+TEST(CudaSgd, UpdateMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1500;
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(1 << 20) + 3}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const Shape s = {int(n)};
+    Pair w = random_pair(s, ++seed), g = random_pair(s, ++seed), v = random_pair(s, ++seed, -0.1f, 0.1f);
+    sgd_update(w.cpu, g.cpu, v.cpu, 0.01f, 0.9f, 0.0005f);
+    sgd_update(w.gpu, g.gpu, v.gpu, 0.01f, 0.9f, 0.0005f);
+    EXPECT_TRUE(all_close(v.gpu, v.cpu, 1e-5, 1e-8)) << "velocity";
+    EXPECT_TRUE(all_close(w.gpu, w.cpu, 1e-5, 1e-8)) << "weights";
+    EXPECT_TRUE(all_close(g.gpu, g.cpu, 0, 0)) << "the gradient was written";
+  }
+}
+
+TEST(CudaAxpby, MatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1600;
+  struct Case {
+    Shape src, dst;
+  };
+  const std::vector<Case> cases = {
+      {{1}, {1}}, {{7}, {7}}, {{4, 5, 6, 3}, {120, 3}}, {{48, 13, 13, 129}, {48 * 13 * 13 * 129}}};
+  for (const Case& c : cases)
+    for (float scale : {0.37f, -2.f, 1.f})
+      for (bool acc : {false, true}) {
+        SCOPED_TRACE(str(c.src) + " -> " + str(c.dst) + " scale " + std::to_string(scale) +
+                     (acc ? " accumulate" : " overwrite"));
+        Pair src = random_pair(c.src, ++seed);
+        Pair dst = grad_out_pair(c.dst, acc, ++seed);
+        axpby(scale, src.cpu, dst.cpu, acc);
+        axpby(scale, src.gpu, dst.gpu, acc);
+        EXPECT_TRUE(all_close(dst.gpu, dst.cpu, 1e-6, 1e-8));
+      }
+}
+
+// ================================================================================================
+// Whole nets on the GPU against the CPU.
+// ================================================================================================
+
+std::string config(const std::string& name) {
+  return std::string(CONVNET_SOURCE_DIR) + "/configs/" + name;
+}
+
+// The DAG of test_net.cpp: a shared output feeding three layers, a join, a split, a sum, LRN,
+// both pools, dropout, a multi-input fc.
+const char* kDag = R"([
+  {"name":"data","type":"input","channels":4,"size":9},
+  {"name":"labels","type":"labels"},
+  {"name":"c1","type":"conv","inputs":["data"],"filters":6,"size":3,"padding":1,"neuron":"tanh","initW":0.3,"initB":0.1},
+  {"name":"r1","type":"lrn","inputs":["c1"],"size":3,"alpha":0.5},
+  {"name":"s1","type":"split","inputs":["c1"],"start":2,"count":3},
+  {"name":"c2","type":"conv","inputs":["r1"],"filters":3,"size":3,"padding":1,"groups":3,"neuron":"logistic","initW":0.3},
+  {"name":"sum","type":"sum","inputs":["c2","s1"],"coeffs":[1.0,-0.5]},
+  {"name":"p1","type":"pool","inputs":["sum"],"pool":"avg","size":3,"stride":2},
+  {"name":"p2","type":"pool","inputs":["c1"],"pool":"avg","size":2,"stride":2,"ceil":true},
+  {"name":"d1","type":"dropout","inputs":["p1"],"rate":0.3},
+  {"name":"f1","type":"fc","inputs":["d1","p2"],"outputs":7,"neuron":"softsign","initW":0.2},
+  {"name":"f2","type":"fc","inputs":["f1"],"outputs":5,"initW":0.3},
+  {"name":"cost","type":"softmax_cost","inputs":["f2","labels"]}
+])";
+
+// One batch, on the host: images {C, S, S, N} uniform in [lo, hi), labels in [0, classes).
+struct Batch {
+  Tensor images, labels;
+};
+
+Batch make_batch(int channels, int size, int batch, int classes, uint32_t seed, float lo, float hi) {
+  Batch b;
+  b.images = make({channels, size, size, batch}, Device::cpu(),
+                  random_vector(size_t(channels) * size * size * batch, seed, lo, hi));
+  std::mt19937 rng(seed + 1);
+  std::vector<float> y(static_cast<size_t>(batch));
+  for (auto& v : y) v = float(std::uniform_int_distribution<int>(0, classes - 1)(rng));
+  b.labels = make({batch}, Device::cpu(), y);
+  return b;
+}
+
+void feed(Net& net, const Batch& b) {
+  net.set_input("data", b.images);
+  net.set_input("labels", b.labels);
+}
+
+struct StepTolerance {
+  double cost = 1e-4;     // relative, of the objective
+  double output = 1e-4;   // relative norm error of each layer's output
+  double grad = 1e-3;     // relative norm error of each parameter gradient
+  double value = 1e-4;    // relative norm error of each parameter after the update
+};
+
+// Copies the reference net's parameters into `test` (after checking that the same seed gave the
+// same initial values), so that the comparison does not hang on initialisation.
+void same_start(Net& ref, Net& test) {
+  auto pr = ref.params(), pt = test.params();
+  ASSERT_EQ(pr.size(), pt.size());
+  for (size_t i = 0; i < pr.size(); ++i) {
+    ASSERT_EQ(pr[i]->name, pt[i]->name);
+    EXPECT_EQ(rel_error(pt[i]->value.to_vector(), pr[i]->value.to_vector()), 0)
+        << pr[i]->name << ": the same seed gave different initial values on "
+        << pt[i]->value.device().str();
+    pt[i]->value.copy_from(pr[i]->value);
+  }
+}
+
+// One training step of both nets on the same batch: the objective, every layer's output, every
+// gradient, and every parameter and momentum buffer after the update, `test` against `ref`.
+void compare_step(Net& ref, Net& test, const Batch& batch, const StepTolerance& tol) {
+  feed(ref, batch);
+  feed(test, batch);
+  const CostReport want = ref.forward(true);
+  const CostReport got = test.forward(true);
+  EXPECT_NEAR(got.objective, want.objective, tol.cost * std::fabs(want.objective) + 1e-7)
+      << "objective";
+  ASSERT_EQ(got.costs.size(), want.costs.size());
+  for (Layer* layer : ref.layers()) {
+    const std::string& name = layer->name();
+    EXPECT_LT(rel_error(test.output(name).to_vector(), ref.output(name).to_vector()), tol.output)
+        << "output of layer '" << name << "'";
+  }
+  ref.backward();
+  test.backward();
+  auto pr = ref.params(), pt = test.params();
+  ASSERT_EQ(pr.size(), pt.size());
+  for (size_t i = 0; i < pr.size(); ++i)
+    EXPECT_LT(rel_error(pt[i]->grad.to_vector(), pr[i]->grad.to_vector()), tol.grad)
+        << "gradient of " << pr[i]->name;
+  ref.update();
+  test.update();
+  for (size_t i = 0; i < pr.size(); ++i) {
+    EXPECT_LT(rel_error(pt[i]->value.to_vector(), pr[i]->value.to_vector()), tol.value)
+        << pr[i]->name << " after the update";
+    EXPECT_LT(rel_error(pt[i]->velocity.to_vector(), pr[i]->velocity.to_vector()), tol.grad)
+        << "momentum of " << pr[i]->name;
+  }
+  EXPECT_EQ(test.step(), ref.step());
+}
+
+TEST(CudaNet, DagMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  Net cpu(ModelSpec::from_json(kDag), {}, 3);
+  Net gpu_net(ModelSpec::from_json(kDag), {gpu()}, 3);
+  gpu_net.set_math_mode(MathMode::Fp32);
+  ASSERT_EQ(gpu_net.device_of("c2"), gpu());
+  same_start(cpu, gpu_net);
+  StepTolerance tol;
+  tol.cost = 1e-5;
+  tol.output = 1e-5;
+  tol.grad = 1e-4;
+  tol.value = 1e-5;
+  // Odd batch, then batch 1 (re-planned buffers), then odd again: three steps in a row.
+  int step = 0;
+  for (int batch : {3, 1, 5}) {
+    SCOPED_TRACE("step " + std::to_string(step) + ", batch " + std::to_string(batch));
+    compare_step(cpu, gpu_net, make_batch(4, 9, batch, 5, 40 + uint32_t(step), -1.f, 1.f), tol);
+    ++step;
+  }
+}
+
+// AlexNet-2012 with both towers on cuda:0 against both on the CPU: one training step at batch 4
+// in fp32 (about 2 GFLOP per image; the CPU side takes a few seconds).
+TEST(CudaNet, AlexNetOneStepMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  const auto spec = ModelSpec::from_file(config("alexnet_2012.json"));
+  Net cpu(spec, {Device::cpu(), Device::cpu()}, 1);
+  Net gpu_net(spec, {gpu(), gpu()}, 1);
+  gpu_net.set_math_mode(MathMode::Fp32);
+  EXPECT_EQ(gpu_net.math_mode(), MathMode::Fp32);
+  same_start(cpu, gpu_net);
+  // Pixels like mean-subtracted images, so LRN and the ReLUs see realistic magnitudes.
+  compare_step(cpu, gpu_net, make_batch(3, 224, 4, 1000, 7, -128.f, 128.f), StepTolerance{});
+}
+
+TEST(CudaNet, TwoTowersOnTwoGpusMatchCpu) {
+  CONVNET_REQUIRE_GPU();
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 CUDA devices, " << cuda_device_count() << " visible";
+  {
+    SCOPED_TRACE("DAG spread over cuda:0 and cuda:1");
+    auto spec = ModelSpec::from_json(kDag);
+    for (auto& l : spec.layers)
+      if (l.name == "r1" || l.name == "c2" || l.name == "p2" || l.name == "f2") l.device = 1;
+    Net cpu(spec, {Device::cpu(0), Device::cpu(1)}, 3);
+    Net two(spec, {Device::cuda(0), Device::cuda(1)}, 3);
+    two.set_math_mode(MathMode::Fp32);
+    ASSERT_EQ(two.device_of("c2"), Device::cuda(1));
+    same_start(cpu, two);
+    StepTolerance tol;
+    tol.grad = 1e-4;
+    for (int step = 0; step < 2; ++step)
+      compare_step(cpu, two, make_batch(4, 9, 3, 5, 60 + uint32_t(step), -1.f, 1.f), tol);
+  }
+  {
+    SCOPED_TRACE("AlexNet towers on cuda:0 and cuda:1");
+    const auto spec = ModelSpec::from_file(config("alexnet_2012.json"));
+    Net cpu(spec, {Device::cpu(0), Device::cpu(1)}, 1);
+    Net two(spec, {Device::cuda(0), Device::cuda(1)}, 1);
+    two.set_math_mode(MathMode::Fp32);
+    ASSERT_EQ(two.device_of("conv1b"), Device::cuda(1));
+    same_start(cpu, two);
+    compare_step(cpu, two, make_batch(3, 224, 4, 1000, 8, -128.f, 128.f), StepTolerance{});
+  }
+}
+
+void train_step(Net& net, const Batch& b) {
+  feed(net, b);
+  net.forward(true);
+  net.backward();
+  net.update();
+}
+
+// The caching allocator: once the first steps have sized every buffer, a training step makes no
+// cudaMalloc and holds no more memory than the one before.
+TEST(CudaNet, SteadyStateStepMakesNoCudaMalloc) {
+  CONVNET_REQUIRE_GPU();
+  const auto spec = ModelSpec::from_file(config("alexnet_2012.json"));
+  Net net(spec, {gpu(), gpu()}, 1);
+  for (int i = 0; i < 2; ++i) train_step(net, make_batch(3, 224, 8, 1000, 70 + uint32_t(i), -128.f, 128.f));
+  cuda_synchronize(0);
+  const CudaMemoryStats warm = cuda_memory_stats(0);
+  EXPECT_GT(warm.peak_bytes, size_t(0));
+  EXPECT_GT(warm.current_bytes, size_t(0));
+  EXPECT_GT(warm.cuda_malloc_calls, size_t(0));
+  EXPECT_GE(warm.peak_bytes, warm.current_bytes);
+  cuda_reset_peak(0);
+  for (int i = 0; i < 3; ++i) train_step(net, make_batch(3, 224, 8, 1000, 80 + uint32_t(i), -128.f, 128.f));
+  cuda_synchronize(0);
+  const CudaMemoryStats steady = cuda_memory_stats(0);
+  EXPECT_EQ(steady.cuda_malloc_calls, warm.cuda_malloc_calls)
+      << "the steady-state training step called cudaMalloc";
+  EXPECT_EQ(steady.current_bytes, warm.current_bytes) << "memory held grows from step to step";
+  EXPECT_GT(steady.peak_bytes, size_t(0)) << "peak after cuda_reset_peak and three steps";
+  EXPECT_GE(steady.peak_bytes, steady.current_bytes);
+  // The parameters alone (value, gradient, momentum of 61M floats) are about 730 MB.
+  EXPECT_GT(steady.peak_bytes, size_t(3) * 60965224 * sizeof(float));
+}
+
+// TF32 tensor cores: the step runs and the cost stays within 1e-2 of strict fp32.
+TEST(CudaNet, Tf32ModeRunsAndIsCloseToFp32) {
+  CONVNET_REQUIRE_GPU();
+  const auto spec = ModelSpec::from_file(config("alexnet_2012.json"));
+  Net net(spec, {gpu(), gpu()}, 1);
+  const Batch b = make_batch(3, 224, 8, 1000, 90, -128.f, 128.f);
+  feed(net, b);
+  net.set_math_mode(MathMode::Fp32);
+  const double fp32 = net.forward(false).objective;
+  net.set_math_mode(MathMode::Tf32);
+  EXPECT_EQ(net.math_mode(), MathMode::Tf32);
+  feed(net, b);
+  const double tf32 = net.forward(false).objective;
+  ASSERT_TRUE(std::isfinite(tf32));
+  EXPECT_NEAR(tf32, fp32, 1e-2);
+  // A training step in TF32 runs and leaves finite parameters.
+  feed(net, b);
+  const double train = net.forward(true).objective;
+  EXPECT_TRUE(std::isfinite(train));
+  net.backward();
+  net.update();
+  for (Param* p : net.params()) {
+    const auto v = p->value.to_vector();
+    EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); }))
+        << p->name << " is not finite after a TF32 step";
+  }
+  net.set_math_mode(MathMode::Fp32);
+}
+
+}  // namespace
+}  // namespace convnet::testing
