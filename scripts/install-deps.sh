@@ -3,8 +3,8 @@
 # with sudo available). Idempotent: skips what is already there.
 set -euo pipefail
 
-APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev
-              dataset-fashion-mnist python3-dev)
+APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
+              libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist python3-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -19,4 +19,4 @@ fi
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
-  pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32
+  pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow

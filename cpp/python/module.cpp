@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bindings.h"
+#include "convnet/data.h"
 #include "convnet/device.h"
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
@@ -118,6 +120,12 @@ PYBIND11_MODULE(_core, m) {
              Tensor t = to_chwn(name, arr, labels);
              net.set_input(name, t);
            }, py::arg("name"), py::arg("array"))
+      .def("set_batch", [](Net& net, const Batch& batch, const std::string& images,
+                           const std::string& labels) {
+             net.set_input(images, batch.images);
+             net.set_input(labels, batch.labels);
+           }, py::arg("batch"), py::arg("images") = "data", py::arg("labels") = "labels",
+           "Feeds a pipeline Batch (CHWN, no conversion) to the input and labels layers.")
       .def("forward", [](Net& net, bool train) {
              CostReport r;
              {
@@ -226,6 +234,7 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("net"), py::arg("step") = 1e-3, py::arg("samples") = 16,
         py::arg("tolerance") = 2e-2, py::arg("seed") = 7);
   m.def("layer_types", &layer_types);
+  convnet::python::bind_data(m);
   m.def("cuda_compiled", &cuda_compiled);
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_memory_stats", &memory_dict, py::arg("device") = 0,

@@ -22,13 +22,13 @@ def _preload_wheel_openblas():
 
 _preload_wheel_openblas()
 
-from . import _core, datasets, zoo  # noqa: E402
+from . import _core, data, datasets, zoo  # noqa: E402
 from ._core import (blas_name, cuda_compiled, cuda_device_count, cuda_memory_stats,  # noqa: E402
                     cuda_reset_peak, cuda_synchronize, layer_types, num_threads, set_num_threads)
 from .model import Model  # noqa: E402
 from .net import Net, check_gradients  # noqa: E402
 
-__all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "layer_types", "cuda_compiled",
+__all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "data", "layer_types", "cuda_compiled",
            "cuda_device_count", "cuda_memory_stats", "cuda_reset_peak", "cuda_synchronize",
            "set_num_threads", "num_threads", "blas_name"]
 __version__ = "0.1.0"

@@ -77,6 +77,19 @@ class Net:
         self.update(lr_scale)
         return stats
 
+    def train_batch(self, batch, lr_scale: float = 1.0) -> dict:
+        """A training step on a pipeline Batch (convnet.data.Pipeline), fed without conversion."""
+        if len(self.inputs) != 1 or len(self.label_inputs) != 1:
+            raise ValueError("train_batch needs a net with one input and one labels layer")
+        self._net.set_batch(batch, self.inputs[0], self.label_inputs[0])
+        stats = self._net.forward(True)
+        if not math.isfinite(stats["objective"]):
+            raise FloatingPointError(f"non-finite cost at step {self.step}: training diverged or the "
+                                     "batch holds NaN/Inf; parameters were not updated")
+        self._net.backward()
+        self._net.update(lr_scale)
+        return stats
+
     def predict(self, x: np.ndarray, output: str | None = None) -> np.ndarray:
         """Class probabilities (N x K) from the cost layer (or any layer's output, NCHW)."""
         self._net.set_input(self.inputs[0], x)

@@ -1,0 +1,143 @@
+// Data: sources of labelled images, the AlexNet augmentation, and a prefetching pipeline that
+// writes CHWN batches. Sources decode; the pipeline shuffles, augments and batches on worker
+// threads. Everything a worker does to example i in epoch e depends only on (seed, e, i), so the
+// batches are the same whatever the number of workers.
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "convnet/tensor.h"
+
+namespace convnet {
+
+// A bad file: the message names it. Sources raise it for one example; the pipeline counts and
+// skips such examples (corrupt images in a long run) instead of stopping.
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Random access to decoded examples, before augmentation. Thread-safe: load() is called from
+// several workers at once.
+class DataSource {
+ public:
+  virtual ~DataSource() = default;
+  virtual int64_t size() const = 0;
+  // Every example has this shape once loaded (C, H, W).
+  virtual int channels() const = 0;
+  virtual int height() const = 0;
+  virtual int width() const = 0;
+  virtual int classes() const = 0;
+  // Writes example i as C*H*W floats in CHW order, pixel values in [0, 255], and returns its
+  // label. Throws DataError naming the file (or the index) when the example cannot be decoded.
+  virtual int load(int64_t index, float* chw) const = 0;
+  // Where example i comes from (a file path, "idx file X, image 17", ...), for messages.
+  virtual std::string describe(int64_t index) const = 0;
+  virtual std::vector<std::string> class_names() const { return {}; }
+};
+
+// IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw. A wrong magic number, dimension
+// count or file size is a ValueError naming the file. Images are 1 x H x W.
+std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std::string& labels_path);
+
+// An ImageNet-style folder: root/<class>/<file>.jpg|.jpeg|.JPEG|.png, class index by sorted
+// folder name (as torchvision's ImageFolder). Files of other extensions are ignored; a class
+// folder without images is a ValueError naming it. Each image is decoded (libjpeg-turbo, libpng;
+// grey and CMYK converted to RGB), resized so the shorter side is `size` and centre-cropped to
+// size x size (AlexNet: 256). Output is always 3 x size x size.
+std::shared_ptr<DataSource> folder_source(const std::string& root, int size = 256);
+
+// A generated data set with learnable labels (for tests and demos): each class is a fixed random
+// smooth pattern; an example is its class's pattern, shifted and with noise, all determined by
+// (seed, index).
+std::shared_ptr<DataSource> generated_source(int64_t count, int classes, int channels, int size,
+                                             uint64_t seed = 1);
+
+// Images handed over from Python (or any caller): N x C x H x W floats in [0, 255] and N labels,
+// copied in.
+std::shared_ptr<DataSource> array_source(const float* nchw, const int* labels, int64_t count,
+                                         int channels, int height, int width, int classes);
+
+// Mean image and RGB principal components of a data set (or of a sample of it), as the AlexNet
+// paper's PCA colour augmentation needs.
+struct DataStats {
+  std::vector<float> mean;                      // C*H*W, CHW order, in [0, 255] units
+  std::array<float, 3> eigenvalues{};           // of the 3x3 RGB covariance (pixels in [0, 255])
+  std::array<std::array<float, 3>, 3> eigenvectors{};  // eigenvectors[i] is the i-th column p_i
+  int64_t examples = 0;                         // how many examples went into them
+};
+// Reads up to `sample` examples (all when 0 or more than the source holds), evenly spaced; calls
+// progress(done, total) now and then. Unreadable examples are skipped. RGB sources only get PCA.
+DataStats compute_stats(const DataSource& source, int64_t sample = 0,
+                        const std::function<void(int64_t, int64_t)>& progress = {});
+void save_stats(const DataStats& stats, const std::string& path);  // JSON
+DataStats load_stats(const std::string& path);
+
+struct AugmentOptions {
+  int crop = 0;                // output side; 0 = the source's full size (no crop)
+  bool random_crop = true;     // training: a random crop; test: the centre crop
+  bool mirror = true;          // training: a random horizontal reflection
+  float pca_std = 0.f;         // alpha_i ~ N(0, pca_std) per image per epoch (AlexNet: 0.1); needs stats
+  bool subtract_mean_image = false;  // subtract stats.mean (cropped like the image)
+  float mean_value = 0.f;      // else subtract this scalar
+  float scale = 1.f;           // then multiply (e.g. 1/255)
+};
+
+// One batch: images {C, crop, crop, N} (CHWN) and labels {N}, on the host.
+struct Batch {
+  Tensor images, labels;
+  int64_t epoch = 0, index = 0;  // which batch of which epoch
+  int64_t skipped = 0;           // examples of this batch that failed to load and were replaced
+};
+
+struct PipelineOptions {
+  int batch = 128;
+  bool shuffle = true;
+  bool train = true;         // random crops/flips/PCA; false: centre crop, no noise
+  bool drop_last = false;    // drop a final partial batch
+  uint64_t seed = 1;
+  int workers = 2;           // decode and augment threads
+  int prefetch = 4;          // batches ready ahead of the consumer (the bounded queue)
+  AugmentOptions augment;
+};
+
+// Shuffles each epoch with (seed, epoch), prepares batches on worker threads into a bounded
+// queue, and hands them out in order. The destructor stops the workers (clean shutdown).
+class Pipeline {
+ public:
+  Pipeline(std::shared_ptr<DataSource> source, PipelineOptions options, DataStats stats = {});
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // The next batch of the current epoch; false at the epoch's end (then the next call starts the
+  // following epoch).
+  bool next(Batch& out);
+  // Jump to the start of `epoch` (for resuming a run).
+  void start_epoch(int64_t epoch);
+  int64_t batches_per_epoch() const;
+  int64_t epoch() const;
+  int64_t skipped_total() const;  // corrupt examples skipped so far
+  const DataSource& source() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Test-time views (AlexNet): the 4 corner and the centre crop of side `crop`, each with its
+// reflection: 10 images {C, crop, crop, 10} from one C x H x W image (values as given).
+Tensor ten_views(const float* chw, int channels, int height, int width, int crop);
+
+// The augmentation of one example, exposed for tests: writes C x crop x crop (CHW) into out.
+// `rng_key` selects the crop, reflection and PCA alphas; the pipeline uses hash(seed, epoch, index).
+void augment_example(const float* chw, int channels, int height, int width, const AugmentOptions& o,
+                     const DataStats& stats, bool train, uint64_t rng_key, float* out);
+
+}  // namespace convnet

@@ -1,0 +1,128 @@
+// The AlexNet augmentation of one example (random crop, horizontal reflection, PCA colour
+// noise, mean subtraction, scaling) and the ten test-time views. All randomness comes from a
+// counter-based hash of the example's key, so an example's augmentation depends on its key
+// alone: not on the thread, nor on what was drawn before.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <stdexcept>  // before data.h, which uses std::runtime_error without it
+
+#include "convnet/data.h"
+#include "convnet/error.h"
+#include "data/hash.h"
+
+namespace convnet {
+namespace {
+
+// The k-th random word of the stream of `key`. Fixed slots, so (say) turning PCA noise on does
+// not change which crop an example gets.
+enum Slot : uint64_t { kCropY = 0, kCropX = 1, kMirror = 2, kPca = 3 /* 3..6: two Box-Muller pairs */ };
+uint64_t draw(uint64_t key, uint64_t slot) { return splitmix64(key + slot); }
+
+// Integer in [0, n) (multiply-high of the top 32 bits; n is an image side, far below 2^32).
+int bounded(uint64_t h, int n) { return int(((h >> 32) * uint64_t(n)) >> 32); }
+
+// Uniform in (0, 1] and in [0, 1) from the top 53 bits.
+double uniform_open0(uint64_t h) { return double((h >> 11) + 1) * 0x1.0p-53; }
+double uniform(uint64_t h) { return double(h >> 11) * 0x1.0p-53; }
+
+// Two independent standard normals by Box-Muller.
+void box_muller(uint64_t h1, uint64_t h2, double& z0, double& z1) {
+  const double r = std::sqrt(-2.0 * std::log(uniform_open0(h1)));
+  const double t = 6.283185307179586 * uniform(h2);
+  z0 = r * std::cos(t);
+  z1 = r * std::sin(t);
+}
+
+// Writes the ch x cw window at (y0, x0) of a C x H x W image, reflected left-right when
+// `mirror`, as out = ((in + offset[c]) - mean) * scale, where mean is the same window of
+// `mean_image` (same reflection) or else `mean_value`. `offset` may be null (no colour noise).
+void write_window(const float* chw, int channels, int height, int width, int y0, int x0, int ch,
+                  int cw, bool mirror, const float* offset, const float* mean_image,
+                  float mean_value, float scale, float* out) {
+  const size_t plane = size_t(height) * size_t(width);
+  for (int c = 0; c < channels; ++c) {
+    const float add = offset ? offset[c] : 0.f;
+    for (int y = 0; y < ch; ++y) {
+      const size_t row = size_t(c) * plane + size_t(y0 + y) * size_t(width) + size_t(x0);
+      const float* src = chw + row;
+      const float* mean = mean_image ? mean_image + row : nullptr;
+      float* dst = out + (size_t(c) * size_t(ch) + size_t(y)) * size_t(cw);
+      for (int x = 0; x < cw; ++x) {
+        const int sx = mirror ? cw - 1 - x : x;
+        const float m = mean ? mean[sx] : mean_value;
+        dst[x] = ((src[sx] + add) - m) * scale;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void augment_example(const float* chw, int channels, int height, int width, const AugmentOptions& o,
+                     const DataStats& stats, bool train, uint64_t rng_key, float* out) {
+  CONVNET_CHECK(channels >= 1 && height >= 1 && width >= 1, "augment_example: image shape ",
+                channels, " x ", height, " x ", width, " has a dimension below 1");
+  CONVNET_CHECK(o.crop >= 0 && o.crop <= std::min(height, width), "augment: crop ", o.crop,
+                " does not fit a ", height, " x ", width, " image");
+  const bool use_mean_image = o.subtract_mean_image;
+  CONVNET_CHECK(!use_mean_image || stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
+                "augment: subtract_mean_image needs a mean image of ", channels, " x ", height, " x ",
+                width, " (stats hold ", stats.mean.size(), " values; compute_stats on this source)");
+  // crop 0 keeps the whole image (which need not be square).
+  const int ch = o.crop ? o.crop : height;
+  const int cw = o.crop ? o.crop : width;
+
+  int y0 = (height - ch) / 2, x0 = (width - cw) / 2;
+  if (train && o.random_crop) {
+    y0 = bounded(draw(rng_key, kCropY), height - ch + 1);
+    x0 = bounded(draw(rng_key, kCropX), width - cw + 1);
+  }
+  const bool mirror = train && o.mirror && (draw(rng_key, kMirror) >> 63) != 0;
+
+  // AlexNet's colour noise: add sum_i alpha_i * lambda_i * p_i to every RGB pixel, with
+  // alpha_i ~ N(0, pca_std) drawn once per image (per epoch, as the key includes the epoch).
+  float offset[3] = {0.f, 0.f, 0.f};
+  const bool pca = train && o.pca_std > 0.f && channels == 3;
+  if (pca) {
+    double alpha[4];
+    box_muller(draw(rng_key, kPca), draw(rng_key, kPca + 1), alpha[0], alpha[1]);
+    box_muller(draw(rng_key, kPca + 2), draw(rng_key, kPca + 3), alpha[2], alpha[3]);
+    for (int c = 0; c < 3; ++c) {
+      double sum = 0;
+      for (int i = 0; i < 3; ++i)
+        sum += double(o.pca_std) * alpha[i] * double(stats.eigenvalues[size_t(i)]) *
+               double(stats.eigenvectors[size_t(i)][size_t(c)]);
+      offset[c] = float(sum);
+    }
+  }
+  write_window(chw, channels, height, width, y0, x0, ch, cw, mirror, pca ? offset : nullptr,
+               use_mean_image ? stats.mean.data() : nullptr, o.mean_value, o.scale, out);
+}
+
+Tensor ten_views(const float* chw, int channels, int height, int width, int crop) {
+  CONVNET_CHECK(channels >= 1 && height >= 1 && width >= 1, "ten_views: image shape ", channels,
+                " x ", height, " x ", width, " has a dimension below 1");
+  if (crop == 0 && height == width) crop = height;  // 0 = the whole (square) image, as AugmentOptions
+  CONVNET_CHECK(crop >= 1 && crop <= std::min(height, width), "ten_views: crop ", crop,
+                " does not fit a ", height, " x ", width, " image");
+  // Views 0-4: top-left, top-right, bottom-left, bottom-right, centre; 5-9: the same reflected.
+  const int ys[5] = {0, 0, height - crop, height - crop, (height - crop) / 2};
+  const int xs[5] = {0, width - crop, 0, width - crop, (width - crop) / 2};
+  const size_t view = size_t(channels) * size_t(crop) * size_t(crop);
+  std::vector<float> chw_views(10 * view);
+  for (int v = 0; v < 10; ++v)
+    write_window(chw, channels, height, width, ys[v % 5], xs[v % 5], crop, crop, v >= 5, nullptr,
+                 nullptr, 0.f, 1.f, chw_views.data() + size_t(v) * view);
+  // CHW per view -> CHWN with N = 10 views innermost.
+  Tensor out({channels, crop, crop, 10}, Device::cpu());
+  float* dst = out.data();
+  for (size_t p = 0; p < view; ++p)
+    for (size_t v = 0; v < 10; ++v) dst[p * 10 + v] = chw_views[v * view + p];
+  return out;
+}
+
+}  // namespace convnet

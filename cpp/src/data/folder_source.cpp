@@ -1,0 +1,125 @@
+// folder_source: an ImageNet-style folder, root/<class>/<image>, as torchvision's ImageFolder sees
+// it (classes by sorted folder name). The file list is built once in the constructor and never
+// changes, so load() and describe() are safe to call from many workers at once.
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <functional>
+#include <system_error>
+
+#include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
+#include "convnet/data.h"
+#include "data/image_decode.h"
+
+namespace convnet {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image_name(const std::string& name) {
+  const auto dot = name.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return ext == "jpg" || ext == "jpeg" || ext == "png";
+}
+
+// Hidden entries are skipped: ".ipynb_checkpoints" is not a class, and macOS "._x.JPEG"
+// AppleDouble files are not images.
+bool hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
+
+// Calls f(entry) for each entry of dir, turning any filesystem error (permissions, a folder
+// removed while listed) into a ValueError naming the folder.
+void list_folder(const fs::path& dir, const std::function<void(const fs::directory_entry&)>& f) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) f(*it);
+  CONVNET_CHECK(!ec, "folder_source: cannot list '", dir.string(), "': ", ec.message());
+}
+
+class FolderSource : public DataSource {
+ public:
+  FolderSource(const std::string& root, int size) : root_(root), size_(size) {
+    CONVNET_CHECK(size >= 1, "folder_source: size must be >= 1, got ", size);
+    std::error_code ec;
+    CONVNET_CHECK(fs::is_directory(root_, ec), "folder_source: '", root,
+                  "' does not exist or is not a folder");
+    list_folder(root_, [&](const fs::directory_entry& entry) {
+      const std::string name = entry.path().filename().string();
+      std::error_code e2;  // is_directory follows symlinks; a dangling one is just not a folder
+      if (!hidden(name) && entry.is_directory(e2)) classes_.push_back(name);
+    });
+    CONVNET_CHECK(!classes_.empty(), "folder_source: '", root,
+                  "' has no class folders (expected root/<class>/<image>.jpg)");
+    std::sort(classes_.begin(), classes_.end());
+
+    // Paths are kept as the file names only, one after another in one string (ImageNet's 1.28M
+    // full paths would cost ~100 MB as separate strings); class_start_ maps an index to its class.
+    std::vector<std::string> files;
+    for (size_t c = 0; c < classes_.size(); ++c) {
+      const fs::path dir = root_ / classes_[c];
+      files.clear();
+      list_folder(dir, [&](const fs::directory_entry& entry) {
+        const std::string name = entry.path().filename().string();
+        std::error_code e2;
+        if (!hidden(name) && is_image_name(name) && entry.is_regular_file(e2))
+          files.push_back(name);
+      });
+      CONVNET_CHECK(!files.empty(), "folder_source: class folder '", dir.string(),
+                    "' has no images (.jpg, .jpeg or .png)");
+      std::sort(files.begin(), files.end());
+      class_start_.push_back(int64_t(name_start_.size()));
+      for (const auto& f : files) {
+        name_start_.push_back(names_.size());
+        names_ += f;
+      }
+    }
+    name_start_.push_back(names_.size());
+  }
+
+  int64_t size() const override { return int64_t(name_start_.size()) - 1; }
+  int channels() const override { return 3; }
+  int height() const override { return size_; }
+  int width() const override { return size_; }
+  int classes() const override { return int(classes_.size()); }
+  std::vector<std::string> class_names() const override { return classes_; }
+
+  std::string describe(int64_t index) const override { return path(index).string(); }
+
+  int load(int64_t index, float* chw) const override {
+    const std::string file = path(index).string();
+    // The hint lets libjpeg decode large JPEGs at 1/2..1/8 scale when the result still reaches
+    // `size_`; decode_image's DataErrors already name the file.
+    const Image image = decode_image(file, size_);
+    image_to_chw(resize_shorter_and_centre_crop(image, size_), chw);
+    return class_of(index);
+  }
+
+ private:
+  int class_of(int64_t index) const {
+    return int(std::upper_bound(class_start_.begin(), class_start_.end(), index) -
+               class_start_.begin()) - 1;
+  }
+
+  fs::path path(int64_t index) const {
+    CONVNET_CHECK(index >= 0 && index < size(), "folder_source '", root_.string(), "': index ",
+                  index, " out of range [0, ", size(), ")");
+    const size_t b = name_start_[size_t(index)], e = name_start_[size_t(index) + 1];
+    return root_ / classes_[size_t(class_of(index))] / names_.substr(b, e - b);
+  }
+
+  fs::path root_;
+  int size_;
+  std::vector<std::string> classes_;
+  std::vector<int64_t> class_start_;  // first example index of each class
+  std::string names_;                 // all file names, concatenated
+  std::vector<size_t> name_start_;    // offset of each name in names_, plus the end
+};
+
+}  // namespace
+
+std::shared_ptr<DataSource> folder_source(const std::string& root, int size) {
+  return std::make_shared<FolderSource>(root, size);
+}
+
+}  // namespace convnet

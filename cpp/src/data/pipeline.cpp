@@ -1,0 +1,340 @@
+// The prefetching pipeline: worker threads load, augment and write whole CHWN batches into a
+// ring of `prefetch` slots; the consumer takes them strictly in order.
+//
+// Batches are numbered by a global sequence number seq = epoch * batches_per_epoch + index, so
+// workers run on into the next epoch while the consumer finishes this one. A worker may claim
+// batch seq only while seq < (the consumer's position) + prefetch, which bounds the memory held
+// and makes slot seq % prefetch free for it. (The job counter is guarded by the mutex rather
+// than atomic, since a worker has to wait on it for a free slot anyway.) What a worker writes for an example depends only on
+// (seed, epoch, example index), so the batches are identical for any number of workers.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <stdexcept>  // before data.h, which uses std::runtime_error without it
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+#include "convnet/data.h"
+#include "convnet/error.h"
+#include "data/hash.h"
+
+namespace convnet {
+namespace {
+
+// The augmentation key of example `index` in `epoch`: a fresh crop, reflection and colour noise
+// per example per epoch, the same whichever worker (or position in the batch) handles it.
+uint64_t example_key(uint64_t seed, int64_t epoch, int64_t index) {
+  return splitmix64(splitmix64(splitmix64(seed) ^ uint64_t(epoch)) ^ uint64_t(index));
+}
+
+// A fresh batch of AlexNet images is 77 MB of untouched pages: faulting them in 4 KB at a time
+// cost about a third of the pipeline's time. Asking for transparent huge pages (where the kernel
+// leaves them to madvise) makes that about 3x cheaper. Only a hint: failure changes nothing.
+void advise_huge_pages(float* data, int64_t count) {
+#ifdef __linux__
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data + count) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)count;
+#endif
+}
+
+// After this many consecutive unreadable examples the data are broken, not a few bad files.
+constexpr int64_t kMaxConsecutiveFailures = 100;
+// Examples augmented together before being interleaved into the CHWN batch: 16 floats are one
+// 64-byte cache line along N, so each write fills a whole line instead of scattering.
+constexpr int kGroup = 16;
+
+}  // namespace
+
+struct Pipeline::Impl {
+  std::shared_ptr<DataSource> source;
+  PipelineOptions opt;
+  DataStats stats;
+  int channels = 0, height = 0, width = 0, out_h = 0, out_w = 0;
+  int64_t count = 0, batches = 0;
+
+  struct Slot {
+    bool ready = false;
+    int64_t seq = -1;
+    Batch batch;
+    std::exception_ptr error;
+  };
+
+  // Everything below up to `threads` is guarded by `mutex`.
+  mutable std::mutex mutex;
+  std::condition_variable work_cv;   // workers: a job became claimable, or stop
+  std::condition_variable ready_cv;  // consumer: a slot was filled
+  int64_t epoch = 0, consumed = 0;   // the consumer's position: next batch is (epoch, consumed)
+  int64_t next_job = 0;              // the next seq a worker will claim
+  uint64_t generation = 0;           // bumped by start_epoch: results of older work are dropped
+  std::vector<Slot> slots;
+  // Read without the lock by workers, to abandon a batch early.
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> live_generation{0};
+  std::atomic<int64_t> skipped_total{0};
+
+  std::mutex order_mutex;
+  std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> orders;  // by epoch, a few recent
+
+  std::vector<std::thread> threads;
+
+  Impl(std::shared_ptr<DataSource> src, PipelineOptions o, DataStats s)
+      : source(std::move(src)), opt(o), stats(std::move(s)) {
+    CONVNET_CHECK(source, "Pipeline: no data source");
+    CONVNET_CHECK(opt.batch >= 1, "Pipeline: batch ", opt.batch, " must be at least 1");
+    CONVNET_CHECK(opt.workers >= 1, "Pipeline: workers ", opt.workers, " must be at least 1");
+    CONVNET_CHECK(opt.prefetch >= 1, "Pipeline: prefetch ", opt.prefetch, " must be at least 1");
+    channels = source->channels();
+    height = source->height();
+    width = source->width();
+    count = source->size();
+    const AugmentOptions& a = opt.augment;
+    CONVNET_CHECK(count > 0, "Pipeline: the source is empty");
+    CONVNET_CHECK(a.crop >= 0 && a.crop <= std::min(height, width), "Pipeline: crop ", a.crop,
+                  " does not fit the source's ", height, " x ", width, " images");
+    out_h = a.crop ? a.crop : height;
+    out_w = a.crop ? a.crop : width;
+    CONVNET_CHECK(!a.subtract_mean_image ||
+                      stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
+                  "Pipeline: subtract_mean_image needs stats with a ", channels, " x ", height,
+                  " x ", width, " mean image (got ", stats.mean.size(),
+                  " values); run compute_stats on this source");
+    CONVNET_CHECK(a.pca_std >= 0.f, "Pipeline: pca_std ", a.pca_std, " is negative");
+    if (a.pca_std > 0.f && opt.train) {
+      // Without these the noise would silently be zero.
+      CONVNET_CHECK(channels == 3, "Pipeline: PCA colour noise (pca_std ", a.pca_std,
+                    ") needs RGB images; the source has ", channels, " channel(s)");
+      bool have = false;
+      for (const auto& v : stats.eigenvectors)
+        for (float x : v) have = have || x != 0.f;
+      CONVNET_CHECK(have, "Pipeline: PCA colour noise (pca_std ", a.pca_std,
+                    ") needs stats with eigenvectors; run compute_stats on this source");
+    }
+    batches = opt.drop_last ? count / opt.batch : (count + opt.batch - 1) / opt.batch;
+    CONVNET_CHECK(batches > 0, "Pipeline: drop_last with ", count,
+                  " examples leaves no batch of ", opt.batch);
+    slots.resize(size_t(opt.prefetch));
+  }
+
+  // Separate from the constructor so that if starting a thread fails, ~Impl joins the others.
+  void start() {
+    for (int i = 0; i < opt.workers; ++i) threads.emplace_back([this] { worker_main(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stopping = true;
+    }
+    work_cv.notify_all();
+    for (auto& t : threads) t.join();
+  }
+
+  int64_t consumer_seq() const { return epoch * batches + consumed; }
+
+  std::vector<int64_t> make_order(int64_t e) const {
+    std::vector<int64_t> order(static_cast<size_t>(count));
+    std::iota(order.begin(), order.end(), int64_t(0));
+    if (!opt.shuffle) return order;
+    // Fisher-Yates, its random words from a counter-based hash of (seed, epoch).
+    const uint64_t stream = splitmix64(splitmix64(opt.seed ^ 0x5f1ee7ab1e0dde11ull) ^ uint64_t(e));
+    for (int64_t i = count - 1; i > 0; --i) {
+      const uint64_t r = splitmix64(stream + uint64_t(i));
+      const auto j = int64_t((unsigned __int128)r * uint64_t(i + 1) >> 64);
+      std::swap(order[size_t(i)], order[size_t(j)]);
+    }
+    return order;
+  }
+
+  std::shared_ptr<const std::vector<int64_t>> order_for(int64_t e) {
+    {
+      std::lock_guard<std::mutex> lock(order_mutex);
+      auto it = orders.find(e);
+      if (it != orders.end()) return it->second;
+    }
+    // Built outside the lock (a shuffle of 1.3 million takes a while); two workers may race to
+    // build the same one, which is harmless since both build the same order.
+    auto made = std::make_shared<const std::vector<int64_t>>(make_order(e));
+    std::lock_guard<std::mutex> lock(order_mutex);
+    auto result = orders.emplace(e, made).first->second;
+    while (orders.size() > 3) {  // workers only ever need the current and the next epoch
+      auto victim = orders.begin();
+      if (victim->first == e) ++victim;
+      orders.erase(victim);
+    }
+    return result;
+  }
+
+  // Loads the example at `pos` of the epoch's order, or, when it throws DataError, the next one
+  // of the order that loads (wrapping). Returns the index loaded; adds the failures to *skipped.
+  int64_t load_with_skip(const std::vector<int64_t>& order, int64_t pos, float* chw, int* label,
+                         int64_t* skipped) const {
+    std::vector<int64_t> failed;
+    std::string last_error;
+    for (int64_t k = 0;; ++k) {
+      const int64_t index = order[size_t((pos + k) % count)];
+      try {
+        *label = source->load(index, chw);
+        *skipped += k;
+        return index;
+      } catch (const DataError& e) {
+        failed.push_back(index);
+        last_error = e.what();
+      }
+      if (k + 1 >= std::min(kMaxConsecutiveFailures, count)) {
+        std::string names;
+        for (size_t i = 0; i < failed.size() && i < 5; ++i)
+          names += (i ? "; " : "") + source->describe(failed[i]);
+        throw RuntimeError(detail::concat("Pipeline: ", k + 1,
+                                          " consecutive examples failed to load, giving up: ",
+                                          names, failed.size() > 5 ? "; ..." : "",
+                                          " (last error: ", last_error, ")"));
+      }
+    }
+  }
+
+  struct Scratch {
+    std::vector<float> raw, augmented;
+  };
+
+  // Builds batch `seq` into `out`. Returns false when abandoned (stop, or start_epoch).
+  bool build(int64_t seq, uint64_t gen, Scratch& scratch, Batch& out) {
+    const int64_t e = seq / batches, index = seq % batches;
+    const auto order = order_for(e);
+    const int64_t first = index * opt.batch;
+    const int n = int(std::min<int64_t>(opt.batch, count - first));
+    const size_t in_size = size_t(channels) * size_t(height) * size_t(width);
+    const size_t out_size = size_t(channels) * size_t(out_h) * size_t(out_w);
+    out.images = Tensor({channels, out_h, out_w, n}, Device::cpu());
+    out.labels = Tensor({n}, Device::cpu());
+    out.epoch = e;
+    out.index = index;
+    out.skipped = 0;
+    float* images = out.images.data();
+    advise_huge_pages(images, out.images.numel());
+    float* labels = out.labels.data();
+    for (int j0 = 0; j0 < n; j0 += kGroup) {
+      const int g = std::min(kGroup, n - j0);
+      for (int j = 0; j < g; ++j) {
+        if (stopping.load(std::memory_order_relaxed) ||
+            live_generation.load(std::memory_order_relaxed) != gen)
+          return false;
+        int label = 0;
+        float* raw = scratch.raw.data() + size_t(j) * in_size;
+        const int64_t loaded = load_with_skip(*order, first + j0 + j, raw, &label, &out.skipped);
+        augment_example(raw, channels, height, width, opt.augment, stats, opt.train,
+                        example_key(opt.seed, e, loaded), scratch.augmented.data() + size_t(j) * out_size);
+        labels[j0 + j] = float(label);
+      }
+      // CHW per example -> CHWN: element p of example j0 + j goes to images[p * n + j0 + j].
+      const float* src = scratch.augmented.data();
+      for (size_t p = 0; p < out_size; ++p) {
+        float* dst = images + p * size_t(n) + size_t(j0);
+        for (int j = 0; j < g; ++j) dst[j] = src[size_t(j) * out_size + p];
+      }
+    }
+    return true;
+  }
+
+  void worker_main() {
+    Scratch scratch;
+    scratch.raw.resize(size_t(kGroup) * size_t(channels) * size_t(height) * size_t(width));
+    scratch.augmented.resize(size_t(kGroup) * size_t(channels) * size_t(out_h) * size_t(out_w));
+    std::unique_lock<std::mutex> lock(mutex);
+    for (;;) {
+      work_cv.wait(lock, [&] { return stopping || next_job < consumer_seq() + opt.prefetch; });
+      if (stopping) return;
+      const int64_t seq = next_job++;
+      const uint64_t gen = generation;
+      lock.unlock();
+      Batch batch;
+      std::exception_ptr error;
+      bool done = false;
+      try {
+        done = build(seq, gen, scratch, batch);
+      } catch (...) {
+        error = std::current_exception();
+        done = true;
+      }
+      lock.lock();
+      if (done && gen == generation && !stopping) {
+        Slot& slot = slots[size_t(seq % opt.prefetch)];
+        slot.batch = std::move(batch);
+        slot.error = error;
+        slot.seq = seq;
+        slot.ready = true;
+        ready_cv.notify_all();
+      }
+    }
+  }
+
+  bool next(Batch& out) {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (consumed == batches) {
+      // The epoch is over: say so once, and move on (the workers already have).
+      ++epoch;
+      consumed = 0;
+      return false;
+    }
+    const int64_t seq = consumer_seq();
+    Slot& slot = slots[size_t(seq % opt.prefetch)];
+    ready_cv.wait(lock, [&] { return slot.ready && slot.seq == seq; });
+    // A failed batch stays in place: asking again raises the same error.
+    if (slot.error) std::rethrow_exception(slot.error);
+    out = std::move(slot.batch);
+    slot.batch = Batch();
+    slot.ready = false;
+    ++consumed;
+    skipped_total += out.skipped;
+    lock.unlock();
+    work_cv.notify_one();  // one more batch may now be claimed
+    return true;
+  }
+
+  void start_epoch(int64_t e) {
+    CONVNET_CHECK(e >= 0, "Pipeline::start_epoch: epoch ", e, " is negative");
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++generation;
+      live_generation = generation;
+      epoch = e;
+      consumed = 0;
+      next_job = consumer_seq();
+      for (auto& slot : slots) slot = Slot();
+    }
+    work_cv.notify_all();
+  }
+};
+
+Pipeline::Pipeline(std::shared_ptr<DataSource> source, PipelineOptions options, DataStats stats)
+    : impl_(std::make_unique<Impl>(std::move(source), options, std::move(stats))) {
+  impl_->start();
+}
+
+Pipeline::~Pipeline() = default;  // ~Impl stops and joins the workers
+
+bool Pipeline::next(Batch& out) { return impl_->next(out); }
+void Pipeline::start_epoch(int64_t epoch) { impl_->start_epoch(epoch); }
+int64_t Pipeline::batches_per_epoch() const { return impl_->batches; }
+int64_t Pipeline::epoch() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->epoch;
+}
+int64_t Pipeline::skipped_total() const { return impl_->skipped_total.load(); }
+const DataSource& Pipeline::source() const { return *impl_->source; }
+
+}  // namespace convnet

@@ -1,0 +1,89 @@
+"""Data sources and the prefetching pipeline (C++ worker threads; Python only iterates).
+
+    src = data.fashion_mnist_source(train=True)            # or folder_source(root), ...
+    pipe = data.Pipeline(src, batch=128, seed=1, workers=2)
+    for batch in pipe.epoch():                             # batches of CHWN tensors
+        net.train_batch(batch)                             # no NCHW conversion on the way
+
+Augmentation follows the AlexNet paper: random crops and reflections, PCA colour noise
+(``pca_std=0.1`` with statistics from ``compute_stats``), mean subtraction; at test time the
+centre crop, or ``ten_views`` (4 corners + centre, each with its reflection).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import _core
+from .datasets import FASHION_MNIST_DIR
+
+DataError = _core.DataError
+DataSource = _core.DataSource
+DataStats = _core.DataStats
+idx_source = _core.idx_source
+folder_source = _core.folder_source
+generated_source = _core.generated_source
+array_source = _core.array_source
+load_stats = _core.load_stats
+ten_views = _core.ten_views
+
+
+def fashion_mnist_source(train: bool = True, root: str = FASHION_MNIST_DIR) -> DataSource:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist package (IDX files, gzip)."""
+    prefix = "train" if train else "t10k"
+    return idx_source(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"),
+                      os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"))
+
+
+def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) -> DataStats:
+    """Mean image and RGB principal components over `sample` examples (all when 0), with a
+    progress line on stderr for large sources."""
+    start = time.time()
+
+    def report(done, total):
+        rate = done / max(time.time() - start, 1e-9)
+        sys.stderr.write(f"\rdata statistics: {done}/{total} images ({rate:.0f} images/s)")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return _core.compute_stats(source, sample, report if progress else None)
+
+
+class Pipeline:
+    """Shuffles per epoch with `seed`, decodes and augments on `workers` threads into a queue of
+    `prefetch` batches. Output is identical for any number of workers."""
+
+    def __init__(self, source: DataSource, batch: int = 128, *, shuffle: bool = True,
+                 train: bool = True, drop_last: bool = False, seed: int = 1, workers: int = 2,
+                 prefetch: int = 4, crop: int = 0, random_crop: bool = True, mirror: bool = True,
+                 pca_std: float = 0.0, subtract_mean_image: bool = False, mean_value: float = 0.0,
+                 scale: float = 1.0, stats: DataStats | None = None):
+        if batch < 1 or workers < 1 or prefetch < 1:
+            raise ValueError(f"batch, workers and prefetch must be >= 1 (got {batch}, {workers}, {prefetch})")
+        self.source = source
+        self._pipe = _core.Pipeline(source, batch, shuffle, train, drop_last, seed, workers, prefetch,
+                                    crop, random_crop, mirror, pca_std, subtract_mean_image,
+                                    mean_value, scale, stats if stats is not None else DataStats())
+
+    def epoch(self):
+        """Iterates over the batches of the current epoch; the next call continues with the next."""
+        while True:
+            b = self._pipe.next()
+            if b is None:
+                return
+            yield b
+
+    def start_epoch(self, epoch: int) -> None:
+        self._pipe.start_epoch(epoch)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self._pipe.batches_per_epoch
+
+    @property
+    def skipped(self) -> int:
+        """Examples that failed to load (corrupt files) and were replaced, so far."""
+        return self._pipe.skipped_total

@@ -1,0 +1,303 @@
+// Tests of the AlexNet augmentation (data/augment.cpp) on small hand-filled images: the ten
+// test-time views pixel by pixel, centre crops at test time, random crops and reflections
+// (every position reached, reflections half the time, each output exactly one window of the
+// input), PCA colour noise (exactly sum_i alpha_i lambda_i p_i per channel, alpha_i ~ N(0, std)),
+// and mean subtraction that follows the crop and the reflection.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+#include "convnet/data.h"
+#include "convnet/error.h"
+
+namespace convnet {
+namespace {
+
+// A 1 x 4 x 5 image whose pixel values are their indices: row y holds 5y .. 5y + 4.
+std::vector<float> index_image(int c = 1, int h = 4, int w = 5) {
+  std::vector<float> img(size_t(c * h * w));
+  for (size_t i = 0; i < img.size(); ++i) img[i] = float(i);
+  return img;
+}
+
+// View v (of 10) of a {C, crop, crop, 10} tensor, as C*crop*crop CHW values.
+std::vector<float> view_of(const Tensor& t, int v) {
+  const auto all = t.to_vector();
+  std::vector<float> out(all.size() / 10);
+  for (size_t p = 0; p < out.size(); ++p) out[p] = all[p * 10 + size_t(v)];
+  return out;
+}
+
+TEST(AugmentTenViews, EveryViewOfA4x5ImageExactly) {
+  const auto img = index_image();
+  const Tensor t = ten_views(img.data(), 1, 4, 5, 3);
+  ASSERT_EQ(t.shape(), (Shape{1, 3, 3, 10}));
+  // Worked out by hand from the image (row y = 5y .. 5y+4).
+  const std::vector<std::vector<float>> want = {
+      {0, 1, 2, 5, 6, 7, 10, 11, 12},        // top-left
+      {2, 3, 4, 7, 8, 9, 12, 13, 14},        // top-right
+      {5, 6, 7, 10, 11, 12, 15, 16, 17},     // bottom-left
+      {7, 8, 9, 12, 13, 14, 17, 18, 19},     // bottom-right
+      {1, 2, 3, 6, 7, 8, 11, 12, 13},        // centre: (4-3)/2 = 0, (5-3)/2 = 1
+      {2, 1, 0, 7, 6, 5, 12, 11, 10},        // and the same five reflected
+      {4, 3, 2, 9, 8, 7, 14, 13, 12},
+      {7, 6, 5, 12, 11, 10, 17, 16, 15},
+      {9, 8, 7, 14, 13, 12, 19, 18, 17},
+      {3, 2, 1, 8, 7, 6, 13, 12, 11},
+  };
+  for (int v = 0; v < 10; ++v) EXPECT_EQ(view_of(t, v), want[size_t(v)]) << "view " << v;
+}
+
+TEST(AugmentTenViews, ChannelsStayApart) {
+  const auto img = index_image(2, 4, 5);  // channel 1 = channel 0 + 20
+  const Tensor t = ten_views(img.data(), 2, 4, 5, 2);
+  ASSERT_EQ(t.shape(), (Shape{2, 2, 2, 10}));
+  for (int v = 0; v < 10; ++v) {
+    const auto view = view_of(t, v);
+    for (int p = 0; p < 4; ++p) EXPECT_EQ(view[size_t(4 + p)], view[size_t(p)] + 20.f);
+  }
+  // Bottom-right of channel 1, reflected: rows 2-3, columns 4, 3.
+  EXPECT_EQ(view_of(t, 8), (std::vector<float>{14, 13, 19, 18, 34, 33, 39, 38}));
+}
+
+TEST(AugmentTenViews, RejectsACropThatDoesNotFit) {
+  const auto img = index_image();
+  EXPECT_THROW(ten_views(img.data(), 1, 4, 5, 5), ValueError);
+  EXPECT_THROW(ten_views(img.data(), 1, 4, 5, -1), ValueError);
+}
+
+std::vector<float> augment(const std::vector<float>& img, int c, int h, int w,
+                           const AugmentOptions& o, const DataStats& stats, bool train,
+                           uint64_t key) {
+  const int oh = o.crop ? o.crop : h, ow = o.crop ? o.crop : w;
+  std::vector<float> out(size_t(c * oh * ow), -12345.f);
+  augment_example(img.data(), c, h, w, o, stats, train, key, out.data());
+  return out;
+}
+
+// The ch x cw window at (y0, x0), reflected or not, of a C x H x W image: ((in - mean) * scale).
+std::vector<float> window(const std::vector<float>& img, int c, int h, int w, int y0, int x0,
+                          int crop, bool mirror, const std::vector<float>* mean = nullptr,
+                          float scale = 1.f) {
+  std::vector<float> out;
+  for (int k = 0; k < c; ++k)
+    for (int y = 0; y < crop; ++y)
+      for (int x = 0; x < crop; ++x) {
+        const int sx = x0 + (mirror ? crop - 1 - x : x);
+        const size_t i = size_t((k * h + y0 + y) * w + sx);
+        out.push_back((img[i] - (mean ? (*mean)[i] : 0.f)) * scale);
+      }
+  return out;
+}
+
+TEST(AugmentExample, TestTimeIsTheCentreCropUnreflected) {
+  const auto img = index_image();
+  AugmentOptions o;
+  o.crop = 3;  // random_crop and mirror are on, but train = false
+  for (uint64_t key : {0ull, 1ull, 99ull, 0xdeadbeefull})
+    EXPECT_EQ(augment(img, 1, 4, 5, o, {}, false, key), window(img, 1, 4, 5, 0, 1, 3, false));
+  // Training with both switched off is the centre crop too.
+  o.random_crop = false;
+  o.mirror = false;
+  EXPECT_EQ(augment(img, 1, 4, 5, o, {}, true, 7), window(img, 1, 4, 5, 0, 1, 3, false));
+  // A 6 x 6 image with crop 3: centre at (6-3)/2 = 1.
+  const auto sq = index_image(1, 6, 6);
+  EXPECT_EQ(augment(sq, 1, 6, 6, o, {}, false, 3), window(sq, 1, 6, 6, 1, 1, 3, false));
+}
+
+TEST(AugmentExample, CropZeroKeepsTheWholeImage) {
+  const auto img = index_image(2, 4, 5);
+  AugmentOptions o;
+  o.mirror = false;
+  EXPECT_EQ(augment(img, 2, 4, 5, o, {}, true, 5), img);
+}
+
+TEST(AugmentExample, RandomCropsReachEveryPositionAndReflectHalfTheTime) {
+  const auto img = index_image();
+  AugmentOptions o;
+  o.crop = 3;
+  std::map<std::array<int, 3>, int> seen;  // (y0, x0, mirror) -> count
+  const int trials = 6000;
+  for (int k = 0; k < trials; ++k) {
+    const auto out = augment(img, 1, 4, 5, o, {}, true, uint64_t(k) * 7919 + 13);
+    int matches = 0;
+    for (int y0 = 0; y0 <= 1; ++y0)
+      for (int x0 = 0; x0 <= 2; ++x0)
+        for (int m = 0; m <= 1; ++m)
+          if (out == window(img, 1, 4, 5, y0, x0, 3, m != 0)) {
+            ++matches;
+            ++seen[{y0, x0, m}];
+          }
+    ASSERT_EQ(matches, 1) << "key " << k << ": the output is not exactly one window";
+  }
+  ASSERT_EQ(seen.size(), 12u);  // 2 x 3 positions, each reflected or not
+  int mirrored = 0;
+  for (const auto& [where, n] : seen) {
+    EXPECT_NEAR(double(n) / trials, 1.0 / 12, 0.02) << where[0] << "," << where[1] << "," << where[2];
+    if (where[2]) mirrored += n;
+  }
+  EXPECT_NEAR(double(mirrored) / trials, 0.5, 0.03);
+}
+
+TEST(AugmentExample, SameKeySameOutputOtherKeysDiffer) {
+  const auto img = index_image(3, 8, 8);
+  AugmentOptions o;
+  o.crop = 5;
+  DataStats stats;
+  stats.eigenvalues = {10.f, 5.f, 1.f};
+  stats.eigenvectors = {{{1, 0, 0}, {0, 1, 0}, {0, 0, 1}}};
+  o.pca_std = 0.1f;
+  const auto a = augment(img, 3, 8, 8, o, stats, true, 42);
+  EXPECT_EQ(a, augment(img, 3, 8, 8, o, stats, true, 42));
+  int differ = 0;
+  for (uint64_t k = 43; k < 53; ++k) differ += augment(img, 3, 8, 8, o, stats, true, k) != a;
+  EXPECT_EQ(differ, 10);  // the colour noise alone makes every key different
+}
+
+// A rotated orthonormal RGB basis and eigenvalues, as compute_stats would give.
+DataStats pca_stats(std::array<float, 3> lambda) {
+  DataStats s;
+  s.eigenvalues = lambda;
+  const double r = 1.0 / std::sqrt(3.0), q = 1.0 / std::sqrt(2.0), t = 1.0 / std::sqrt(6.0);
+  s.eigenvectors = {{{float(r), float(r), float(r)},
+                     {float(q), 0.f, float(-q)},
+                     {float(t), float(-2 * t), float(t)}}};
+  return s;
+}
+
+// The per-channel offset the augmentation added, checking that it is the same at every pixel.
+std::array<double, 3> offsets(const std::vector<float>& in, const std::vector<float>& out, int plane) {
+  std::array<double, 3> d{};
+  for (int c = 0; c < 3; ++c) {
+    d[size_t(c)] = double(out[size_t(c * plane)]) - in[size_t(c * plane)];
+    for (int p = 0; p < plane; ++p)
+      EXPECT_NEAR(double(out[size_t(c * plane + p)]) - in[size_t(c * plane + p)], d[size_t(c)], 1e-4);
+  }
+  return d;
+}
+
+TEST(AugmentExample, PcaNoiseIsSumOfAlphaLambdaP) {
+  std::vector<float> img(3 * 4 * 4);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = float((i * 37) % 200 + 20);
+  AugmentOptions o;
+  o.random_crop = false;
+  o.mirror = false;
+  for (float pca_std : {0.1f, 0.5f}) {
+    o.pca_std = pca_std;
+    const DataStats s = pca_stats({60.f, 12.f, 3.f});
+    const int n = 4000;
+    double sum[3] = {0, 0, 0}, sq[3] = {0, 0, 0}, cross01 = 0, dsum[3] = {0, 0, 0};
+    for (int k = 0; k < n; ++k) {
+      const auto out = augment(img, 3, 4, 4, o, s, true, uint64_t(k) + 1000);
+      const auto d = offsets(img, out, 16);
+      double alpha[3];
+      for (int i = 0; i < 3; ++i) {
+        // p_i are orthonormal, so alpha_i = (p_i . d) / lambda_i.
+        double dot = 0;
+        for (int c = 0; c < 3; ++c) dot += double(s.eigenvectors[size_t(i)][size_t(c)]) * d[size_t(c)];
+        alpha[i] = dot / s.eigenvalues[size_t(i)];
+        sum[i] += alpha[i];
+        sq[i] += alpha[i] * alpha[i];
+        dsum[i] += d[size_t(i)];
+      }
+      cross01 += alpha[0] * alpha[1];
+    }
+    for (int i = 0; i < 3; ++i) {
+      const double mean = sum[i] / n, sd = std::sqrt(sq[i] / n - mean * mean);
+      EXPECT_NEAR(mean, 0.0, 4 * pca_std / std::sqrt(n)) << "alpha " << i;
+      EXPECT_NEAR(sd, pca_std, 0.05 * pca_std) << "alpha " << i;
+      EXPECT_NEAR(dsum[i] / n, 0.0, 4 * pca_std * 60 / std::sqrt(n)) << "offset of channel " << i;
+    }
+    EXPECT_NEAR(cross01 / n, 0.0, 4 * pca_std * pca_std / std::sqrt(n)) << "alphas correlated";
+  }
+}
+
+TEST(AugmentExample, PcaNoiseWithOneEigenvalueIsAlongItsVector) {
+  std::vector<float> img(3 * 3 * 3);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = float(100 + i);
+  AugmentOptions o;
+  o.random_crop = false;
+  o.mirror = false;
+  o.pca_std = 0.3f;
+  for (int which = 0; which < 3; ++which) {
+    std::array<float, 3> lambda{0.f, 0.f, 0.f};
+    lambda[size_t(which)] = 40.f;
+    const DataStats s = pca_stats(lambda);
+    const auto& p = s.eigenvectors[size_t(which)];
+    for (uint64_t k = 0; k < 50; ++k) {
+      const auto d = offsets(img, augment(img, 3, 3, 3, o, s, true, k), 9);
+      const double along = d[0] * p[0] + d[1] * p[1] + d[2] * p[2];
+      for (int c = 0; c < 3; ++c) EXPECT_NEAR(d[size_t(c)], along * p[size_t(c)], 1e-4);
+      EXPECT_GT(std::fabs(along), 0.0);
+    }
+  }
+}
+
+TEST(AugmentExample, NoPcaNoiseAtTestTimeOrForGreyImages) {
+  const DataStats s = pca_stats({60.f, 12.f, 3.f});
+  AugmentOptions o;
+  o.random_crop = false;
+  o.mirror = false;
+  o.pca_std = 0.5f;
+  std::vector<float> rgb(3 * 4 * 4);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = float(i) * 1.5f;
+  EXPECT_EQ(augment(rgb, 3, 4, 4, o, s, false, 9), rgb);
+  const auto grey = index_image(1, 4, 4);
+  EXPECT_EQ(augment(grey, 1, 4, 4, o, s, true, 9), grey);
+}
+
+TEST(AugmentExample, MeanImageFollowsTheCropAndReflection) {
+  const int c = 2, h = 4, w = 5;
+  const auto img = index_image(c, h, w);
+  DataStats s;
+  s.mean.resize(img.size());
+  for (size_t i = 0; i < s.mean.size(); ++i) s.mean[i] = float(i * i % 17) * 0.25f + 0.5f;
+  AugmentOptions o;
+  o.crop = 3;
+  o.subtract_mean_image = true;
+  o.mean_value = 1000.f;  // ignored when subtracting the mean image
+  o.scale = 0.5f;
+  int mirrored = 0, tried = 0;
+  for (uint64_t k = 0; k < 300; ++k) {
+    const auto out = augment(img, c, h, w, o, s, true, k * 31 + 1);
+    int matches = 0;
+    for (int y0 = 0; y0 <= 1; ++y0)
+      for (int x0 = 0; x0 <= 2; ++x0)
+        for (int m = 0; m <= 1; ++m)
+          if (out == window(img, c, h, w, y0, x0, 3, m != 0, &s.mean, 0.5f)) {
+            ++matches;
+            mirrored += m;
+          }
+    ASSERT_EQ(matches, 1) << "key " << k;
+    ++tried;
+  }
+  EXPECT_GT(mirrored, 0);
+  EXPECT_LT(mirrored, tried);
+  // Test time: the centre window of both.
+  EXPECT_EQ(augment(img, c, h, w, o, s, false, 0), window(img, c, h, w, 0, 1, 3, false, &s.mean, 0.5f));
+  // The scalar mean instead.
+  o.subtract_mean_image = false;
+  o.mean_value = 3.5f;
+  o.scale = 2.f;
+  const std::vector<float> flat(img.size(), 3.5f);
+  EXPECT_EQ(augment(img, c, h, w, o, s, false, 0), window(img, c, h, w, 0, 1, 3, false, &flat, 2.f));
+}
+
+TEST(AugmentExample, RejectsBadOptions) {
+  const auto img = index_image();
+  AugmentOptions o;
+  o.crop = 5;  // taller than 4
+  std::vector<float> out(100);
+  EXPECT_THROW(augment_example(img.data(), 1, 4, 5, o, {}, true, 0, out.data()), ValueError);
+  o.crop = 3;
+  o.subtract_mean_image = true;  // without a mean image
+  EXPECT_THROW(augment_example(img.data(), 1, 4, 5, o, {}, true, 0, out.data()), ValueError);
+}
+
+}  // namespace
+}  // namespace convnet

@@ -1,0 +1,744 @@
+// Image decoding, resize + centre crop, and folder_source. The test images are written here with
+// libjpeg's compressor and libpng's writer into a fresh temporary folder, so the expected pixels
+// are known exactly.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
+#include "convnet/data.h"
+#include "data/image_decode.h"
+
+#ifdef CONVNET_WITH_JPEG
+#include <jpeglib.h>
+#endif
+#ifdef CONVNET_WITH_PNG
+#include <png.h>
+#endif
+
+namespace convnet {
+namespace {
+
+namespace fs = std::filesystem;
+
+#ifdef CONVNET_WITH_JPEG
+#define REQUIRE_JPEG() (void)0
+#else
+#define REQUIRE_JPEG() \
+  GTEST_SKIP() << "CONVNET_WITH_JPEG is not defined here: built without libjpeg"
+#endif
+#ifdef CONVNET_WITH_PNG
+#define REQUIRE_PNG() (void)0
+#else
+#define REQUIRE_PNG() GTEST_SKIP() << "CONVNET_WITH_PNG is not defined here: built without libpng"
+#endif
+
+// A fresh folder under the system temp folder, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("convnet_image_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+[[maybe_unused]] void write_bytes(const fs::path& p, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+[[maybe_unused]] std::vector<uint8_t> read_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+// A smooth RGB test pattern: red along x, green along y, blue along the diagonal.
+[[maybe_unused]] std::vector<uint8_t> gradient_rgb(int w, int h) {
+  std::vector<uint8_t> px(size_t(w) * h * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = &px[(size_t(y) * w + x) * 3];
+      p[0] = uint8_t(20 + 200 * x / std::max(1, w - 1));
+      p[1] = uint8_t(30 + 190 * y / std::max(1, h - 1));
+      p[2] = uint8_t(240 - 200 * (x + y) / std::max(1, w + h - 2));
+    }
+  return px;
+}
+
+[[maybe_unused]] Image make_image(int w, int h, int c, std::vector<uint8_t> px) {
+  Image im;
+  im.width = w, im.height = h, im.channels = c, im.pixels = std::move(px);
+  return im;
+}
+
+struct Diff {
+  int max = 0;
+  double mean = 0;
+};
+[[maybe_unused]] Diff compare(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  Diff d;
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const int e = std::abs(int(a[i]) - int(b[i]));
+    d.max = std::max(d.max, e);
+    d.mean += e;
+  }
+  d.mean /= double(std::max<size_t>(1, a.size()));
+  return d;
+}
+
+// Expects `f` to throw E with `part` in its message.
+template <typename E, typename F>
+void expect_throw_naming(F&& f, const std::string& part) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an exception naming " << part;
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+        << "message '" << e.what() << "' does not name " << part;
+  }
+}
+
+#ifdef CONVNET_WITH_JPEG
+struct JpegOptions {
+  int quality = 95;
+  J_COLOR_SPACE stored = JCS_UNKNOWN;  // the file's colour space; JCS_UNKNOWN: libjpeg's default
+  bool adobe_marker = true;            // only changed for CMYK (libjpeg writes one for CMYK/YCCK)
+};
+
+// Writes `components` x w x h interleaved pixels given in colour space `input`.
+void write_jpeg(const fs::path& p, int w, int h, int components, J_COLOR_SPACE input,
+                const std::vector<uint8_t>& px, JpegOptions o = {}) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr err;
+  cinfo.err = jpeg_std_error(&err);
+  jpeg_create_compress(&cinfo);
+  std::FILE* f = std::fopen(p.c_str(), "wb");
+  ASSERT_NE(f, nullptr) << p;
+  jpeg_stdio_dest(&cinfo, f);
+  cinfo.image_width = JDIMENSION(w);
+  cinfo.image_height = JDIMENSION(h);
+  cinfo.input_components = components;
+  cinfo.in_color_space = input;
+  jpeg_set_defaults(&cinfo);
+  if (o.stored != JCS_UNKNOWN) jpeg_set_colorspace(&cinfo, o.stored);
+  if (input == JCS_CMYK) cinfo.write_Adobe_marker = o.adobe_marker ? TRUE : FALSE;
+  jpeg_set_quality(&cinfo, o.quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(&px[size_t(cinfo.next_scanline) * w * components]);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::fclose(f);
+}
+#endif
+
+#ifdef CONVNET_WITH_PNG
+struct PngSpec {
+  int width = 0, height = 0, color_type = PNG_COLOR_TYPE_RGB, bit_depth = 8;
+  bool interlaced = false;
+  std::vector<png_color> palette;
+  std::vector<png_byte> trans;  // tRNS alphas for palette entries
+};
+
+// `rows` holds the raw rows exactly as PNG stores them (packed for depth < 8, big-endian 16-bit).
+void write_png(const fs::path& p, const PngSpec& s, std::vector<uint8_t> rows) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  std::FILE* f = std::fopen(p.c_str(), "wb");
+  ASSERT_NE(f, nullptr) << p;
+  png_init_io(png, f);
+  png_set_IHDR(png, info, png_uint_32(s.width), png_uint_32(s.height), s.bit_depth, s.color_type,
+               s.interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  if (!s.palette.empty()) png_set_PLTE(png, info, s.palette.data(), int(s.palette.size()));
+  if (!s.trans.empty()) png_set_tRNS(png, info, s.trans.data(), int(s.trans.size()), nullptr);
+  png_write_info(png, info);
+  const size_t stride = rows.size() / size_t(s.height);
+  std::vector<png_bytep> ptrs(size_t(s.height));
+  for (int y = 0; y < s.height; ++y) ptrs[size_t(y)] = rows.data() + size_t(y) * stride;
+  png_write_image(png, ptrs.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(f);
+}
+
+void write_png_rgb(const fs::path& p, int w, int h, const std::vector<uint8_t>& rgb) {
+  PngSpec s;
+  s.width = w, s.height = h;
+  write_png(p, s, rgb);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+TEST(ImageDecode, JpegGradientIsCloseToTheSource) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  TempDir dir;
+  const int w = 96, h = 64;
+  const auto src = gradient_rgb(w, h);
+  write_jpeg(dir / "g.jpg", w, h, 3, JCS_RGB, src);
+  const Image im = decode_image((dir / "g.jpg").string());
+  ASSERT_EQ(im.channels, 3);
+  ASSERT_EQ(im.width, w);
+  ASSERT_EQ(im.height, h);
+  const Diff d = compare(im.pixels, src);
+  EXPECT_LE(d.max, 6);
+  EXPECT_LE(d.mean, 1.5);
+#endif
+}
+
+TEST(ImageDecode, PngRgbDecodesExactly) {
+  REQUIRE_PNG();
+#ifdef CONVNET_WITH_PNG
+  TempDir dir;
+  const int w = 37, h = 23;
+  std::mt19937 rng(3);
+  std::vector<uint8_t> src(size_t(w) * h * 3);
+  for (auto& v : src) v = uint8_t(rng());
+  write_png_rgb(dir / "r.png", w, h, src);
+  const Image im = decode_image((dir / "r.png").string());
+  EXPECT_EQ(im.width, w);
+  EXPECT_EQ(im.height, h);
+  EXPECT_EQ(im.pixels, src);
+#endif
+}
+
+#ifdef CONVNET_WITH_PNG
+// One PNG layout and the RGB it must decode to.
+void expect_png_decodes_to(const PngSpec& s, const std::vector<uint8_t>& rows,
+                           const std::vector<uint8_t>& want_rgb, const char* what) {
+  TempDir dir;
+  write_png(dir / "x.png", s, rows);
+  const Image im = decode_image((dir / "x.png").string());
+  ASSERT_EQ(im.width, s.width) << what;
+  ASSERT_EQ(im.height, s.height) << what;
+  ASSERT_EQ(im.channels, 3) << what;
+  EXPECT_EQ(im.pixels, want_rgb) << what;
+}
+#endif
+
+TEST(ImageDecode, PngLayoutsAllBecome8BitRgb) {
+  REQUIRE_PNG();
+#ifdef CONVNET_WITH_PNG
+  const int w = 5, h = 3, n = w * h;
+  std::vector<uint8_t> grey(n), want(size_t(n) * 3);
+  for (int i = 0; i < n; ++i) grey[size_t(i)] = uint8_t(17 * i);
+  for (int i = 0; i < n; ++i) std::fill_n(&want[size_t(i) * 3], 3, grey[size_t(i)]);
+  PngSpec s;
+  s.width = w, s.height = h;
+
+  s.color_type = PNG_COLOR_TYPE_GRAY;
+  expect_png_decodes_to(s, grey, want, "grey 8-bit");
+  s.interlaced = true;
+  expect_png_decodes_to(s, grey, want, "grey 8-bit interlaced");
+  s.interlaced = false;
+
+  std::vector<uint8_t> ga;  // grey + alpha: alpha dropped
+  for (int i = 0; i < n; ++i) ga.push_back(grey[size_t(i)]), ga.push_back(uint8_t(255 - i));
+  s.color_type = PNG_COLOR_TYPE_GRAY_ALPHA;
+  expect_png_decodes_to(s, ga, want, "grey+alpha");
+
+  std::vector<uint8_t> rgba;  // RGBA: alpha dropped
+  std::vector<uint8_t> rgb(size_t(n) * 3);
+  for (int i = 0; i < n; ++i) {
+    const uint8_t px[3] = {uint8_t(i * 9), uint8_t(200 - i * 5), uint8_t(i * 13 % 256)};
+    rgba.insert(rgba.end(), px, px + 3);
+    rgba.push_back(uint8_t(i * 3));
+    std::copy(px, px + 3, &rgb[size_t(i) * 3]);
+  }
+  s.color_type = PNG_COLOR_TYPE_RGB_ALPHA;
+  expect_png_decodes_to(s, rgba, rgb, "RGBA");
+
+  // 16-bit RGB: v16 = v8 * 257 reduces back to v8 exactly.
+  std::vector<uint8_t> rgb16;
+  for (uint8_t v : rgb) rgb16.push_back(v), rgb16.push_back(v);  // big-endian v * 257
+  s.color_type = PNG_COLOR_TYPE_RGB;
+  s.bit_depth = 16;
+  expect_png_decodes_to(s, rgb16, rgb, "RGB 16-bit");
+#ifdef PNG_READ_SCALE_16_TO_8_SUPPORTED
+  {  // Reduced with rounding (v * 255 / 65535), not by keeping the high byte: 0x01C0 -> 2, not 1.
+    PngSpec g16;
+    g16.width = 4, g16.height = 1, g16.color_type = PNG_COLOR_TYPE_GRAY, g16.bit_depth = 16;
+    expect_png_decodes_to(g16, {0x00, 0x00, 0x01, 0xC0, 0x80, 0x00, 0xFF, 0xFF},
+                          {0, 0, 0, 2, 2, 2, 128, 128, 128, 255, 255, 255}, "grey 16-bit");
+  }
+#endif
+  s.bit_depth = 8;
+
+  // Palette with transparency (tRNS): the colours, alpha dropped.
+  s.color_type = PNG_COLOR_TYPE_PALETTE;
+  s.palette = {{10, 20, 30}, {200, 100, 50}, {0, 255, 7}};
+  s.trans = {0, 128};
+  std::vector<uint8_t> idx(n), want_pal(size_t(n) * 3);
+  for (int i = 0; i < n; ++i) {
+    idx[size_t(i)] = uint8_t(i % 3);
+    const png_color c = s.palette[size_t(i % 3)];
+    want_pal[size_t(i) * 3] = c.red, want_pal[size_t(i) * 3 + 1] = c.green;
+    want_pal[size_t(i) * 3 + 2] = c.blue;
+  }
+  expect_png_decodes_to(s, idx, want_pal, "palette + tRNS");
+  s.palette.clear(), s.trans.clear();
+
+  // 1-bit grey: 0 -> 0, 1 -> 255. Rows are packed, most significant bit first.
+  s.color_type = PNG_COLOR_TYPE_GRAY;
+  s.bit_depth = 1;
+  std::vector<uint8_t> bits(static_cast<size_t>(h)), want_bits(size_t(n) * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const bool on = (x + y) % 2 == 0;
+      if (on) bits[size_t(y)] |= uint8_t(0x80 >> x);
+      std::fill_n(&want_bits[size_t(y * w + x) * 3], 3, on ? 255 : 0);
+    }
+  expect_png_decodes_to(s, bits, want_bits, "grey 1-bit");
+#endif
+}
+
+TEST(ImageDecode, GreyJpegGivesThreeEqualChannels) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  TempDir dir;
+  const int w = 40, h = 30;
+  std::vector<uint8_t> grey(size_t(w) * h);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) grey[size_t(y) * w + x] = uint8_t(40 + 4 * x + 2 * y);
+  write_jpeg(dir / "grey.jpg", w, h, 1, JCS_GRAYSCALE, grey);
+  const Image im = decode_image((dir / "grey.jpg").string());
+  ASSERT_EQ(im.channels, 3);
+  ASSERT_EQ(im.width, w);
+  ASSERT_EQ(im.height, h);
+  std::vector<uint8_t> red;
+  for (size_t i = 0; i < grey.size(); ++i) {
+    ASSERT_EQ(im.pixels[3 * i], im.pixels[3 * i + 1]) << "pixel " << i;
+    ASSERT_EQ(im.pixels[3 * i], im.pixels[3 * i + 2]) << "pixel " << i;
+    red.push_back(im.pixels[3 * i]);
+  }
+  EXPECT_LE(compare(red, grey).max, 4);
+#endif
+}
+
+#ifdef CONVNET_WITH_JPEG
+// A CMYK test image: inks (c, m, y, k) varying smoothly, and the RGB they mean,
+// R = (255 - C)(255 - K) / 255.
+void cmyk_pattern(int w, int h, std::vector<uint8_t>& inks, std::vector<uint8_t>& rgb) {
+  inks.clear(), rgb.clear();
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const int c = 200 * x / (w - 1), m = 180 * y / (h - 1), ye = 60, k = 30 + x + y;
+      inks.insert(inks.end(), {uint8_t(c), uint8_t(m), uint8_t(ye), uint8_t(k)});
+      for (int ink : {c, m, ye}) rgb.push_back(uint8_t(std::lround((255 - ink) * (255 - k) / 255.0)));
+    }
+}
+
+void check_cmyk(const fs::path& p, int w, int h, const std::vector<uint8_t>& want) {
+  const Image im = decode_image(p.string());
+  ASSERT_EQ(im.channels, 3);
+  ASSERT_EQ(im.width, w);
+  ASSERT_EQ(im.height, h);
+  const Diff d = compare(im.pixels, want);
+  EXPECT_LE(d.max, 8) << p;
+  EXPECT_LE(d.mean, 2.0) << p;
+}
+#endif
+
+TEST(ImageDecode, AdobeCmykJpegIsInvertedCmyk) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  // Photoshop writes CMYK inverted (stored = 255 - ink) with an Adobe marker; so does this.
+  TempDir dir;
+  const int w = 48, h = 32;
+  std::vector<uint8_t> inks, rgb;
+  cmyk_pattern(w, h, inks, rgb);
+  std::vector<uint8_t> stored(inks.size());
+  for (size_t i = 0; i < inks.size(); ++i) stored[i] = uint8_t(255 - inks[i]);
+  write_jpeg(dir / "adobe.jpg", w, h, 4, JCS_CMYK, stored);
+  check_cmyk(dir / "adobe.jpg", w, h, rgb);
+  // YCCK (Adobe transform 2) is the same inverted CMYK, colour-transformed by libjpeg.
+  JpegOptions ycck;
+  ycck.stored = JCS_YCCK;
+  write_jpeg(dir / "ycck.jpg", w, h, 4, JCS_CMYK, stored, ycck);
+  check_cmyk(dir / "ycck.jpg", w, h, rgb);
+#endif
+}
+
+TEST(ImageDecode, PlainCmykJpegWithoutAdobeMarker) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  TempDir dir;
+  const int w = 48, h = 32;
+  std::vector<uint8_t> inks, rgb;
+  cmyk_pattern(w, h, inks, rgb);
+  JpegOptions plain;
+  plain.adobe_marker = false;
+  write_jpeg(dir / "plain.jpg", w, h, 4, JCS_CMYK, inks, plain);
+  check_cmyk(dir / "plain.jpg", w, h, rgb);
+#endif
+}
+
+TEST(ImageDecode, TruncatedJpegIsDataErrorNamingTheFile) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  TempDir dir;
+  const int w = 64, h = 64;
+  write_jpeg(dir / "full.jpg", w, h, 3, JCS_RGB, gradient_rgb(w, h));
+  auto bytes = read_bytes(dir / "full.jpg");
+  bytes.resize(bytes.size() / 2);
+  const fs::path cut = dir / "cut.jpg";
+  write_bytes(cut, bytes);
+  expect_throw_naming<DataError>([&] { decode_image(cut.string()); }, cut.string());
+  expect_throw_naming<DataError>([&] { decode_image(cut.string()); }, "Premature end");
+  // Cut inside the headers: a libjpeg error proper rather than a warning.
+  bytes.resize(40);
+  write_bytes(cut, bytes);
+  expect_throw_naming<DataError>([&] { decode_image(cut.string()); }, cut.string());
+#endif
+}
+
+TEST(ImageDecode, NotAnImageIsDataErrorNamingTheFile) {
+  TempDir dir;
+  const fs::path text = dir / "x.jpg", empty = dir / "empty.png";
+  { std::ofstream(text) << "hello, I am not a JPEG\n"; }
+  { std::ofstream f(empty); }
+  expect_throw_naming<DataError>([&] { decode_image(text.string()); }, text.string());
+  expect_throw_naming<DataError>([&] { decode_image(text.string()); }, "not a JPEG or PNG image");
+  expect_throw_naming<DataError>([&] { decode_image(empty.string()); }, empty.string());
+  expect_throw_naming<DataError>([&] { decode_image(empty.string()); }, "not a JPEG or PNG image");
+  const fs::path missing = dir / "missing.jpg";
+  expect_throw_naming<DataError>([&] { decode_image(missing.string()); }, missing.string());
+}
+
+TEST(ImageDecode, CorruptPngChunkIsDataErrorNamingTheFile) {
+  REQUIRE_PNG();
+#ifdef CONVNET_WITH_PNG
+  TempDir dir;
+  const int w = 32, h = 32;
+  write_png_rgb(dir / "ok.png", w, h, gradient_rgb(w, h));
+  auto bytes = read_bytes(dir / "ok.png");
+  const std::string idat = "IDAT";
+  const size_t at = size_t(std::search(bytes.begin(), bytes.end(), idat.begin(), idat.end()) -
+                           bytes.begin());
+  ASSERT_LT(at, bytes.size());
+  const size_t length = size_t(bytes[at - 4]) << 24 | size_t(bytes[at - 3]) << 16 |
+                        size_t(bytes[at - 2]) << 8 | bytes[at - 1];
+  const fs::path bad = dir / "bad.png";
+  // A flipped byte inside the compressed data (zlib notices before the CRC is checked).
+  auto flipped = bytes;
+  flipped[at + 8] ^= 0x5A;
+  write_bytes(bad, flipped);
+  expect_throw_naming<DataError>([&] { decode_image(bad.string()); }, bad.string());
+  // The data intact but the chunk's CRC wrong.
+  auto bad_crc = bytes;
+  bad_crc[at + 4 + length] ^= 0x01;
+  write_bytes(bad, bad_crc);
+  expect_throw_naming<DataError>([&] { decode_image(bad.string()); }, bad.string());
+  expect_throw_naming<DataError>([&] { decode_image(bad.string()); }, "CRC");
+  // Truncated inside the image data.
+  bytes.resize(bytes.size() / 2);
+  write_bytes(bad, bytes);
+  expect_throw_naming<DataError>([&] { decode_image(bad.string()); }, bad.string());
+#endif
+}
+
+TEST(ImageDecode, FormatComesFromTheBytesNotTheName) {
+  REQUIRE_PNG();
+#ifdef CONVNET_WITH_PNG
+  // ImageNet's train set has a PNG named .JPEG.
+  TempDir dir;
+  const auto src = gradient_rgb(20, 10);
+  write_png_rgb(dir / "really_png.JPEG", 20, 10, src);
+  EXPECT_EQ(decode_image((dir / "really_png.JPEG").string()).pixels, src);
+#endif
+}
+
+TEST(ImageDecode, DctScaledDecodeKeepsTheShorterSideAboveTheHint) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  TempDir dir;
+  const int w = 2048, h = 1536;
+  const auto src = gradient_rgb(w, h);
+  const fs::path p = dir / "big.jpg";
+  write_jpeg(p, w, h, 3, JCS_RGB, src, JpegOptions{90});
+  struct Case { int hint, want_w, want_h; };
+  for (Case c : {Case{0, 2048, 1536}, Case{256, 512, 384}, Case{192, 256, 192},
+                 Case{100, 256, 192}, Case{500, 1024, 768}, Case{768, 1024, 768},
+                 Case{769, 2048, 1536}, Case{5000, 2048, 1536}}) {
+    const Image im = decode_image(p.string(), c.hint);
+    EXPECT_EQ(im.width, c.want_w) << "hint " << c.hint;
+    EXPECT_EQ(im.height, c.want_h) << "hint " << c.hint;
+    if (c.hint > 0 && c.hint <= h) {
+      EXPECT_GE(std::min(im.width, im.height), c.hint);
+    }
+  }
+  // The 1/4-scale decode is the gradient, shrunk.
+  const Image quarter = decode_image(p.string(), 256);
+  const Image want = resize_shorter_and_centre_crop(make_image(w, h, 3, src), 384);
+  const Image got = resize_shorter_and_centre_crop(quarter, 384);
+  const Diff d = compare(got.pixels, want.pixels);
+  EXPECT_LE(d.max, 6);
+  EXPECT_LE(d.mean, 1.5);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resize + centre crop
+
+TEST(ImageResize, ConstantImageStaysConstant) {
+  for (auto [w, h, size] : {std::array<int, 3>{500, 375, 256}, {37, 91, 256}, {1000, 999, 17},
+                           {3, 2, 7}}) {
+    const Image in = make_image(w, h, 3, std::vector<uint8_t>(size_t(w) * h * 3, 173));
+    const Image out = resize_shorter_and_centre_crop(in, size);
+    ASSERT_EQ(out.width, size);
+    ASSERT_EQ(out.height, size);
+    ASSERT_EQ(out.channels, 3);
+    for (uint8_t v : out.pixels) ASSERT_EQ(v, 173) << w << "x" << h << " -> " << size;
+  }
+}
+
+TEST(ImageResize, HalvingIsTheExactBoxAverage) {
+  // 600 x 400 -> shorter side 200: 300 x 200, crop columns 50..249 of the halved image.
+  const int w = 600, h = 400, size = 200;
+  std::mt19937 rng(7);
+  std::vector<uint8_t> px(size_t(w) * h * 3);
+  for (auto& v : px) v = uint8_t(rng());
+  const Image out = resize_shorter_and_centre_crop(make_image(w, h, 3, px), size);
+  ASSERT_EQ(out.width, size);
+  ASSERT_EQ(out.height, size);
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      for (int c = 0; c < 3; ++c) {
+        int sum = 0;
+        for (int dy = 0; dy < 2; ++dy)
+          for (int dx = 0; dx < 2; ++dx)
+            sum += px[(size_t(2 * y + dy) * w + 2 * (x + 50) + dx) * 3 + c];
+        const int want = (2 * sum + 4) / 8;  // sum / 4 rounded half up
+        ASSERT_EQ(out.pixels[(size_t(y) * size + x) * 3 + c], want)
+            << "at y " << y << " x " << x << " c " << c;
+      }
+}
+
+TEST(ImageResize, CentreCropOffsetLandscapeAndPortrait) {
+  // The shorter side already equals `size`: no resampling, only the crop, at
+  // floor((long - size) / 2).
+  std::mt19937 rng(11);
+  for (auto [w, h] : {std::array<int, 2>{300, 200}, {200, 301}, {201, 200}}) {
+    const int size = 200;
+    std::vector<uint8_t> px(size_t(w) * h * 3);
+    for (auto& v : px) v = uint8_t(rng());
+    const Image out = resize_shorter_and_centre_crop(make_image(w, h, 3, px), size);
+    ASSERT_EQ(out.width, size);
+    ASSERT_EQ(out.height, size);
+    const int x0 = (w - size) / 2, y0 = (h - size) / 2;
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x)
+        for (int c = 0; c < 3; ++c)
+          ASSERT_EQ(out.pixels[(size_t(y) * size + x) * 3 + c],
+                    px[(size_t(y + y0) * w + x + x0) * 3 + c])
+              << w << "x" << h << " at " << y << "," << x;
+  }
+}
+
+TEST(ImageResize, PortraitIsTheTransposeOfLandscape) {
+  // The same picture standing up and lying down gives transposed crops.
+  const int w = 500, h = 375, size = 256;
+  std::mt19937 rng(5);
+  std::vector<uint8_t> land(size_t(w) * h), port(size_t(w) * h);
+  for (auto& v : land) v = uint8_t(rng());
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) port[size_t(x) * h + y] = land[size_t(y) * w + x];
+  const Image a = resize_shorter_and_centre_crop(make_image(w, h, 1, land), size);
+  const Image b = resize_shorter_and_centre_crop(make_image(h, w, 1, port), size);
+  ASSERT_EQ(a.width, size);
+  ASSERT_EQ(b.height, size);
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      ASSERT_EQ(a.pixels[size_t(y) * size + x], b.pixels[size_t(x) * size + y]) << y << "," << x;
+}
+
+TEST(ImageResize, LongerSideIsRoundedNotTruncated) {
+  // 5 x 2 -> shorter side 1: the longer side is 2.5, rounded to 3 (not truncated to 2), so the
+  // 1-pixel crop is the middle third: columns [5/3, 10/3) weighted 1/5, 3/5, 1/5.
+  const Image in = make_image(5, 2, 1, {0, 50, 100, 150, 200, 0, 50, 100, 150, 200});
+  const Image out = resize_shorter_and_centre_crop(in, 1);
+  ASSERT_EQ(out.pixels.size(), 1u);
+  EXPECT_EQ(out.pixels[0], 100);
+}
+
+TEST(ImageResize, EnlargingIsBilinear) {
+  // 2 x 1 grey (0, 200) -> shorter side 4: 8 x 4, crop columns 2..5, sampled at
+  // x = (o + 0.5) / 4 - 0.5 = 0.125, 0.375, 0.625, 0.875.
+  const Image out = resize_shorter_and_centre_crop(make_image(2, 1, 1, {0, 200}), 4);
+  ASSERT_EQ(out.width, 4);
+  ASSERT_EQ(out.height, 4);
+  for (int y = 0; y < 4; ++y) {
+    EXPECT_EQ(out.pixels[size_t(y) * 4 + 0], 25);
+    EXPECT_EQ(out.pixels[size_t(y) * 4 + 1], 75);
+    EXPECT_EQ(out.pixels[size_t(y) * 4 + 2], 125);
+    EXPECT_EQ(out.pixels[size_t(y) * 4 + 3], 175);
+  }
+}
+
+TEST(ImageResize, BadArgumentsAreValueErrors) {
+  const Image in = make_image(4, 4, 3, std::vector<uint8_t>(48, 1));
+  EXPECT_THROW(resize_shorter_and_centre_crop(in, 0), ValueError);
+  EXPECT_THROW(resize_shorter_and_centre_crop(Image{}, 8), ValueError);
+}
+
+TEST(ImageResize, ImageToChwPlanes) {
+  const Image im = make_image(2, 1, 3, {1, 2, 3, 4, 5, 6});
+  float chw[6];
+  image_to_chw(im, chw);
+  const float want[6] = {1, 4, 2, 5, 3, 6};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(chw[i], want[i]) << i;
+}
+
+// ---------------------------------------------------------------------------------------------
+// folder_source
+
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+// root/b_dogs: two JPEGs + a README + a hidden file; root/a_cats: a .JPEG and a .PNG;
+// root/c_birds: one .Jpeg; root/labels.txt (not a folder). Each image is one flat colour.
+struct FolderFixture {
+  TempDir dir;
+  fs::path root = dir / "train";
+  FolderFixture() {
+    for (const char* c : {"a_cats", "b_dogs", "c_birds"}) fs::create_directories(root / c);
+    auto flat = [](int w, int h, uint8_t r, uint8_t g, uint8_t b) {
+      std::vector<uint8_t> px;
+      for (int i = 0; i < w * h; ++i) px.insert(px.end(), {r, g, b});
+      return px;
+    };
+    write_jpeg(root / "b_dogs" / "dog2.jpg", 40, 30, 3, JCS_RGB, flat(40, 30, 200, 10, 10));
+    write_jpeg(root / "b_dogs" / "dog1.jpg", 30, 50, 3, JCS_RGB, flat(30, 50, 10, 200, 10));
+    write_jpeg(root / "a_cats" / "cat.JPEG", 64, 48, 3, JCS_RGB, flat(64, 48, 10, 10, 200));
+    write_png_rgb(root / "a_cats" / "another.PNG", 17, 19, flat(17, 19, 90, 80, 70));
+    write_jpeg(root / "c_birds" / "bird.Jpeg", 20, 20, 3, JCS_RGB, flat(20, 20, 128, 128, 128));
+    std::ofstream(root / "b_dogs" / "README.txt") << "not an image";
+    std::ofstream(root / "b_dogs" / ".hidden.jpg") << "not an image either";
+    std::ofstream(root / "labels.txt") << "cats dogs birds";
+  }
+};
+#endif
+
+TEST(FolderSource, SortedClassesIndicesAndPaths) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  FolderFixture fx;
+  auto src = folder_source(fx.root.string(), 8);
+  EXPECT_EQ(src->class_names(), (std::vector<std::string>{"a_cats", "b_dogs", "c_birds"}));
+  EXPECT_EQ(src->classes(), 3);
+  EXPECT_EQ(src->channels(), 3);
+  EXPECT_EQ(src->height(), 8);
+  EXPECT_EQ(src->width(), 8);
+  ASSERT_EQ(src->size(), 5);  // README.txt, .hidden.jpg and labels.txt are not examples
+  const std::vector<std::pair<std::string, int>> want = {
+      {"a_cats/another.PNG", 0}, {"a_cats/cat.JPEG", 0}, {"b_dogs/dog1.jpg", 1},
+      {"b_dogs/dog2.jpg", 1},   {"c_birds/bird.Jpeg", 2}};
+  const uint8_t colours[5][3] = {{90, 80, 70}, {10, 10, 200}, {10, 200, 10}, {200, 10, 10},
+                                 {128, 128, 128}};
+  std::vector<float> chw(3 * 8 * 8);
+  for (int64_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(src->describe(i), (fx.root / want[size_t(i)].first).string());
+    EXPECT_EQ(src->load(i, chw.data()), want[size_t(i)].second) << i;
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 64; ++p)
+        ASSERT_NEAR(chw[size_t(c * 64 + p)], colours[i][c], 3.0) << "example " << i << " c " << c;
+  }
+  EXPECT_THROW(src->describe(5), ValueError);
+  EXPECT_THROW(src->load(-1, chw.data()), ValueError);
+#endif
+}
+
+TEST(FolderSource, EmptyClassFolderIsValueErrorNamingIt) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  FolderFixture fx;
+  fs::create_directories(fx.root / "d_empty");
+  std::ofstream(fx.root / "d_empty" / "notes.txt") << "no images here";
+  expect_throw_naming<ValueError>([&] { folder_source(fx.root.string()); },
+                                  (fx.root / "d_empty").string());
+#endif
+}
+
+TEST(FolderSource, MissingOrEmptyRootIsValueErrorNamingIt) {
+  TempDir dir;
+  const std::string missing = (dir / "nope").string();
+  expect_throw_naming<ValueError>([&] { folder_source(missing); }, missing);
+  fs::create_directories(dir / "flat");
+  std::ofstream(dir / "flat" / "a.jpg") << "x";  // images but no class folders
+  const std::string flat = (dir / "flat").string();
+  expect_throw_naming<ValueError>([&] { folder_source(flat); }, flat);
+  // A file given as the root.
+  expect_throw_naming<ValueError>([&] { folder_source((dir / "flat" / "a.jpg").string()); },
+                                  "a.jpg");
+}
+
+TEST(FolderSource, CorruptFileIsDataErrorNamingIt) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  FolderFixture fx;
+  const fs::path bad = fx.root / "c_birds" / "broken.jpg";
+  std::ofstream(bad) << "\xFF\xD8\xFF garbage";
+  auto src = folder_source(fx.root.string(), 8);
+  ASSERT_EQ(src->size(), 6);
+  ASSERT_EQ(src->describe(5), bad.string());
+  std::vector<float> chw(3 * 8 * 8);
+  expect_throw_naming<DataError>([&] { src->load(5, chw.data()); }, bad.string());
+  EXPECT_EQ(src->load(4, chw.data()), 2);  // its neighbour still loads
+#endif
+}
+
+TEST(FolderSource, ConcurrentLoadsMatchSerialLoads) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  FolderFixture fx;
+  auto src = folder_source(fx.root.string(), 16);
+  const size_t n = size_t(src->size()), per = 3 * 16 * 16;
+  std::vector<float> serial(n * per);
+  for (size_t i = 0; i < n; ++i) src->load(int64_t(i), &serial[i * per]);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      std::vector<float> buf(per);
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < n; ++i) {
+          src->load(int64_t(i), buf.data());
+          if (!std::equal(buf.begin(), buf.end(), serial.begin() + long(i * per))) ++mismatches;
+        }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+#endif
+}
+
+}  // namespace
+}  // namespace convnet

@@ -1,0 +1,616 @@
+// Tests of the prefetching pipeline (data/pipeline.cpp), the generated and array sources, and
+// the data statistics (data/stats.cpp): every example once per epoch in the CHWN layout,
+// shuffles that repeat per seed and change per epoch, batches bitwise identical for any number
+// of workers, partial and dropped last batches, unreadable examples replaced and counted, a
+// prompt destructor, start_epoch; the mean image and RGB principal components, and the JSON
+// round trip.
+#include <gtest/gtest.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "convnet/data.h"
+#include "convnet/error.h"
+
+namespace convnet {
+namespace {
+
+// N examples of C x H x W whose pixel (c, y, x) of example i is i * 1000 + c * 100 + y * 10 + x,
+// label i % classes: any pixel of a batch says which example and which position it came from.
+std::shared_ptr<DataSource> coded_source(int n, int c = 2, int h = 3, int w = 4, int classes = 7) {
+  std::vector<float> data;
+  std::vector<int> labels;
+  for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < c; ++k)
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) data.push_back(float(i * 1000 + k * 100 + y * 10 + x));
+    labels.push_back(i % classes);
+  }
+  return array_source(data.data(), labels.data(), n, c, h, w, classes);
+}
+
+PipelineOptions plain_options(int batch, int workers = 2) {
+  PipelineOptions o;
+  o.batch = batch;
+  o.workers = workers;
+  o.train = false;  // no augmentation: the batch holds the examples as loaded
+  return o;
+}
+
+// Checks the CHWN layout of a batch of coded examples and returns the example indices in it.
+std::vector<int> decode_batch(const Batch& b, int c, int h, int w, int classes = 7) {
+  const int n = b.images.dim(3);
+  EXPECT_EQ(b.images.shape(), (Shape{c, h, w, n}));
+  EXPECT_EQ(b.labels.shape(), (Shape{n}));
+  const auto img = b.images.to_vector();
+  const auto lab = b.labels.to_vector();
+  std::vector<int> out;
+  for (int j = 0; j < n; ++j) {
+    const int i = int(img[size_t(j)]) / 1000;
+    for (int k = 0; k < c; ++k)
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+          EXPECT_EQ(img[size_t(((k * h + y) * w + x) * n + j)], float(i * 1000 + k * 100 + y * 10 + x));
+    EXPECT_EQ(lab[size_t(j)], float(i % classes));
+    out.push_back(i);
+  }
+  return out;
+}
+
+// The example order of one epoch (the pipeline must be at the start of it).
+std::vector<int> epoch_order(Pipeline& p, int c = 2, int h = 3, int w = 4) {
+  std::vector<int> order;
+  Batch b;
+  while (p.next(b)) {
+    const auto ids = decode_batch(b, c, h, w);
+    order.insert(order.end(), ids.begin(), ids.end());
+  }
+  return order;
+}
+
+TEST(Pipeline, EveryExampleOncePerEpochInChwn) {
+  Pipeline p(coded_source(103), plain_options(10));
+  EXPECT_EQ(p.batches_per_epoch(), 11);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    EXPECT_EQ(p.epoch(), epoch);
+    auto order = epoch_order(p);
+    ASSERT_EQ(order.size(), 103u);
+    std::sort(order.begin(), order.end());
+    for (int i = 0; i < 103; ++i) ASSERT_EQ(order[size_t(i)], i);
+  }
+  EXPECT_EQ(p.skipped_total(), 0);
+}
+
+TEST(Pipeline, ShuffleChangesPerEpochAndRepeatsPerSeed) {
+  std::vector<std::vector<int>> a, b, c;
+  {
+    Pipeline p(coded_source(50), plain_options(8));
+    for (int e = 0; e < 3; ++e) a.push_back(epoch_order(p));
+  }
+  {
+    Pipeline p(coded_source(50), plain_options(8, 3));
+    for (int e = 0; e < 3; ++e) b.push_back(epoch_order(p));
+  }
+  {
+    auto o = plain_options(8);
+    o.seed = 2;
+    Pipeline p(coded_source(50), o);
+    for (int e = 0; e < 3; ++e) c.push_back(epoch_order(p));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a[0], a[1]);
+  EXPECT_NE(a[1], a[2]);
+  EXPECT_NE(a[0], c[0]);
+  std::vector<int> identity(50);
+  for (int i = 0; i < 50; ++i) identity[size_t(i)] = i;
+  EXPECT_NE(a[0], identity);
+  auto o = plain_options(8);
+  o.shuffle = false;
+  Pipeline p(coded_source(50), o);
+  EXPECT_EQ(epoch_order(p), identity);
+  EXPECT_EQ(epoch_order(p), identity);
+}
+
+// All batches of `epochs` epochs, kept (the consumer may hold on to them).
+std::vector<Batch> run(std::shared_ptr<DataSource> src, PipelineOptions o, const DataStats& stats,
+                       int epochs) {
+  Pipeline p(std::move(src), o, stats);
+  std::vector<Batch> out;
+  for (int e = 0; e < epochs; ++e) {
+    Batch b;
+    while (p.next(b)) out.push_back(b);
+  }
+  return out;
+}
+
+void expect_same_batches(const std::vector<Batch>& a, const std::vector<Batch>& b, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].images.shape(), b[i].images.shape()) << what << " batch " << i;
+    EXPECT_EQ(a[i].epoch, b[i].epoch);
+    EXPECT_EQ(a[i].index, b[i].index);
+    ASSERT_EQ(std::memcmp(a[i].images.data(), b[i].images.data(), sizeof(float) * size_t(a[i].images.numel())), 0)
+        << what << ": batch " << i << " differs";
+    ASSERT_EQ(std::memcmp(a[i].labels.data(), b[i].labels.data(), sizeof(float) * size_t(a[i].labels.numel())), 0)
+        << what << ": labels of batch " << i << " differ";
+  }
+}
+
+TEST(Pipeline, IdenticalBatchesForAnyWorkerCountAndPrefetch) {
+  auto src = generated_source(300, 5, 3, 20, 7);
+  const DataStats stats = compute_stats(*src);
+  PipelineOptions o;
+  o.batch = 32;
+  o.augment.crop = 16;
+  o.augment.pca_std = 0.1f;
+  o.augment.subtract_mean_image = true;
+  o.augment.scale = 1.f / 255;
+  o.workers = 1;
+  o.prefetch = 4;
+  const auto reference = run(src, o, stats, 2);
+  ASSERT_EQ(reference.size(), 20u);
+  EXPECT_EQ(reference.back().images.shape(), (Shape{3, 16, 16, 300 - 9 * 32}));
+  for (int workers : {2, 4}) {
+    o.workers = workers;
+    expect_same_batches(reference, run(src, o, stats, 2), "workers");
+  }
+  o.workers = 3;
+  o.prefetch = 1;
+  expect_same_batches(reference, run(src, o, stats, 2), "prefetch 1");
+  // A different seed gives different batches.
+  o.seed = 99;
+  const auto other = run(src, o, stats, 1);
+  EXPECT_NE(std::memcmp(other[0].images.data(), reference[0].images.data(), sizeof(float) * 32 * 3 * 16 * 16), 0);
+}
+
+TEST(Pipeline, PartialLastBatchOrDropLast) {
+  auto o = plain_options(10);
+  {
+    Pipeline p(coded_source(103), o);
+    Batch b;
+    int batches = 0;
+    while (p.next(b)) {
+      EXPECT_EQ(b.index, batches);
+      EXPECT_EQ(b.epoch, 0);
+      EXPECT_EQ(b.images.dim(3), batches < 10 ? 10 : 3);
+      ++batches;
+    }
+    EXPECT_EQ(batches, 11);
+  }
+  o.drop_last = true;
+  Pipeline p(coded_source(103), o);
+  EXPECT_EQ(p.batches_per_epoch(), 10);
+  for (int e = 0; e < 2; ++e) {
+    const auto order = epoch_order(p);
+    EXPECT_EQ(order.size(), 100u);
+    EXPECT_EQ(std::set<int>(order.begin(), order.end()).size(), 100u);
+  }
+  o.batch = 200;
+  EXPECT_THROW({ Pipeline p(coded_source(103), o); }, ValueError);
+}
+
+TEST(Pipeline, TrainingCropsAndReflections) {
+  // Train-mode batches: every example is some 3x3 window of its 4x5 image (crop, maybe reflected).
+  auto o = plain_options(16);
+  o.train = true;
+  o.augment.crop = 3;
+  Pipeline p(coded_source(40, 1, 4, 5), o);
+  Batch b;
+  std::set<std::pair<int, int>> corners;
+  while (p.next(b)) {
+    const int n = b.images.dim(3);
+    ASSERT_EQ(b.images.shape(), (Shape{1, 3, 3, n}));
+    const auto img = b.images.to_vector();
+    for (int j = 0; j < n; ++j) {
+      const int code = int(img[size_t(j)]) % 1000;  // pixel (0,0) of the window: y0 * 10 + x0 (or reflected)
+      const int left = int(img[size_t(j)]) % 10, right = int(img[size_t(2 * n + j)]) % 10;
+      const bool mirrored = left > right;
+      const int y0 = code / 10, x0 = mirrored ? right : left;
+      corners.insert({y0, x0});
+      for (int y = 0; y < 3; ++y)
+        for (int x = 0; x < 3; ++x) {
+          const int sx = mirrored ? x0 + 2 - x : x0 + x;
+          ASSERT_EQ(int(img[size_t((y * 3 + x) * n + j)]) % 1000, (y0 + y) * 10 + sx);
+        }
+    }
+  }
+  EXPECT_EQ(corners.size(), 6u);
+}
+
+// Wraps a source; the examples in `bad` throw DataError naming a file.
+class FlakySource : public DataSource {
+ public:
+  FlakySource(std::shared_ptr<DataSource> inner, std::set<int64_t> bad, int sleep_ms = 0)
+      : inner_(std::move(inner)), bad_(std::move(bad)), sleep_ms_(sleep_ms) {}
+  int64_t size() const override { return inner_->size(); }
+  int channels() const override { return inner_->channels(); }
+  int height() const override { return inner_->height(); }
+  int width() const override { return inner_->width(); }
+  int classes() const override { return inner_->classes(); }
+  int load(int64_t i, float* chw) const override {
+    if (sleep_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms_));
+    if (bad_.count(i) || bad_.count(-1)) throw DataError(describe(i) + ": corrupt JPEG data");
+    return inner_->load(i, chw);
+  }
+  std::string describe(int64_t i) const override { return "images/bad-" + std::to_string(i) + ".jpg"; }
+
+ private:
+  std::shared_ptr<DataSource> inner_;
+  std::set<int64_t> bad_;
+  int sleep_ms_;
+};
+
+TEST(Pipeline, UnreadableExampleIsReplacedAndCounted) {
+  auto src = std::make_shared<FlakySource>(coded_source(60), std::set<int64_t>{7});
+  Pipeline p(src, plain_options(8, 3));
+  for (int e = 0; e < 3; ++e) {
+    std::map<int, int> seen;
+    int64_t skipped = 0;
+    Batch b;
+    while (p.next(b)) {
+      for (int i : decode_batch(b, 2, 3, 4)) ++seen[i];
+      skipped += b.skipped;
+    }
+    EXPECT_EQ(skipped, 1);
+    EXPECT_EQ(seen.count(7), 0u);
+    // 60 slots filled: one example appears twice (the one after 7 in the order, standing in).
+    EXPECT_EQ(seen.size(), 59u);
+    int twice = 0;
+    for (const auto& [i, n] : seen) twice += n == 2;
+    EXPECT_EQ(twice, 1);
+    EXPECT_EQ(p.skipped_total(), e + 1);
+  }
+}
+
+TEST(Pipeline, GivesUpWhenNothingLoadsNamingTheFiles) {
+  auto src = std::make_shared<FlakySource>(coded_source(300), std::set<int64_t>{-1});
+  Pipeline p(src, plain_options(8));
+  Batch b;
+  try {
+    p.next(b);
+    FAIL() << "no error";
+  } catch (const RuntimeError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("images/bad-"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("100 consecutive"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(p.next(b), RuntimeError);  // the same error again, not a hang
+}
+
+TEST(Pipeline, DestructorMidEpochIsPrompt) {
+  using clock = std::chrono::steady_clock;
+  {
+    // Large batches being built when the consumer leaves.
+    PipelineOptions o;
+    o.batch = 128;
+    o.augment.crop = 224;
+    auto p = std::make_unique<Pipeline>(generated_source(2000, 10, 3, 256), o);
+    Batch b;
+    ASSERT_TRUE(p->next(b));
+    const auto t0 = clock::now();
+    p.reset();
+    EXPECT_LT(std::chrono::duration<double>(clock::now() - t0).count(), 1.0);
+  }
+  {
+    // A slow source (10 ms per image, 1.3 s per batch): the workers must stop mid-batch.
+    auto src = std::make_shared<FlakySource>(coded_source(1000), std::set<int64_t>{}, 10);
+    auto o = plain_options(128, 4);
+    auto p = std::make_unique<Pipeline>(src, o);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto t0 = clock::now();
+    p.reset();
+    EXPECT_LT(std::chrono::duration<double>(clock::now() - t0).count(), 1.0);
+  }
+  {
+    // Never consumed at all, and the ring full.
+    auto p = std::make_unique<Pipeline>(coded_source(100), plain_options(4));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto t0 = clock::now();
+    p.reset();
+    EXPECT_LT(std::chrono::duration<double>(clock::now() - t0).count(), 1.0);
+  }
+}
+
+TEST(Pipeline, StartEpochDrainsAndRestarts) {
+  auto src = generated_source(100, 4, 3, 12, 3);
+  PipelineOptions o;
+  o.batch = 16;
+  o.augment.crop = 10;
+  const auto three = run(src, o, {}, 4);  // epochs 0-3, 7 batches each
+  ASSERT_EQ(three.size(), 28u);
+  Pipeline p(src, o);
+  Batch b;
+  ASSERT_TRUE(p.next(b));
+  ASSERT_TRUE(p.next(b));
+  p.start_epoch(3);
+  EXPECT_EQ(p.epoch(), 3);
+  std::vector<Batch> got;
+  while (p.next(b)) got.push_back(b);
+  EXPECT_EQ(p.epoch(), 4);
+  expect_same_batches(std::vector<Batch>(three.begin() + 21, three.end()), got, "epoch 3");
+  // Back to epoch 0 mid-epoch.
+  ASSERT_TRUE(p.next(b));
+  p.start_epoch(0);
+  got.clear();
+  while (p.next(b)) got.push_back(b);
+  expect_same_batches(std::vector<Batch>(three.begin(), three.begin() + 7), got, "epoch 0");
+}
+
+TEST(Pipeline, RejectsBadOptions) {
+  auto src = generated_source(20, 2, 3, 8);
+  PipelineOptions o;
+  o.augment.crop = 9;
+  EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+  o.augment.crop = 6;
+  o.augment.pca_std = 0.1f;  // no stats
+  EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+  o.augment.pca_std = 0.f;
+  o.augment.subtract_mean_image = true;  // no mean image
+  EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+  o.augment.subtract_mean_image = false;
+  o.workers = 0;
+  EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+  o.workers = 1;
+  o.batch = 0;
+  EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+}
+
+// ---- sources ----
+
+TEST(PipelineSources, GeneratedIsDeterministicIntegralAndLearnable) {
+  auto a = generated_source(400, 4, 3, 16, 5);
+  auto b = generated_source(400, 4, 3, 16, 5);
+  auto c = generated_source(400, 4, 3, 16, 6);
+  EXPECT_EQ(a->channels(), 3);
+  EXPECT_EQ(a->height(), 16);
+  EXPECT_EQ(a->classes(), 4);
+  const size_t n = 3 * 16 * 16;
+  std::vector<float> x(n), y(n);
+  int differ = 0;
+  std::vector<std::vector<double>> class_mean(4, std::vector<double>(n, 0.0));
+  std::vector<int> class_count(4, 0), labels;
+  std::vector<std::vector<float>> images;
+  for (int i = 0; i < 400; ++i) {
+    const int l = a->load(i, x.data());
+    EXPECT_EQ(b->load(i, y.data()), l);
+    ASSERT_EQ(x, y) << "example " << i;
+    ASSERT_TRUE(l >= 0 && l < 4);
+    for (float v : x) ASSERT_TRUE(v >= 0.f && v <= 255.f && v == std::nearbyint(v));
+    c->load(i, y.data());
+    differ += x != y;
+    if (i < 200) {
+      for (size_t k = 0; k < n; ++k) class_mean[size_t(l)][k] += x[k];
+      ++class_count[size_t(l)];
+    } else {
+      images.push_back(x);
+      labels.push_back(l);
+    }
+  }
+  EXPECT_GT(differ, 390);
+  for (int k = 0; k < 4; ++k) ASSERT_GT(class_count[size_t(k)], 20) << "class " << k;
+  // Learnable: the nearest class mean of the first 200 labels most of the other 200.
+  int right = 0;
+  for (size_t t = 0; t < images.size(); ++t) {
+    int best = -1;
+    double best_d = 1e300;
+    for (int k = 0; k < 4; ++k) {
+      double d = 0;
+      for (size_t p = 0; p < n; ++p) {
+        const double e = images[t][p] - class_mean[size_t(k)][p] / class_count[size_t(k)];
+        d += e * e;
+      }
+      if (d < best_d) best_d = d, best = k;
+    }
+    right += best == labels[t];
+  }
+  EXPECT_GT(right, 180);
+  EXPECT_THROW(a->load(400, x.data()), ValueError);
+}
+
+TEST(PipelineSources, ArraySourceCopiesAndChecksLabels) {
+  std::vector<float> data = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<int> labels = {1, 0};
+  auto s = array_source(data.data(), labels.data(), 2, 1, 2, 2, 2);
+  data.assign(8, -1.f);  // copied in: the caller's buffer may change
+  std::vector<float> x(4);
+  EXPECT_EQ(s->load(1, x.data()), 0);
+  EXPECT_EQ(x, (std::vector<float>{5, 6, 7, 8}));
+  labels = {1, 2};
+  EXPECT_THROW(array_source(data.data(), labels.data(), 2, 1, 2, 2, 2), ValueError);
+}
+
+// ---- statistics ----
+
+// N RGB images of size x size whose pixel colours are given by `colour(example, pixel)`.
+template <class F>
+std::shared_ptr<DataSource> colour_source(int n, int size, F colour) {
+  std::vector<float> data;
+  std::vector<int> labels(size_t(n), 0);
+  const int plane = size * size;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> img(size_t(3 * plane));
+    for (int p = 0; p < plane; ++p) {
+      const std::array<float, 3> rgb = colour(i, p);
+      for (int c = 0; c < 3; ++c) img[size_t(c * plane + p)] = rgb[size_t(c)];
+    }
+    data.insert(data.end(), img.begin(), img.end());
+  }
+  return array_source(data.data(), labels.data(), n, 3, size, size, 1);
+}
+
+TEST(Stats, ConstantColourHasExactMeanAndNoVariance) {
+  auto src = colour_source(40, 6, [](int, int) { return std::array<float, 3>{200.f, 100.f, 50.f}; });
+  const DataStats s = compute_stats(*src);
+  EXPECT_EQ(s.examples, 40);
+  ASSERT_EQ(s.mean.size(), 3u * 36);
+  const float want[3] = {200.f, 100.f, 50.f};
+  for (int c = 0; c < 3; ++c)
+    for (int p = 0; p < 36; ++p) ASSERT_EQ(s.mean[size_t(c * 36 + p)], want[c]);
+  for (float l : s.eigenvalues) EXPECT_NEAR(l, 0.f, 1e-6);
+  for (int i = 0; i < 3; ++i) {
+    double norm = 0;
+    for (int c = 0; c < 3; ++c) norm += double(s.eigenvectors[size_t(i)][size_t(c)]) * s.eigenvectors[size_t(i)][size_t(c)];
+    EXPECT_NEAR(norm, 1.0, 1e-6);
+  }
+}
+
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+float unit(uint64_t h) { return float(double(h >> 11) * 0x1.0p-53 * 2 - 1); }  // in [-1, 1)
+
+TEST(Stats, ColoursAlongOneDirectionGiveThatEigenvector) {
+  const double u[3] = {1.0, 2.0, -0.5};
+  const double norm = std::sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2]);
+  auto src = colour_source(30, 8, [&](int i, int p) {
+    const double t = 60.0 * unit(mix(uint64_t(i) * 64 + uint64_t(p)));
+    return std::array<float, 3>{float(128 + t * u[0] / norm), float(128 + t * u[1] / norm),
+                                float(128 + t * u[2] / norm)};
+  });
+  const DataStats s = compute_stats(*src);
+  double dot = 0;
+  for (int c = 0; c < 3; ++c) dot += s.eigenvectors[0][size_t(c)] * u[c] / norm;
+  EXPECT_NEAR(dot, 1.0, 1e-5);  // the sign convention: largest component (green) positive
+  EXPECT_NEAR(s.eigenvalues[0], 1200.0, 60.0);  // var of uniform(-60, 60) = 3600 / 3
+  EXPECT_LT(s.eigenvalues[1], 1e-3);
+  EXPECT_LT(s.eigenvalues[2], 1e-3);
+}
+
+TEST(Stats, EigenDecompositionOfAGeneralCovariance) {
+  auto src = colour_source(25, 10, [](int i, int p) {
+    const uint64_t h = uint64_t(i) * 1000 + uint64_t(p);
+    const float a = 50 * unit(mix(3 * h)), b = 20 * unit(mix(3 * h + 1)), c = 8 * unit(mix(3 * h + 2));
+    return std::array<float, 3>{128 + a + b, 128 + 0.5f * a - b + c, 128 - 0.3f * a + c};
+  });
+  const DataStats s = compute_stats(*src);
+  // The covariance, computed here directly in double.
+  double mean[3] = {0, 0, 0}, cov[3][3] = {};
+  std::vector<float> img(300);
+  for (int i = 0; i < 25; ++i) {
+    src->load(i, img.data());
+    for (int p = 0; p < 100; ++p)
+      for (int c = 0; c < 3; ++c) mean[c] += img[size_t(c * 100 + p)] / 2500.0;
+  }
+  for (int i = 0; i < 25; ++i) {
+    src->load(i, img.data());
+    for (int p = 0; p < 100; ++p)
+      for (int c = 0; c < 3; ++c)
+        for (int d = 0; d < 3; ++d)
+          cov[c][d] += (img[size_t(c * 100 + p)] - mean[c]) * (img[size_t(d * 100 + p)] - mean[d]) / 2500.0;
+  }
+  EXPECT_GT(s.eigenvalues[0], s.eigenvalues[1]);
+  EXPECT_GT(s.eigenvalues[1], s.eigenvalues[2]);
+  EXPECT_GT(s.eigenvalues[2], 0.f);
+  for (int i = 0; i < 3; ++i) {
+    const auto& p = s.eigenvectors[size_t(i)];
+    for (int c = 0; c < 3; ++c) {
+      double cp = 0;
+      for (int d = 0; d < 3; ++d) cp += cov[c][d] * p[size_t(d)];
+      EXPECT_NEAR(cp, s.eigenvalues[size_t(i)] * p[size_t(c)], 1e-3 * s.eigenvalues[0]) << i << " " << c;
+    }
+    for (int j = 0; j < 3; ++j) {
+      double dot = 0;
+      for (int c = 0; c < 3; ++c) dot += double(p[size_t(c)]) * s.eigenvectors[size_t(j)][size_t(c)];
+      EXPECT_NEAR(dot, i == j ? 1.0 : 0.0, 1e-5);
+    }
+  }
+}
+
+TEST(Stats, SampleProgressAndSkippedExamples) {
+  auto src = coded_source(100, 1, 2, 2);
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  const DataStats s = compute_stats(*src, 10, [&](int64_t done, int64_t total) { calls.push_back({done, total}); });
+  EXPECT_EQ(s.examples, 10);
+  // Evenly spaced: examples 0, 10, ..., 90, whose pixel 0 is i * 1000; mean 45000.
+  EXPECT_EQ(s.mean[0], 45000.f);
+  EXPECT_EQ(s.mean[3], 45011.f);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back(), (std::pair<int64_t, int64_t>{10, 10}));
+  for (size_t i = 1; i < calls.size(); ++i) EXPECT_GT(calls[i].first, calls[i - 1].first);
+
+  auto flaky = std::make_shared<FlakySource>(coded_source(20, 1, 2, 2), std::set<int64_t>{3, 4});
+  const DataStats f = compute_stats(*flaky);
+  EXPECT_EQ(f.examples, 18);
+  EXPECT_NEAR(f.mean[0], (190.0 - 7.0) * 1000 / 18, 1e-2);
+  auto dead = std::make_shared<FlakySource>(coded_source(5, 1, 2, 2), std::set<int64_t>{-1});
+  EXPECT_THROW(compute_stats(*dead), RuntimeError);
+}
+
+TEST(Stats, ProgressRoughlyEveryPercent) {
+  auto src = generated_source(5000, 3, 1, 4);
+  std::vector<int64_t> done;
+  compute_stats(*src, 0, [&](int64_t d, int64_t) { done.push_back(d); });
+  EXPECT_GE(done.size(), 50u);
+  EXPECT_LE(done.size(), 130u);
+  EXPECT_EQ(done.back(), 5000);
+}
+
+TEST(Stats, SameResultForAnyThreadCount) {
+  auto src = generated_source(700, 5, 3, 48, 4);  // big enough for compute_stats to use threads
+  const int keep = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const DataStats one = compute_stats(*src);
+  omp_set_num_threads(4);
+  const DataStats four = compute_stats(*src);
+  omp_set_num_threads(keep);
+  EXPECT_EQ(one.mean, four.mean);
+  EXPECT_EQ(one.eigenvalues, four.eigenvalues);
+  EXPECT_EQ(one.eigenvectors, four.eigenvectors);
+}
+
+TEST(Stats, SaveLoadRoundTripAndErrorsNameTheFile) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("convnet_stats_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto src = generated_source(50, 3, 3, 8, 11);
+  const DataStats s = compute_stats(*src);
+  const std::string path = (dir / "stats.json").string();
+  save_stats(s, path);
+  const DataStats t = load_stats(path);
+  EXPECT_EQ(t.examples, s.examples);
+  EXPECT_EQ(t.mean, s.mean);  // bitwise: floats survive the JSON text
+  EXPECT_EQ(t.eigenvalues, s.eigenvalues);
+  EXPECT_EQ(t.eigenvectors, s.eigenvectors);
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+
+  auto message = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const std::string missing = (dir / "missing.json").string();
+  EXPECT_THROW(load_stats(missing), RuntimeError);
+  EXPECT_NE(message([&] { load_stats(missing); }).find(missing), std::string::npos);
+  const std::string bad = (dir / "bad.json").string();
+  std::ofstream(bad) << "{ not json";
+  EXPECT_THROW(load_stats(bad), ValueError);
+  EXPECT_NE(message([&] { load_stats(bad); }).find(bad), std::string::npos);
+  std::ofstream(bad) << R"({"format": "convnet-stats", "examples": 1, "mean": [1], "eigenvalues": [1, 2]})";
+  EXPECT_THROW(load_stats(bad), ValueError);
+  std::ofstream(bad) << R"({"something": "else"})";
+  EXPECT_NE(message([&] { load_stats(bad); }).find(bad), std::string::npos);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace convnet
