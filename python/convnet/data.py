@@ -41,9 +41,14 @@ def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) ->
     """Mean image and RGB principal components over `sample` examples (all when 0), with a
     progress line on stderr for large sources."""
     start = time.time()
+    last = [0.0]
 
     def report(done, total):
-        rate = done / max(time.time() - start, 1e-9)
+        now = time.time()
+        if done < total and now - last[0] < 0.5:  # at most two lines a second
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
         sys.stderr.write(f"\rdata statistics: {done}/{total} images ({rate:.0f} images/s)")
         if done == total:
             sys.stderr.write("\n")

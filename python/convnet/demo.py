@@ -12,17 +12,20 @@ import time
 
 import numpy as np
 
-from . import datasets, zoo
+from . import data, datasets, zoo
 from ._core import blas_name, num_threads, set_num_threads
 from .net import Net
 
 
-def evaluate(net: Net, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    correct = 0
-    for i in range(0, len(x), batch):
-        p = net.predict(x[i:i + batch])
-        correct += int((p.argmax(1) == y[i:i + batch]).sum())
-    return correct / len(x)
+def evaluate(net: Net, pipeline: data.Pipeline) -> float:
+    """Top-1 accuracy over one pass of a test pipeline."""
+    correct = total = 0
+    for batch in pipeline.epoch():
+        net._net.set_batch(batch, net.inputs[0], net.label_inputs[0])
+        stats = net._net.forward(False)["costs"][0]
+        correct += round((1 - stats["top1_error"]) * batch.size)
+        total += batch.size
+    return correct / total
 
 
 def main(argv=None) -> int:
@@ -37,30 +40,31 @@ def main(argv=None) -> int:
 
     if args.threads:
         set_num_threads(args.threads)
-    train_x, train_y, test_x, test_y = datasets.fashion_mnist(args.data)
-    mean = float(train_x.mean())
-    train_x, test_x = train_x - mean, test_x - mean  # scalar mean subtraction
+    train_src = data.fashion_mnist_source(train=True, root=args.data)
+    test_src = data.fashion_mnist_source(train=False, root=args.data)
+    # Pixels to [0, 1] minus the training set's mean pixel (scalar mean subtraction).
+    mean = float(np.mean(data.compute_stats(train_src, progress=False).mean)) / 255.0
+    opts = dict(batch=args.batch, scale=1.0 / 255.0, mean_value=mean * 255.0, workers=2, seed=args.seed)
+    train = data.Pipeline(train_src, shuffle=True, train=True, mirror=False, **opts)
+    test = data.Pipeline(test_src, shuffle=False, train=False, **opts)
     net = Net(zoo.fashion_alexnet(lr=args.lr), devices="cpu", seed=args.seed)
     print(f"convnet demo: fashion_alexnet ({net.parameter_count:,} parameters), "
-          f"{len(train_x):,} training and {len(test_x):,} test images, batch {args.batch}, "
+          f"{len(train_src):,} training and {len(test_src):,} test images, batch {args.batch}, "
           f"{args.epochs} epoch(s), {num_threads()} thread(s), {blas_name()}", flush=True)
-    rng = np.random.default_rng(args.seed)
-    steps = len(train_x) // args.batch
+    steps = train.batches_per_epoch
     start = time.time()
     for epoch in range(1, args.epochs + 1):
-        order = rng.permutation(len(train_x))
         cost = err = 0.0
         t0 = time.time()
-        for s in range(steps):
-            idx = order[s * args.batch:(s + 1) * args.batch]
-            c = net.train_step(train_x[idx], train_y[idx])["costs"][0]
+        for s, batch in enumerate(train.epoch()):
+            c = net.train_batch(batch)["costs"][0]
             cost += c["cost"]
             err += c["top1_error"]
             if (s + 1) % 50 == 0 or s + 1 == steps:
                 rate = (s + 1) * args.batch / (time.time() - t0)
                 print(f"\repoch {epoch}/{args.epochs}  batch {s + 1}/{steps}  cost {cost / (s + 1):.4f}  "
                       f"train error {err / (s + 1):.4f}  {rate:.0f} img/s", end="", flush=True)
-        acc = evaluate(net, test_x, test_y)
+        acc = evaluate(net, test)
         print(f"\nepoch {epoch}: test accuracy {acc:.4f}  ({time.time() - t0:.0f} s)", flush=True)
     print(f"done in {time.time() - start:.0f} s: test accuracy {acc:.4f}")
     return 0
