@@ -180,7 +180,8 @@ struct Pipeline::Impl {
   }
 
   // Loads the example at `pos` of the epoch's order, or, when it throws DataError, the next one
-  // of the order that loads (wrapping). Returns the index loaded; adds the failures to *skipped.
+  // of the order that loads (wrapping). Returns the index loaded; counts one skip when the
+  // example at `pos` itself failed (its replacements failing too are other examples' skips).
   int64_t load_with_skip(const std::vector<int64_t>& order, int64_t pos, float* chw, int* label,
                          int64_t* skipped) const {
     std::vector<int64_t> failed;
@@ -189,7 +190,7 @@ struct Pipeline::Impl {
       const int64_t index = order[size_t((pos + k) % count)];
       try {
         *label = source->load(index, chw);
-        *skipped += k;
+        *skipped += k > 0 ? 1 : 0;
         return index;
       } catch (const DataError& e) {
         failed.push_back(index);
