@@ -37,12 +37,13 @@ Each configuration creates its pipeline (threads / processes started), runs one 
 epoch, then times ``--epochs`` epochs. The configurations are interleaved over ``--rounds`` rounds
 (the development machines are shared VMs whose speed drifts) and the median is reported; the
 first round tends to be slow for everyone (fresh memory). A reference row times Pillow's JPEG
-decode alone (1 process), the floor every framework here shares.
+decode alone (1 process): the libjpeg-turbo work every framework here pays, so an upper bound on
+images/s per core (convnet links the system libjpeg-turbo, Pillow's wheel bundles its own).
 "per core" divides by the worker threads / processes (the consumer only counts batches).
 The ratio column is convnet's images/s per core over the row's, at the same number of cores
 (the issue's target for convnet / Pillow: >= 2).
 
-    PYTHONPATH=python python bench/data_pipeline.py [--images 256] [--rounds 3] [--json out.json]
+    PYTHONPATH=python python bench/data_pipeline.py [--images 256] [--rounds 5] [--json out.json]
 """
 
 from __future__ import annotations

@@ -214,12 +214,13 @@ def test_grey_and_cmyk_jpeg(tmp_path):
     cmyk = by_name["cmyk.jpg"]
     path = str(tmp_path / "c" / "cmyk.jpg")
     # Pillow's CMYK -> RGB is (255 - C)(255 - K) / 255 as convnet's; only rounding differs.
+    # Measured: max 1, mean 0.0001; vs the Pillow pipeline 0.94; vs the RGB original 0.48.
     exact = np.abs(cmyk - area_reference(pillow_rgb(path), 256))
     assert exact.max() <= 2 and exact.mean() < 0.1, (exact.max(), exact.mean())
     assert np.abs(cmyk - pillow_reference(path, 256)).mean() < 1.5
     # And it is the picture that was saved, not inverted or channel-swapped.
     original = area_reference(np.asarray(im), 256)
-    assert np.abs(cmyk - original).mean() < 6
+    assert np.abs(cmyk - original).mean() < 2
 
 
 def test_png_variants_and_content_sniffing(tmp_path):
@@ -496,14 +497,23 @@ def test_epochs_differ_and_seed_repeats():
     assert np.array_equal(example_ids(list(pipe.epoch()))[0], a1)
 
 
-def test_augmentation_changes_per_epoch_not_per_worker():
+def test_augmentation_changes_per_epoch_not_with_batch_position():
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 255, (16, 3, 10, 10)).astype(np.float32)
-    src = data.array_source(x, np.zeros(16, np.int32), 1)
+    src = data.array_source(x, np.arange(16, dtype=np.int32), 16)
     pipe = data.Pipeline(src, batch=16, shuffle=False, crop=6, workers=2)
     e0 = list(pipe.epoch())[0].images()
     e1 = list(pipe.epoch())[0].images()
     assert not np.array_equal(e0, e1)  # fresh crops / reflections each epoch
+    # An example's augmentation depends on (seed, epoch, example), not on the batch it lands in
+    # nor its place there: batches of 5, shuffled differently, give example i the same crop.
+    first = {}
+    for b in data.Pipeline(src, batch=16, shuffle=False, crop=6, seed=1).epoch():
+        first.update(zip(b.labels(), b.images()))
+    pipe = data.Pipeline(src, batch=5, shuffle=True, crop=6, seed=1, workers=3)
+    for b in pipe.epoch():
+        for label, img in zip(b.labels(), b.images()):
+            np.testing.assert_array_equal(img, first[label])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -208,8 +208,9 @@ bool jpeg_decode_into(const uint8_t* data, size_t size, int min_side_hint, JpegO
       for (unsigned r = 0; r < got; ++r)
         rows_to_rgb(rows[r], pixels + (first + r) * stride, size_t(width), components, inverted);
   }
-  // No jpeg_finish_decompress: all pixels are in, and it would only go on to look for the EOI
-  // marker, rejecting files that lack nothing but their last two bytes.
+  // No jpeg_finish_decompress: all pixels are in, and it would only go on to read past them to
+  // the EOI marker. (A file cut short inside its last scan is still rejected above, through
+  // libjpeg's "premature end" warning.)
   jpeg_destroy_decompress(&cinfo);
   return true;
 }
