@@ -1,7 +1,12 @@
 // The parts of the convnet._core module, one file each.
 #pragma once
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include "convnet/tensor.h"
 
 namespace convnet::python {
 void bind_data(pybind11::module_& m);  // data.cpp: sources, statistics, the pipeline
+// A CHWN tensor (any device) as a new N x C x H x W numpy array (module.cpp).
+pybind11::array_t<float> chwn_to_nchw(const Tensor& t);
 }  // namespace convnet::python

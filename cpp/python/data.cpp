@@ -14,17 +14,6 @@ namespace convnet::python {
 
 namespace {
 
-py::array_t<float> chwn_to_nchw(const Tensor& t) {
-  const int c = t.dim(0), h = t.dim(1), w = t.dim(2), n = t.dim(3);
-  py::array_t<float> out({n, c, h, w});
-  const float* src = t.data();
-  float* dst = out.mutable_data();
-  const int64_t chw = int64_t(c) * h * w;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < chw; ++i) dst[b * chw + i] = src[i * n + b];
-  return out;
-}
-
 AugmentOptions make_augment(int crop, bool random_crop, bool mirror, float pca_std,
                             bool subtract_mean_image, float mean_value, float scale) {
   AugmentOptions a;

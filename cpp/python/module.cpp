@@ -49,18 +49,6 @@ Tensor to_chwn(const std::string& name, const py::array& arr, bool labels) {
   return t;
 }
 
-// CHWN tensor (any device) -> NCHW numpy.
-py::array_t<float> to_nchw(const Tensor& t) {
-  std::vector<float> host = t.to_vector();
-  const int c = t.dim(0), h = t.dim(1), w = t.dim(2), n = t.dim(3);
-  py::array_t<float> out({n, c, h, w});
-  float* dst = out.mutable_data();
-  const int64_t chw = int64_t(c) * h * w;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < chw; ++i) dst[b * chw + i] = host[i * n + b];
-  return out;
-}
-
 py::array_t<float> param_array(const Tensor& t) {
   std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
   py::array_t<float> out(shape);
@@ -107,6 +95,21 @@ py::dict memory_dict(int device) {
 
 }  // namespace
 
+namespace convnet::python {
+
+py::array_t<float> chwn_to_nchw(const Tensor& t) {
+  std::vector<float> host = t.to_vector();
+  const int c = t.dim(0), h = t.dim(1), w = t.dim(2), n = t.dim(3);
+  py::array_t<float> out({n, c, h, w});
+  float* dst = out.mutable_data();
+  const int64_t chw = int64_t(c) * h * w;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < chw; ++i) dst[b * chw + i] = host[i * n + b];
+  return out;
+}
+
+}  // namespace convnet::python
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "convnet engine core (C++). Use the `convnet` package rather than this module.";
 
@@ -136,7 +139,7 @@ PYBIND11_MODULE(_core, m) {
            }, py::arg("train") = true)
       .def("backward", &Net::backward, py::call_guard<py::gil_scoped_release>())
       .def("update", &Net::update, py::arg("lr_scale") = 1.f, py::call_guard<py::gil_scoped_release>())
-      .def("output", [](const Net& net, const std::string& name) { return to_nchw(net.output(name)); })
+      .def("output", [](const Net& net, const std::string& name) { return convnet::python::chwn_to_nchw(net.output(name)); })
       .def("output_shape", [](const Net& net, const std::string& name) {
              Shape s = net.output_shape(name);
              return py::make_tuple(s[0], s[1], s[2]);
