@@ -83,6 +83,12 @@ class Layer {
   // sqrt(1 / fan_in); the default "gaussian" takes std = initW (the AlexNet paper: 0.01).
   Param& add_param(const std::string& suffix, Shape shape, bool is_bias, int64_t fan_in);
   std::string where() const { return "layer '" + name() + "' (" + type() + ")"; }
+  // The `neuron` option (and `slope` for leaky relu), for the layers that apply one.
+  Neuron read_neuron(const std::string& fallback) const;
+  // The gradient before a fused neuron: dout itself for a linear neuron, else dout * f'
+  // written into `scratch` (allocated on first use).
+  Tensor gradient_before_neuron(const Neuron& neuron, const Tensor& out, const Tensor& dout,
+                                Tensor& scratch) const;
 
   LayerSpec spec_;
   std::vector<Param> params_;

@@ -123,8 +123,6 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     if (!workspaces_.count(key)) require_available(n->device);
     if (!workspaces_.count(key)) workspaces_[key] = std::make_unique<Workspace>(n->device);
   }
-  bool has_cost = std::any_of(nodes_.begin(), nodes_.end(), [](const auto& n) { return n->layer->is_cost(); });
-  (void)has_cost;  // a net without a cost layer still runs forward (feature extraction)
 
   plan(1);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();

@@ -28,8 +28,7 @@ class ConvLayer : public Layer {
     g_.groups = o.get_int("groups", 1);
     has_bias_ = o.get_bool("bias", true);
     chunk_rows_option_ = o.get_int("chunk_rows", 0);  // 0: as many output rows as fit the workspace
-    neuron_ = Neuron::parse(o.get_string("neuron", "linear"));
-    if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(o.get_float("slope", 0.01));
+    neuron_ = read_neuron("linear");
   }
   std::pair<int, int> input_count() const override { return {1, -1}; }
 
@@ -81,12 +80,7 @@ class ConvLayer : public Layer {
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
                 const PassContext&) override {
     // Gradient before the neuron.
-    Tensor dpre = dout;
-    if (neuron_.type != NeuronType::Linear) {
-      if (!dpre_.defined() || dpre_.shape() != out.shape()) dpre_ = Tensor(out.shape(), device_);
-      neuron_backward(out, dout, dpre_, neuron_, false);
-      dpre = dpre_;
-    }
+    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_);
     if (has_bias_) bias_backward(dpre, params_[1].grad, false);
 
     const Tensor& x = input(in);

@@ -16,8 +16,7 @@ class FcLayer : public Layer {
     outputs_ = o.get_int("outputs");
     CONVNET_CHECK(outputs_ > 0, where(), ": outputs must be > 0, got ", outputs_);
     has_bias_ = o.get_bool("bias", true);
-    neuron_ = Neuron::parse(o.get_string("neuron", "linear"));
-    if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(o.get_float("slope", 0.01));
+    neuron_ = read_neuron("linear");
   }
   std::pair<int, int> input_count() const override { return {1, -1}; }
 
@@ -47,12 +46,7 @@ class FcLayer : public Layer {
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
                 const PassContext&) override {
-    Tensor dpre = dout;
-    if (neuron_.type != NeuronType::Linear) {
-      if (!dpre_.defined() || dpre_.shape() != out.shape()) dpre_ = Tensor(out.shape(), device_);
-      neuron_backward(out, dout, dpre_, neuron_, false);
-      dpre = dpre_;
-    }
+    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_);
     if (has_bias_) bias_backward(dpre, params_[1].grad, false);
     const Tensor& x = in.size() == 1 ? in[0] : joined_;
     // dW = dY * x^T

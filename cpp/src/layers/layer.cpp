@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "convnet/error.h"
+#include "convnet/ops.h"
 #include "layers/factories.h"
 
 namespace convnet {
@@ -35,6 +36,20 @@ void Layer::place(const Device& device, Workspace* workspace) {
     p.grad = Tensor::zeros(p.value.shape(), device);
     p.velocity = Tensor::zeros(p.value.shape(), device);
   }
+}
+
+Neuron Layer::read_neuron(const std::string& fallback) const {
+  Neuron n = Neuron::parse(spec_.options.get_string("neuron", fallback));
+  if (n.type == NeuronType::LeakyRelu) n.slope = float(spec_.options.get_float("slope", 0.01));
+  return n;
+}
+
+Tensor Layer::gradient_before_neuron(const Neuron& neuron, const Tensor& out, const Tensor& dout,
+                                     Tensor& scratch) const {
+  if (neuron.type == NeuronType::Linear) return dout;
+  if (!scratch.defined() || scratch.shape() != out.shape()) scratch = Tensor(out.shape(), device_);
+  neuron_backward(out, dout, scratch, neuron, false);
+  return scratch;
 }
 
 Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, int64_t fan_in) {

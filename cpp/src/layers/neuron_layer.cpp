@@ -9,8 +9,7 @@ namespace {
 class NeuronLayer : public Layer {
  public:
   explicit NeuronLayer(const LayerSpec& spec) : Layer(spec) {
-    neuron_ = Neuron::parse(spec.options.get_string("neuron", "relu"));
-    if (neuron_.type == NeuronType::LeakyRelu) neuron_.slope = float(spec.options.get_float("slope", 0.01));
+    neuron_ = read_neuron("relu");
   }
   Shape setup(const std::vector<Shape>& in) override { return in[0]; }
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
