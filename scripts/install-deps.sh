@@ -19,4 +19,5 @@ fi
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
-  pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow
+  pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow \
+  matplotlib tqdm

@@ -7,6 +7,8 @@
 
 namespace convnet::python {
 void bind_data(pybind11::module_& m);  // data.cpp: sources, statistics, the pipeline
+// train.cpp: schedules, the trainer, evaluation, checkpoints, data sets by name
+void bind_train(pybind11::module_& m);
 // A CHWN tensor (any device) as a new N x C x H x W numpy array (module.cpp).
 pybind11::array_t<float> chwn_to_nchw(const Tensor& t);
 }  // namespace convnet::python

@@ -173,7 +173,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_hyperparams", [](Net& net, const std::string& name, std::optional<float> lr,
                                  std::optional<float> momentum, std::optional<float> weight_decay) {
              Param& p = net.param(name);
-             if (lr) p.lr = *lr;
+             if (lr) p.lr = p.base_lr = *lr;
              if (momentum) p.momentum = *momentum;
              if (weight_decay) p.weight_decay = *weight_decay;
            }, py::arg("name"), py::arg("lr") = py::none(), py::arg("momentum") = py::none(),
@@ -238,6 +238,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("tolerance") = 2e-2, py::arg("seed") = 7);
   m.def("layer_types", &layer_types);
   convnet::python::bind_data(m);
+  convnet::python::bind_train(m);
   m.def("cuda_compiled", &cuda_compiled);
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_memory_stats", &memory_dict, py::arg("device") = 0,

@@ -4,6 +4,9 @@
     model = convnet.zoo.small_convnet(classes=10, channels=1, size=28)
     net = convnet.Net(model, devices="cpu")
     stats = net.train_step(x, y)   # x: N x C x H x W float32, y: N integer labels
+
+    net, result = convnet.train(convnet.zoo.fashion_alexnet(), data="fashion-mnist", epochs=10,
+                                schedule="plateau[patience=2]", save_dir="runs/fashion")
 """
 
 def _preload_wheel_openblas():
@@ -27,8 +30,13 @@ from ._core import (blas_name, cuda_compiled, cuda_device_count, cuda_memory_sta
                     cuda_reset_peak, cuda_synchronize, layer_types, num_threads, set_num_threads)
 from .model import Model  # noqa: E402
 from .net import Net, check_gradients  # noqa: E402
+from .train import (Callback, DataPrep, DivergenceError, ProgressBar, Schedule, Trainer,  # noqa: E402
+                    evaluate, evaluate_multiview, train)
+from . import plots, summary  # noqa: E402
 
-__all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "data", "layer_types", "cuda_compiled",
+__all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "data", "train", "Trainer", "Callback",
+           "ProgressBar", "DataPrep", "Schedule", "DivergenceError", "evaluate", "evaluate_multiview",
+           "summary", "plots", "layer_types", "cuda_compiled",
            "cuda_device_count", "cuda_memory_stats", "cuda_reset_peak", "cuda_synchronize",
            "set_num_threads", "num_threads", "blas_name"]
 __version__ = "0.1.0"

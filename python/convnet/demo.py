@@ -1,73 +1,48 @@
-"""The default job: train the AlexNet-style model for 28x28 images (zoo.fashion_alexnet) on
-Fashion-MNIST on the CPU, with progress, and report test accuracy.
+"""The default job: train the AlexNet-style model for 28x28 images (zoo.fashion_alexnet: two towers,
+LRN, overlapping pooling, dropout, biases of 1, momentum SGD with weight decay) on Fashion-MNIST,
+with the AlexNet paper's plateau schedule, on the GPU when there is one, else on the CPU; with
+progress, checkpoints, and plots at the end (runs/fashion/*.png).
 
-    python3 -m convnet.demo [--epochs 2] [--batch 128] [--threads N]
+    python3 -m convnet.demo [--epochs N] [--save-dir runs/fashion] [any `convnet train` option]
+
+It is `convnet train` with the settings below (bench/train_fashion.py trains the same network in
+PyTorch with the same settings).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 
-import numpy as np
+from . import _core, cli
 
-from . import data, datasets, zoo
-from ._core import blas_name, num_threads, set_num_threads
-from .net import Net
-
-
-def evaluate(net: Net, pipeline: data.Pipeline) -> float:
-    """Top-1 accuracy over one pass of a test pipeline."""
-    correct = total = 0
-    for batch in pipeline.epoch():
-        net._net.set_batch(batch, net.inputs[0], net.label_inputs[0])
-        stats = net._net.forward(False)["costs"][0]
-        correct += round((1 - stats["top1_error"]) * batch.size)
-        total += batch.size
-    return correct / total
+# The default job's settings, shared with bench/train_fashion.py.
+MODEL = "fashion_alexnet"
+EPOCHS = 12
+BATCH = 128
+LR = 0.01  # every layer's base rate (the model's epsW/epsB)
+# Divide the rate by 10 when the test error has not improved for 2 epochs, at most 3 times.
+SCHEDULE = "plateau[factor=0.1;patience=2;maxDrops=3]"
+SAVE_DIR = "runs/fashion"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=2, help="passes over the 60,000 training images (default 2)")
-    ap.add_argument("--batch", type=int, default=128, help="minibatch size (default 128, as the paper)")
-    ap.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01, as the paper)")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--data", default=datasets.FASHION_MNIST_DIR, help="folder with the Fashion-MNIST IDX files")
-    args = ap.parse_args(argv)
+def argv(extra: list[str]) -> list[str]:
+    device = "cuda:0" if _core.cuda_device_count() > 0 else "cpu"
+    defaults = ["train", MODEL, "--data", "fashion-mnist", "--epochs", str(EPOCHS), "--batch", str(BATCH),
+                "--lr", str(LR), "--schedule", SCHEDULE, "--save-dir", SAVE_DIR, "--device", device]
+    # Run again, it continues (or, when finished, reports) the run in SAVE_DIR; --overwrite
+    # starts afresh.
+    if "--overwrite" not in extra:
+        defaults.append("--resume")
+    # Options given on the command line win: argparse keeps the last occurrence.
+    return defaults + extra
 
-    if args.threads:
-        set_num_threads(args.threads)
-    train_src = data.fashion_mnist_source(train=True, root=args.data)
-    test_src = data.fashion_mnist_source(train=False, root=args.data)
-    # Pixels to [0, 1] minus the training set's mean pixel (scalar mean subtraction).
-    mean = float(np.mean(data.compute_stats(train_src, progress=False).mean)) / 255.0
-    opts = dict(batch=args.batch, scale=1.0 / 255.0, mean_value=mean * 255.0, workers=2, seed=args.seed)
-    train = data.Pipeline(train_src, shuffle=True, train=True, mirror=False, **opts)
-    test = data.Pipeline(test_src, shuffle=False, train=False, **opts)
-    net = Net(zoo.fashion_alexnet(lr=args.lr), devices="cpu", seed=args.seed)
-    print(f"convnet demo: fashion_alexnet ({net.parameter_count:,} parameters), "
-          f"{len(train_src):,} training and {len(test_src):,} test images, batch {args.batch}, "
-          f"{args.epochs} epoch(s), {num_threads()} thread(s), {blas_name()}", flush=True)
-    steps = train.batches_per_epoch
-    start = time.time()
-    for epoch in range(1, args.epochs + 1):
-        cost = err = 0.0
-        t0 = time.time()
-        for s, batch in enumerate(train.epoch()):
-            c = net.train_batch(batch)["costs"][0]
-            cost += c["cost"]
-            err += c["top1_error"]
-            if (s + 1) % 50 == 0 or s + 1 == steps:
-                rate = (s + 1) * args.batch / (time.time() - t0)
-                print(f"\repoch {epoch}/{args.epochs}  batch {s + 1}/{steps}  cost {cost / (s + 1):.4f}  "
-                      f"train error {err / (s + 1):.4f}  {rate:.0f} img/s", end="", flush=True)
-        acc = evaluate(net, test)
-        print(f"\nepoch {epoch}: test accuracy {acc:.4f}  ({time.time() - t0:.0f} s)", flush=True)
-    print(f"done in {time.time() - start:.0f} s: test accuracy {acc:.4f}")
-    return 0
+
+def main(extra=None) -> int:
+    if extra is None:
+        extra = sys.argv[1:]
+    if "-h" in extra or "--help" in extra:
+        print(__doc__)
+    return cli.main(argv(list(extra)))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,34 @@ class Net:
         out = self._net.output(name)
         return out.reshape(out.shape[0], -1) if output is None else out
 
+    def top_k(self, x: np.ndarray, k: int = 5, class_names: Sequence[str] | None = None) -> list[list[tuple]]:
+        """For each image, its k most probable classes as (class, probability), best first;
+        class names instead of indices when given."""
+        probs = self.predict(x)
+        k = min(k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        name = (lambda c: class_names[c]) if class_names else int
+        return [[(name(c), float(p[c])) for c in row] for p, row in zip(probs, order)]
+
+    # ---- checkpoints ----
+    def save_checkpoint(self, path: str, state: dict | None = None) -> None:
+        """Parameters and momentum (safetensors) with the model definition and `state` as
+        metadata; written atomically (temporary file, fsync, rename)."""
+        _core.save_checkpoint(self._net, path, state)
+
+    def load_checkpoint(self, path: str) -> dict:
+        """Loads parameters, momentum, step and seed; returns the stored state. A checkpoint of a
+        different model fails with a ValueError naming the first mismatch."""
+        return _core.load_checkpoint(self._net, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, devices: str | Sequence[str] = "cpu", math: str = "fp32") -> "Net":
+        """The net a checkpoint was made from (its stored model definition), with its weights."""
+        meta = _core.read_checkpoint_meta(path)
+        net = cls(meta["model"], devices=devices, seed=meta["seed"], math=math)
+        net.checkpoint_state = net.load_checkpoint(path)
+        return net
+
     # ---- inspection ----
     def output(self, name: str) -> np.ndarray:
         return self._net.output(name)

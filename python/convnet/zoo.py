@@ -124,3 +124,57 @@ def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropou
     m.fc("fc5", ["drop4a", "drop4b"], outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
     m.softmax_cost("cost", "fc5", "labels")
     return m
+
+
+# VGG's table 1: per block of convolutions, the (filters, kernel size) of each conv; every block
+# ends in a 2x2 max pool of stride 2. C's third conv in blocks 3-5 is 1x1.
+VGG_CONFIGS = {
+    "A": [[(64, 3)], [(128, 3)], [(256, 3)] * 2, [(512, 3)] * 2, [(512, 3)] * 2],
+    "B": [[(64, 3)] * 2, [(128, 3)] * 2, [(256, 3)] * 2, [(512, 3)] * 2, [(512, 3)] * 2],
+    "C": [[(64, 3)] * 2, [(128, 3)] * 2, [(256, 3)] * 2 + [(256, 1)], [(512, 3)] * 2 + [(512, 1)],
+          [(512, 3)] * 2 + [(512, 1)]],
+    "D": [[(64, 3)] * 2, [(128, 3)] * 2, [(256, 3)] * 3, [(512, 3)] * 3, [(512, 3)] * 3],
+    "E": [[(64, 3)] * 2, [(128, 3)] * 2, [(256, 3)] * 4, [(512, 3)] * 4, [(512, 3)] * 4],
+}
+
+
+def vgg(config: str = "A", classes: int = 1000, size: int = 224, channels: int = 3,
+        dropout: float = 0.5, init: str = "kaiming", lr: float = 0.01, lrn: bool = False) -> Model:
+    """VGG of Simonyan & Zisserman (2014), table 1: configuration "A" (11 weight layers), "B" (13),
+    "C" (16, three of them 1x1 convs), "D" (16) or "E" (19). Convs conv{block}_{i} are stride 1,
+    padded to keep the size (3x3 pad 1, 1x1 pad 0), with ReLU; each block ends in a 2x2 max pool
+    of stride 2 (pool1..pool5); then fc6 and fc7 (4096, ReLU, dropout) and fc8 (classes) with a
+    softmax cost. SGD as the paper: momentum 0.9, weight decay 5e-4, learning rate ``lr``.
+
+    ``lrn=True`` (configuration A only) is the paper's A-LRN: an LRN layer (AlexNet's k=2, n=5,
+    alpha=1e-4, beta=0.75) after conv1_1. ``size`` must be divisible by 32 (five pools of 2);
+    fc6 reads 512 x (size/32)^2 values. init="kaiming" because the paper's N(0, 0.01) does not
+    train the deeper configurations from scratch (the paper started them from A's weights);
+    init="gaussian" restores N(0, 0.01).
+
+    At 224x224 and 1000 classes: A 132,863,336 parameters, B 133,047,848, C 133,638,952,
+    D 138,357,544, E 143,667,240 (table 2: 133, 133, 134, 138, 144 million).
+    """
+    if config not in VGG_CONFIGS:
+        raise ValueError(f"vgg: unknown configuration {config!r}; choose one of {sorted(VGG_CONFIGS)}")
+    if size <= 0 or size % 32:
+        raise ValueError(f"vgg: size {size} is not a positive multiple of 32 (five 2x2 pools of stride 2)")
+    if lrn and config != "A":
+        raise ValueError(f"vgg: lrn=True is the paper's A-LRN; configuration {config!r} has no LRN")
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    o = dict(epsW=lr, epsB=lr, momW=0.9, momB=0.9, wc=0.0005, init=init, initW=0.01)
+    h = "data"
+    for b, block in enumerate(VGG_CONFIGS[config], start=1):
+        for i, (filters, k) in enumerate(block, start=1):
+            h = m.conv(f"conv{b}_{i}", h, filters=filters, size=k, padding=k // 2, neuron="relu", **o)
+            if lrn and b == 1 and i == 1:
+                h = m.lrn("lrn1", h)
+        h = m.pool(f"pool{b}", h, size=2, stride=2)
+    for n in (6, 7):
+        h = m.fc(f"fc{n}", h, outputs=4096, neuron="relu", **o)
+        h = m.dropout(f"drop{n}", h, rate=dropout)
+    m.fc("fc8", h, outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
+    m.softmax_cost("cost", "fc8", "labels")
+    return m

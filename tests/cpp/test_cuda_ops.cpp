@@ -870,6 +870,20 @@ TEST(CudaAxpby, MatchesCpu) {
       }
 }
 
+// The trainer's gradient norm: both sum in double (in different orders), so they agree to
+// double rounding, and each repeats itself exactly.
+TEST(CudaSumSquares, MatchesCpuAndRepeats) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1700;
+  for (const Shape& shape : std::vector<Shape>{{1}, {255}, {257}, {96, 3, 11, 11}, {4096, 9216}}) {
+    SCOPED_TRACE(str(shape));
+    Pair x = random_pair(shape, ++seed, -3.f, 3.f);
+    const double cpu = sum_squares(x.cpu), gpu_sum = sum_squares(x.gpu);
+    EXPECT_NEAR(gpu_sum, cpu, 1e-12 * cpu);
+    EXPECT_EQ(sum_squares(x.gpu), gpu_sum);
+  }
+}
+
 // ================================================================================================
 // Whole nets on the GPU against the CPU.
 // ================================================================================================

@@ -282,3 +282,15 @@ def test_missing_device_is_a_runtime_error_naming_it(devices):
     model = convnet.zoo.fashion_alexnet(classes=10, channels=1, size=16)
     with pytest.raises(RuntimeError, match=r"cuda:99"):
         convnet.Net(model, devices=devices)
+
+
+# --------------------------------------------------------------------------- the trainer
+def test_trainer_on_the_gpu_learns_and_its_checkpoint_loads_on_the_cpu(tmp_path):
+    data = "generated[count=512;classes=4;channels=1;size=16;seed=5]"
+    model = convnet.zoo.small_convnet(classes=4, channels=1, size=16, lr=0.05)
+    net, result = convnet.train(model, data, epochs=3, batch=32, devices=GPU, save_dir=str(tmp_path),
+                                progress=False)
+    assert result["test"]["top1_error"] < 0.3, result
+    cpu = convnet.Net.from_checkpoint(result["last_checkpoint"], devices="cpu")
+    x = np.random.default_rng(3).normal(0, 1, (8, 1, 16, 16)).astype(np.float32)
+    assert rel_err(cpu.predict(x), net.predict(x)) < 1e-4

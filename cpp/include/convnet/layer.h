@@ -18,6 +18,9 @@ struct Param {
   std::string name;  // "<layer>.weights" or "<layer>.biases"
   Tensor value, grad, velocity;
   float lr = 0.01f, momentum = 0.9f, weight_decay = 0.f;
+  // The rate the model definition gives (epsW/epsB); a trainer's schedule sets lr to a multiple
+  // of it each step.
+  float base_lr = 0.01f;
   // Initialisation, applied once when the net is built.
   enum class Init { Gaussian, Constant } init = Init::Gaussian;
   float init_std = 0.01f, init_value = 0.f;

@@ -58,6 +58,8 @@ class Net {
   uint64_t step() const { return step_; }
   void set_step(uint64_t step) { step_ = step; }
   uint64_t seed() const { return seed_; }
+  // The seed keys the dropout masks too: a resumed run sets the checkpoint's seed.
+  void set_seed(uint64_t seed) { seed_ = seed; }
   // cuBLAS math on this net's GPUs (fp32 by default; the CPU always computes in fp32).
   void set_math_mode(MathMode mode) { math_mode_ = mode; }
   MathMode math_mode() const { return math_mode_; }

@@ -134,4 +134,8 @@ void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float moment
 // dst (+)= scale * src; shapes may differ as long as the element counts match.
 void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate);
 
+// Sum of squares of every element, accumulated in double in a fixed order (the same result for
+// any thread count): gradient norms for the trainer's divergence watch.
+double sum_squares(const Tensor& x);
+
 }  // namespace convnet

@@ -238,4 +238,15 @@ void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate) {
   CONVNET_DISPATCH(src, axpby, scale, src.data(), dst.data(), src.numel(), accumulate);
 }
 
+double sum_squares(const Tensor& x) {
+  CONVNET_CHECK(x.defined(), "sum_squares: undefined tensor");
+  if (x.device().is_cpu()) return cpu::sum_squares(x.data(), x.numel());
+#ifdef CONVNET_WITH_CUDA
+  cuda::set_device(x.device().index);
+  return cuda::sum_squares(x.data(), x.numel());
+#else
+  cuda_missing("sum_squares");
+#endif
+}
+
 }  // namespace convnet

@@ -1,5 +1,6 @@
-// CPU elementwise helpers: scaled add/copy (axpby), fill and copy.
+// CPU elementwise helpers: scaled add/copy (axpby), fill, copy and the sum of squares.
 #include <algorithm>
+#include <vector>
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
@@ -42,6 +43,24 @@ void copy(const float* src, float* dst, int64_t n) {
     const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
     std::memcpy(dst + i0, src + i0, size_t(len) * sizeof(float));
   }
+}
+
+// Fixed blocks summed in double, then the block sums in order: the result does not depend on
+// the number of threads (a resumed run reports the same gradient norms).
+double sum_squares(const float* x, int64_t n) {
+  constexpr int64_t kBlock = 1 << 14;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(size_t(std::max<int64_t>(blocks, 0)));
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+    double s = 0;
+    for (int64_t i = i0; i < i1; ++i) s += double(x[i]) * x[i];
+    partial[size_t(b)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
 }
 
 }  // namespace convnet::cpu

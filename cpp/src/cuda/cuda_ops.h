@@ -106,6 +106,7 @@ void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, floa
 // elementwise.cu
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate);
 void fill(float* dst, int64_t n, float value);
+double sum_squares(const float* x, int64_t n);
 void copy(const float* src, float* dst, int64_t n);
 
 }  // namespace convnet::cuda

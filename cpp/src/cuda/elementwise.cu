@@ -1,8 +1,9 @@
-// CUDA elementwise helpers. Reference: cpu/elementwise.cpp (axpby, fill, copy).
+// CUDA elementwise helpers. Reference: cpu/elementwise.cpp (axpby, fill, copy, sum_squares).
 // Design: grid-stride loops, one element per thread per step (consecutive threads, consecutive
 // elements); copy is a device-to-device cudaMemcpyAsync on the compute stream.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
@@ -33,6 +34,23 @@ __global__ void fill_kernel(float* dst, int64_t n, float value) {
     dst[i] = value;
 }
 
+// One double partial sum per block over a fixed stride pattern, reduced in shared memory in a
+// fixed tree order: no atomics, so the result is the same on every run.
+__global__ void sum_squares_kernel(const float* x, int64_t n, double* partial) {
+  __shared__ double cache[kThreads];
+  double s = 0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    s += double(x[i]) * x[i];
+  cache[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (int(threadIdx.x) < half) cache[threadIdx.x] += cache[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = cache[0];
+}
+
 }  // namespace
 
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate) {
@@ -55,6 +73,26 @@ void copy(const float* src, float* dst, int64_t n) {
   if (src == dst || n <= 0) return;
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * sizeof(float),
                                      cudaMemcpyDeviceToDevice, current_stream()));
+}
+
+// The block partials come back to the host and are added in order (a sync point: the trainer
+// calls this once per step, after backward).
+double sum_squares(const float* x, int64_t n) {
+  if (n <= 0) return 0;
+  const unsigned blocks = std::min(blocks_for(n), 1024u);
+  int device = 0;
+  CONVNET_CUDA_CHECK(cudaGetDevice(&device));
+  auto* partial = static_cast<double*>(allocate(blocks * sizeof(double), device));
+  sum_squares_kernel<<<blocks, kThreads, 0, current_stream()>>>(x, n, partial);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+  std::vector<double> host(blocks);
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), partial, blocks * sizeof(double),
+                                     cudaMemcpyDeviceToHost, current_stream()));
+  CONVNET_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+  release(partial, device);
+  double total = 0;
+  for (double s : host) total += s;
+  return total;
 }
 
 }  // namespace convnet::cuda

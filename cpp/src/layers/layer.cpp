@@ -58,6 +58,7 @@ Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, in
   p.name = name() + "." + suffix;
   const char* key = is_bias ? "B" : "W";
   p.lr = static_cast<float>(o.get_float(std::string("eps") + key, 0.01));
+  p.base_lr = p.lr;
   p.momentum = static_cast<float>(o.get_float(std::string("mom") + key, 0.9));
   p.weight_decay = static_cast<float>(o.get_float(is_bias ? "wcB" : "wc", is_bias ? 0.0 : 0.0005));
   CONVNET_CHECK(p.lr >= 0 && p.momentum >= 0 && p.weight_decay >= 0, where(),

@@ -1,0 +1,65 @@
+// Checkpoints: a Net's parameters, momentum buffers, step counter and seed, the model definition
+// and the trainer's own state, in one safetensors file (convnet/safetensors.h):
+//
+//   tensors   "<param name>" (e.g. "conv1.weights") and "<param name>.velocity", float32, in
+//             the parameter's own shape
+//   metadata  "convnet.format" = "1", "convnet.model" = the model JSON, "convnet.step",
+//             "convnet.seed" (decimal), "convnet.state" = the trainer state as JSON
+//
+// Resuming bit for bit: the dropout masks are keyed by the Net's seed and step, so
+// load_checkpoint restores both (Net::set_seed, Net::set_step) along with the tensors; a Net
+// built with any seed resumes exactly where the saved one stopped.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "convnet/net.h"
+
+namespace convnet {
+
+// Writes every parameter's value and velocity and the metadata above to `path`, atomically (a
+// failed save leaves the previous file at `path` intact). Throws RuntimeError on I/O failure.
+void save_checkpoint(Net& net, const std::string& path, const nlohmann::json& trainer_state = {});
+
+// Loads values, velocities, the step counter and the seed into `net` (on whatever devices it
+// lives) and returns the trainer state. The checkpoint's model must match `net`'s: layer names,
+// types, inputs and options, except the learning hyperparameters (options starting with eps,
+// mom, wc, init: fine-tuning may change them) and the device placement. Otherwise, or for a
+// malformed file, throws ValueError naming the file and the first mismatch; `net` is then left
+// unchanged.
+nlohmann::json load_checkpoint(Net& net, const std::string& path);
+
+// The metadata alone, without a net and without reading the tensors.
+struct CheckpointMeta {
+  std::string model_json;
+  uint64_t step = 0, seed = 0;
+  nlohmann::json state;
+};
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
+// The first difference between a checkpoint's model and `model` that prevents loading, as
+// "layer 'conv2': filters is 64 in the checkpoint, 32 in this model"; "" when they match
+// (learning hyperparameters and devices are not compared).
+std::string model_mismatch(const ModelSpec& checkpoint, const ModelSpec& model);
+
+// ---- a run's checkpoint folder ----
+
+// "ckpt-e{epoch:04d}-b{batch:06d}.safetensors".
+std::string checkpoint_name(int64_t epoch, int64_t batch);
+
+// Saves into `dir` (created if missing) under checkpoint_name(epoch, batch), then deletes the
+// oldest checkpoints of the folder so that `keep` remain, the one just written always among them
+// (keep <= 0: delete none). Returns the path written.
+std::string save_checkpoint_in(Net& net, const std::string& dir, int64_t epoch, int64_t batch,
+                               const nlohmann::json& trainer_state, int keep);
+
+// The checkpoint files of `dir` (regular files named as checkpoint_name), oldest first by
+// (epoch, batch); temporary files of interrupted saves are ignored. Empty when `dir` is missing.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// The newest checkpoint of `dir`, "" when there is none.
+std::string latest_checkpoint(const std::string& dir);
+
+}  // namespace convnet

@@ -1,0 +1,137 @@
+// The training loop, shared by the Python API, the `convnet` CLI and the convnet-train binary:
+// epochs of batches from a Pipeline, tests every N batches and at each epoch's end, learning-rate
+// schedules per layer group, a watch for divergence, checkpoints, and a JSON-lines log.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "convnet/data.h"
+#include "convnet/error.h"
+#include "convnet/net.h"
+#include "convnet/schedule.h"
+
+namespace convnet {
+
+// A run that produced a non-finite cost or gradient (or a gradient norm above the limit). The
+// message says where, and which checkpoint is the last good one.
+class DivergenceError : public RuntimeError {
+ public:
+  using RuntimeError::RuntimeError;
+};
+
+// Cost and errors of the first cost layer: means over `examples` examples.
+struct Metrics {
+  double cost = 0, top1_error = 0, top5_error = 0;
+  int64_t examples = 0;
+  // Folds in the means of a batch of `batch` examples (a running, example-weighted mean).
+  void add(const CostReport::Entry& batch_means, int batch);
+};
+
+struct TrainerOptions {
+  int epochs = 10;
+  int test_every = 0;    // also test every N training batches (0: at each epoch's end only)
+  int test_batches = 0;  // batches of the test set per test (0: all of it)
+  // Learning-rate schedules by layer group, first match wins: a layer-name prefix, or "*" for
+  // every layer. Layers no group matches keep their model-definition rates.
+  std::vector<std::pair<std::string, Schedule>> schedules = {{"*", Schedule()}};
+  std::string save_dir;  // checkpoints go here (empty: none)
+  int save_every = 0;    // also every N batches (0: at each epoch's end only)
+  int keep = 3;          // checkpoints kept in save_dir (<= 0: all)
+  std::string log_path;  // JSON-lines metrics log, appended to (empty: none)
+  double max_grad_norm = 0;  // stop when the gradient norm exceeds it (0: only non-finite stops)
+  // Anything a later `convnet test` or `predict` needs to read the data as training did (data
+  // set, mean, scale, crop, class names): stored in every checkpoint's state under "run".
+  nlohmann::json run_info = nlohmann::json::object();
+};
+
+struct BatchEvent {
+  int64_t epoch = 0, batch = 0, batches = 0, step = 0;  // epoch and batch count from 1
+  double epoch_float = 0;  // epochs done, fractional
+  Metrics train;           // this batch
+  double lr = 0;           // the first parameter's rate
+  double grad_norm = 0, elapsed_s = 0, images_per_s = 0;
+};
+struct TestEvent {
+  int64_t epoch = 0, batch = 0, step = 0;
+  double epoch_float = 0, elapsed_s = 0;
+  Metrics test;
+  bool lr_dropped = false;  // a plateau schedule lowered its rate after this test
+};
+struct EpochEvent {
+  int64_t epoch = 0, step = 0;
+  Metrics train, test;  // test.examples == 0 when there is no test set
+  double lr = 0, elapsed_s = 0, epoch_s = 0;
+  std::string checkpoint;  // written at this epoch's end ("" when none)
+};
+
+class Trainer {
+ public:
+  // `test` may be null. Both pipelines yield batches for the net's single input and labels
+  // layers. Throws ValueError when a schedule group matches no layer.
+  Trainer(Net& net, Pipeline& train, Pipeline* test, TrainerOptions options);
+
+  // Continues the run saved in a checkpoint file, or in the newest checkpoint of a folder: the
+  // net's parameters, momentum, step and seed, the schedules' state and the position in the
+  // data, so that on the CPU the resumed run's weights equal an uninterrupted run's bit for bit.
+  void resume(const std::string& checkpoint_or_dir);
+
+  struct Result {
+    int64_t epochs_done = 0, step = 0;
+    Metrics train, test;  // of the last epoch (test: of the last test)
+    bool stopped = false;         // a callback asked to stop
+    std::string last_checkpoint;  // "" when none was written
+    double elapsed_s = 0;
+  };
+  // Trains up to options.epochs. Throws DivergenceError on divergence (no update is applied
+  // with a non-finite gradient; checkpoints already written stay as they are).
+  Result run();
+
+  // Called after each batch, test and epoch; returning false from on_batch or on_epoch stops
+  // the run after saving a checkpoint (when save_dir is set), so that it can be resumed.
+  std::function<bool(const BatchEvent&)> on_batch;
+  std::function<void(const TestEvent&)> on_test;
+  std::function<bool(const EpochEvent&)> on_epoch;
+
+  const TrainerOptions& options() const { return options_; }
+
+ private:
+  struct State;
+  void set_rates(double epoch_float);
+  // Tests, lets plateau schedules see the result, logs it and calls on_test.
+  Metrics run_test(int64_t epoch, int64_t batch, double epoch_float,
+                   const std::function<double()>& elapsed);
+  std::string save(int64_t epoch, int64_t batch, const Metrics& epoch_train);
+  void log(const nlohmann::json& line);
+  [[noreturn]] void diverged(const std::string& what, int64_t epoch, int64_t batch);
+
+  Net& net_;
+  Pipeline& train_;
+  Pipeline* test_;
+  TrainerOptions options_;
+  std::string input_, labels_;
+  std::vector<int> group_of_param_;  // index into options_.schedules, -1: none
+  // Where the run is: epoch (from 0) and the next batch in it; sums of the epoch so far.
+  int64_t epoch_ = 0, next_batch_ = 0;
+  Metrics epoch_sums_, last_test_;
+  double elapsed_before_ = 0;  // training time of the run before a resume
+  std::string last_checkpoint_;
+};
+
+// Cost and errors of `net` over a pipeline (test mode: no dropout, no update), from its first
+// batch; max_batches 0 means the whole epoch.
+Metrics evaluate(Net& net, Pipeline& data, int max_batches = 0);
+
+// AlexNet's test with 10 views: each example's 4 corner and centre crops and their reflections,
+// the softmax outputs averaged. `augment` gives crop size, mean subtraction and scale.
+Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& stats,
+                           const AugmentOptions& augment, int batch = 128,
+                           const std::function<void(int64_t, int64_t)>& progress = {});
+
+// The names of a net's single input and labels layers; ValueError when it has not exactly one.
+std::pair<std::string, std::string> input_and_labels(const Net& net);
+
+}  // namespace convnet

@@ -1,0 +1,104 @@
+#include "convnet/dataset.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "convnet/error.h"
+
+namespace convnet {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// "name" with a .gz twin: whichever exists ("" when neither).
+std::string idx_file(const fs::path& dir, const std::string& name) {
+  for (const std::string& candidate : {name, name + ".gz"})
+    if (fs::is_regular_file(dir / candidate)) return (dir / candidate).string();
+  return "";
+}
+
+// Examples [first, first + count) of another source: a held-out part of a generated set.
+class RangeSource : public DataSource {
+ public:
+  RangeSource(std::shared_ptr<DataSource> all, int64_t first, int64_t count)
+      : all_(std::move(all)), first_(first), count_(count) {}
+  int64_t size() const override { return count_; }
+  int channels() const override { return all_->channels(); }
+  int height() const override { return all_->height(); }
+  int width() const override { return all_->width(); }
+  int classes() const override { return all_->classes(); }
+  int load(int64_t index, float* chw) const override { return all_->load(first_ + index, chw); }
+  std::string describe(int64_t index) const override { return all_->describe(first_ + index); }
+
+ private:
+  std::shared_ptr<DataSource> all_;
+  int64_t first_, count_;
+};
+
+Dataset generated(const std::string& spec) {
+  std::map<std::string, int64_t> p = {{"count", 512}, {"classes", 4}, {"channels", 1}, {"size", 16}, {"seed", 1}};
+  const auto open = spec.find('[');
+  if (open != std::string::npos) {
+    CONVNET_CHECK(spec.back() == ']', "data set '", spec, "': missing ']'");
+    std::stringstream body(spec.substr(open + 1, spec.size() - open - 2));
+    for (std::string item; std::getline(body, item, ';');) {
+      const auto eq = item.find('=');
+      CONVNET_CHECK(eq != std::string::npos, "data set '", spec, "': '", item, "' is not key=value");
+      const std::string key = item.substr(0, eq);
+      CONVNET_CHECK(p.count(key), "data set '", spec, "': unknown key '", key,
+                    "' (known: count, classes, channels, size, seed)");
+      char* end = nullptr;
+      p[key] = std::strtoll(item.c_str() + eq + 1, &end, 10);
+      CONVNET_CHECK(end && *end == '\0' && p[key] > 0, "data set '", spec, "': ", key,
+                    " must be a positive integer");
+    }
+  }
+  Dataset d;
+  const int classes = int(p["classes"]), channels = int(p["channels"]), size = int(p["size"]);
+  // The class patterns depend on the seed and each example on its index: the test set is a
+  // quarter as many further examples of the same classes.
+  const int64_t count = p["count"], held_out = std::max<int64_t>(count / 4, 1);
+  auto all = generated_source(count + held_out, classes, channels, size, uint64_t(p["seed"]));
+  d.train = std::make_shared<RangeSource>(all, 0, count);
+  d.test = std::make_shared<RangeSource>(all, count, held_out);
+  d.description = "generated images (" + std::to_string(p["count"]) + " training examples, " +
+                  std::to_string(classes) + " classes, " + std::to_string(channels) + "x" +
+                  std::to_string(size) + "x" + std::to_string(size) + ")";
+  return d;
+}
+
+}  // namespace
+
+Dataset open_dataset(const std::string& spec, int image_size) {
+  if (spec.rfind("generated", 0) == 0) return generated(spec);
+  const fs::path dir = spec == "fashion-mnist" ? fs::path(kFashionMnistDir) : fs::path(spec);
+  CONVNET_CHECK(fs::is_directory(dir), "data set '", spec, "': ", dir.string(),
+                spec == "fashion-mnist" ? " does not exist (apt-get install dataset-fashion-mnist)"
+                                        : " is not a folder");
+  const std::string train_images = idx_file(dir, "train-images-idx3-ubyte");
+  if (!train_images.empty()) {
+    const std::string names[3] = {"train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    std::string files[3];
+    for (int i = 0; i < 3; ++i) {
+      files[i] = idx_file(dir, names[i]);
+      CONVNET_CHECK(!files[i].empty(), "data set '", spec, "': ", (dir / names[i]).string(),
+                    "[.gz] is missing (an IDX data set needs train- and t10k- images and labels)");
+    }
+    return {idx_source(train_images, files[0]), idx_source(files[1], files[2]),
+            "IDX files in " + dir.string()};
+  }
+  const fs::path train = dir / "train";
+  fs::path test = dir / "val";
+  if (!fs::is_directory(test)) test = dir / "test";
+  CONVNET_CHECK(fs::is_directory(train) && fs::is_directory(test), "data set '", spec, "': ",
+                dir.string(), " holds neither IDX files (train-images-idx3-ubyte[.gz], ...) nor "
+                "train/ and val/ (or test/) image folders");
+  return {folder_source(train.string(), image_size), folder_source(test.string(), image_size),
+          "image folders " + train.string() + " and " + test.string() + " at " +
+              std::to_string(image_size) + "x" + std::to_string(image_size)};
+}
+
+}  // namespace convnet

@@ -1,0 +1,284 @@
+#include "convnet/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "convnet/checkpoint.h"
+
+namespace convnet {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+nlohmann::json metrics_json(const Metrics& m) {
+  return {{"cost", m.cost}, {"top1_error", m.top1_error}, {"top5_error", m.top5_error},
+          {"examples", m.examples}};
+}
+
+Metrics metrics_from(const nlohmann::json& j) {
+  Metrics m;
+  m.cost = j.at("cost").get<double>();
+  m.top1_error = j.at("top1_error").get<double>();
+  m.top5_error = j.at("top5_error").get<double>();
+  m.examples = j.at("examples").get<int64_t>();
+  return m;
+}
+
+bool all_finite(const Tensor& host) {
+  const float* p = host.data();
+  for (int64_t i = 0; i < host.numel(); ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+std::string layer_of(const std::string& param) { return param.substr(0, param.rfind('.')); }
+
+}  // namespace
+
+void Metrics::add(const CostReport::Entry& batch_means, int batch) {
+  const double total = double(examples) + batch, w = batch / total;
+  cost += (batch_means.cost - cost) * w;
+  top1_error += (batch_means.top1_error - top1_error) * w;
+  top5_error += (batch_means.top5_error - top5_error) * w;
+  examples += batch;
+}
+
+std::pair<std::string, std::string> input_and_labels(const Net& net) {
+  std::vector<std::string> inputs, labels;
+  for (Layer* l : net.layers()) {
+    if (l->type() == "input") inputs.push_back(l->name());
+    if (l->type() == "labels") labels.push_back(l->name());
+  }
+  CONVNET_CHECK(inputs.size() == 1 && labels.size() == 1,
+                "training needs a net with exactly one input and one labels layer; this one has ",
+                inputs.size(), " input and ", labels.size(), " labels layers");
+  return {inputs[0], labels[0]};
+}
+
+Trainer::Trainer(Net& net, Pipeline& train, Pipeline* test, TrainerOptions options)
+    : net_(net), train_(train), test_(test), options_(std::move(options)) {
+  CONVNET_CHECK(options_.epochs >= 0, "epochs must be >= 0, got ", options_.epochs);
+  CONVNET_CHECK(options_.test_every >= 0 && options_.save_every >= 0 && options_.test_batches >= 0,
+                "test_every, save_every and test_batches must be >= 0");
+  std::tie(input_, labels_) = input_and_labels(net_);
+  std::vector<bool> used(options_.schedules.size(), false);
+  for (Param* p : net_.params()) {
+    int group = -1;
+    for (size_t g = 0; g < options_.schedules.size() && group < 0; ++g) {
+      const std::string& prefix = options_.schedules[g].first;
+      if (prefix == "*" || layer_of(p->name).rfind(prefix, 0) == 0) group = int(g);
+    }
+    group_of_param_.push_back(group);
+    if (group >= 0) used[size_t(group)] = true;
+  }
+  for (size_t g = 0; g < used.size(); ++g)
+    CONVNET_CHECK(used[g], "learning-rate schedule group '", options_.schedules[g].first,
+                  "' matches no layer with parameters (groups are layer-name prefixes, or *)");
+}
+
+void Trainer::set_rates(double epoch_float) {
+  const auto params = net_.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int g = group_of_param_[i];
+    const double m = g < 0 ? 1.0 : options_.schedules[size_t(g)].second.multiplier(epoch_float, options_.epochs);
+    params[i]->lr = float(params[i]->base_lr * m);
+  }
+}
+
+Metrics Trainer::run_test(int64_t epoch, int64_t batch, double epoch_float,
+                          const std::function<double()>& elapsed) {
+  TestEvent te;
+  te.epoch = epoch;
+  te.batch = batch;
+  te.step = int64_t(net_.step());
+  te.epoch_float = epoch_float;
+  te.test = last_test_ = evaluate(net_, *test_, options_.test_batches);
+  for (auto& [group, s] : options_.schedules) te.lr_dropped |= s.observe_validation(te.test.top1_error);
+  te.elapsed_s = elapsed();
+  log({{"event", "test"}, {"epoch", te.epoch}, {"batch", te.batch}, {"step", te.step},
+       {"epoch_float", te.epoch_float}, {"cost", te.test.cost}, {"top1_error", te.test.top1_error},
+       {"top5_error", te.test.top5_error}, {"lr_dropped", te.lr_dropped}, {"elapsed_s", te.elapsed_s}});
+  if (on_test) on_test(te);
+  return te.test;
+}
+
+void Trainer::log(const nlohmann::json& line) {
+  if (options_.log_path.empty()) return;
+  std::ofstream out(options_.log_path, std::ios::app);
+  CONVNET_CHECK(bool(out), "cannot open the log file '", options_.log_path, "' for appending");
+  out << line.dump() << '\n';  // one short write per line: a crash leaves whole lines
+}
+
+std::string Trainer::save(int64_t epoch, int64_t batch, const Metrics& epoch_train) {
+  if (options_.save_dir.empty()) return "";
+  nlohmann::json schedules = nlohmann::json::array();
+  for (auto& [group, s] : options_.schedules) schedules.push_back({{"group", group}, {"state", s.state()}});
+  const nlohmann::json state = {
+      {"epoch", epoch}, {"batch", batch}, {"epochs", options_.epochs},
+      {"batches_per_epoch", train_.batches_per_epoch()}, {"schedules", schedules},
+      {"epoch_train", metrics_json(epoch_train)}, {"last_test", metrics_json(last_test_)},
+      {"elapsed_s", elapsed_before_}, {"run", options_.run_info}};
+  last_checkpoint_ = save_checkpoint_in(net_, options_.save_dir, epoch, batch, state, options_.keep);
+  return last_checkpoint_;
+}
+
+void Trainer::resume(const std::string& checkpoint_or_dir) {
+  std::string path = checkpoint_or_dir;
+  if (std::filesystem::is_directory(path)) {
+    path = latest_checkpoint(checkpoint_or_dir);
+    CONVNET_CHECK(!path.empty(), "nothing to resume: no checkpoint in '", checkpoint_or_dir, "'");
+  }
+  net_.set_seed(read_checkpoint_meta(path).seed);
+  const nlohmann::json state = load_checkpoint(net_, path);
+  try {
+    const int64_t batches = state.at("batches_per_epoch").get<int64_t>();
+    CONVNET_CHECK(batches == train_.batches_per_epoch(), "checkpoint '", path, "' was made with ",
+                  batches, " batches per epoch, this run has ", train_.batches_per_epoch(),
+                  ": resume with the same data set and batch size");
+    epoch_ = state.at("epoch").get<int64_t>();
+    next_batch_ = state.at("batch").get<int64_t>();
+    epoch_sums_ = metrics_from(state.at("epoch_train"));
+    last_test_ = metrics_from(state.at("last_test"));
+    elapsed_before_ = state.at("elapsed_s").get<double>();
+    for (auto& entry : state.at("schedules"))
+      for (auto& [group, s] : options_.schedules)
+        if (group == entry.at("group").get<std::string>() &&
+            s.text() == entry.at("state").at("text").get<std::string>())
+          s.load_state(entry.at("state"));
+  } catch (const nlohmann::json::exception& e) {
+    throw ValueError("checkpoint '" + path + "': trainer state is malformed (" + e.what() + ")");
+  }
+  last_checkpoint_ = path;
+}
+
+void Trainer::diverged(const std::string& what, int64_t epoch, int64_t batch) {
+  std::ostringstream msg;
+  msg << "training diverged at epoch " << epoch << ", batch " << batch << " (step " << net_.step()
+      << "): " << what << "; no update was applied. ";
+  if (!last_checkpoint_.empty())
+    msg << "The last good checkpoint is '" << last_checkpoint_ << "'. ";
+  else
+    msg << "No checkpoint was written (set a save folder to keep one). ";
+  msg << "Try a lower learning rate.";
+  log({{"event", "diverged"}, {"epoch", epoch}, {"batch", batch}, {"step", net_.step()}, {"message", msg.str()}});
+  throw DivergenceError(msg.str());
+}
+
+Trainer::Result Trainer::run() {
+  const auto t0 = Clock::now();
+  const double before = elapsed_before_;
+  auto elapsed = [&] { return before + seconds_since(t0); };
+  const int64_t batches = train_.batches_per_epoch();
+  Result result;
+  Batch batch;
+  for (; epoch_ < options_.epochs; ++epoch_, next_batch_ = 0, epoch_sums_ = Metrics{}) {
+    const auto epoch_t0 = Clock::now();
+    train_.start_epoch(epoch_);
+    for (int64_t skip = 0; skip < next_batch_; ++skip) train_.next(batch);  // TEMP until start_epoch(e, b)
+    int64_t images = 0;
+    while (train_.next(batch)) {
+      const double epoch_float = epoch_ + double(next_batch_) / batches;
+      set_rates(epoch_float);
+      net_.set_input(input_, batch.images);
+      net_.set_input(labels_, batch.labels);
+      const CostReport r = net_.forward(true);
+      CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
+      // Non-finite input is the usual cause: say so (ReLU may hide NaN from the cost, not from
+      // the gradients).
+      auto cause = [&] { return all_finite(batch.images) ? "" : " because the input batch holds NaN or Inf"; };
+      if (!std::isfinite(r.objective))
+        diverged("the cost is " + std::to_string(r.objective) + cause(), epoch_ + 1, next_batch_ + 1);
+      net_.backward();
+      double sq = 0;
+      for (Param* p : net_.params()) sq += sum_squares(p->grad);
+      const double grad_norm = std::sqrt(sq);
+      if (!std::isfinite(grad_norm))
+        diverged("the gradient norm is " + std::to_string(grad_norm) + cause(), epoch_ + 1, next_batch_ + 1);
+      if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
+        diverged("the gradient norm " + std::to_string(grad_norm) + " exceeds the limit " +
+                     std::to_string(options_.max_grad_norm),
+                 epoch_ + 1, next_batch_ + 1);
+      net_.update();
+      ++next_batch_;
+      images += r.batch;
+      epoch_sums_.add(r.costs[0], r.batch);
+
+      BatchEvent ev;
+      ev.epoch = epoch_ + 1;
+      ev.batch = next_batch_;
+      ev.batches = batches;
+      ev.step = int64_t(net_.step());
+      ev.epoch_float = epoch_ + double(next_batch_) / batches;
+      ev.train.add(r.costs[0], r.batch);
+      ev.lr = net_.params().empty() ? 0 : net_.params()[0]->lr;
+      ev.grad_norm = grad_norm;
+      ev.elapsed_s = elapsed();
+      ev.images_per_s = images / std::max(1e-9, seconds_since(epoch_t0));
+      log({{"event", "batch"}, {"epoch", ev.epoch}, {"batch", ev.batch}, {"step", ev.step},
+           {"epoch_float", ev.epoch_float}, {"cost", ev.train.cost}, {"top1_error", ev.train.top1_error},
+           {"top5_error", ev.train.top5_error}, {"lr", ev.lr}, {"grad_norm", grad_norm},
+           {"elapsed_s", ev.elapsed_s}, {"images_per_s", ev.images_per_s}});
+      bool go_on = on_batch ? on_batch(ev) : true;
+
+      if (test_ && options_.test_every > 0 && next_batch_ % options_.test_every == 0 && next_batch_ < batches) {
+        run_test(epoch_ + 1, next_batch_, ev.epoch_float, elapsed);
+      }
+      if (!go_on || (options_.save_every > 0 && next_batch_ % options_.save_every == 0 && next_batch_ < batches)) {
+        elapsed_before_ = elapsed();
+        save(epoch_, next_batch_, epoch_sums_);
+      }
+      if (!go_on) {
+        result.stopped = true;
+        break;
+      }
+    }
+    if (result.stopped) break;
+
+    EpochEvent ee;
+    ee.epoch = epoch_ + 1;
+    ee.step = int64_t(net_.step());
+    ee.train = epoch_sums_;
+    if (test_) {
+      ee.test = run_test(ee.epoch, batches, double(epoch_ + 1), elapsed);
+    }
+    ee.lr = net_.params().empty() ? 0 : net_.params()[0]->lr;
+    ee.epoch_s = seconds_since(epoch_t0);
+    ee.elapsed_s = elapsed();
+    elapsed_before_ = ee.elapsed_s;
+    ee.checkpoint = save(epoch_ + 1, 0, Metrics{});  // "epoch done": a resume starts the next
+    nlohmann::json line = {{"event", "epoch"}, {"epoch", ee.epoch}, {"step", ee.step},
+                           {"train_cost", ee.train.cost}, {"train_top1_error", ee.train.top1_error},
+                           {"train_top5_error", ee.train.top5_error}, {"lr", ee.lr},
+                           {"elapsed_s", ee.elapsed_s}, {"epoch_s", ee.epoch_s}};
+    if (test_) {
+      line["test_cost"] = ee.test.cost;
+      line["test_top1_error"] = ee.test.top1_error;
+      line["test_top5_error"] = ee.test.top5_error;
+    }
+    log(line);
+    result.train = ee.train;
+    if (on_epoch && !on_epoch(ee)) {
+      result.stopped = true;
+      ++epoch_;
+      next_batch_ = 0;
+      break;
+    }
+  }
+  result.epochs_done = epoch_;
+  result.step = int64_t(net_.step());
+  result.test = last_test_;
+  result.last_checkpoint = last_checkpoint_;
+  result.elapsed_s = elapsed();
+  elapsed_before_ = result.elapsed_s;
+  return result;
+}
+
+}  // namespace convnet

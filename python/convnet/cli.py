@@ -1,0 +1,354 @@
+"""The `convnet` command: train, test, predict, summary, plot.
+
+    convnet train fashion_alexnet --data fashion-mnist --epochs 10 --save-dir runs/fashion
+    convnet test runs/fashion --multiview
+    convnet predict runs/fashion shirt.png --top-k 5
+    convnet summary vgg-D
+    convnet plot runs/fashion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from . import _core, zoo
+
+ZOO = {
+    "fashion_alexnet": zoo.fashion_alexnet,
+    "alexnet_2012": zoo.alexnet_2012,
+    "alexnet_one_tower": zoo.alexnet_one_tower,
+    "small_convnet": zoo.small_convnet,
+    **{f"vgg-{c}": (lambda c: lambda **kw: zoo.vgg(c, **kw))(c) for c in "ABCDE"},
+}
+
+
+def resolve_model(name: str, classes: int | None = None, channels: int | None = None,
+                  size: int | None = None) -> str:
+    """A model definition as JSON text: a JSON file, or a zoo name built for the data's classes,
+    channels and image size."""
+    if os.path.isfile(name):
+        with open(name) as f:
+            return f.read()
+    if name not in ZOO:
+        raise SystemExit(f"convnet: '{name}' is neither a model file nor a zoo model "
+                         f"(zoo: {', '.join(ZOO)})")
+    kw = {k: v for k, v in dict(classes=classes, channels=channels, size=size).items() if v is not None}
+    return ZOO[name](**kw).to_json()
+
+
+def checkpoint_path(path: str) -> str:
+    """A checkpoint file, or the newest checkpoint of a run folder."""
+    if os.path.isdir(path):
+        latest = _core.latest_checkpoint(path)
+        if not latest:
+            raise SystemExit(f"convnet: no checkpoint in {path}")
+        return latest
+    if not os.path.isfile(path):
+        raise SystemExit(f"convnet: {path}: no such checkpoint file or run folder")
+    return path
+
+
+def devices_arg(text: str):
+    return text.split(",") if "," in text else text
+
+
+def parse_groups(items: list[str], default: str) -> list[tuple[str, str]]:
+    groups = []
+    for item in items or []:
+        prefix, sep, schedule = item.partition("=")
+        if not sep:
+            raise SystemExit(f"convnet: --group '{item}' is not PREFIX=SCHEDULE")
+        groups.append((prefix, schedule))
+    return groups + [("*", default)]
+
+
+# ---- train ----
+def cmd_train(a) -> int:
+    from .net import Net
+    from .train import DataPrep, Trainer
+
+    if a.threads:
+        _core.set_num_threads(a.threads)
+    prep = DataPrep(a.data, image_size=a.image_size, crop=a.crop, mirror=a.mirror,
+                    pca_std=a.pca_std, mean=a.mean)
+    channels, size, _ = prep.shape
+    model = resolve_model(a.model, prep.classes, channels, size)
+    net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math)
+    if a.lr is not None:
+        for name in net.param_names():
+            net.set_hyperparams(name, lr=a.lr)
+    train_pipe, test_pipe = prep.pipelines(a.batch, seed=a.seed, workers=a.workers)
+    log = a.log or (os.path.join(a.save_dir, "log.jsonl") if a.save_dir else None)
+    print(f"convnet train: {a.model} ({net.parameter_count:,} parameters) on {prep.description}; "
+          f"{len(prep.train_source):,} training and {len(prep.test_source):,} test images, batch {a.batch}, "
+          f"{a.epochs} epochs, device {a.device}, {_core.num_threads()} CPU threads", flush=True)
+    trainer = Trainer(net, train_pipe, test_pipe, epochs=a.epochs, schedule=parse_groups(a.group, a.schedule),
+                      test_every=a.test_every, test_batches=a.test_batches, save_dir=a.save_dir,
+                      save_every=a.save_every, keep=a.keep, log=log, max_grad_norm=a.max_grad_norm,
+                      progress="epochs" if a.quiet else True, run_info=dict(prep.info(), batch=a.batch))
+    if a.save_dir and _core.latest_checkpoint(a.save_dir) and not a.resume:
+        if not a.overwrite:
+            raise SystemExit(f"convnet train: {a.save_dir} holds checkpoints of an earlier run: --resume to "
+                             "continue it, --overwrite to start again, or another --save-dir")
+        clear_run(a.save_dir)
+    if a.resume:
+        if not a.save_dir and a.resume == "auto":
+            raise SystemExit("convnet: --resume needs --save-dir (or a checkpoint path)")
+        source = a.save_dir if a.resume == "auto" else a.resume
+        if a.resume != "auto" or _core.latest_checkpoint(source):
+            trainer.resume(source)
+            print(f"resumed from {source}", flush=True)
+    result = trainer.run()
+    test = result["test"]
+    acc = f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}" if test else "no test set"
+    print(f"done: {result['epochs_done']} epochs, step {result['step']}, {result['elapsed_s']:.0f} s; {acc}"
+          + (f"; checkpoint {result['last_checkpoint']}" if result["last_checkpoint"] else ""), flush=True)
+    if a.save_dir and not a.no_plots and log and os.path.exists(log):
+        write_plots(a.save_dir, log, net, test_pipe, prep.info()["class_names"])
+    return 0
+
+
+def clear_run(run_dir: str) -> None:
+    """Removes an earlier run's checkpoints, log and plots (--overwrite)."""
+    for name in _core.list_checkpoints(run_dir):
+        os.remove(name)
+    for name in ("log.jsonl", "curves.png", "filters.png", "predictions.png"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def write_plots(out_dir: str, log: str, net, test_pipe, class_names) -> list[str]:
+    from . import plots
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = [plots.plot_curves(log, os.path.join(out_dir, "curves.png"))]
+    first = [l["name"] for l in net.layers() if l["type"] == "conv" and
+             any(i in net.inputs for i in l.get("inputs", []))]
+    if first:
+        weights = [net.get_param(f"{n}.weights") for n in first]
+        written.append(plots.plot_filters(weights if len(weights) > 1 else weights[0],
+                                          os.path.join(out_dir, "filters.png")))
+    if test_pipe is not None:
+        test_pipe.start_epoch(0)
+        batch = next(test_pipe.epoch())
+        images, labels = batch.images()[:16], batch.labels()[:16]
+        probs = net.predict(images)
+        names = class_names or [str(i) for i in range(probs.shape[1])]
+        written.append(plots.plot_predictions(images, labels, probs, names,
+                                              os.path.join(out_dir, "predictions.png")))
+    print("plots: " + ", ".join(written), flush=True)
+    return written
+
+
+# ---- test ----
+def load_run(path: str, device: str):
+    from .net import Net
+    ckpt = checkpoint_path(path)
+    net = Net.from_checkpoint(ckpt, devices=devices_arg(device))
+    run = net.checkpoint_state.get("run", {}) if isinstance(net.checkpoint_state, dict) else {}
+    return ckpt, net, run
+
+
+def cmd_test(a) -> int:
+    from .train import DataPrep, evaluate, evaluate_multiview
+
+    ckpt, net, run = load_run(a.checkpoint, a.device)
+    spec = a.data or run.get("data")
+    if not spec:
+        raise SystemExit("convnet: the checkpoint does not say which data it was trained on: give --data")
+    prep = DataPrep(spec, image_size=run.get("image_size", 256), crop=run.get("crop", 0),
+                    mean=run.get("mean", "scalar"), scale=run.get("scale", 1 / 255))
+    if "mean_value" in run:
+        prep.mean_value = run["mean_value"]
+    if a.multiview:
+        if not prep.crop:
+            raise SystemExit("convnet: --multiview needs a model trained on crops (the run's crop is 0)")
+        m = evaluate_multiview(net, prep.test_source, crop=prep.crop, stats=prep.stats,
+                               mean_value=prep.mean_value, subtract_mean_image=prep.mean == "image",
+                               scale=prep.scale, batch=a.batch, progress=True)
+    else:
+        _, test_pipe = prep.pipelines(a.batch)
+        m = evaluate(net, test_pipe)
+    view = "10-view" if a.multiview else "single-view"
+    print(f"{ckpt} on {prep.description} ({m['examples']:,} test images, {view}): cost {m['cost']:.4f}  "
+          f"top-1 error {m['top1_error']:.4f}  top-5 error {m['top5_error']:.4f}  "
+          f"(accuracy {1 - m['top1_error']:.4f})")
+    return 0
+
+
+# ---- predict ----
+def read_image(path: str, channels: int, size: int) -> np.ndarray:
+    """An image file as C x size x size floats in [0, 255] (shorter side resized, centre crop)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise SystemExit("convnet predict needs Pillow to read image files: pip install pillow") from None
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"convnet: cannot read image {path}: {e}") from None
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def cmd_predict(a) -> int:
+    ckpt, net, run = load_run(a.checkpoint, a.device)
+    shape = net.output_shape(net.inputs[0])  # (C, H, W, N)
+    channels, size = shape[0], shape[1]
+    x = np.stack([read_image(p, channels, size) for p in a.images])
+    x = (x - run.get("mean_value", 0.0)) * run.get("scale", 1.0)
+    names = run.get("class_names") or None
+    for path, top in zip(a.images, net.top_k(x.astype(np.float32), a.top_k, names)):
+        print(path)
+        for cls, p in top:
+            print(f"  {p:7.2%}  {cls}")
+    return 0
+
+
+# ---- summary ----
+def cmd_summary(a) -> int:
+    from .summary import format_summary, summary
+
+    model = resolve_model(a.model, a.classes, a.channels, a.size)
+    print(format_summary(summary(model, batch=a.batch)))
+    return 0
+
+
+# ---- plot ----
+def cmd_plot(a) -> int:
+    from . import plots
+
+    log = a.run
+    run_dir = a.run if os.path.isdir(a.run) else os.path.dirname(a.run)
+    if os.path.isdir(a.run):
+        log = os.path.join(a.run, "log.jsonl")
+    out = a.out or run_dir or "."
+    written = [plots.plot_curves(log, os.path.join(out, "curves.png"))]
+    ckpt = a.checkpoint or (run_dir and _core.latest_checkpoint(run_dir))
+    if ckpt:
+        from .train import DataPrep
+        _, net, run = load_run(ckpt, "cpu")
+        test_pipe = None
+        if run.get("data"):
+            prep = DataPrep(run["data"], image_size=run.get("image_size", 256), crop=run.get("crop", 0),
+                            mean=run.get("mean", "scalar"), scale=run.get("scale", 1 / 255))
+            prep.mean_value = run.get("mean_value", prep.mean_value)
+            _, test_pipe = prep.pipelines(32)
+        written = write_plots(out, log, net, test_pipe, run.get("class_names"))
+    else:
+        print("plots: " + ", ".join(written))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convnet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data_help = ("data set: 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder of IDX files, "
+                 "a folder with train/ and val/ class folders of JPEG/PNG images, or "
+                 "'generated[count=512;classes=4;channels=1;size=16]'")
+
+    t = sub.add_parser("train", help="train a model on a data set",
+                       description="Train a model (a JSON model file or a zoo name) with momentum SGD.")
+    t.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
+    t.add_argument("--data", default="fashion-mnist", help=data_help + " (default fashion-mnist)")
+    t.add_argument("--epochs", type=int, default=10, help="epochs to train (default 10)")
+    t.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
+    t.add_argument("--lr", type=float, help="base learning rate of every layer (default: the model's epsW/epsB)")
+    t.add_argument("--schedule", default="constant",
+                   help="learning-rate schedule for every layer: constant, step[every=E;factor=F], "
+                        "exp[tgtFactor=T], dexp[tgtFactor=T;numSteps=N], linear[tgtFactor=T], "
+                        "plateau[factor=0.1;patience=2;threshold=0;maxDrops=3]; any takes warmup=E "
+                        "(default constant: the model's epsW/epsB)")
+    t.add_argument("--group", action="append", metavar="PREFIX=SCHEDULE",
+                   help="a schedule for the layers whose names start with PREFIX (repeatable; "
+                        "first match wins, --schedule covers the rest)")
+    t.add_argument("--test-every", type=int, default=0, help="test every N batches too (default: each epoch's end)")
+    t.add_argument("--test-batches", type=int, default=0, help="test batches per test (default: the whole test set)")
+    t.add_argument("--save-dir", help="folder for checkpoints, the log (log.jsonl) and plots")
+    t.add_argument("--save-every", type=int, default=0, help="checkpoint every N batches too (default: each epoch)")
+    t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 keeps all)")
+    t.add_argument("--resume", nargs="?", const="auto",
+                   help="continue a run: from the newest checkpoint in --save-dir, or from the given file")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start again in a --save-dir that holds an earlier run (its checkpoints, log and plots are deleted)")
+    t.add_argument("--log", help="JSON-lines log of every batch, test and epoch (default SAVE_DIR/log.jsonl)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda:0, or a list for logical devices: cuda:0,cuda:1")
+    t.add_argument("--math", default="fp32", choices=["fp32", "tf32"], help="GPU GEMM precision (default fp32)")
+    t.add_argument("--seed", type=int, default=1, help="initialisation, data order, dropout (default 1)")
+    t.add_argument("--image-size", type=int, default=256, help="decoded size of folder images (default 256)")
+    t.add_argument("--crop", type=int, default=0, help="random crops of this size in training, centre crop in test (default: none)")
+    t.add_argument("--mirror", action="store_true", help="random horizontal reflections in training")
+    t.add_argument("--pca-std", type=float, default=0.0, help="AlexNet's PCA colour noise (the paper: 0.1; RGB only)")
+    t.add_argument("--mean", default="scalar", choices=["scalar", "image", "none"],
+                   help="subtract the training set's mean pixel (scalar) or mean image (default scalar)")
+    t.add_argument("--workers", type=int, default=2, help="data loading threads (default 2)")
+    t.add_argument("--threads", type=int, default=0, help="CPU compute threads (default: all cores)")
+    t.add_argument("--max-grad-norm", type=float, default=0.0, help="stop when the gradient norm exceeds this (default: off)")
+    t.add_argument("--no-plots", action="store_true", help="do not write curves/filters/predictions PNGs into --save-dir")
+    t.add_argument("--quiet", action="store_true", help="no per-batch progress (test and epoch lines only)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("test", help="evaluate a checkpoint on its test set",
+                       description="Cost, top-1 and top-5 error of a checkpoint on the test set it was trained with.")
+    e.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
+    e.add_argument("--data", help="another data set (default: the one the run used)")
+    e.add_argument("--multiview", action="store_true", help="AlexNet's 10-view test (corners, centre, reflections)")
+    e.add_argument("--batch", type=int, default=130, help="batch size (default 130)")
+    e.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
+    e.set_defaults(func=cmd_test)
+
+    r = sub.add_parser("predict", help="top-k classes of image files",
+                       description="Classify image files with a checkpoint; prints the top-k classes with probabilities.")
+    r.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
+    r.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), resized and centre-cropped to the net's input")
+    r.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
+    r.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
+    r.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, receptive fields",
+                       description="Per layer: output shape, parameters, multiply-adds per image, receptive "
+                                   "field and its jump; and the totals.")
+    s.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
+    s.add_argument("--classes", type=int, help="classes (zoo models; default: the model's own)")
+    s.add_argument("--channels", type=int, help="input channels (zoo models)")
+    s.add_argument("--size", type=int, help="input size (zoo models)")
+    s.add_argument("--batch", type=int, default=1, help="batch size for the activation memory figure (default 1)")
+    s.set_defaults(func=cmd_summary)
+
+    g = sub.add_parser("plot", help="PNG plots of a run: curves, first-layer filters, predictions",
+                       description="Writes curves.png (cost, error, learning rate against epochs), and with a "
+                                   "checkpoint filters.png and predictions.png.")
+    g.add_argument("run", help="a run folder (with log.jsonl and checkpoints) or a log file")
+    g.add_argument("--checkpoint", help="checkpoint for the filters and predictions (default: the run's newest)")
+    g.add_argument("--out", help="output folder (default: the run folder)")
+    g.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, _core.DataError) as e:
+        print(f"convnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+// The trainer: it learns, logs, calls back, stops on divergence naming the cause, and a run
+// stopped and resumed from its checkpoint ends with the same weights, bit for bit, as one that
+// never stopped. Also the 10-view test against views fed one at a time.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "convnet/checkpoint.h"
+#include "convnet/dataset.h"
+#include "convnet/trainer.h"
+
+namespace convnet {
+namespace {
+
+namespace fs = std::filesystem;
+
+// conv - pool - fc - dropout - fc - softmax on 1 x 12 x 12 images: dropout makes the step
+// counter and the seed part of what a resume must restore.
+const char* kModel = R"([
+  {"name": "data", "type": "input", "channels": 1, "size": 12},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1,
+   "neuron": "relu", "init": "kaiming", "epsW": 0.02, "epsB": 0.02, "wc": 0.0005},
+  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 2, "stride": 2},
+  {"name": "fc2", "type": "fc", "inputs": ["pool1"], "outputs": 32, "neuron": "relu",
+   "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
+  {"name": "drop2", "type": "dropout", "inputs": ["fc2"], "rate": 0.5},
+  {"name": "fc3", "type": "fc", "inputs": ["drop2"], "outputs": 4, "init": "xavier",
+   "epsW": 0.02, "epsB": 0.02},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc3", "labels"]}
+])";
+
+PipelineOptions options(bool train, int batch = 16) {
+  PipelineOptions o;
+  o.batch = batch;
+  o.train = train;
+  o.shuffle = train;
+  o.seed = 5;
+  o.workers = 2;
+  o.augment.mirror = false;
+  o.augment.scale = 1.f / 255.f;
+  o.augment.mean_value = 128.f;
+  return o;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("convnet-trainer-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<std::vector<float>> weights_of(Net& net) {
+  std::vector<std::vector<float>> out;
+  for (Param* p : net.params()) {
+    out.push_back(p->value.to_vector());
+    out.push_back(p->velocity.to_vector());
+  }
+  return out;
+}
+
+bool bitwise_equal(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].size() != b[i].size() || std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) != 0)
+      return false;
+  return true;
+}
+
+std::vector<nlohmann::json> read_log(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+TEST(Trainer, LearnsLogsAndCallsBack) {
+  TempDir dir;
+  // Training and test examples of the same generated classes (the seed picks the classes).
+  const Dataset d = open_dataset("generated[count=480;classes=4;channels=1;size=12;seed=11]");
+  Pipeline train(d.train, options(true)), test(d.test, options(false));
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.epochs = 3;
+  o.test_every = 10;
+  o.log_path = (dir.path / "log.jsonl").string();
+  o.save_dir = (dir.path / "ckpt").string();
+  o.keep = 2;
+  Trainer t(net, train, &test, o);
+  int batches = 0, tests = 0, epochs = 0;
+  t.on_batch = [&](const BatchEvent& e) {
+    ++batches;
+    EXPECT_EQ(e.batches, 30);
+    EXPECT_TRUE(std::isfinite(e.grad_norm) && e.grad_norm > 0);
+    return true;
+  };
+  t.on_test = [&](const TestEvent&) { ++tests; };
+  t.on_epoch = [&](const EpochEvent& e) {
+    ++epochs;
+    EXPECT_EQ(e.train.examples, 480);
+    EXPECT_EQ(e.test.examples, 120);
+    EXPECT_FALSE(e.checkpoint.empty());
+    return true;
+  };
+  const Trainer::Result r = t.run();
+  EXPECT_EQ(batches, 90);
+  EXPECT_EQ(epochs, 3);
+  EXPECT_EQ(tests, 3 * 3);  // batches 10 and 20, and each epoch's end
+  EXPECT_EQ(r.epochs_done, 3);
+  EXPECT_EQ(r.step, 90);
+  EXPECT_LT(r.test.top1_error, 0.25) << "4 classes: chance is 0.75";
+  EXPECT_EQ(list_checkpoints(o.save_dir).size(), 2u);  // keep = 2
+  const auto log = read_log(o.log_path);
+  int batch_lines = 0, test_lines = 0, epoch_lines = 0;
+  for (auto& line : log) {
+    const std::string ev = line.at("event");
+    batch_lines += ev == "batch";
+    test_lines += ev == "test";
+    epoch_lines += ev == "epoch";
+  }
+  EXPECT_EQ(batch_lines, 90);
+  EXPECT_EQ(test_lines, 9);
+  EXPECT_EQ(epoch_lines, 3);
+  EXPECT_DOUBLE_EQ(log.back().at("test_top1_error").get<double>(), r.test.top1_error);
+}
+
+// The issue's criterion: on the CPU a resumed run's weights equal an uninterrupted run's.
+TEST(Trainer, StopAndResumeIsBitExact) {
+  TempDir dir;
+  const Dataset d = open_dataset("generated[count=200;classes=4;channels=1;size=12;seed=21]");
+  auto train_src = d.train, test_src = d.test;
+  TrainerOptions o;
+  o.epochs = 3;
+  o.schedules = {{"fc", Schedule::parse("plateau[patience=1]")}, {"*", Schedule::parse("exp[tgtFactor=10]")}};
+
+  std::vector<std::vector<float>> uninterrupted;
+  {
+    Pipeline train(train_src, options(true)), test(test_src, options(false));
+    Net net(ModelSpec::from_json(kModel), {}, 3);
+    Trainer t(net, train, &test, o);
+    t.run();
+    uninterrupted = weights_of(net);
+  }
+  o.save_dir = (dir.path / "ckpt").string();
+  {
+    Pipeline train(train_src, options(true)), test(test_src, options(false));
+    Net net(ModelSpec::from_json(kModel), {}, 3);
+    Trainer t(net, train, &test, o);
+    int seen = 0;
+    t.on_batch = [&](const BatchEvent&) { return ++seen < 13 + 5; };  // stop in epoch 2, batch 5
+    const Trainer::Result r = t.run();
+    EXPECT_TRUE(r.stopped);
+    EXPECT_EQ(r.step, 18);
+    EXPECT_FALSE(r.last_checkpoint.empty());
+  }
+  {
+    Pipeline train(train_src, options(true)), test(test_src, options(false));
+    Net net(ModelSpec::from_json(kModel), {}, 999);  // another seed: the checkpoint's must win
+    Trainer t(net, train, &test, o);
+    t.resume(o.save_dir);
+    int seen = 0;
+    t.on_batch = [&](const BatchEvent& e) {
+      if (seen++ == 0) EXPECT_EQ(e.step, 19);
+      return true;
+    };
+    const Trainer::Result r = t.run();
+    EXPECT_EQ(r.step, 39);  // 13 batches per epoch
+    EXPECT_TRUE(bitwise_equal(weights_of(net), uninterrupted))
+        << "resumed run's weights differ from the uninterrupted run's";
+  }
+}
+
+TEST(Trainer, NanInputStopsNamingTheCauseAndKeepsCheckpoint) {
+  TempDir dir;
+  const int n = 64, size = 12;
+  std::vector<float> images(size_t(n) * size * size, 100.f);
+  std::vector<int> labels(n);
+  for (int i = 0; i < n; ++i) labels[size_t(i)] = i % 4;
+  images[size_t(40) * size * size + 7] = std::numeric_limits<float>::quiet_NaN();  // example 40
+  PipelineOptions po = options(false);
+  po.shuffle = false;
+  Pipeline train(array_source(images.data(), labels.data(), n, 1, size, size, 4), po);
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.epochs = 2;
+  o.save_dir = (dir.path / "ckpt").string();
+  o.log_path = (dir.path / "log.jsonl").string();
+  Trainer t(net, train, nullptr, o);
+  // Epoch 1 never finishes: batch 3 (examples 32..47) holds the NaN.
+  try {
+    t.run();
+    FAIL() << "expected DivergenceError";
+  } catch (const DivergenceError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("epoch 1, batch 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("input batch holds NaN"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("No checkpoint was written"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(net.step(), 2u) << "no update after the bad batch";
+  EXPECT_EQ(read_log(o.log_path).back().at("event"), "diverged");
+}
+
+TEST(Trainer, GradientNormLimitStopsAndNamesLastGoodCheckpoint) {
+  TempDir dir;
+  auto src = generated_source(64, 4, 1, 12, 31);
+  Pipeline train(src, options(true));
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.epochs = 3;
+  o.save_dir = (dir.path / "ckpt").string();
+  Trainer first(net, train, nullptr, o);
+  first.on_epoch = [](const EpochEvent&) { return false; };  // one epoch, then a checkpoint
+  first.run();
+  const std::string good = latest_checkpoint(o.save_dir);
+  ASSERT_FALSE(good.empty());
+  o.max_grad_norm = 1e-6;
+  Trainer second(net, train, nullptr, o);
+  second.resume(good);
+  try {
+    second.run();
+    FAIL() << "expected DivergenceError";
+  } catch (const DivergenceError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("exceeds the limit"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(good), std::string::npos) << msg;
+  }
+  Net reloaded(ModelSpec::from_json(kModel), {}, 3);
+  EXPECT_NO_THROW(load_checkpoint(reloaded, good));
+}
+
+TEST(Trainer, ScheduleGroupMustMatchALayer) {
+  auto src = generated_source(32, 4, 1, 12, 1);
+  Pipeline train(src, options(true));
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.schedules = {{"conv9", Schedule()}};
+  try {
+    Trainer t(net, train, nullptr, o);
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("group 'conv9' matches no layer"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, SchedulesSetRatesPerGroup) {
+  auto src = generated_source(32, 4, 1, 12, 1);
+  Pipeline train(src, options(true, 32));
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.epochs = 2;
+  o.schedules = {{"conv", Schedule::parse("step[every=1;factor=0.5]")}};
+  Trainer t(net, train, nullptr, o);
+  t.run();  // the rates of the last step (epoch 2: multiplier 0.5) stay set
+  EXPECT_FLOAT_EQ(net.param("conv1.weights").lr, 0.01f);
+  EXPECT_FLOAT_EQ(net.param("fc2.weights").lr, 0.02f) << "no group: the model's rate";
+}
+
+TEST(Evaluate, TenViewsAverageTheViewsFedOneAtATime) {
+  auto src = generated_source(6, 4, 1, 12, 41);
+  Net net(ModelSpec::from_json(R"([
+    {"name": "data", "type": "input", "channels": 1, "size": 10},
+    {"name": "labels", "type": "labels"},
+    {"name": "fc", "type": "fc", "inputs": ["data"], "outputs": 4, "init": "xavier"},
+    {"name": "cost", "type": "softmax_cost", "inputs": ["fc", "labels"]}])"), {}, 7);
+  AugmentOptions a;
+  a.crop = 10;
+  a.mean_value = 100.f;
+  a.scale = 0.02f;
+  const Metrics m = evaluate_multiview(net, *src, DataStats{}, a, 20);  // 2 examples per pass
+  ASSERT_EQ(m.examples, 6);
+  // The reference: each view alone, probabilities averaged in double.
+  double cost = 0, top1 = 0;
+  std::vector<float> chw(144);
+  for (int i = 0; i < 6; ++i) {
+    const int label = src->load(i, chw.data());
+    for (float& v : chw) v = (v - 100.f) * 0.02f;
+    const Tensor views = ten_views(chw.data(), 1, 12, 12, 10);
+    const std::vector<float> all = views.to_vector();
+    std::vector<double> avg(4, 0.0);
+    for (int v = 0; v < 10; ++v) {
+      Tensor one({1, 10, 10, 1}, Device::cpu());
+      for (int p = 0; p < 100; ++p) one.data()[p] = all[size_t(p) * 10 + size_t(v)];
+      Tensor lab({1}, Device::cpu());
+      lab.data()[0] = float(label);
+      net.set_input("data", one);
+      net.set_input("labels", lab);
+      net.forward(false);
+      const std::vector<float> probs = net.output("cost").to_vector();
+      for (int k = 0; k < 4; ++k) avg[size_t(k)] += probs[size_t(k)] / 10.0;
+    }
+    cost += -std::log(avg[size_t(label)]) / 6;
+    int best = 0;
+    for (int k = 1; k < 4; ++k) if (avg[size_t(k)] > avg[size_t(best)]) best = k;
+    top1 += (best != label) / 6.0;
+  }
+  EXPECT_NEAR(m.cost, cost, 1e-5);
+  EXPECT_NEAR(m.top1_error, top1, 1e-12);
+  EXPECT_DOUBLE_EQ(m.top5_error, 0.0) << "4 classes: the true one is always in the top 5";
+}
+
+}  // namespace
+}  // namespace convnet

@@ -1,0 +1,126 @@
+"""The Python face of the trainer: convnet.train / Trainer with callbacks, stop and resume,
+checkpoints (round trip, model mismatch), divergence, evaluation (single and 10-view), top-k."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import convnet
+from convnet import data, zoo
+from convnet.train import Callback, DataPrep, Trainer, evaluate, evaluate_multiview
+
+DATA = "generated[count=384;classes=4;channels=1;size=16;seed=3]"
+
+
+def small(classes=4, size=16):
+    return zoo.small_convnet(classes=classes, channels=1, size=size, lr=0.02)
+
+
+class Recorder(Callback):
+    def __init__(self, stop_at_batch=None):
+        self.batches, self.tests, self.epochs = [], [], []
+        self.stop_at_batch = stop_at_batch
+
+    def on_batch(self, e):
+        self.batches.append(e)
+        return self.stop_at_batch is None or len(self.batches) < self.stop_at_batch
+
+    def on_test(self, e):
+        self.tests.append(e)
+
+    def on_epoch(self, e):
+        self.epochs.append(e)
+
+
+def test_train_learns_writes_log_and_checkpoints(tmp_path):
+    rec = Recorder()
+    net, result = convnet.train(small(), DATA, epochs=3, batch=32, save_dir=str(tmp_path), keep=2,
+                                callbacks=[rec], progress=False, schedule="exp[tgtFactor=10]")
+    assert result["epochs_done"] == 3 and result["step"] == 36 and not result["stopped"]
+    assert result["test"]["top1_error"] < 0.3, result  # 4 classes: chance is 0.75
+    assert len(rec.batches) == 36 and len(rec.epochs) == 3 and len(rec.tests) == 3
+    assert rec.batches[0]["lr"] == pytest.approx(0.02)
+    assert rec.batches[-1]["lr"] == pytest.approx(0.02 * 10 ** (-(2 + 11 / 12) / 3), rel=1e-5)
+    assert len(convnet._core.list_checkpoints(str(tmp_path))) == 2
+    lines = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert [l["event"] for l in lines].count("batch") == 36
+    assert lines[-1]["event"] == "epoch" and lines[-1]["test_top1_error"] == result["test"]["top1_error"]
+
+
+def test_stop_and_resume_gives_the_uninterrupted_weights(tmp_path):
+    whole, _ = convnet.train(small(), DATA, epochs=2, batch=32, progress=False)
+    rec = Recorder(stop_at_batch=17)  # stop in epoch 2
+    _, stopped = convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path),
+                               callbacks=[rec], progress=False)
+    assert stopped["stopped"] and stopped["step"] == 17
+    resumed, result = convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path),
+                                    resume=True, progress=False, seed=77)
+    assert result["step"] == 24
+    for name in whole.param_names():
+        assert np.array_equal(whole.get_param(name), resumed.get_param(name)), name
+
+
+def test_checkpoint_round_trip_and_model_mismatch(tmp_path, problem, rng):
+    net = convnet.Net(small(classes=10))
+    x, y = problem.batch(16, rng)
+    net.train_step(x, y)
+    path = str(tmp_path / "a.safetensors")
+    net.save_checkpoint(path, {"note": "hello"})
+    again = convnet.Net.from_checkpoint(path)
+    assert again.checkpoint_state == {"note": "hello"} and again.step == 1
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    other = convnet.Net(zoo.small_convnet(classes=5, channels=1, size=16))
+    with pytest.raises(ValueError, match="fc3"):
+        other.load_checkpoint(path)
+
+
+def test_divergence_raises_floating_point_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="exceeds the limit"):
+        convnet.train(small(), DATA, epochs=1, batch=32, max_grad_norm=1e-9, progress=False)
+    assert issubclass(convnet.DivergenceError, FloatingPointError)
+
+
+def test_bad_schedule_is_reported_before_training():
+    prep = DataPrep(DATA)
+    net = convnet.Net(small())
+    train, test = prep.pipelines(32)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'"):
+        Trainer(net, train, test, schedule={"conv": "cosine", "*": "constant"})
+    with pytest.raises(ValueError, match="group 'conv9' matches no layer"):
+        Trainer(net, train, test, schedule={"conv9": "constant"})
+
+
+def test_evaluate_single_and_ten_views():
+    prep = DataPrep(DATA, crop=14, mirror=True)  # the 10 views include reflections: train on them
+    net, _ = convnet.train(zoo.small_convnet(classes=4, channels=1, size=14, lr=0.02), prep, epochs=3,
+                           batch=32, progress=False)
+    _, test = prep.pipelines(32)
+    single = evaluate(net, test)
+    ten = evaluate_multiview(net, prep.test_source, crop=14, mean_value=prep.mean_value, scale=prep.scale)
+    assert single["examples"] == ten["examples"] == 96
+    assert ten["top1_error"] < 0.3 and single["top1_error"] < 0.3, (single, ten)
+    assert ten["top5_error"] == 0.0  # 4 classes
+
+
+def test_top_k_is_sorted_with_names(problem, rng):
+    net = convnet.Net(zoo.small_convnet(classes=10, channels=1, size=16))
+    x, _ = problem.batch(3, rng)
+    names = [f"class{i}" for i in range(10)]
+    top = net.top_k(x, k=5, class_names=names)
+    probs = net.predict(x)
+    assert len(top) == 3 and all(len(t) == 5 for t in top)
+    for row, p in zip(top, probs):
+        ps = [q for _, q in row]
+        assert ps == sorted(ps, reverse=True)
+        assert row[0] == (names[int(np.argmax(p))], pytest.approx(float(p.max())))
+
+
+def test_data_sets_by_name_errors(tmp_path):
+    with pytest.raises(ValueError, match="is not a folder"):
+        DataPrep(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="neither IDX files"):
+        DataPrep(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown key 'colours'"):
+        DataPrep("generated[colours=3]")

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# ctest: convnet-train (no Python) trains a model file on generated data, writes checkpoints and
+# a log, resumes from them, and rejects bad options naming them.
+#   convnet_train_test.sh BINARY SOURCE_DIR
+set -euo pipefail
+BIN=$1
+SRC=$2
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+DATA="generated[count=256;classes=4;channels=1;size=16;seed=9]"
+fail() { echo "FAIL: $*"; exit 1; }
+
+cat > "$WORK/model.json" <<'JSON'
+{"layers": [
+  {"name": "data", "type": "input", "channels": 1, "size": 16},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu", "init": "kaiming"},
+  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
+  {"name": "fc2", "type": "fc", "inputs": ["pool1"], "outputs": 4, "init": "xavier"},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]}
+]}
+JSON
+echo '{"conv1": {"epsW": 0.02, "epsB": 0.02}, "fc2": {"epsW": 0.02, "epsB": 0.02}}' > "$WORK/params.json"
+
+"$BIN" --help | grep -q -- "--layer-params" || fail "--help does not list --layer-params"
+
+"$BIN" --layer-def "$WORK/model.json" --layer-params "$WORK/params.json" --data-path "$DATA" \
+  --epochs 2 --mini 32 --save-path "$WORK/run" --print-freq 4 --schedule "plateau[patience=1]" > "$WORK/out1.txt"
+cat "$WORK/out1.txt"
+grep -q "^1.4/8  cost" "$WORK/out1.txt" || fail "no progress line for epoch 1, batch 4"
+grep -q "done: 2 epochs, step 16" "$WORK/out1.txt" || fail "first run did not finish 2 epochs"
+acc=$(sed -n 's/.*test accuracy \([0-9.]*\).*/\1/p' "$WORK/out1.txt")
+awk -v a="$acc" 'BEGIN { exit !(a > 0.6) }' || fail "test accuracy $acc is not above 0.6 (chance 0.25)"
+ls "$WORK/run"/ckpt-e0002-b000000.safetensors > /dev/null || fail "no epoch-2 checkpoint"
+[ "$(grep -c '"event":"batch"' "$WORK/run/log.jsonl")" = 16 ] || fail "log.jsonl does not hold 16 batch lines"
+
+"$BIN" --layer-def "$WORK/model.json" --layer-params "$WORK/params.json" --data-path "$DATA" \
+  --epochs 3 --mini 32 --save-path "$WORK/run" --resume "$WORK/run" --print-freq 100 \
+  --schedule "plateau[patience=1]" > "$WORK/out2.txt"
+cat "$WORK/out2.txt"
+grep -q "resumed from .*ckpt-e0002-b000000.safetensors at step 16" "$WORK/out2.txt" || fail "did not resume at step 16"
+grep -q "done: 3 epochs, step 24" "$WORK/out2.txt" || fail "resumed run did not end at epoch 3, step 24"
+
+# Bad input: each names the culprit, exit status 2, no crash.
+expect_error() {
+  local want=$1; shift
+  set +e
+  "$BIN" "$@" > "$WORK/err.txt" 2>&1
+  local rc=$?
+  set -e
+  [ $rc = 2 ] || fail "exit status $rc (want 2) for: $*"
+  grep -q "$want" "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "message lacks '$want' for: $*"; }
+}
+expect_error "unknown option --epoch " --layer-def "$WORK/model.json" --epoch 3
+expect_error "layer-def is required" --epochs 1
+expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json"
+echo '{"conv9": {"epsW": 1}}' > "$WORK/badparams.json"
+expect_error "sets layer 'conv9'" --layer-def "$WORK/model.json" --layer-params "$WORK/badparams.json" --data-path "$DATA"
+expect_error "unknown learning-rate schedule 'cosine'" --layer-def "$WORK/model.json" --data-path "$DATA" --schedule cosine
+echo "convnet-train: all checks passed"
