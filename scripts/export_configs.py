@@ -14,6 +14,8 @@ MODELS = {
     "alexnet_2012.json": zoo.alexnet_2012(),
     "alexnet_one_tower.json": zoo.alexnet_one_tower(),
     "small_convnet.json": zoo.small_convnet(),
+    "fashion_alexnet.json": zoo.fashion_alexnet(),
+    **{f"vgg_{c.lower()}.json": zoo.vgg(c) for c in "ABCDE"},
 }
 
 if __name__ == "__main__":

@@ -128,3 +128,19 @@ def test_errors_name_the_culprit(capsys, tmp_path):
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "convnet", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout and "summary" in r.stdout
+
+
+def test_a_second_run_into_the_same_folder_needs_resume_or_overwrite(trained, tmp_path, capsys):
+    run_dir = tmp_path / "again"
+    run_dir.mkdir()
+    for f in os.listdir(trained):
+        (run_dir / f).write_bytes((trained / f).read_bytes())
+    args = ["train", "small_convnet", "--data", DATA, "--epochs", "1", "--batch", "32", "--crop", "14",
+            "--save-dir", str(run_dir), "--quiet", "--no-plots"]
+    with pytest.raises(SystemExit, match="holds checkpoints of an earlier run"):
+        cli.main(args)
+    rc, out, _ = run(capsys, *args, "--overwrite")
+    assert rc == 0 and "done: 1 epochs, step 16" in out, out
+    names = sorted(os.listdir(run_dir))
+    assert [n for n in names if n.startswith("ckpt-")] == ["ckpt-e0001-b000000.safetensors"], names
+    assert sum(1 for _ in open(run_dir / "log.jsonl")) == 16 + 1 + 1  # batches, test, epoch
