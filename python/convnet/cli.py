@@ -155,17 +155,24 @@ def load_run(path: str, device: str):
     return ckpt, net, run
 
 
-def cmd_test(a) -> int:
-    from .train import DataPrep, evaluate, evaluate_multiview
+def data_of_run(run: dict, spec: str | None = None):
+    """The data a run trained on, read the way it read them (crop, mean, scale), or `spec`."""
+    from .train import DataPrep
 
-    ckpt, net, run = load_run(a.checkpoint, a.device)
-    spec = a.data or run.get("data")
+    spec = spec or run.get("data")
     if not spec:
         raise SystemExit("convnet: the checkpoint does not say which data it was trained on: give --data")
     prep = DataPrep(spec, image_size=run.get("image_size", 256), crop=run.get("crop", 0),
                     mean=run.get("mean", "scalar"), scale=run.get("scale", 1 / 255))
-    if "mean_value" in run:
-        prep.mean_value = run["mean_value"]
+    prep.mean_value = run.get("mean_value", prep.mean_value)  # the training set's, as trained
+    return prep
+
+
+def cmd_test(a) -> int:
+    from .train import evaluate, evaluate_multiview
+
+    ckpt, net, run = load_run(a.checkpoint, a.device)
+    prep = data_of_run(run, a.data)
     if a.multiview:
         if not prep.crop:
             raise SystemExit("convnet: --multiview needs a model trained on crops (the run's crop is 0)")
@@ -238,14 +245,8 @@ def cmd_plot(a) -> int:
     written = [plots.plot_curves(log, os.path.join(out, "curves.png"))]
     ckpt = a.checkpoint or (run_dir and _core.latest_checkpoint(run_dir))
     if ckpt:
-        from .train import DataPrep
         _, net, run = load_run(ckpt, "cpu")
-        test_pipe = None
-        if run.get("data"):
-            prep = DataPrep(run["data"], image_size=run.get("image_size", 256), crop=run.get("crop", 0),
-                            mean=run.get("mean", "scalar"), scale=run.get("scale", 1 / 255))
-            prep.mean_value = run.get("mean_value", prep.mean_value)
-            _, test_pipe = prep.pipelines(32)
+        test_pipe = data_of_run(run).pipelines(32)[1] if run.get("data") else None
         written = write_plots(out, log, net, test_pipe, run.get("class_names"))
     else:
         print("plots: " + ", ".join(written))
