@@ -27,11 +27,15 @@ Frameworks:
   2-core figure: a ``multiprocessing`` fork pool building whole batches into 4 reused
   shared-memory slots, so no pixels are pickled (returning 19 MB float arrays by pickling made
   2 processes slower than 1 here).
-* ``torchvision``: ``Resize(256)``, ``CenterCrop(256)``, ``RandomCrop(224)``,
-  ``RandomHorizontalFlip()``, ``ToTensor()`` and the PCA noise as a tensor op, images decoded with
-  PIL, batched by ``torch.utils.data.DataLoader`` (``num_workers=0`` on one thread for 1 core,
-  ``num_workers=2`` for 2). Skipped, and said so, when torch or torchvision is not importable.
-  (Resize's BILINEAR is a wider filter than BOX and costs a little more.)
+* ``torchvision``: images decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, to uint8
+  tensors), then ``transforms.v2``: ``Resize(256)`` (antialiased bilinear), ``CenterCrop(256)``,
+  ``RandomCrop(224)``, ``RandomHorizontalFlip()``, ``ToDtype(float32)`` and the PCA noise as a
+  tensor op, batched by ``torch.utils.data.DataLoader`` (``num_workers=0`` for 1 core, ``2`` for
+  2; one torch thread per process). torch usually lives in its own environment, so this part
+  runs in a subprocess of ``--torch-python`` (default: this interpreter if it imports
+  torchvision, else ``/opt/torchvenv/bin/python``), launched each round in turn with the others;
+  only its epochs are timed. Skipped, and said so, when no such interpreter imports torchvision.
+  (Its antialiased bilinear Resize is a wider filter than BOX and costs a little more.)
 
 Each configuration creates its pipeline (threads / processes started), runs one untimed warm-up
 epoch, then times ``--epochs`` epochs. The configurations are interleaved over ``--rounds`` rounds
@@ -41,7 +45,8 @@ decode alone (1 process): the libjpeg-turbo work every framework here pays, so a
 images/s per core (convnet links the system libjpeg-turbo, Pillow's wheel bundles its own).
 "per core" divides by the worker threads / processes (the consumer only counts batches).
 The ratio column is convnet's images/s per core over the row's, at the same number of cores
-(the issue's target for convnet / Pillow: >= 2).
+(the issue's target for convnet / Pillow: >= 2), from the medians; the next column takes that
+ratio within each round and reports the median over rounds.
 
     PYTHONPATH=python python bench/data_pipeline.py [--images 256] [--rounds 5] [--json out.json]
 """
@@ -57,6 +62,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,8 +72,6 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
 from PIL import Image  # noqa: E402
-
-from convnet import data  # noqa: E402
 
 SIZE, CROP, PCA_STD = 256, 224, 0.1
 SHAPES = [(500, 375), (375, 500), (500, 333), (480, 360)]
@@ -217,6 +221,7 @@ class PillowRunner:
 
 class ConvnetRunner:
     def __init__(self, source, batch, workers, stats):
+        from convnet import data
         self.pipe = data.Pipeline(source, batch=batch, workers=workers, seed=1, crop=CROP,
                                   pca_std=PCA_STD, stats=stats)
 
@@ -228,62 +233,91 @@ class ConvnetRunner:
 
 
 # ------------------------------------------------------------------------------------------------
-# torchvision
+# torchvision (run in a subprocess: torch usually lives in another environment)
 
-def torchvision_available():
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-        return None
-    except Exception as e:  # ImportError, or a broken install
-        return f"{type(e).__name__}: {e}"
+TORCH_VENV_PYTHON = "/opt/torchvenv/bin/python"
+_PROBE = "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
 
 
-class _Lighting:
-    """AlexNet PCA noise on a [0, 1] CHW tensor (eigenvalues scaled by 1/255 accordingly)."""
+def find_torch_python(requested):
+    """(interpreter, "torch X, torchvision Y") or (None, why not)."""
+    candidates = [requested] if requested else [sys.executable, TORCH_VENV_PYTHON]
+    why = []
+    for exe in candidates:
+        if not exe or not os.path.exists(exe):
+            why.append(f"{exe}: not found")
+            continue
+        r = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True)
+        if r.returncode == 0:
+            torch_v, tv_v = r.stdout.split()
+            return exe, f"torch {torch_v}, torchvision {tv_v}"
+        why.append(f"{exe}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return None, "; ".join(why)
 
-    def __init__(self, eigvals, eigvecs):
-        import torch
-        self.torch = torch
-        self.eigvals = torch.tensor(eigvals / 255.0, dtype=torch.float32)
-        self.eigvecs = torch.tensor(eigvecs, dtype=torch.float32)
 
-    def __call__(self, t):
-        alpha = self.torch.randn(3) * PCA_STD
-        return t + (self.eigvecs @ (alpha * self.eigvals)).view(3, 1, 1)
+def torchvision_child(args):
+    """The subprocess: one pipeline, a warm-up epoch, then --epochs timed; prints images/s."""
+    import torch
+    from torchvision import io
+    from torchvision.transforms import v2 as T
+    torch.set_num_threads(1)
+    with open(args.pca) as f:
+        pca = json.load(f)
+    eigvals = torch.tensor(pca["eigvals"], dtype=torch.float32)
+    eigvecs = torch.tensor(pca["eigvecs"], dtype=torch.float32)  # columns p_i
 
+    class Lighting:  # AlexNet PCA noise on a [0, 255] float CHW tensor
+        def __call__(self, t):
+            alpha = torch.randn(3) * PCA_STD
+            return t + (eigvecs @ (alpha * eigvals)).view(3, 1, 1)
 
-class _Folder:
-    def __init__(self, paths, transform):
-        self.paths, self.transform = paths, transform
+    tf = T.Compose([T.Resize(SIZE, antialias=True), T.CenterCrop(SIZE), T.RandomCrop(CROP),
+                    T.RandomHorizontalFlip(), T.ToDtype(torch.float32), Lighting()])
 
-    def __len__(self):
-        return len(self.paths)
+    class Folder(torch.utils.data.Dataset):
+        def __init__(self, paths):
+            self.paths = paths
 
-    def __getitem__(self, i):
-        return self.transform(Image.open(self.paths[i]).convert("RGB")), 0
+        def __len__(self):
+            return len(self.paths)
+
+        def __getitem__(self, i):
+            return tf(io.decode_jpeg(io.read_file(self.paths[i]), mode=io.ImageReadMode.RGB)), 0
+
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.torchvision_child) for f in fs
+                   if f.endswith(".jpg"))
+    workers = args.cores if args.cores > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        Folder(paths), batch_size=args.batch, shuffle=True, num_workers=workers,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    sum(len(x) for x, _ in loader)  # warm-up: workers started, caches filled
+    start = time.perf_counter()
+    n = sum(len(x) for _ in range(args.epochs) for x, _ in loader)
+    print(json.dumps({"images_per_s": n / (time.perf_counter() - start)}))
 
 
 class TorchvisionRunner:
-    def __init__(self, paths, batch, workers, eigvals, eigvecs):
-        import torch
-        from torchvision import transforms as T
-        tf = T.Compose([T.Resize(SIZE), T.CenterCrop(SIZE), T.RandomCrop(CROP),
-                        T.RandomHorizontalFlip(), T.ToTensor(), _Lighting(eigvals, eigvecs)])
-        self.loader = torch.utils.data.DataLoader(
-            _Folder(paths, tf), batch_size=batch, shuffle=True, num_workers=workers,
-            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    """Times one torchvision configuration in a subprocess (see torchvision_child)."""
 
-    def epoch(self):
-        return sum(len(x) for x, _ in self.loader)
+    def __init__(self, python, root, batch, cores, epochs, pca_path):
+        self.cmd = [python, os.path.abspath(__file__), "--torchvision-child", root, "--cores",
+                    str(cores), "--batch", str(batch), "--epochs", str(epochs), "--pca", pca_path]
+
+    def rate(self):
+        r = subprocess.run(self.cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"torchvision subprocess failed: {r.stderr.strip()[-2000:]}")
+        return json.loads(r.stdout.strip().splitlines()[-1])["images_per_s"]
 
     def close(self):
-        del self.loader
+        pass
 
 
 # ------------------------------------------------------------------------------------------------
 
 def time_epochs(runner, epochs):
+    if hasattr(runner, "rate"):  # timed by itself (a subprocess)
+        return runner.rate()
     runner.epoch()  # warm-up: threads / processes started, caches filled
     start = time.perf_counter()
     n = sum(runner.epoch() for _ in range(epochs))
@@ -298,11 +332,23 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quality", type=int, default=90)
     ap.add_argument("--dir", help="keep the generated JPEGs here (default: a temporary folder)")
-    ap.add_argument("--no-torch", action="store_true", help="skip torchvision even if importable")
+    ap.add_argument("--no-torch", action="store_true", help="skip torchvision")
+    ap.add_argument("--torch-python", help="interpreter for the torchvision part (default: this "
+                    f"one if it imports torchvision, else {TORCH_VENV_PYTHON})")
     ap.add_argument("--json", help="also write the results here")
+    # The torchvision subprocess's own arguments.
+    ap.add_argument("--torchvision-child", metavar="ROOT", help=argparse.SUPPRESS)
+    ap.add_argument("--cores", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--pca", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.torchvision_child:
+        return torchvision_child(args)
 
+    from convnet import data
+
+    load_before = os.getloadavg()
     root = args.dir or tempfile.mkdtemp(prefix="convnet_bench_jpegs_")
+    pca_path = None
     try:
         if not os.path.isdir(os.path.join(root, "class0")):
             t = time.perf_counter()
@@ -320,16 +366,20 @@ def main(argv=None):
             configs.append(("convnet", w, lambda w=w: ConvnetRunner(source, args.batch, w, stats)))
             configs.append(("pillow", w, lambda w=w: PillowRunner(paths, args.batch, w, eigvals, eigvecs)))
         configs.append(("decode only (Pillow)", 1, lambda: DecodeOnlyRunner(paths)))
-        torch_missing = "--no-torch" if args.no_torch else torchvision_available()
-        versions = ""
-        if torch_missing is None:
-            import torch
-            import torchvision
-            torch.set_num_threads(1)
-            versions = f", torch {torch.__version__}, torchvision {torchvision.__version__}"
-            configs.append(("torchvision", 1, lambda: TorchvisionRunner(paths, args.batch, 0, eigvals, eigvecs)))
-            configs.append(("torchvision", 2, lambda: TorchvisionRunner(paths, args.batch, 2, eigvals, eigvecs)))
-        else:
+        torch_missing, versions = "--no-torch", ""
+        if not args.no_torch:
+            python, found = find_torch_python(args.torch_python)
+            if python:
+                torch_missing, versions = None, f", {found} (in {python})"
+                fd, pca_path = tempfile.mkstemp(suffix=".json", prefix="convnet_bench_pca_")
+                with os.fdopen(fd, "w") as f:
+                    json.dump(dict(eigvals=eigvals.tolist(), eigvecs=eigvecs.tolist()), f)
+                for c in (1, 2):
+                    configs.append(("torchvision", c, lambda c=c: TorchvisionRunner(
+                        python, root, args.batch, c, args.epochs, pca_path)))
+            else:
+                torch_missing = found
+        if torch_missing is not None:
             print(f"torchvision: not measured ({torch_missing})", file=sys.stderr)
 
         rates = {(f, c): [] for f, c, _ in configs}
@@ -349,8 +399,13 @@ def main(argv=None):
                              runs=[round(x, 1) for x in rates[(f, c)]]))
         per_core = {(r["framework"], r["cores"]): r["per_core"] for r in rows}
         for r in rows:  # convnet's per-core rate over this row's, at the same number of cores
-            r["convnet_over_this_per_core"] = (None if r["framework"] == "convnet"
-                                               else per_core[("convnet", r["cores"])] / r["per_core"])
+            mine = r["framework"] == "convnet"
+            r["convnet_over_this_per_core"] = None if mine else per_core[("convnet", r["cores"])] / r["per_core"]
+            # The same, round by round (each round runs every configuration in turn, so the
+            # ratio within a round is less exposed to the machine's drift), then the median.
+            ours = rates[("convnet", r["cores"])]
+            r["round_ratio_median"] = None if mine else statistics.median(
+                a / b for a, b in zip(ours, rates[(r["framework"], r["cores"])]))
 
         cpu = platform.processor() or platform.machine()
         try:
@@ -363,22 +418,29 @@ def main(argv=None):
                   f"batch {args.batch}, {args.epochs} timed epochs x {args.rounds} rounds (median); "
                   f"{os.cpu_count()} CPUs ({cpu}); Pillow {Image.__version__} "
                   f"(libjpeg-turbo {features.version('libjpeg_turbo')}), numpy {np.__version__}{versions}")
+        load_after = os.getloadavg()
         print(header)
+        print(f"load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+              f"after: {', '.join(f'{x:.2f}' for x in load_after)}")
         print()
         print("| framework | cores | images/s | images/s per core | ms/image per core "
-              "| convnet / this, per core | runs (images/s) |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+              "| convnet / this, per core | same, median of rounds | runs (images/s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
-            ratio = r["convnet_over_this_per_core"]
+            ratio, rounds = r["convnet_over_this_per_core"], r["round_ratio_median"]
             print(f"| {r['framework']} | {r['cores']} | {r['images_per_s']:.0f} | {r['per_core']:.0f} | "
                   f"{1000 / r['per_core']:.2f} | {'' if ratio is None else f'{ratio:.2f}'} | "
+                  f"{'' if rounds is None else f'{rounds:.2f}'} | "
                   f"{', '.join(f'{x:.0f}' for x in r['runs'])} |")
         if torch_missing is not None:
             print(f"\ntorchvision: not measured ({torch_missing})")
         if args.json:
             with open(args.json, "w") as f:
-                json.dump(dict(setup=header, torchvision=torch_missing or "measured", results=rows), f, indent=1)
+                json.dump(dict(setup=header, torchvision=torch_missing or "measured", results=rows,
+                               load_before=load_before, load_after=load_after), f, indent=1)
     finally:
+        if pca_path:
+            os.unlink(pca_path)
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -114,6 +114,9 @@ void bind_data(py::module_& m) {
              o.seed = seed;
              o.workers = workers;
              o.prefetch = prefetch;
+             // Safe here: Python never holds a batch's tensors outside its Batch (images() and
+             // Net.set_batch copy them).
+             o.reuse_batch_memory = true;
              o.augment = make_augment(crop, random_crop, mirror, pca_std, subtract_mean_image,
                                       mean_value, scale);
              return std::make_unique<Pipeline>(std::move(source), o, stats);
@@ -134,7 +137,8 @@ void bind_data(py::module_& m) {
              if (!ok) return py::none();
              return py::cast(std::move(b));
            }, "The next batch of the epoch, or None at its end.")
-      .def("start_epoch", &Pipeline::start_epoch, py::arg("epoch"))
+      .def("start_epoch", &Pipeline::start_epoch, py::arg("epoch"), py::arg("first_batch") = 0,
+           "Continue at batch `first_batch` of `epoch` (what an uninterrupted run gets there).")
       .def_property_readonly("batches_per_epoch", &Pipeline::batches_per_epoch)
       .def_property_readonly("epoch", &Pipeline::epoch)
       .def_property_readonly("skipped_total", &Pipeline::skipped_total);

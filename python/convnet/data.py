@@ -81,8 +81,10 @@ class Pipeline:
                 return
             yield b
 
-    def start_epoch(self, epoch: int) -> None:
-        self._pipe.start_epoch(epoch)
+    def start_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Continue at batch `first_batch` of `epoch` (resuming a run mid-epoch): the next batch
+        is bitwise the one an uninterrupted run gets there; earlier ones are not prepared."""
+        self._pipe.start_epoch(epoch, first_batch)
 
     @property
     def batches_per_epoch(self) -> int:

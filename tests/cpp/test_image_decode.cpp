@@ -1,13 +1,16 @@
-// Image decoding, resize + centre crop, and folder_source. The test images are written here with
-// libjpeg's compressor and libpng's writer into a fresh temporary folder, so the expected pixels
-// are known exactly.
+// Image decoding (whole, and the partial JPEG decodes the folder source relies on), resize +
+// centre crop, windows of it, and folder_source, also through a Pipeline. The test images are
+// written here with libjpeg's compressor and libpng's writer into a fresh temporary folder, so the
+// expected pixels are known exactly.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -18,6 +21,8 @@
 #include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
 #include "convnet/data.h"
 #include "data/image_decode.h"
+#include "data/image_resize.h"
+#include "data/image_window.h"
 
 #ifdef CONVNET_WITH_JPEG
 #include <jpeglib.h>
@@ -125,6 +130,9 @@ struct JpegOptions {
   int quality = 95;
   J_COLOR_SPACE stored = JCS_UNKNOWN;  // the file's colour space; JCS_UNKNOWN: libjpeg's default
   bool adobe_marker = true;            // only changed for CMYK (libjpeg writes one for CMYK/YCCK)
+  int h_samp = 0, v_samp = 0;          // the first component's sampling; 0: libjpeg's default
+  bool progressive = false;
+  int restart_rows = 0;                // restart markers every this many MCU rows
 };
 
 // Writes `components` x w x h interleaved pixels given in colour space `input`.
@@ -145,6 +153,12 @@ void write_jpeg(const fs::path& p, int w, int h, int components, J_COLOR_SPACE i
   if (o.stored != JCS_UNKNOWN) jpeg_set_colorspace(&cinfo, o.stored);
   if (input == JCS_CMYK) cinfo.write_Adobe_marker = o.adobe_marker ? TRUE : FALSE;
   jpeg_set_quality(&cinfo, o.quality, TRUE);
+  if (o.h_samp > 0) {
+    cinfo.comp_info[0].h_samp_factor = o.h_samp;
+    cinfo.comp_info[0].v_samp_factor = o.v_samp;
+  }
+  if (o.progressive) jpeg_simple_progression(&cinfo);
+  cinfo.restart_in_rows = o.restart_rows;
   jpeg_start_compress(&cinfo, TRUE);
   while (cinfo.next_scanline < cinfo.image_height) {
     JSAMPROW row = const_cast<uint8_t*>(&px[size_t(cinfo.next_scanline) * w * components]);
@@ -504,6 +518,170 @@ TEST(ImageDecode, DctScaledDecodeKeepsTheShorterSideAboveTheHint) {
 #endif
 }
 
+// A busy RGB pattern (gradients plus hashed noise), so that any difference in chroma upsampling
+// or in the IDCT shows.
+[[maybe_unused]] std::vector<uint8_t> busy_rgb(int w, int h, uint32_t seed) {
+  std::vector<uint8_t> px(size_t(w) * h * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) {
+        uint32_t k = (uint32_t(y) * 7919u + uint32_t(x)) * 3u + uint32_t(c) + seed * 1000003u;
+        k ^= k >> 15, k *= 0x2c1b3c6dU, k ^= k >> 12;
+        const int smooth = (x * (60 + 40 * c)) / std::max(1, w) + (y * (90 - 30 * c)) / std::max(1, h);
+        px[(size_t(y) * w + x) * 3 + c] = uint8_t(std::clamp(smooth + int(k % 120), 0, 255));
+      }
+  return px;
+}
+
+#ifdef CONVNET_WITH_JPEG
+// decode_region of the whole image at `scale`.
+DecodedRegion decode_whole(const std::string& path, const std::vector<uint8_t>& file, int channels,
+                           int scale, std::vector<uint8_t>& buffer) {
+  DecodedRegion r;
+  decode_region(path, file, channels,
+                [&](int w, int h, int) {
+                  RegionRequest q;
+                  q.scale = scale;
+                  q.right = (w + scale - 1) / scale;
+                  q.bottom = (h + scale - 1) / scale;
+                  return q;
+                },
+                buffer, r);
+  return r;
+}
+
+[[maybe_unused]] const uint8_t* pixel_at(const DecodedRegion& r, int x, int y) {
+  return r.pixels + size_t(y - r.top) * r.stride + size_t(x - r.left) * size_t(r.channels);
+}
+#endif
+
+TEST(ImageDecode, RegionDecodeHasTheFullDecodesPixels) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  // Every layout libjpeg's partial decoding treats differently: chroma subsampling (fancy
+  // upsampling reads neighbouring rows and columns), progressive files (whole-image coefficient
+  // buffer), restart markers, grey and CMYK; every DCT scale; rectangles anywhere, including at the
+  // image's edges. Inside the requested rectangle the pixels must be exactly a full decode's (the
+  // request has one column of margin each side, as load_image_window asks).
+  struct Layout {
+    const char* name;
+    int components;
+    J_COLOR_SPACE input;
+    JpegOptions o;
+  };
+  auto opts = [](int h, int v, bool progressive = false, int restarts = 0) {
+    JpegOptions o;
+    o.quality = 90;
+    o.h_samp = h, o.v_samp = v, o.progressive = progressive, o.restart_rows = restarts;
+    return o;
+  };
+  const Layout layouts[] = {{"4:2:0", 3, JCS_RGB, opts(2, 2)},
+                            {"4:2:2", 3, JCS_RGB, opts(2, 1)},
+                            {"4:4:0", 3, JCS_RGB, opts(1, 2)},
+                            {"4:4:4", 3, JCS_RGB, opts(1, 1)},
+                            {"4:2:0 progressive", 3, JCS_RGB, opts(2, 2, true)},
+                            {"4:2:0 restart markers", 3, JCS_RGB, opts(2, 2, false, 1)},
+                            {"grey", 1, JCS_GRAYSCALE, JpegOptions{}},
+                            {"CMYK", 4, JCS_CMYK, JpegOptions{}}};
+  TempDir dir;
+  std::mt19937 rng(17);
+  std::vector<uint8_t> whole_buffer, region_buffer;
+  int compared = 0;
+  for (const Layout& layout : layouts)
+    for (auto [w, h] : {std::array<int, 2>{500, 375}, {97, 61}, {61, 130}}) {
+      const std::vector<uint8_t> rgb = busy_rgb(w, h, uint32_t(w + h));
+      std::vector<uint8_t> px;
+      for (size_t i = 0; i < size_t(w) * h; ++i)
+        for (int c = 0; c < layout.components; ++c) px.push_back(rgb[i * 3 + size_t(c % 3)]);
+      const fs::path p = dir / "x.jpg";
+      write_jpeg(p, w, h, layout.components, layout.input, px, layout.o);
+      std::vector<uint8_t> file;
+      read_file(p.string(), file);
+      for (int scale : {1, 2, 4, 8}) {
+        const int channels = scale % 4 == 0 ? 3 : 4;
+        const DecodedRegion whole = decode_whole(p.string(), file, channels, scale, whole_buffer);
+        const int fw = whole.full_width, fh = whole.full_height;
+        ASSERT_EQ(whole.width, fw);
+        ASSERT_EQ(whole.height, fh);
+        for (int trial = 0; trial < 12; ++trial) {
+          // A random rectangle; the first trials touch the edges.
+          int left = int(rng() % uint32_t(fw)), top = int(rng() % uint32_t(fh));
+          int right = left + 1 + int(rng() % uint32_t(fw - left));
+          int bottom = top + 1 + int(rng() % uint32_t(fh - top));
+          if (trial == 0) left = 0;
+          if (trial == 1) right = fw;
+          if (trial == 2) top = 0;
+          if (trial == 3) bottom = fh;
+          DecodedRegion region;
+          decode_region(p.string(), file, channels,
+                        [&](int, int, int max_scale) {
+                          EXPECT_EQ(max_scale, 8);
+                          RegionRequest q;
+                          q.scale = scale;
+                          q.left = std::max(0, left - 1);
+                          q.right = std::min(fw, right + 1);
+                          q.top = top;
+                          q.bottom = bottom;
+                          return q;
+                        },
+                        region_buffer, region);
+          ASSERT_LE(region.left, std::max(0, left - 1));
+          ASSERT_GE(region.left + region.width, std::min(fw, right + 1));
+          ASSERT_EQ(region.top, top);
+          ASSERT_EQ(region.height, bottom - top);
+          for (int y = top; y < bottom; ++y)
+            for (int x = left; x < right; ++x)
+              for (int c = 0; c < 3; ++c)
+                ASSERT_EQ(pixel_at(region, x, y)[c], pixel_at(whole, x, y)[c])
+                    << layout.name << " " << w << "x" << h << " at 1/" << scale << ": rectangle ["
+                    << left << ", " << right << ") x [" << top << ", " << bottom << "), pixel ("
+                    << x << ", " << y << ") channel " << c;
+          ++compared;
+        }
+      }
+    }
+  EXPECT_EQ(compared, 8 * 3 * 4 * 12);
+#endif
+}
+
+TEST(ImageDecode, TruncationBelowTheRegionIsStillAnError) {
+  REQUIRE_JPEG();
+#ifdef CONVNET_WITH_JPEG
+  // A file without its end-of-image marker has the rows below a region entropy-decoded too: cut
+  // short there, it is rejected like any truncated file, whatever part of it is asked for. A
+  // complete one (also with padding after the marker) gives the region's pixels.
+  TempDir dir;
+  const int w = 200, h = 400;
+  write_jpeg(dir / "tall.jpg", w, h, 3, JCS_RGB, busy_rgb(w, h, 3));
+  const auto bytes = read_bytes(dir / "tall.jpg");
+  auto corner = [&](const std::vector<uint8_t>& file, std::vector<uint8_t>& buffer) {
+    DecodedRegion region;
+    decode_region("x.jpg", file, 4,
+                  [](int, int, int) {
+                    RegionRequest q;
+                    q.right = 50, q.bottom = 20;  // the top corner only
+                    return q;
+                  },
+                  buffer, region);
+    return region;
+  };
+  std::vector<uint8_t> whole_buffer, buffer;
+  const DecodedRegion whole = decode_whole("x.jpg", bytes, 4, 1, whole_buffer);
+  auto padded = bytes;
+  padded.resize(bytes.size() + 100, 0);
+  const std::vector<uint8_t>* complete[] = {&bytes, &padded};
+  for (const auto* file : complete) {
+    const DecodedRegion r = corner(*file, buffer);
+    for (int y = 0; y < 20; ++y)
+      for (int x = 0; x < 49; ++x)  // the last column may differ (see decode_region)
+        for (int c = 0; c < 3; ++c) ASSERT_EQ(pixel_at(r, x, y)[c], pixel_at(whole, x, y)[c]);
+  }
+  auto cut = bytes;
+  cut.resize(bytes.size() * 3 / 4);
+  expect_throw_naming<DataError>([&] { corner(cut, buffer); }, "Premature end");
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resize + centre crop
 
@@ -563,7 +741,10 @@ TEST(ImageResize, CentreCropOffsetLandscapeAndPortrait) {
 }
 
 TEST(ImageResize, PortraitIsTheTransposeOfLandscape) {
-  // The same picture standing up and lying down gives transposed crops.
+  // The same picture standing up and lying down gives transposed crops: the same geometry on
+  // both axes. (Not bit for bit: the vertical pass rounds to 1/256 of a level before the
+  // horizontal one, so a pixel whose exact value lies within that of a half can round the other
+  // way when the passes swap axes. Measured on this noise: 63 of 65536 pixels, by 1.)
   const int w = 500, h = 375, size = 256;
   std::mt19937 rng(5);
   std::vector<uint8_t> land(size_t(w) * h), port(size_t(w) * h);
@@ -574,9 +755,14 @@ TEST(ImageResize, PortraitIsTheTransposeOfLandscape) {
   const Image b = resize_shorter_and_centre_crop(make_image(h, w, 1, port), size);
   ASSERT_EQ(a.width, size);
   ASSERT_EQ(b.height, size);
+  int differ = 0;
   for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x)
-      ASSERT_EQ(a.pixels[size_t(y) * size + x], b.pixels[size_t(x) * size + y]) << y << "," << x;
+    for (int x = 0; x < size; ++x) {
+      const int d = std::abs(int(a.pixels[size_t(y) * size + x]) - int(b.pixels[size_t(x) * size + y]));
+      ASSERT_LE(d, 1) << y << "," << x;
+      differ += d;
+    }
+  EXPECT_LE(differ, size * size / 500);
 }
 
 TEST(ImageResize, LongerSideIsRoundedNotTruncated) {
@@ -614,6 +800,107 @@ TEST(ImageResize, ImageToChwPlanes) {
   image_to_chw(im, chw);
   const float want[6] = {1, 4, 2, 5, 3, 6};
   for (int i = 0; i < 6; ++i) EXPECT_EQ(chw[i], want[i]) << i;
+}
+
+TEST(ImageResize, DctScaledAxisKeepsTheFilesGeometry) {
+  // 375 pixels decoded at 1/2 are 188 pixels, the last of them half outside the picture (the
+  // encoder's padding): the picture ends at 187.5. Resized to 128, output j covers
+  // [j, j + 1) * 187.5 / 128, so the last output, [186.03, 187.5), takes pixel 186 almost whole
+  // and half of pixel 187; with the rounded-up 188 it would cover [186.5, 188).
+  const AxisTaps t = axis_taps(375, 2, 128, 0, 128);
+  ASSERT_EQ(t.first.size(), 128u);
+  const double step = 187.5 / 128;
+  const int last = 127;
+  const int32_t* w = &t.weight[size_t(last) * size_t(t.taps)];
+  double sum = 0, centre = 0;
+  for (int k = 0; k < t.taps; ++k) {
+    sum += w[k];
+    centre += w[k] * (t.first[last] + k + 0.5);
+  }
+  EXPECT_EQ(sum, 65536.0);
+  // The weights' centre: pixel 186 (centre 186.5) weighted by its overlap 187 - 186.03, pixel 187
+  // (centre 187.5) by 0.5.
+  const double lo = last * step;
+  const double want = ((187 - lo) * 186.5 + 0.5 * 187.5) / (187.5 - lo);
+  EXPECT_NEAR(centre / sum, want, 1e-3);
+  EXPECT_EQ(t.hi, 188);  // reads up to the half pixel, never past it
+  // Undecimated axes keep the identity: 256 -> 256.
+  const AxisTaps same = axis_taps(256, 1, 256, 10, 5);
+  for (int j = 0; j < 5; ++j) EXPECT_EQ(same.weight[size_t(j) * size_t(same.taps)], 65536);
+}
+
+TEST(ImageWindow, AnyWindowIsThatPartOfTheWholeCrop) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  // Landscape and portrait JPEGs (decoded in full, and at 1/2 and 1/4), a PNG, an image that is
+  // enlarged, grey and CMYK JPEGs: the whole crop is what decode_image + resize give, and every
+  // window, reflected or not, equals that part of it.
+  TempDir dir;
+  struct Case {
+    const char* name;
+    int w, h, size;
+  };
+  const Case cases[] = {{"land.jpg", 500, 375, 224},  {"port.jpg", 333, 500, 256},
+                        {"half.jpg", 1000, 750, 256}, {"quarter.jpg", 1400, 1100, 160},
+                        {"land.png", 300, 200, 128},  {"small.jpg", 40, 30, 64},
+                        {"grey.jpg", 300, 200, 128},  {"cmyk.jpg", 200, 300, 128}};
+  std::mt19937 rng(23);
+  for (const Case& c : cases) {
+    const fs::path p = dir / c.name;
+    const std::vector<uint8_t> rgb = busy_rgb(c.w, c.h, 5);
+    if (p.extension() == ".png") {
+      write_png_rgb(p, c.w, c.h, rgb);
+    } else if (c.name == std::string("grey.jpg")) {
+      std::vector<uint8_t> grey;
+      for (size_t i = 0; i < rgb.size(); i += 3) grey.push_back(rgb[i + 1]);
+      write_jpeg(p, c.w, c.h, 1, JCS_GRAYSCALE, grey);
+    } else if (c.name == std::string("cmyk.jpg")) {  // every ink, black included, in use
+      std::vector<uint8_t> inks;
+      for (size_t i = 0; i < rgb.size(); i += 3)
+        inks.insert(inks.end(), {rgb[i], rgb[i + 1], rgb[i + 2], uint8_t(rgb[i] / 2 + 40)});
+      write_jpeg(p, c.w, c.h, 4, JCS_CMYK, inks);
+    } else {
+      write_jpeg(p, c.w, c.h, 3, JCS_RGB, rgb);
+    }
+    const int size = c.size;
+    std::vector<uint8_t> whole(size_t(size) * size * 4);
+    ImageWindow all;
+    all.height = all.width = size;
+    load_image_window(p.string(), size, all, whole.data());
+    // The same as decode_image + resize_shorter_and_centre_crop.
+    const Image ref = resize_shorter_and_centre_crop(decode_image(p.string(), size), size);
+    for (size_t i = 0; i < size_t(size) * size; ++i)
+      for (int ch = 0; ch < 3; ++ch)
+        ASSERT_EQ(whole[i * 4 + size_t(ch)], ref.pixels[i * 3 + size_t(ch)]) << c.name << " pixel " << i;
+    for (int trial = 0; trial < 20; ++trial) {
+      ImageWindow win;
+      win.height = 1 + int(rng() % uint32_t(size));
+      win.width = 1 + int(rng() % uint32_t(size));
+      win.top = int(rng() % uint32_t(size - win.height + 1));
+      win.left = int(rng() % uint32_t(size - win.width + 1));
+      win.mirror = trial % 2 == 1;
+      std::vector<uint8_t> got(size_t(win.height) * win.width * 4);
+      load_image_window(p.string(), size, win, got.data());
+      for (int y = 0; y < win.height; ++y)
+        for (int x = 0; x < win.width; ++x) {
+          const int sx = win.mirror ? win.width - 1 - x : x;
+          for (int ch = 0; ch < 3; ++ch)
+            ASSERT_EQ(got[(size_t(y) * win.width + x) * 4 + size_t(ch)],
+                      whole[(size_t(win.top + y) * size + size_t(win.left + sx)) * 4 + size_t(ch)])
+                << c.name << ": window " << win.height << " x " << win.width << " at (" << win.top
+                << ", " << win.left << ")" << (win.mirror ? " mirrored" : "") << ", pixel (" << y
+                << ", " << x << ")";
+        }
+    }
+  }
+  // A window outside the crop is a ValueError.
+  ImageWindow bad;
+  bad.height = bad.width = 10;
+  bad.left = 60;
+  std::vector<uint8_t> out(400);
+  EXPECT_THROW(load_image_window((dir / "small.jpg").string(), 64, bad, out.data()), ValueError);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,6 +1024,97 @@ TEST(FolderSource, ConcurrentLoadsMatchSerialLoads) {
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches.load(), 0);
+#endif
+}
+
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+// The same examples as `inner`, through DataSource::load only: a Pipeline over it takes the
+// general path (whole images, then augmentation), not the window path.
+class WholeImages : public DataSource {
+ public:
+  explicit WholeImages(std::shared_ptr<DataSource> inner) : inner_(std::move(inner)) {}
+  int64_t size() const override { return inner_->size(); }
+  int channels() const override { return inner_->channels(); }
+  int height() const override { return inner_->height(); }
+  int width() const override { return inner_->width(); }
+  int classes() const override { return inner_->classes(); }
+  int load(int64_t i, float* chw) const override { return inner_->load(i, chw); }
+  std::string describe(int64_t i) const override { return inner_->describe(i); }
+
+ private:
+  std::shared_ptr<DataSource> inner_;
+};
+
+std::vector<Batch> all_batches(std::shared_ptr<DataSource> src, PipelineOptions o,
+                               const DataStats& stats, int epochs) {
+  Pipeline p(std::move(src), o, stats);
+  std::vector<Batch> out;
+  Batch b;
+  for (int e = 0; e < epochs; ++e)
+    while (p.next(b)) out.push_back(b);
+  return out;
+}
+#endif
+
+TEST(FolderSource, PipelineWindowPathEqualsWholeImagePath) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  // The pipeline decodes and resizes only each example's crop window from a folder; its batches
+  // must be bitwise those of loading whole images and augmenting them: random crops, reflections,
+  // colour noise, mean image, scale, groups of 16 and partial ones, a corrupt file replaced.
+  TempDir dir;
+  const fs::path root = dir / "train";
+  std::mt19937 rng(29);
+  const std::array<int, 2> shapes[] = {{120, 90}, {90, 130}, {300, 200}, {600, 520}, {70, 64}};
+  for (int i = 0; i < 37; ++i) {
+    const fs::path d = root / (i % 3 == 0 ? "a" : "b");
+    fs::create_directories(d);
+    const auto [w, h] = shapes[size_t(i) % 5];
+    const std::string name = "img" + std::to_string(100 + i);
+    if (i == 7) write_png_rgb(d / (name + ".png"), w, h, busy_rgb(w, h, uint32_t(i)));
+    else write_jpeg(d / (name + ".jpg"), w, h, 3, JCS_RGB, busy_rgb(w, h, uint32_t(i)));
+  }
+  std::ofstream(root / "b" / "img999.jpg") << "\xFF\xD8\xFF not really";
+  auto folder = folder_source(root.string(), 64);
+  auto whole = std::make_shared<WholeImages>(folder);
+  const DataStats stats = compute_stats(*folder);
+  PipelineOptions o;
+  o.workers = 2;
+  o.augment.crop = 56;
+  o.augment.pca_std = 0.1f;
+  o.augment.scale = 1.f / 64;
+  for (int batch : {16, 20, 32})
+  for (bool mean_image : {true, false}) {
+    o.batch = batch;
+    o.augment.subtract_mean_image = mean_image;
+    o.augment.mean_value = mean_image ? 0.f : 99.5f;
+    const auto fast = all_batches(folder, o, stats, 2);
+    const auto slow = all_batches(whole, o, stats, 2);
+    ASSERT_EQ(fast.size(), slow.size());
+    int64_t skipped = 0;
+    for (size_t i = 0; i < fast.size(); ++i) {
+      ASSERT_EQ(fast[i].images.shape(), slow[i].images.shape());
+      ASSERT_EQ(std::memcmp(fast[i].images.data(), slow[i].images.data(),
+                            sizeof(float) * size_t(fast[i].images.numel())), 0)
+          << "batch " << i << " of " << batch << (mean_image ? ", mean image" : "");
+      ASSERT_EQ(fast[i].labels.to_vector(), slow[i].labels.to_vector());
+      EXPECT_EQ(fast[i].skipped, slow[i].skipped);
+      skipped += fast[i].skipped;
+    }
+    EXPECT_EQ(skipped, 2);  // the corrupt file, once per epoch
+  }
+  // Test mode (centre crop, a scalar mean) and no reflections.
+  o.train = false;
+  o.augment.subtract_mean_image = false;
+  o.augment.mean_value = 120.f;
+  o.batch = 16;
+  const auto fast = all_batches(folder, o, stats, 1), slow = all_batches(whole, o, stats, 1);
+  ASSERT_EQ(fast.size(), slow.size());
+  for (size_t i = 0; i < fast.size(); ++i)
+    ASSERT_EQ(std::memcmp(fast[i].images.data(), slow[i].images.data(),
+                          sizeof(float) * size_t(fast[i].images.numel())), 0)
+        << "test-mode batch " << i;
 #endif
 }
 

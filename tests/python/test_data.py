@@ -11,8 +11,8 @@ folder source:
   worst mean |diff| 0.63 for JPEG and 0.88 for PNG at 256 on these images, single pixels up to
   about 10).
 * Exact area averaging in numpy (float64) on Pillow's decoded pixels: with the same decoded
-  pixels convnet must agree to rounding (measured: identical, both for PNG and for JPEG decoded
-  by libjpeg-turbo on both sides).
+  pixels convnet must agree to rounding (measured: 0.07% of values off by one, from convnet's
+  16-bit fixed-point weights, both for PNG and for JPEG decoded by libjpeg-turbo on both sides).
 """
 
 from __future__ import annotations
@@ -174,27 +174,29 @@ def test_folder_source_is_exact_area_average(photo_root, ext):
             x, _ = src.load(i)
             ref = area_reference(pillow_rgb(path), size)
             diff = np.abs(x - ref)
-            # Measured: identical. A different libjpeg-turbo in Pillow's wheel may round a few
-            # JPEG pixels differently.
+            # Measured: mean 0.0007 (7 values in 10,000 off by one: fixed-point weights). A
+            # different libjpeg-turbo in Pillow's wheel may round a few JPEG pixels differently.
             limit = (1, 0.01) if ext == "png" else (3, 0.1)
             assert diff.max() <= limit[0] and diff.mean() <= limit[1], \
                 f"{path} at {size}: max {diff.max()}, mean {diff.mean():.4f}"
 
 
-@pytest.mark.xfail(reason="DCT-scaled JPEG decode (size <= shorter side / 2) resizes with the "
-                          "scaled image's rounded-up dimensions, so aspect ratio and centre crop "
-                          "shift (mean error vs a full decode 3.8 levels at size 40 and 1.14 at 128 "
-                          "for a 500 x 375 image; about 0.45 with the original geometry)",
-                   strict=False)
 @pytest.mark.parametrize("size", [40, 128])
 def test_dct_scaled_jpeg_keeps_geometry(photo_root, size):
+    """A JPEG decoded at reduced scale (1/8 for 40, 1/2 for 128 from 500 x 375) is resized with
+    the file's geometry (375 / 2 = 187.5 pixels, not the rounded-up 188), so it matches exact area
+    averaging of the full decode. Measured: mean |diff| at most 0.44 at 40 and 0.33 at 128 (it was
+    3.8 and 1.14 with the rounded-up dimensions)."""
     src = data.folder_source(str(photo_root), size=size)
+    worst = 0.0
     for i in range(len(src)):
         path = src.describe(i)
         if path.endswith("img0.jpg") or path.endswith("img1.jpg"):
             x, _ = src.load(i)
             diff = np.abs(x - area_reference(pillow_rgb(path), size))
-            assert diff.mean() < 0.8, f"{path} at {size}: mean |diff| {diff.mean():.2f} vs full decode"
+            worst = max(worst, diff.mean())
+            assert diff.mean() < 0.6, f"{path} at {size}: mean |diff| {diff.mean():.2f} vs full decode"
+    print(f"worst mean |diff| vs exact area averaging of a full decode at {size}: {worst:.3f}")
 
 
 def test_grey_and_cmyk_jpeg(tmp_path):
@@ -495,6 +497,25 @@ def test_epochs_differ_and_seed_repeats():
     next(pipe.epoch())  # part of epoch 0, then jump
     pipe.start_epoch(1)
     assert np.array_equal(example_ids(list(pipe.epoch()))[0], a1)
+
+
+def test_start_epoch_mid_epoch_resumes_bit_exactly(tmp_path):
+    """start_epoch(epoch, first_batch): the batches an uninterrupted run gets from there on."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (90, 3, 12, 12)).astype(np.float32)
+    src = data.array_source(x, rng.integers(0, 5, 90).astype(np.int32), 5)
+    stats = _stats_file(tmp_path, [300, 50, 10], _rotation().T)
+    kw = dict(batch=16, seed=5, crop=9, pca_std=0.1, stats=stats, workers=2)
+    full = _run(src, epochs=2, **kw)  # 6 batches per epoch
+    pipe = data.Pipeline(src, **kw)
+    next(pipe.epoch())
+    pipe.start_epoch(1, first_batch=4)
+    resumed = [(b.images(), b.labels()) for b in pipe.epoch()]
+    assert len(resumed) == 2
+    for (a, la), (b, lb) in zip(full[6 + 4:], resumed):
+        assert np.array_equal(a, b) and np.array_equal(la, lb)
+    with pytest.raises(ValueError, match="outside the epoch"):
+        pipe.start_epoch(0, first_batch=7)
 
 
 def test_augmentation_changes_per_epoch_not_with_batch_position():

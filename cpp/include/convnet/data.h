@@ -49,8 +49,11 @@ std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std
 // An ImageNet-style folder: root/<class>/<file>.jpg|.jpeg|.JPEG|.png, class index by sorted
 // folder name (as torchvision's ImageFolder). Files of other extensions are ignored; a class
 // folder without images is a ValueError naming it. Each image is decoded (libjpeg-turbo, libpng;
-// grey and CMYK converted to RGB), resized so the shorter side is `size` and centre-cropped to
-// size x size (AlexNet: 256). Output is always 3 x size x size.
+// grey and CMYK converted to RGB), resized so the shorter side is `size` (area averaging when
+// shrinking, bilinear when enlarging) and centre-cropped to size x size (AlexNet: 256). Output is
+// always 3 x size x size. A JPEG at least twice `size` on its shorter side is decoded at 1/2,
+// 1/4 or 1/8 scale (libjpeg's DCT scaling), keeping the file's geometry. In a Pipeline only the
+// rows and columns of each example's crop are decoded and resized (same values).
 std::shared_ptr<DataSource> folder_source(const std::string& root, int size = 256);
 
 // A generated data set with learnable labels (for tests and demos): each class is a fixed random
@@ -94,6 +97,9 @@ struct Batch {
   Tensor images, labels;
   int64_t epoch = 0, index = 0;  // which batch of which epoch
   int64_t skipped = 0;           // examples of this batch that failed to load and were replaced
+  // With PipelineOptions::reuse_batch_memory: the tensors go back to the pipeline for reuse when
+  // the last copy of this Batch is destroyed (a Tensor copied out of it does not hold them).
+  std::shared_ptr<void> memory_lease;
 };
 
 struct PipelineOptions {
@@ -104,6 +110,11 @@ struct PipelineOptions {
   uint64_t seed = 1;
   int workers = 2;           // decode and augment threads
   int prefetch = 4;          // batches ready ahead of the consumer (the bounded queue)
+  // Reuse the memory of batches the consumer has let go of (every copy of the Batch destroyed)
+  // rather than allocating fresh pages for each batch, which the kernel must zero: 19-77 MB per
+  // AlexNet batch. Then keep the Batch, not only a copy of its tensors, for as long as you read
+  // them. The Python Pipeline always does this (its batches' tensors never leave the Batch).
+  bool reuse_batch_memory = false;
   AugmentOptions augment;
 };
 
@@ -119,8 +130,10 @@ class Pipeline {
   // The next batch of the current epoch; false at the epoch's end (then the next call starts the
   // following epoch).
   bool next(Batch& out);
-  // Jump to the start of `epoch` (for resuming a run).
-  void start_epoch(int64_t epoch);
+  // Jump to batch `first_batch` (0 to batches_per_epoch()) of `epoch`, for resuming a run: the
+  // next batch returned is that one, bitwise what an uninterrupted run gets there; the batches
+  // before it are not prepared.
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   int64_t batches_per_epoch() const;
   int64_t epoch() const;
   int64_t skipped_total() const;  // corrupt examples skipped so far

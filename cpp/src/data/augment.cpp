@@ -12,6 +12,7 @@
 
 #include "convnet/data.h"
 #include "convnet/error.h"
+#include "data/augment_plan.h"
 #include "data/hash.h"
 
 namespace convnet {
@@ -37,15 +38,17 @@ void box_muller(uint64_t h1, uint64_t h2, double& z0, double& z1) {
   z1 = r * std::sin(t);
 }
 
+constexpr float kNoOffset[3] = {0.f, 0.f, 0.f};
+
 // Writes the ch x cw window at (y0, x0) of a C x H x W image, reflected left-right when
-// `mirror`, as out = ((in + offset[c]) - mean) * scale, where mean is the same window of
-// `mean_image` (same reflection) or else `mean_value`. `offset` may be null (no colour noise).
+// `mirror`, as augmented_value(in, offset[c], mean, scale), where mean is the same window of
+// `mean_image` (same reflection) or else `mean_value`.
 void write_window(const float* chw, int channels, int height, int width, int y0, int x0, int ch,
                   int cw, bool mirror, const float* offset, const float* mean_image,
                   float mean_value, float scale, float* out) {
   const size_t plane = size_t(height) * size_t(width);
   for (int c = 0; c < channels; ++c) {
-    const float add = offset ? offset[c] : 0.f;
+    const float add = c < 3 ? offset[c] : 0.f;
     for (int y = 0; y < ch; ++y) {
       const size_t row = size_t(c) * plane + size_t(y0 + y) * size_t(width) + size_t(x0);
       const float* src = chw + row;
@@ -53,8 +56,7 @@ void write_window(const float* chw, int channels, int height, int width, int y0,
       float* dst = out + (size_t(c) * size_t(ch) + size_t(y)) * size_t(cw);
       for (int x = 0; x < cw; ++x) {
         const int sx = mirror ? cw - 1 - x : x;
-        const float m = mean ? mean[sx] : mean_value;
-        dst[x] = ((src[sx] + add) - m) * scale;
+        dst[x] = augmented_value(src[sx], add, mean ? mean[sx] : mean_value, scale);
       }
     }
   }
@@ -62,32 +64,30 @@ void write_window(const float* chw, int channels, int height, int width, int y0,
 
 }  // namespace
 
-void augment_example(const float* chw, int channels, int height, int width, const AugmentOptions& o,
-                     const DataStats& stats, bool train, uint64_t rng_key, float* out) {
+AugmentPlan plan_augmentation(int channels, int height, int width, const AugmentOptions& o,
+                              const DataStats& stats, bool train, uint64_t rng_key) {
   CONVNET_CHECK(channels >= 1 && height >= 1 && width >= 1, "augment_example: image shape ",
                 channels, " x ", height, " x ", width, " has a dimension below 1");
   CONVNET_CHECK(o.crop >= 0 && o.crop <= std::min(height, width), "augment: crop ", o.crop,
                 " does not fit a ", height, " x ", width, " image");
-  const bool use_mean_image = o.subtract_mean_image;
-  CONVNET_CHECK(!use_mean_image || stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
+  CONVNET_CHECK(!o.subtract_mean_image || stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
                 "augment: subtract_mean_image needs a mean image of ", channels, " x ", height, " x ",
                 width, " (stats hold ", stats.mean.size(), " values; compute_stats on this source)");
+  AugmentPlan p;
   // crop 0 keeps the whole image (which need not be square).
-  const int ch = o.crop ? o.crop : height;
-  const int cw = o.crop ? o.crop : width;
-
-  int y0 = (height - ch) / 2, x0 = (width - cw) / 2;
+  p.height = o.crop ? o.crop : height;
+  p.width = o.crop ? o.crop : width;
+  p.top = (height - p.height) / 2;
+  p.left = (width - p.width) / 2;
   if (train && o.random_crop) {
-    y0 = bounded(draw(rng_key, kCropY), height - ch + 1);
-    x0 = bounded(draw(rng_key, kCropX), width - cw + 1);
+    p.top = bounded(draw(rng_key, kCropY), height - p.height + 1);
+    p.left = bounded(draw(rng_key, kCropX), width - p.width + 1);
   }
-  const bool mirror = train && o.mirror && (draw(rng_key, kMirror) >> 63) != 0;
+  p.mirror = train && o.mirror && (draw(rng_key, kMirror) >> 63) != 0;
 
   // AlexNet's colour noise: add sum_i alpha_i * lambda_i * p_i to every RGB pixel, with
   // alpha_i ~ N(0, pca_std) drawn once per image (per epoch, as the key includes the epoch).
-  float offset[3] = {0.f, 0.f, 0.f};
-  const bool pca = train && o.pca_std > 0.f && channels == 3;
-  if (pca) {
+  if (train && o.pca_std > 0.f && channels == 3) {
     double alpha[4];
     box_muller(draw(rng_key, kPca), draw(rng_key, kPca + 1), alpha[0], alpha[1]);
     box_muller(draw(rng_key, kPca + 2), draw(rng_key, kPca + 3), alpha[2], alpha[3]);
@@ -96,11 +96,17 @@ void augment_example(const float* chw, int channels, int height, int width, cons
       for (int i = 0; i < 3; ++i)
         sum += double(o.pca_std) * alpha[i] * double(stats.eigenvalues[size_t(i)]) *
                double(stats.eigenvectors[size_t(i)][size_t(c)]);
-      offset[c] = float(sum);
+      p.offset[c] = float(sum);
     }
   }
-  write_window(chw, channels, height, width, y0, x0, ch, cw, mirror, pca ? offset : nullptr,
-               use_mean_image ? stats.mean.data() : nullptr, o.mean_value, o.scale, out);
+  return p;
+}
+
+void augment_example(const float* chw, int channels, int height, int width, const AugmentOptions& o,
+                     const DataStats& stats, bool train, uint64_t rng_key, float* out) {
+  const AugmentPlan p = plan_augmentation(channels, height, width, o, stats, train, rng_key);
+  write_window(chw, channels, height, width, p.top, p.left, p.height, p.width, p.mirror, p.offset,
+               o.subtract_mean_image ? stats.mean.data() : nullptr, o.mean_value, o.scale, out);
 }
 
 Tensor ten_views(const float* chw, int channels, int height, int width, int crop) {
@@ -115,7 +121,7 @@ Tensor ten_views(const float* chw, int channels, int height, int width, int crop
   const size_t view = size_t(channels) * size_t(crop) * size_t(crop);
   std::vector<float> chw_views(10 * view);
   for (int v = 0; v < 10; ++v)
-    write_window(chw, channels, height, width, ys[v % 5], xs[v % 5], crop, crop, v >= 5, nullptr,
+    write_window(chw, channels, height, width, ys[v % 5], xs[v % 5], crop, crop, v >= 5, kNoOffset,
                  nullptr, 0.f, 1.f, chw_views.data() + size_t(v) * view);
   // CHW per view -> CHWN with N = 10 views innermost.
   Tensor out({channels, crop, crop, 10}, Device::cpu());

@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <functional>
 #include <system_error>
+#include <vector>
 
 #include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
 #include "convnet/data.h"
-#include "data/image_decode.h"
+#include "data/image_window.h"
+#include "data/window_source.h"
 
 namespace convnet {
 namespace {
@@ -37,7 +39,7 @@ void list_folder(const fs::path& dir, const std::function<void(const fs::directo
   CONVNET_CHECK(!ec, "folder_source: cannot list '", dir.string(), "': ", ec.message());
 }
 
-class FolderSource : public DataSource {
+class FolderSource final : public WindowSource {
  public:
   FolderSource(const std::string& root, int size) : root_(root), size_(size) {
     CONVNET_CHECK(size >= 1, "folder_source: size must be >= 1, got ", size);
@@ -87,11 +89,20 @@ class FolderSource : public DataSource {
   std::string describe(int64_t index) const override { return path(index).string(); }
 
   int load(int64_t index, float* chw) const override {
-    const std::string file = path(index).string();
-    // The hint lets libjpeg decode large JPEGs at 1/2..1/8 scale when the result still reaches
-    // `size_`; decode_image's DataErrors already name the file.
-    const Image image = decode_image(file, size_);
-    image_to_chw(resize_shorter_and_centre_crop(image, size_), chw);
+    thread_local std::vector<uint8_t> rgbx;
+    const size_t plane = size_t(size_) * size_t(size_);
+    rgbx.resize(4 * plane);
+    ImageWindow all;
+    all.height = all.width = size_;
+    const int label = load_window(index, all, rgbx.data());
+    for (size_t i = 0; i < plane; ++i)
+      for (size_t c = 0; c < 3; ++c) chw[c * plane + i] = float(rgbx[4 * i + c]);
+    return label;
+  }
+
+  int load_window(int64_t index, const ImageWindow& window, uint8_t* pixels) const override {
+    // DataErrors from the decoder already name the file.
+    load_image_window(path(index).string(), size_, window, pixels);
     return class_of(index);
   }
 

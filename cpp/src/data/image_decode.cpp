@@ -1,19 +1,20 @@
-// JPEG (libjpeg-turbo) and PNG (libpng) decoding to 8-bit RGB, and the separable resize + centre
-// crop that turns every ImageNet image into size x size.
+// JPEG (libjpeg-turbo) and PNG (libpng) decoding to 8-bit RGB or RGBX, of a whole image or of
+// the rectangle a caller needs, at the DCT scale it picks.
 //
 // Both libraries report fatal errors through a callback that must not return. We longjmp out of
 // it (throwing a C++ exception through C frames is not allowed) back to a setjmp in a small
-// function whose only locals are plain C structs; everything that owns memory (the Image, scratch
-// rows) lives in the caller's frame, so its state is well defined after the jump. The caller
+// function whose only locals are plain C structs; everything that owns memory (buffers, row
+// pointers) lives in the caller's frame, so its state is well defined after the jump. The caller
 // then throws DataError with the library's message.
 #include "data/image_decode.h"
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+
+#include <sys/stat.h>
 
 #include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
 #include "convnet/data.h"
@@ -35,25 +36,6 @@ namespace {
 // data worker: the same order as PIL's decompression-bomb limit.
 constexpr int64_t kMaxPixels = int64_t(1) << 28;
 
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw DataError(path + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> data;
-  if (std::fseek(f, 0, SEEK_END) == 0) {  // reserve the size up front; the loop reads regardless
-    const long size = std::ftell(f);
-    if (size > 0) data.reserve(size_t(size));
-    std::rewind(f);
-  }
-  uint8_t chunk[1 << 16];
-  size_t n;
-  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) data.insert(data.end(), chunk, chunk + n);
-  const bool failed = std::ferror(f) != 0;
-  int err = errno;
-  std::fclose(f);
-  if (failed) throw DataError(path + ": read error: " + std::strerror(err));
-  return data;
-}
-
 bool is_jpeg(const std::vector<uint8_t>& d) {
   return d.size() >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
 }
@@ -65,6 +47,12 @@ bool is_png(const std::vector<uint8_t>& d) {
 // ---------------------------------------------------------------------------------------------
 // JPEG
 #ifdef CONVNET_WITH_JPEG
+
+// libjpeg-turbo >= 1.5 (every distribution's libjpeg today): RGBX output, jpeg_crop_scanline,
+// jpeg_skip_scanlines. (LIBJPEG_TURBO_VERSION_NUMBER only exists from 2.0 on.)
+#if !defined(LIBJPEG_TURBO_VERSION) || !defined(JCS_EXTENSIONS)
+#error "convnet's JPEG decoding needs libjpeg-turbo >= 1.5, not IJG libjpeg"
+#endif
 
 struct JpegErrorManager {
   jpeg_error_mgr pub;  // first, so a j_common_ptr's err can be cast to this
@@ -96,16 +84,25 @@ void jpeg_message(j_common_ptr cinfo, int level) {
   }
 }
 
-// Owned by decode_jpeg's frame (not by the setjmp function), see the comment at the top.
-struct JpegOutput {
-  Image* image;
-  std::vector<uint8_t>* scratch;  // grey / CMYK rows before conversion to RGB
+// libjpeg's state for one file: plain C data, so that longjmp may leave the functions below.
+struct JpegState {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager err;
+  bool created = false;
+  int components = 3;     // per decoded pixel: 1 grey, 3 RGB, 4 RGBX or CMYK
+  bool convert = false;   // grey or CMYK, turned into RGB(X) here
+  bool inverted = false;  // Adobe CMYK (stored = 255 - ink)
 };
 
-// Converts one decoded row of `components` (1: grey, 4: CMYK) per pixel into RGB.
-void rows_to_rgb(const uint8_t* src, uint8_t* dst, size_t pixels, int components, bool inverted) {
+// Converts one decoded row of `components` (1: grey, 4: CMYK) per pixel into RGB or RGBX.
+void row_to_rgb(const uint8_t* src, uint8_t* dst, size_t pixels, int components, bool inverted,
+                int channels) {
   if (components == 1) {
-    for (size_t i = 0; i < pixels; ++i) dst[3 * i] = dst[3 * i + 1] = dst[3 * i + 2] = src[i];
+    for (size_t i = 0; i < pixels; ++i) {
+      uint8_t* d = dst + i * size_t(channels);
+      d[0] = d[1] = d[2] = src[i];
+      if (channels == 4) d[3] = 255;
+    }
     return;
   }
   // CMYK: R = (255 - C)(255 - K) / 255. Adobe (Photoshop) files store the inks inverted, so there
@@ -113,121 +110,174 @@ void rows_to_rgb(const uint8_t* src, uint8_t* dst, size_t pixels, int components
   // inverted CMYK.
   for (size_t i = 0; i < pixels; ++i) {
     const uint8_t* p = src + 4 * i;
+    uint8_t* d = dst + i * size_t(channels);
     int c = p[0], m = p[1], y = p[2], k = p[3];
     if (!inverted) c = 255 - c, m = 255 - m, y = 255 - y, k = 255 - k;
-    dst[3 * i] = uint8_t((c * k + 127) / 255);
-    dst[3 * i + 1] = uint8_t((m * k + 127) / 255);
-    dst[3 * i + 2] = uint8_t((y * k + 127) / 255);
+    d[0] = uint8_t((c * k + 127) / 255);
+    d[1] = uint8_t((m * k + 127) / 255);
+    d[2] = uint8_t((y * k + 127) / 255);
+    if (channels == 4) d[3] = 255;
   }
 }
 
-// Returns false with `message` filled when libjpeg fails. Only C structs and trivially
-// destructible values are local here, as setjmp/longjmp require.
-bool jpeg_decode_into(const uint8_t* data, size_t size, int min_side_hint, JpegOutput out,
-                      char* message) {
-  jpeg_decompress_struct cinfo;
-  JpegErrorManager err;
-  std::memset(&cinfo, 0, sizeof cinfo);
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = jpeg_fail;
-  err.pub.emit_message = jpeg_message;
-  err.message[0] = 0;
-  if (setjmp(err.jump)) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "%s", err.message);
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
-  jpeg_read_header(&cinfo, TRUE);
-
-  int components;
-  bool inverted = false;
-  switch (cinfo.jpeg_color_space) {
+// Reads the header and picks the output colour space. Returns false (message in s->err) when
+// libjpeg fails. Only C structs are touched here, as setjmp/longjmp require.
+bool jpeg_open(JpegState* s, const uint8_t* data, size_t size, int channels) {
+  std::memset(&s->cinfo, 0, sizeof s->cinfo);
+  s->cinfo.err = jpeg_std_error(&s->err.pub);
+  s->err.pub.error_exit = jpeg_fail;
+  s->err.pub.emit_message = jpeg_message;
+  s->err.message[0] = 0;
+  if (setjmp(s->err.jump)) return false;
+  jpeg_create_decompress(&s->cinfo);
+  s->created = true;
+  jpeg_mem_src(&s->cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&s->cinfo, TRUE);
+  switch (s->cinfo.jpeg_color_space) {
     case JCS_GRAYSCALE:
-      cinfo.out_color_space = JCS_GRAYSCALE;
-      components = 1;
+      s->cinfo.out_color_space = JCS_GRAYSCALE;
+      s->components = 1;
+      s->convert = true;
       break;
     case JCS_CMYK:
     case JCS_YCCK:
-      cinfo.out_color_space = JCS_CMYK;  // libjpeg converts YCCK to (inverted) CMYK
-      components = 4;
-      inverted = cinfo.saw_Adobe_marker;
+      s->cinfo.out_color_space = JCS_CMYK;  // libjpeg converts YCCK to (inverted) CMYK
+      s->components = 4;
+      s->convert = true;
+      s->inverted = s->cinfo.saw_Adobe_marker;
       break;
     default:  // YCbCr, RGB; anything else fails in jpeg_start_decompress with libjpeg's message
-      cinfo.out_color_space = JCS_RGB;
-      components = 3;
+      s->cinfo.out_color_space = channels == 4 ? JCS_EXT_RGBX : JCS_RGB;
+      s->components = channels;
       break;
   }
-
-  // DCT scaling: the IDCT produces a 1/2, 1/4 or 1/8 size image directly, skipping most of the
-  // work. Take the strongest reduction whose shorter side still reaches the hint, so the resize
-  // that follows only ever shrinks.
-  if (min_side_hint > 0) {
-    for (unsigned denom : {8u, 4u, 2u}) {
-      cinfo.scale_num = 1;
-      cinfo.scale_denom = denom;
-      jpeg_calc_output_dimensions(&cinfo);
-      if (int(std::min(cinfo.output_width, cinfo.output_height)) >= min_side_hint) break;
-      cinfo.scale_denom = 1;
-    }
-  }
-  jpeg_calc_output_dimensions(&cinfo);
-  const int64_t width = cinfo.output_width, height = cinfo.output_height;
-  if (width * height > kMaxPixels) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "image too large (%lld x %lld pixels)",
-                  static_cast<long long>(width), static_cast<long long>(height));
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-  try {
-    out.image->channels = 3;
-    out.image->width = int(width);
-    out.image->height = int(height);
-    out.image->pixels.resize(size_t(width * height * 3));
-    if (components != 3) out.scratch->resize(size_t(width * components * 16));
-  } catch (const std::bad_alloc&) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "out of memory for %lld x %lld pixels",
-                  static_cast<long long>(width), static_cast<long long>(height));
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-
-  jpeg_start_decompress(&cinfo);
-  uint8_t* pixels = out.image->pixels.data();
-  const size_t stride = size_t(width) * 3;
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW rows[16];
-    const unsigned first = cinfo.output_scanline;
-    const unsigned want = std::min(16u, cinfo.output_height - first);
-    for (unsigned r = 0; r < want; ++r)
-      rows[r] = components == 3 ? pixels + (first + r) * stride
-                                : out.scratch->data() + size_t(r) * width * components;
-    const unsigned got = jpeg_read_scanlines(&cinfo, rows, want);
-    if (components != 3)
-      for (unsigned r = 0; r < got; ++r)
-        rows_to_rgb(rows[r], pixels + (first + r) * stride, size_t(width), components, inverted);
-  }
-  // No jpeg_finish_decompress: all pixels are in, and it would only go on to read past them to
-  // the EOI marker. (A file cut short inside its last scan is still rejected above, through
-  // libjpeg's "premature end" warning.)
-  jpeg_destroy_decompress(&cinfo);
   return true;
 }
 
-Image decode_jpeg(const std::string& path, const std::vector<uint8_t>& data, int min_side_hint) {
-  Image image;
-  std::vector<uint8_t> scratch;
-  char message[JMSG_LENGTH_MAX];
-  if (!jpeg_decode_into(data.data(), data.size(), min_side_hint, JpegOutput{&image, &scratch},
-                        message))
-    throw DataError(path + ": bad JPEG: " + message);
-  return image;
+// One region decode: what is asked, and where it goes (buffers sized by the caller for the
+// full scaled width, since jpeg_crop_scanline may widen the columns to an iMCU boundary).
+struct JpegRegionJob {
+  int scale, left, top, right, bottom, channels;
+  uint8_t* out;      // rows (bottom - top) x stride
+  size_t stride;     // full scaled width x channels
+  uint8_t* scratch;  // kRows x full width x 4: grey / CMYK rows before conversion, the last row
+  bool decode_rest;  // entropy-decode the rows below the region too
+  int got_left = 0, got_width = 0;
+};
+constexpr unsigned kRows = 16;  // rows asked of jpeg_read_scanlines at once
+
+bool jpeg_decode_region(JpegState* s, JpegRegionJob* job) {
+  if (setjmp(s->err.jump)) return false;
+  jpeg_decompress_struct& cinfo = s->cinfo;
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = unsigned(job->scale);
+  jpeg_start_decompress(&cinfo);
+  JDIMENSION left = JDIMENSION(job->left), width = JDIMENSION(job->right - job->left);
+  // Only the columns asked for (moved left to an iMCU boundary). With "fancy" upsampling the
+  // outermost column of each side may differ from a full decode: the caller asks for a margin.
+  if (width < cinfo.output_width) jpeg_crop_scanline(&cinfo, &left, &width);
+  job->got_left = int(left);
+  job->got_width = int(cinfo.output_width);
+  // The rows above are entropy-decoded but not transformed; those below are read the same way
+  // at the end.
+  if (job->top > 0) jpeg_skip_scanlines(&cinfo, JDIMENSION(job->top));
+  const size_t row_bytes = size_t(cinfo.output_width) * size_t(s->components);
+  while (cinfo.output_scanline < JDIMENSION(job->bottom)) {
+    JSAMPROW rows[kRows];
+    const unsigned first = cinfo.output_scanline;
+    const unsigned want = std::min(kRows, unsigned(job->bottom) - first);
+    uint8_t* dst = job->out + size_t(first - unsigned(job->top)) * job->stride;
+    for (unsigned r = 0; r < want; ++r)
+      rows[r] = s->convert ? job->scratch + r * row_bytes : dst + r * job->stride;
+    const unsigned got = jpeg_read_scanlines(&cinfo, rows, want);
+    if (s->convert)
+      for (unsigned r = 0; r < got; ++r)
+        row_to_rgb(rows[r], dst + r * job->stride, cinfo.output_width, s->components,
+                   s->inverted, job->channels);
+  }
+  // A file cut short below the region: entropy-decode the rest, so that libjpeg's "premature
+  // end" rejects it whatever region was asked for. jpeg_skip_scanlines decodes only the
+  // entropy-coded data of the rows it skips, but skipping to the very end just stops, so the last
+  // row is read (into scratch). (No jpeg_finish_decompress: it would only go on to read past the
+  // pixels to the EOI marker.)
+  if (job->decode_rest && cinfo.output_scanline < cinfo.output_height) {
+    if (cinfo.output_scanline + 1 < cinfo.output_height)
+      jpeg_skip_scanlines(&cinfo, cinfo.output_height - cinfo.output_scanline - 1);
+    JSAMPROW last = job->scratch;
+    jpeg_read_scanlines(&cinfo, &last, 1);
+  }
+  return true;
+}
+
+// Whether the file ends with the end-of-image marker (FF D9), allowing a little trailing padding.
+// The marker cannot occur inside entropy-coded data (an FF there is followed by 00 or a restart
+// code), so a file cut short anywhere in its image data fails this test.
+bool ends_with_eoi(const std::vector<uint8_t>& file) {
+  constexpr size_t kTail = 32;
+  const size_t begin = file.size() > kTail ? file.size() - kTail : 0;
+  for (size_t i = file.size(); i-- > begin + 1;)
+    if (file[i - 1] == 0xFF && file[i] == 0xD9) return true;
+  return false;
+}
+
+// Destroys the libjpeg state on every path out of decode_jpeg.
+struct JpegCloser {
+  JpegState* s;
+  ~JpegCloser() {
+    if (s->created) jpeg_destroy_decompress(&s->cinfo);
+  }
+};
+
+void decode_jpeg(const std::string& path, const std::vector<uint8_t>& file, int channels,
+                 const std::function<RegionRequest(int, int, int)>& choose,
+                 std::vector<uint8_t>& buffer, DecodedRegion& out) {
+  JpegState state;
+  JpegCloser closer{&state};
+  auto fail = [&] { throw DataError(path + ": bad JPEG: " + state.err.message); };
+  if (!jpeg_open(&state, file.data(), file.size(), channels)) fail();
+  const int file_w = int(state.cinfo.image_width), file_h = int(state.cinfo.image_height);
+  const RegionRequest want = choose(file_w, file_h, 8);
+  CONVNET_CHECK(want.scale == 1 || want.scale == 2 || want.scale == 4 || want.scale == 8,
+                "decode_region: JPEG scale ", want.scale, " is not 1, 2, 4 or 8");
+  const int full_w = (file_w + want.scale - 1) / want.scale;
+  const int full_h = (file_h + want.scale - 1) / want.scale;
+  if (int64_t(full_w) * full_h > kMaxPixels)
+    throw DataError(detail::concat(path, ": bad JPEG: image too large (", full_w, " x ", full_h,
+                                   " pixels)"));
+  CONVNET_CHECK(0 <= want.left && want.left < want.right && want.right <= full_w &&
+                    0 <= want.top && want.top < want.bottom && want.bottom <= full_h,
+                "decode_region: rectangle [", want.left, ", ", want.right, ") x [", want.top, ", ",
+                want.bottom, ") outside the ", full_w, " x ", full_h, " image");
+  // The rows below the region are needed only to notice a truncated file: a complete one (its
+  // end marker present) stops after the region. (Damage inside the data is noticed where rows
+  // are decoded: the region and everything above it.)
+  JpegRegionJob job{want.scale, want.left, want.top, want.right, want.bottom, channels,
+                    nullptr, size_t(full_w) * size_t(channels), nullptr, !ends_with_eoi(file)};
+  const size_t rows = size_t(want.bottom - want.top);
+  const size_t scratch = kRows * size_t(full_w) * 4;  // rows to convert, or the last row
+  buffer.resize(rows * job.stride + scratch);
+  job.out = buffer.data();
+  job.scratch = buffer.data() + rows * job.stride;
+  if (!jpeg_decode_region(&state, &job)) fail();
+  out.file_width = file_w;
+  out.file_height = file_h;
+  out.scale = want.scale;
+  out.full_width = full_w;
+  out.full_height = full_h;
+  out.left = job.got_left;
+  out.top = want.top;
+  out.width = job.got_width;
+  out.height = want.bottom - want.top;
+  out.channels = channels;
+  out.stride = job.stride;
+  out.pixels = buffer.data();
 }
 
 #else
 
-Image decode_jpeg(const std::string& path, const std::vector<uint8_t>&, int) {
+void decode_jpeg(const std::string& path, const std::vector<uint8_t>&, int,
+                 const std::function<RegionRequest(int, int, int)>&, std::vector<uint8_t>&,
+                 DecodedRegion&) {
   throw RuntimeError(path + ": this build of convnet has no JPEG support (libjpeg was not found "
                      "when it was built)");
 }
@@ -262,13 +312,16 @@ void png_read_memory(png_structp png, png_bytep dst, png_size_t n) {
   ctx->pos += n;
 }
 
+// Where the pixels go; owned by decode_png's frame, not by the setjmp function.
 struct PngOutput {
-  Image* image;
+  std::vector<uint8_t>* buffer;
   std::vector<png_bytep>* rows;
+  int channels;  // 3: RGB, 4: RGBX
+  int width = 0, height = 0;
 };
 
-// Same setjmp discipline as jpeg_decode_into.
-bool png_decode_into(PngContext* ctx, PngOutput out) {
+// Same setjmp discipline as the JPEG functions.
+bool png_decode_into(PngContext* ctx, PngOutput* out) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, png_fail, png_warn);
   if (!png) {
     std::snprintf(ctx->message, kPngMessage, "cannot create the libpng reader");
@@ -290,7 +343,7 @@ bool png_decode_into(PngContext* ctx, PngOutput out) {
   if (width * height > kMaxPixels)
     png_error(png, "image too large");
 
-  // Ask libpng for 8-bit RGB whatever the file holds.
+  // Ask libpng for 8-bit RGB (or RGBX) whatever the file holds.
   const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
@@ -305,203 +358,125 @@ bool png_decode_into(PngContext* ctx, PngOutput out) {
   if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
     png_set_strip_alpha(png);
   if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+  if (out->channels == 4) png_set_filler(png, 0xFF, PNG_FILLER_AFTER);
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
-  if (png_get_rowbytes(png, info) != size_t(width) * 3)
+  const size_t stride = size_t(width) * size_t(out->channels);
+  if (png_get_rowbytes(png, info) != stride)
     png_error(png, "unexpected row layout after conversion to RGB");
 
   bool allocated = true;
   try {
-    out.image->channels = 3;
-    out.image->width = int(width);
-    out.image->height = int(height);
-    out.image->pixels.resize(size_t(width * height * 3));
-    out.rows->resize(size_t(height));
+    out->buffer->resize(stride * size_t(height));
+    out->rows->resize(size_t(height));
   } catch (const std::bad_alloc&) {
     allocated = false;  // png_error (a longjmp) must not leave a catch block
   }
   if (!allocated) png_error(png, "out of memory");
+  out->width = int(width);
+  out->height = int(height);
   for (int64_t y = 0; y < height; ++y)
-    (*out.rows)[size_t(y)] = out.image->pixels.data() + size_t(y * width * 3);
-  png_read_image(png, out.rows->data());
+    (*out->rows)[size_t(y)] = out->buffer->data() + size_t(y) * stride;
+  png_read_image(png, out->rows->data());
   // No png_read_end: the pixels are complete, and chunks after the image data don't matter.
   png_destroy_read_struct(&png, &info, nullptr);
   return true;
 }
 
-Image decode_png(const std::string& path, const std::vector<uint8_t>& data) {
-  Image image;
+// PNG has no cheap partial or scaled decode: always the whole image, at scale 1.
+void decode_png(const std::string& path, const std::vector<uint8_t>& file, int channels,
+                const std::function<RegionRequest(int, int, int)>& choose,
+                std::vector<uint8_t>& buffer, DecodedRegion& out) {
   std::vector<png_bytep> rows;
-  PngContext ctx{data.data(), data.size(), 0, {0}};
-  if (!png_decode_into(&ctx, PngOutput{&image, &rows}))
-    throw DataError(path + ": bad PNG: " + ctx.message);
-  return image;
+  PngContext ctx{file.data(), file.size(), 0, {0}};
+  PngOutput png{&buffer, &rows, channels};
+  if (!png_decode_into(&ctx, &png)) throw DataError(path + ": bad PNG: " + ctx.message);
+  const RegionRequest want = choose(png.width, png.height, 1);
+  CONVNET_CHECK(want.scale == 1, "decode_region: a PNG has no scale ", want.scale);
+  out.file_width = out.full_width = out.width = png.width;
+  out.file_height = out.full_height = out.height = png.height;
+  out.scale = 1;
+  out.left = out.top = 0;
+  out.channels = channels;
+  out.stride = size_t(png.width) * size_t(channels);
+  out.pixels = buffer.data();
 }
 
 #else
 
-Image decode_png(const std::string& path, const std::vector<uint8_t>&) {
+void decode_png(const std::string& path, const std::vector<uint8_t>&, int,
+                const std::function<RegionRequest(int, int, int)>&, std::vector<uint8_t>&,
+                DecodedRegion&) {
   throw RuntimeError(path + ": this build of convnet has no PNG support (libpng was not found "
                      "when it was built)");
 }
 
 #endif  // CONVNET_WITH_PNG
 
-// ---------------------------------------------------------------------------------------------
-// Resize
-
-// The taps of one axis: output sample j (of the window actually computed) is
-// sum_k weight[j * stride + k] * input[first[j] + k], k < count[j].
-struct AxisTaps {
-  int stride = 1;
-  std::vector<int> first, count;
-  std::vector<float> weight;
-};
-
-// Taps for resizing an axis of in_n samples to out_n, for outputs [begin, begin + n).
-// Shrinking: each output averages the input interval it covers ([j, j+1) * in/out), each input
-// weighted by its overlap (area averaging, no aliasing). Enlarging: bilinear between the two
-// nearest inputs, pixel centres aligned ((j + 0.5) * in/out - 0.5), clamped at the edges.
-AxisTaps make_taps(int in_n, int out_n, int begin, int n) {
-  AxisTaps t;
-  const double scale = double(in_n) / out_n;
-  t.stride = in_n > out_n ? int(std::ceil(scale)) + 1 : 2;
-  t.first.resize(size_t(n));
-  t.count.resize(size_t(n));
-  t.weight.assign(size_t(n) * t.stride, 0.f);
-  for (int j = 0; j < n; ++j) {
-    const int o = begin + j;
-    float* w = &t.weight[size_t(j) * t.stride];
-    if (in_n == out_n) {
-      t.first[j] = o, t.count[j] = 1, w[0] = 1.f;
-    } else if (in_n > out_n) {
-      const double lo = o * scale, hi = std::min(double(in_n), (o + 1) * scale);
-      const int i0 = int(std::floor(lo));
-      const int i1 = std::min(in_n, int(std::ceil(hi)));
-      t.first[j] = i0;
-      t.count[j] = 0;
-      double total = 0;
-      for (int i = i0; i < i1; ++i) {
-        const double overlap = std::min(hi, i + 1.0) - std::max(lo, double(i));
-        if (overlap <= 0) continue;
-        if (t.count[j] == 0) t.first[j] = i;
-        w[i - t.first[j]] = float(overlap);
-        t.count[j] = i - t.first[j] + 1;
-        total += overlap;
-      }
-      for (int k = 0; k < t.count[j]; ++k) w[k] = float(w[k] / total);  // sum exactly ~1
-    } else {
-      double src = (o + 0.5) * scale - 0.5;
-      src = std::clamp(src, 0.0, double(in_n - 1));
-      const int i0 = std::min(int(src), in_n - 1);
-      const double frac = src - i0;
-      t.first[j] = i0;
-      if (frac > 0 && i0 + 1 < in_n) {
-        t.count[j] = 2, w[0] = float(1 - frac), w[1] = float(frac);
-      } else {
-        t.count[j] = 1, w[0] = 1.f;
-      }
-    }
-  }
-  return t;
-}
-
-// Rounds and clamps a row of floats to bytes (a plain loop the compiler vectorises).
-void to_bytes(const float* v, size_t n, uint8_t* out) {
-  for (size_t i = 0; i < n; ++i) out[i] = uint8_t(int(std::min(std::max(v[i] + 0.5f, 0.f), 255.f)));
-}
-
-// The horizontal pass of one row: out[ox * C + ch] = sum_k w[ox * T + k] * row[first[ox] + k * C + ch]
-// with `first` already in floats from the row's start. Every output uses all T taps (zero-padded),
-// so for the common tap counts the loop unrolls completely.
-template <int T, int C>
-void horizontal_fixed(const float* row, const int* first, const float* w, int n, float* out) {
-  for (int ox = 0; ox < n; ++ox) {
-    const float* p = row + first[ox];
-    const float* wx = w + size_t(ox) * T;
-    float acc[C] = {};
-    for (int k = 0; k < T; ++k)
-      for (int ch = 0; ch < C; ++ch) acc[ch] += wx[k] * p[k * C + ch];
-    for (int ch = 0; ch < C; ++ch) out[size_t(ox) * C + ch] = acc[ch];
-  }
-}
-
-void horizontal_any(const float* row, const int* first, const float* w, int taps, int n, int C,
-                    float* out) {
-  for (int ox = 0; ox < n; ++ox) {
-    const float* p = row + first[ox];
-    const float* wx = w + size_t(ox) * taps;
-    for (int ch = 0; ch < C; ++ch) {
-      float a = 0;
-      for (int k = 0; k < taps; ++k) a += wx[k] * p[k * C + ch];
-      out[size_t(ox) * C + ch] = a;
-    }
-  }
-}
-
 }  // namespace
 
-Image decode_image(const std::string& path, int min_side_hint) {
-  std::vector<uint8_t> data = read_file(path);
-  if (is_jpeg(data)) return decode_jpeg(path, data, min_side_hint);
-  if (is_png(data)) return decode_png(path, data);
-  throw DataError(path + ": not a JPEG or PNG image" + (data.empty() ? " (empty file)" : ""));
+void read_file(const std::string& path, std::vector<uint8_t>& data) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw DataError(path + ": cannot open: " + std::strerror(errno));
+  // One read of the size fstat gives, into a buffer that keeps its capacity between files; the
+  // loop still copes with a file that grows or shrinks meanwhile.
+  struct stat st;
+  size_t size = 0;
+  if (fstat(fileno(f), &st) == 0 && st.st_size > 0) size = size_t(st.st_size);
+  data.resize(size + 1);  // one spare byte: a short read shows the end without another call
+  size_t got = 0;
+  for (;;) {
+    got += std::fread(data.data() + got, 1, data.size() - got, f);
+    if (got < data.size() || std::ferror(f)) break;
+    data.resize(data.size() * 2 + 4096);
+  }
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  std::fclose(f);
+  if (failed) throw DataError(path + ": read error: " + std::strerror(err));
+  data.resize(got);
 }
 
-Image resize_shorter_and_centre_crop(const Image& in, int size) {
-  CONVNET_CHECK(size >= 1, "resize_shorter_and_centre_crop: size must be >= 1, got ", size);
-  CONVNET_CHECK(in.width > 0 && in.height > 0 && in.channels > 0,
-                "resize_shorter_and_centre_crop: empty image (", in.width, " x ", in.height, ")");
-  CONVNET_CHECK(in.pixels.size() == size_t(in.width) * in.height * in.channels,
-                "resize_shorter_and_centre_crop: pixel buffer size does not match the dimensions");
-  const int W = in.width, H = in.height, C = in.channels;
-  // Full resized dimensions: the shorter side is exactly `size`, the longer side is rounded
-  // (half up), and can't fall below `size` since it is at least as long.
-  auto scaled = [size](int64_t longer, int64_t shorter) {
-    return int((2 * longer * size + shorter) / (2 * shorter));
-  };
-  const int out_w = W <= H ? size : scaled(W, H);
-  const int out_h = H < W ? size : scaled(H, W);
-  const int x0 = (out_w - size) / 2, y0 = (out_h - size) / 2;
+void decode_region(const std::string& path, const std::vector<uint8_t>& file, int channels,
+                   const std::function<RegionRequest(int, int, int)>& choose,
+                   std::vector<uint8_t>& buffer, DecodedRegion& out) {
+  CONVNET_CHECK(channels == 3 || channels == 4, "decode_region: channels ", channels,
+                " must be 3 (RGB) or 4 (RGBX)");
+  if (is_jpeg(file)) return decode_jpeg(path, file, channels, choose, buffer, out);
+  if (is_png(file)) return decode_png(path, file, channels, choose, buffer, out);
+  throw DataError(path + ": not a JPEG or PNG image" + (file.empty() ? " (empty file)" : ""));
+}
 
-  const AxisTaps tx = make_taps(W, out_w, x0, size), ty = make_taps(H, out_h, y0, size);
-  // The input columns the crop needs (the horizontal taps are increasing).
-  const int col_lo = tx.first.front();
-  const int col_hi = tx.first.back() + tx.count.back();
-  const size_t span = size_t(col_hi - col_lo) * C;
-  std::vector<int> first_x(static_cast<size_t>(size));  // in floats from the start of `row`
-  for (int ox = 0; ox < size; ++ox) first_x[size_t(ox)] = (tx.first[size_t(ox)] - col_lo) * C;
+int dct_scale_for(int file_width, int file_height, int min_side) {
+  const int64_t shorter = std::min(file_width, file_height);
+  for (int scale : {8, 4, 2})
+    if (min_side > 0 && shorter >= int64_t(scale) * min_side) return scale;
+  return 1;
+}
 
-  Image out;
-  out.channels = C;
-  out.width = out.height = size;
-  out.pixels.resize(size_t(size) * size * C);
-  // Zero padding after the span: the zero-weighted padding taps of the last columns read it.
-  std::vector<float> row(span + size_t(tx.stride) * C, 0.f), blended(size_t(size) * C);
-  for (int oy = 0; oy < size; ++oy) {
-    // Vertical pass: blend the contributing input rows (only the needed columns) into `row`.
-    const float* wy = &ty.weight[size_t(oy) * ty.stride];
-    const uint8_t* src = in.pixels.data() + (size_t(ty.first[size_t(oy)]) * W + col_lo) * C;
-    float* r = row.data();
-    {
-      const float w = wy[0];
-      for (size_t i = 0; i < span; ++i) r[i] = w * float(src[i]);
-    }
-    for (int k = 1; k < ty.count[size_t(oy)]; ++k) {
-      const float w = wy[k];
-      const uint8_t* s = src + size_t(k) * W * C;
-      for (size_t i = 0; i < span; ++i) r[i] += w * float(s[i]);
-    }
-    // Horizontal pass into `blended`, then round to bytes.
-    const float* wx = tx.weight.data();
-    float* b = blended.data();
-    if (C == 3 && tx.stride == 2) horizontal_fixed<2, 3>(r, first_x.data(), wx, size, b);
-    else if (C == 3 && tx.stride == 3) horizontal_fixed<3, 3>(r, first_x.data(), wx, size, b);
-    else if (C == 3 && tx.stride == 4) horizontal_fixed<4, 3>(r, first_x.data(), wx, size, b);
-    else horizontal_any(r, first_x.data(), wx, tx.stride, size, C, b);
-    to_bytes(b, blended.size(), out.pixels.data() + size_t(oy) * size * C);
-  }
-  return out;
+Image decode_image(const std::string& path, int min_side_hint) {
+  std::vector<uint8_t> file, buffer;
+  read_file(path, file);
+  DecodedRegion region;
+  decode_region(path, file, 3,
+                [&](int w, int h, int max_scale) {
+                  RegionRequest r;
+                  r.scale = min_side_hint > 0 ? std::min(max_scale, dct_scale_for(w, h, min_side_hint)) : 1;
+                  r.right = (w + r.scale - 1) / r.scale;
+                  r.bottom = (h + r.scale - 1) / r.scale;
+                  return r;
+                },
+                buffer, region);
+  Image image;
+  image.channels = 3;
+  image.width = region.width;
+  image.height = region.height;
+  image.scale = region.scale;
+  image.file_width = region.file_width;
+  image.file_height = region.file_height;
+  buffer.resize(size_t(region.width) * size_t(region.height) * 3);  // the whole image, no gaps
+  image.pixels = std::move(buffer);
+  return image;
 }
 
 void image_to_chw(const Image& image, float* chw) {

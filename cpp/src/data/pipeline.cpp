@@ -5,8 +5,14 @@
 // workers run on into the next epoch while the consumer finishes this one. A worker may claim
 // batch seq only while seq < (the consumer's position) + prefetch, which bounds the memory held
 // and makes slot seq % prefetch free for it. (The job counter is guarded by the mutex rather
-// than atomic, since a worker has to wait on it for a free slot anyway.) What a worker writes for an example depends only on
-// (seed, epoch, example index), so the batches are identical for any number of workers.
+// than atomic, since a worker has to wait on it for a free slot anyway.) What a worker writes for
+// an example depends only on (seed, epoch, example index), so the batches are identical for any
+// number of workers.
+//
+// A worker takes kGroup examples at a time: it draws each one's augmentation plan (crop,
+// reflection, colour offset) from its key, loads it (from a WindowSource only the crop window, as
+// bytes; from any other source the whole image, as floats) and writes the group into the batch in
+// one pass (batch_writer.h).
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -26,7 +32,10 @@
 
 #include "convnet/data.h"
 #include "convnet/error.h"
+#include "data/augment_plan.h"
+#include "data/batch_writer.h"
 #include "data/hash.h"
+#include "data/window_source.h"
 
 namespace convnet {
 namespace {
@@ -39,7 +48,8 @@ uint64_t example_key(uint64_t seed, int64_t epoch, int64_t index) {
 
 // A fresh batch of AlexNet images is 77 MB of untouched pages: faulting them in 4 KB at a time
 // cost about a third of the pipeline's time. Asking for transparent huge pages (where the kernel
-// leaves them to madvise) makes that about 3x cheaper. Only a hint: failure changes nothing.
+// leaves them to madvise) makes that about 3x cheaper; reusing batches
+// (PipelineOptions::reuse_batch_memory) avoids it. Only a hint: failure changes nothing.
 void advise_huge_pages(float* data, int64_t count) {
 #ifdef __linux__
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
@@ -54,14 +64,19 @@ void advise_huge_pages(float* data, int64_t count) {
 
 // After this many consecutive unreadable examples the data are broken, not a few bad files.
 constexpr int64_t kMaxConsecutiveFailures = 100;
-// Examples augmented together before being interleaved into the CHWN batch: 16 floats are one
-// 64-byte cache line along N, so each write fills a whole line instead of scattering.
-constexpr int kGroup = 16;
+
+// Full-size batch tensors the consumer has let go of, for reuse. Shared with the leases in the
+// batches handed out, so a batch that outlives its pipeline still returns its memory safely.
+struct BatchPool {
+  std::mutex mutex;
+  std::vector<std::pair<Tensor, Tensor>> idle;  // images, labels
+};
 
 }  // namespace
 
 struct Pipeline::Impl {
   std::shared_ptr<DataSource> source;
+  const WindowSource* window_source = nullptr;  // the same source, when it has the fast path
   PipelineOptions opt;
   DataStats stats;
   int channels = 0, height = 0, width = 0, out_h = 0, out_w = 0;
@@ -90,6 +105,8 @@ struct Pipeline::Impl {
   std::mutex order_mutex;
   std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> orders;  // by epoch, a few recent
 
+  std::shared_ptr<BatchPool> pool = std::make_shared<BatchPool>();
+
   std::vector<std::thread> threads;
 
   Impl(std::shared_ptr<DataSource> src, PipelineOptions o, DataStats s)
@@ -99,6 +116,7 @@ struct Pipeline::Impl {
     CONVNET_CHECK(opt.workers >= 1, "Pipeline: workers ", opt.workers, " must be at least 1");
     CONVNET_CHECK(opt.prefetch >= 1, "Pipeline: prefetch ", opt.prefetch, " must be at least 1");
     channels = source->channels();
+    if (channels <= 4) window_source = dynamic_cast<const WindowSource*>(source.get());
     height = source->height();
     width = source->width();
     count = source->size();
@@ -179,17 +197,19 @@ struct Pipeline::Impl {
     return result;
   }
 
-  // Loads the example at `pos` of the epoch's order, or, when it throws DataError, the next one
-  // of the order that loads (wrapping). Returns the index loaded; counts one skip when the
-  // example at `pos` itself failed (its replacements failing too are other examples' skips).
-  int64_t load_with_skip(const std::vector<int64_t>& order, int64_t pos, float* chw, int* label,
+  // Loads the example at `pos` of the epoch's order through load(index) -> label, or, when it
+  // throws DataError, the next one of the order that loads (wrapping). Returns the index loaded;
+  // counts one skip when the example at `pos` itself failed (its replacements failing too are
+  // other examples' skips).
+  template <class Load>
+  int64_t load_with_skip(const std::vector<int64_t>& order, int64_t pos, Load&& load, int* label,
                          int64_t* skipped) const {
     std::vector<int64_t> failed;
     std::string last_error;
     for (int64_t k = 0;; ++k) {
       const int64_t index = order[size_t((pos + k) % count)];
       try {
-        *label = source->load(index, chw);
+        *label = load(index);
         *skipped += k > 0 ? 1 : 0;
         return index;
       } catch (const DataError& e) {
@@ -209,8 +229,40 @@ struct Pipeline::Impl {
   }
 
   struct Scratch {
-    std::vector<float> raw, augmented;
+    std::vector<float> images;     // kGroup whole source images (any source)
+    std::vector<uint8_t> windows;  // kGroup crop windows (a WindowSource)
   };
+
+  // The batch's tensors: reused ones from the pool when allowed and the batch is full-size.
+  void allocate(int n, Batch& out) {
+    const bool reuse = opt.reuse_batch_memory && n == opt.batch;
+    std::pair<Tensor, Tensor> buffers;
+    if (reuse) {
+      std::lock_guard<std::mutex> lock(pool->mutex);
+      if (!pool->idle.empty()) {
+        buffers = std::move(pool->idle.back());
+        pool->idle.pop_back();
+      }
+    }
+    if (!buffers.first.defined()) {
+      buffers.first = Tensor({channels, out_h, out_w, n}, Device::cpu());
+      buffers.second = Tensor({n}, Device::cpu());
+      advise_huge_pages(buffers.first.data(), buffers.first.numel());
+    }
+    out.images = buffers.first;
+    out.labels = buffers.second;
+    if (reuse) {
+      // Returns the tensors once the last copy of this Batch is gone (in whichever thread).
+      out.memory_lease = std::shared_ptr<void>(
+          nullptr, [pool = pool, buffers = std::move(buffers)](void*) mutable {
+            try {
+              std::lock_guard<std::mutex> lock(pool->mutex);
+              pool->idle.push_back(std::move(buffers));
+            } catch (...) {  // out of memory for the list: the tensors are simply freed
+            }
+          });
+    }
+  }
 
   // Builds batch `seq` into `out`. Returns false when abandoned (stop, or start_epoch).
   bool build(int64_t seq, uint64_t gen, Scratch& scratch, Batch& out) {
@@ -219,42 +271,64 @@ struct Pipeline::Impl {
     const int64_t first = index * opt.batch;
     const int n = int(std::min<int64_t>(opt.batch, count - first));
     const size_t in_size = size_t(channels) * size_t(height) * size_t(width);
-    const size_t out_size = size_t(channels) * size_t(out_h) * size_t(out_w);
-    out.images = Tensor({channels, out_h, out_w, n}, Device::cpu());
-    out.labels = Tensor({n}, Device::cpu());
+    const size_t window_size = 4 * size_t(out_h) * size_t(out_w);
+    allocate(n, out);
     out.epoch = e;
     out.index = index;
     out.skipped = 0;
-    float* images = out.images.data();
-    advise_huge_pages(images, out.images.numel());
     float* labels = out.labels.data();
+    GroupTarget target;
+    target.images = out.images.data();
+    target.n = n;
+    target.channels = channels;
+    target.height = out_h;
+    target.width = out_w;
+    target.mean_image = opt.augment.subtract_mean_image ? stats.mean.data() : nullptr;
+    target.source_height = height;
+    target.source_width = width;
+    target.mean_value = opt.augment.mean_value;
+    target.scale = opt.augment.scale;
+    AugmentPlan plans[kGroup];
+    const float* whole_images[kGroup];
     for (int j0 = 0; j0 < n; j0 += kGroup) {
       const int g = std::min(kGroup, n - j0);
       for (int j = 0; j < g; ++j) {
         if (stopping.load(std::memory_order_relaxed) ||
             live_generation.load(std::memory_order_relaxed) != gen)
           return false;
+        float* image = window_source ? nullptr : scratch.images.data() + size_t(j) * in_size;
+        uint8_t* window = window_source ? scratch.windows.data() + size_t(j) * window_size : nullptr;
+        whole_images[j] = image;
+        // The plan follows the example actually loaded (a replacement has its own).
+        auto load = [&](int64_t i) {
+          plans[j] = plan_augmentation(channels, height, width, opt.augment, stats, opt.train,
+                                       example_key(opt.seed, e, i));
+          if (!window_source) return source->load(i, image);
+          ImageWindow w;
+          w.top = plans[j].top;
+          w.left = plans[j].left;
+          w.height = plans[j].height;
+          w.width = plans[j].width;
+          w.mirror = plans[j].mirror;
+          return window_source->load_window(i, w, window);
+        };
         int label = 0;
-        float* raw = scratch.raw.data() + size_t(j) * in_size;
-        const int64_t loaded = load_with_skip(*order, first + j0 + j, raw, &label, &out.skipped);
-        augment_example(raw, channels, height, width, opt.augment, stats, opt.train,
-                        example_key(opt.seed, e, loaded), scratch.augmented.data() + size_t(j) * out_size);
+        load_with_skip(*order, first + j0 + j, load, &label, &out.skipped);
         labels[j0 + j] = float(label);
       }
-      // CHW per example -> CHWN: element p of example j0 + j goes to images[p * n + j0 + j].
-      const float* src = scratch.augmented.data();
-      for (size_t p = 0; p < out_size; ++p) {
-        float* dst = images + p * size_t(n) + size_t(j0);
-        for (int j = 0; j < g; ++j) dst[j] = src[size_t(j) * out_size + p];
-      }
+      target.first = j0;
+      if (window_source) write_group(scratch.windows.data(), window_size, plans, g, target);
+      else write_group(whole_images, plans, g, target);
     }
     return true;
   }
 
   void worker_main() {
     Scratch scratch;
-    scratch.raw.resize(size_t(kGroup) * size_t(channels) * size_t(height) * size_t(width));
-    scratch.augmented.resize(size_t(kGroup) * size_t(channels) * size_t(out_h) * size_t(out_w));
+    if (window_source)  // 4 bytes per pixel
+      scratch.windows.resize(size_t(kGroup) * 4 * size_t(out_h) * size_t(out_w));
+    else
+      scratch.images.resize(size_t(kGroup) * size_t(channels) * size_t(height) * size_t(width));
     std::unique_lock<std::mutex> lock(mutex);
     for (;;) {
       work_cv.wait(lock, [&] { return stopping || next_job < consumer_seq() + opt.prefetch; });
@@ -306,15 +380,17 @@ struct Pipeline::Impl {
     return true;
   }
 
-  void start_epoch(int64_t e) {
+  void start_epoch(int64_t e, int64_t first_batch) {
     CONVNET_CHECK(e >= 0, "Pipeline::start_epoch: epoch ", e, " is negative");
+    CONVNET_CHECK(first_batch >= 0 && first_batch <= batches, "Pipeline::start_epoch: batch ",
+                  first_batch, " is outside the epoch's [0, ", batches, "]");
     {
       std::lock_guard<std::mutex> lock(mutex);
       ++generation;
       live_generation = generation;
       epoch = e;
-      consumed = 0;
-      next_job = consumer_seq();
+      consumed = first_batch;
+      next_job = consumer_seq();  // the batches before first_batch are never prepared
       for (auto& slot : slots) slot = Slot();
     }
     work_cv.notify_all();
@@ -329,7 +405,9 @@ Pipeline::Pipeline(std::shared_ptr<DataSource> source, PipelineOptions options, 
 Pipeline::~Pipeline() = default;  // ~Impl stops and joins the workers
 
 bool Pipeline::next(Batch& out) { return impl_->next(out); }
-void Pipeline::start_epoch(int64_t epoch) { impl_->start_epoch(epoch); }
+void Pipeline::start_epoch(int64_t epoch, int64_t first_batch) {
+  impl_->start_epoch(epoch, first_batch);
+}
 int64_t Pipeline::batches_per_epoch() const { return impl_->batches; }
 int64_t Pipeline::epoch() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -1,0 +1,33 @@
+// The random choices of one example's augmentation (crop window, reflection, PCA colour offset),
+// drawn from its key alone, and the arithmetic that applies them to a value. Shared by
+// augment_example and the pipeline's batch writer, so the two give bitwise the same floats.
+// Internal to the data module.
+#pragma once
+#include <cstdint>
+
+#include <stdexcept>  // before data.h, which uses std::runtime_error without it
+
+#include "convnet/data.h"
+
+namespace convnet {
+
+struct AugmentPlan {
+  int top = 0, left = 0, height = 0, width = 0;  // the window of the source image
+  bool mirror = false;                           // reflected left-right
+  float offset[3] = {0.f, 0.f, 0.f};             // added to each channel (PCA colour noise)
+};
+
+// The plan for an example of channels x height x width under `o`. Checks the options as
+// augment_example documents (ValueError).
+AugmentPlan plan_augmentation(int channels, int height, int width, const AugmentOptions& o,
+                              const DataStats& stats, bool train, uint64_t rng_key);
+
+// One output value: the pixel plus its channel's offset, minus the mean (image or scalar), scaled.
+// In exactly this order everywhere, so every path gives the same bits.
+// A template so that it serves vectors of floats (GCC/Clang vector extensions) as well.
+template <class F, class S>
+inline F augmented_value(F pixel, F offset, S mean, S scale) {
+  return ((pixel + offset) - mean) * scale;
+}
+
+}  // namespace convnet
