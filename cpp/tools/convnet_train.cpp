@@ -212,6 +212,7 @@ int run(int argc, char** argv) {
     po.seed = read_checkpoint_meta(resume).seed;
   }
   po.workers = std::max(1, to_int(args, "workers"));
+  po.reuse_batch_memory = true;  // the trainer copies each batch into the net before the next
   po.augment.crop = to_int(args, "crop");
   po.augment.mirror = args.count("mirror") > 0;
   po.augment.pca_std = float(pca_std);

@@ -75,7 +75,7 @@ def cmd_train(a) -> int:
     if a.threads:
         _core.set_num_threads(a.threads)
     prep = DataPrep(a.data, image_size=a.image_size, crop=a.crop, mirror=a.mirror,
-                    pca_std=a.pca_std, mean=a.mean)
+                    pca_std=a.pca_std, mean=a.mean, scale=a.scale)
     channels, size, _ = prep.shape
     model = resolve_model(a.model, prep.classes, channels, size)
     net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math)
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pca-std", type=float, default=0.0, help="AlexNet's PCA colour noise (the paper: 0.1; RGB only)")
     t.add_argument("--mean", default="scalar", choices=["scalar", "image", "none"],
                    help="subtract the training set's mean pixel (scalar) or mean image (default scalar)")
+    t.add_argument("--scale", type=float, default=1 / 255,
+                   help="multiply pixels by this after the mean subtraction (default 1/255)")
     t.add_argument("--workers", type=int, default=2, help="data loading threads (default 2)")
     t.add_argument("--threads", type=int, default=0, help="CPU compute threads (default: all cores)")
     t.add_argument("--max-grad-norm", type=float, default=0.0, help="stop when the gradient norm exceeds this (default: off)")

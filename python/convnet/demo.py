@@ -19,16 +19,21 @@ from . import _core, cli
 MODEL = "fashion_alexnet"
 EPOCHS = 12
 BATCH = 128
-LR = 0.01  # every layer's base rate (the model's epsW/epsB)
-# Divide the rate by 10 when the test error has not improved for 2 epochs, at most 3 times.
-SCHEDULE = "plateau[factor=0.1;patience=2;maxDrops=3]"
+LR = 0.01  # every layer's base rate (the model's epsW/epsB), as the paper
+# Divide the rate by 10 when the test error has not improved since the previous epoch (the
+# paper's rule), at most twice.
+SCHEDULE = "plateau[factor=0.1;patience=1;maxDrops=2]"
+# Pixels minus the mean pixel, divided by 90 (Fashion-MNIST's pixel standard deviation in
+# 0-255 levels) so that the input has unit variance, as kaiming init assumes: the first layer
+# then learns about as fast as the rest (with x/255, the cost after 300 steps was 0.60, not 0.48).
+SCALE = 1 / 90
 SAVE_DIR = "runs/fashion"
 
 
 def argv(extra: list[str]) -> list[str]:
     device = "cuda:0" if _core.cuda_device_count() > 0 else "cpu"
     defaults = ["train", MODEL, "--data", "fashion-mnist", "--epochs", str(EPOCHS), "--batch", str(BATCH),
-                "--lr", str(LR), "--schedule", SCHEDULE, "--save-dir", SAVE_DIR, "--device", device]
+                "--lr", str(LR), "--schedule", SCHEDULE, "--scale", str(SCALE), "--save-dir", SAVE_DIR, "--device", device]
     # Run again, it continues (or, when finished, reports) the run in SAVE_DIR; --overwrite
     # starts afresh.
     if "--overwrite" not in extra:

@@ -225,9 +225,13 @@ class DataPrep:
         return train, test
 
     def info(self) -> dict:
+        names = list(self.train_source.class_names())
+        if not names and self.spec == "fashion-mnist":  # IDX files carry no class names
+            from .datasets import FASHION_MNIST_CLASSES
+            names = list(FASHION_MNIST_CLASSES)
         return dict(data=self.spec, image_size=self.image_size, crop=self.crop, mean=self.mean,
                     mean_value=self.mean_value, scale=self.scale, mirror=self.mirror,
-                    pca_std=self.pca_std, class_names=list(self.train_source.class_names()))
+                    pca_std=self.pca_std, class_names=names)
 
 
 def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs: int = 10,

@@ -181,8 +181,7 @@ Trainer::Result Trainer::run() {
   Batch batch;
   for (; epoch_ < options_.epochs; ++epoch_, next_batch_ = 0, epoch_sums_ = Metrics{}) {
     const auto epoch_t0 = Clock::now();
-    train_.start_epoch(epoch_);
-    for (int64_t skip = 0; skip < next_batch_; ++skip) train_.next(batch);  // TEMP until start_epoch(e, b)
+    train_.start_epoch(epoch_, next_batch_);
     int64_t images = 0;
     while (train_.next(batch)) {
       const double epoch_float = epoch_ + double(next_batch_) / batches;
