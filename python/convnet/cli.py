@@ -105,7 +105,7 @@ def cmd_train(a) -> int:
             print(f"resumed from {source}", flush=True)
     result = trainer.run()
     test = result["test"]
-    acc = f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}" if test else "no test set"
+    acc = f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}" if test else "no test was run"
     print(f"done: {result['epochs_done']} epochs, step {result['step']}, {result['elapsed_s']:.0f} s; {acc}"
           + (f"; checkpoint {result['last_checkpoint']}" if result["last_checkpoint"] else ""), flush=True)
     if a.save_dir and not a.no_plots and log and os.path.exists(log):
