@@ -12,8 +12,6 @@ namespace py = pybind11;
 
 namespace convnet::python {
 
-namespace {
-
 AugmentOptions make_augment(int crop, bool random_crop, bool mirror, float pca_std,
                             bool subtract_mean_image, float mean_value, float scale) {
   AugmentOptions a;
@@ -26,6 +24,8 @@ AugmentOptions make_augment(int crop, bool random_crop, bool mirror, float pca_s
   a.scale = scale;
   return a;
 }
+
+namespace {
 
 }  // namespace
 
