@@ -884,6 +884,26 @@ TEST(CudaSumSquares, MatchesCpuAndRepeats) {
   }
 }
 
+// The batched form (one sync per step in the trainer) adds the same block partials in the same
+// order as one call per tensor.
+TEST(CudaSumSquares, OfSeveralTensorsEqualsTheSumOfEach) {
+  CONVNET_REQUIRE_GPU();
+  std::vector<Pair> xs;
+  uint32_t seed = 1800;
+  for (const Shape& shape : std::vector<Shape>{{3}, {257}, {96, 3, 11, 11}, {1}, {4096, 300}})
+    xs.push_back(random_pair(shape, ++seed, -2.f, 2.f));
+  std::vector<const Tensor*> gpu, cpu;
+  double each_gpu = 0;
+  for (const Pair& x : xs) {
+    gpu.push_back(&x.gpu);
+    cpu.push_back(&x.cpu);
+    each_gpu += sum_squares(x.gpu);
+  }
+  const double batched = sum_squares(gpu);
+  EXPECT_EQ(batched, each_gpu);
+  EXPECT_NEAR(batched, sum_squares(cpu), 1e-12 * batched);
+}
+
 // ================================================================================================
 // Whole nets on the GPU against the CPU.
 // ================================================================================================

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "convnet/error.h"
+#include "convnet/ops.h"
 #include "cpu/cpu_ops.h"
 #include "test_util.h"
 
@@ -241,6 +243,20 @@ TEST(LrnCpu, LargeShapesMatchReference) {
     cpu_backward(x, w, dx, t, false);
     expect_close(dx, ref_backward(to_double(x), to_double(w), t), 1e-4, 1e-5, "dx");
   }
+}
+
+// The op refuses in-place use (every output reads a window of inputs), on every backend.
+TEST(LrnOp, RefusesOutputsSharingTheInputsMemory) {
+  Tensor x({4, 2, 2, 3}, Device::cpu()), y(x.shape(), Device::cpu()), d(x.shape(), Device::cpu());
+  x.fill(1.f);
+  EXPECT_THROW(lrn_forward(x, x, d, LrnParams{}), ValueError);
+  EXPECT_THROW(lrn_forward(x, y, x, LrnParams{}), ValueError);
+  lrn_forward(x, y, d, LrnParams{});
+  Tensor dy(x.shape(), Device::cpu());
+  dy.fill(1.f);
+  EXPECT_THROW(lrn_backward(x, y, d, dy, dy, LrnParams{}, false), ValueError);
+  Tensor dx(x.shape(), Device::cpu());
+  lrn_backward(x, y, d, dy, dx, LrnParams{}, false);
 }
 
 }  // namespace

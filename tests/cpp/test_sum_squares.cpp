@@ -35,5 +35,35 @@ TEST(SumSquares, SameBitsForAnyThreadCount) {
   EXPECT_EQ(one, two);
 }
 
+TEST(SumSquares, OfSeveralTensorsEqualsTheSumOfEach) {
+  std::vector<Tensor> ts;
+  uint32_t seed = 90;
+  for (int n : {5, 16385, 1, 40000}) {
+    const auto v = testing::random_vector(size_t(n), ++seed, -2.f, 2.f);
+    ts.emplace_back(Shape{n}, Device::cpu());
+    ts.back().copy_from_host(v.data());
+  }
+  std::vector<const Tensor*> all;
+  double each = 0;
+  for (const Tensor& t : ts) {
+    all.push_back(&t);
+    each += sum_squares(t);
+  }
+  EXPECT_EQ(sum_squares(all), each);
+  EXPECT_EQ(sum_squares(std::vector<const Tensor*>{}), 0.0);
+}
+
+TEST(SumSquares, OfSeveralTensorsRefusesMixedDevices) {
+  Tensor a({3}, Device::cpu(0)), b({3}, Device::cpu(1));
+  a.fill(1.f);
+  b.fill(1.f);
+  try {
+    sum_squares(std::vector<const Tensor*>{&a, &b});
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("different devices"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace convnet

@@ -74,6 +74,12 @@ def test_cuda_device_that_does_not_exist():
         convnet.Net(with_cost(base(), "data"), devices="cuda:0")
 
 
+@pytest.mark.parametrize("call", ["cuda_memory_stats", "cuda_reset_peak", "cuda_synchronize"])
+def test_negative_cuda_device_index(call):
+    with pytest.raises(ValueError, match=rf"{call}: device index -1 is negative"):
+        getattr(convnet, call)(-1)
+
+
 def fc_net():
     m = base()
     m.fc("f", "data", outputs=3)

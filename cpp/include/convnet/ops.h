@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "convnet/tensor.h"
 
@@ -137,5 +138,8 @@ void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate);
 // Sum of squares of every element, accumulated in double in a fixed order (the same result for
 // any thread count): gradient norms for the trainer's divergence watch.
 double sum_squares(const Tensor& x);
+// The same over several tensors on one device, equal to adding sum_squares of each in order; on
+// a GPU it waits for the device once, not once per tensor.
+double sum_squares(const std::vector<const Tensor*>& xs);
 
 }  // namespace convnet

@@ -64,7 +64,14 @@ MathMode parse_math_mode(const std::string& name) {
   throw ValueError("unknown math mode '" + name + "' (expected fp32 or tf32)");
 }
 
+namespace {
+void non_negative(const char* what, int device) {
+  if (device < 0) throw ValueError(detail::concat(what, ": device index ", device, " is negative"));
+}
+}  // namespace
+
 CudaMemoryStats cuda_memory_stats(int device) {
+  non_negative("cuda_memory_stats", device);
   CudaMemoryStats out;
 #ifdef CONVNET_WITH_CUDA
   if (device < cuda_device_count()) {
@@ -77,6 +84,7 @@ CudaMemoryStats cuda_memory_stats(int device) {
 }
 
 void cuda_reset_peak(int device) {
+  non_negative("cuda_reset_peak", device);
 #ifdef CONVNET_WITH_CUDA
   if (device < cuda_device_count()) cuda::reset_peak(device);
 #endif
@@ -84,6 +92,7 @@ void cuda_reset_peak(int device) {
 }
 
 void cuda_synchronize(int device) {
+  non_negative("cuda_synchronize", device);
 #ifdef CONVNET_WITH_CUDA
   if (device < cuda_device_count()) cuda::synchronize(device);
 #endif

@@ -137,6 +137,10 @@ void lrn_forward(const Tensor& x, Tensor& y, Tensor& denom, const LrnParams& p) 
   check_lrn("lrn_forward", x, p);
   same_shape("lrn_forward", x, y);
   same_shape("lrn_forward", x, denom);
+  // Every output reads a window of inputs across channels: writing in place would race on the
+  // GPU and read overwritten values on the CPU.
+  CONVNET_CHECK(y.data() != x.data() && denom.data() != x.data(),
+                "lrn_forward: the output may not share memory with the input");
   CONVNET_DISPATCH(x, lrn_forward, x.data(), y.data(), denom.data(), x.dim(0), inner_of(x), p);
 }
 
@@ -145,6 +149,9 @@ void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const T
   check_lrn("lrn_backward", x, p);
   for (const Tensor* t : {&y, &denom, &dy, static_cast<const Tensor*>(&dx)})
     same_shape("lrn_backward", x, *t);
+  CONVNET_CHECK(dx.data() != dy.data() && dx.data() != y.data() && dx.data() != x.data() &&
+                    dx.data() != denom.data(),
+                "lrn_backward: dx may not share memory with x, y, denom or dy");
   CONVNET_DISPATCH(x, lrn_backward, x.data(), y.data(), denom.data(), dy.data(), dx.data(),
                                      x.dim(0), inner_of(x), p, accumulate);
 }
@@ -244,6 +251,31 @@ double sum_squares(const Tensor& x) {
 #ifdef CONVNET_WITH_CUDA
   cuda::set_device(x.device().index);
   return cuda::sum_squares(x.data(), x.numel());
+#else
+  cuda_missing("sum_squares");
+#endif
+}
+
+double sum_squares(const std::vector<const Tensor*>& xs) {
+  if (xs.empty()) return 0;
+  for (const Tensor* x : xs) {
+    CONVNET_CHECK(x && x->defined(), "sum_squares: undefined tensor");
+    same_device("sum_squares", *xs[0], *x);
+  }
+  if (xs[0]->device().is_cpu()) {
+    double total = 0;
+    for (const Tensor* x : xs) total += cpu::sum_squares(x->data(), x->numel());
+    return total;
+  }
+#ifdef CONVNET_WITH_CUDA
+  cuda::set_device(xs[0]->device().index);
+  std::vector<const float*> data;
+  std::vector<int64_t> counts;
+  for (const Tensor* x : xs) {
+    data.push_back(x->data());
+    counts.push_back(x->numel());
+  }
+  return cuda::sum_squares(data, counts);
 #else
   cuda_missing("sum_squares");
 #endif

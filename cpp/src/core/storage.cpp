@@ -60,9 +60,12 @@ void* PinnedBuffer::get(size_t bytes) {
   if (bytes <= bytes_) return data_;
 #ifdef CONVNET_WITH_CUDA
   cuda::release_pinned(data_);
+  data_ = nullptr;  // allocate_pinned may throw: the destructor must not free the old block
+  bytes_ = 0;
   data_ = cuda::allocate_pinned(bytes);
 #else
   std::free(data_);
+  bytes_ = 0;
   data_ = std::malloc(bytes);
   if (!data_) throw RuntimeError(detail::concat("out of host memory allocating ", bytes, " bytes"));
 #endif

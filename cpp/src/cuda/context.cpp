@@ -45,6 +45,7 @@ void set_device(int device) {
 }
 
 cudaStream_t stream(int device) {
+  if (device < 0) throw RuntimeError(detail::concat("cuda:", device, " does not exist"));
   std::lock_guard<std::mutex> lock(streams_mutex());
   auto& s = streams();
   if (device >= static_cast<int>(s.size())) s.resize(device + 1, nullptr);
@@ -52,8 +53,9 @@ cudaStream_t stream(int device) {
     int previous = 0;
     CONVNET_CUDA_CHECK(cudaGetDevice(&previous));
     CONVNET_CUDA_CHECK(cudaSetDevice(device));
-    CONVNET_CUDA_CHECK(cudaStreamCreateWithFlags(&s[device], cudaStreamNonBlocking));
-    CONVNET_CUDA_CHECK(cudaSetDevice(previous));
+    const cudaError_t err = cudaStreamCreateWithFlags(&s[device], cudaStreamNonBlocking);
+    cudaSetDevice(previous);  // restored even when the creation failed: set_device caches it
+    check_cuda(err, "cudaStreamCreateWithFlags", __FILE__, __LINE__);
   }
   return s[device];
 }

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "convnet/device.h"
 #include "convnet/ops.h"
@@ -39,6 +40,15 @@ struct MemoryStats {
   size_t peak_bytes = 0;     // max of current_bytes since start (or reset)
   size_t cached_bytes = 0;   // freed, kept for reuse
   size_t cuda_malloc_calls = 0;
+};
+// A block of the current device for one call's temporaries, released on every exit path.
+struct Scratch {
+  explicit Scratch(size_t bytes);  // memory.cpp
+  ~Scratch() { release(ptr, device); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* ptr = nullptr;
+  int device = 0;
 };
 MemoryStats memory_stats(int device);
 void reset_peak(int device);
@@ -107,6 +117,8 @@ void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, floa
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate);
 void fill(float* dst, int64_t n, float value);
 double sum_squares(const float* x, int64_t n);
+// The sum over several tensors (xs[i] holds ns[i] floats) with a single sync.
+double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_t>& ns);
 void copy(const float* src, float* dst, int64_t n);
 
 }  // namespace convnet::cuda

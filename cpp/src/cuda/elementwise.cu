@@ -75,24 +75,41 @@ void copy(const float* src, float* dst, int64_t n) {
                                      cudaMemcpyDeviceToDevice, current_stream()));
 }
 
-// The block partials come back to the host and are added in order (a sync point: the trainer
-// calls this once per step, after backward).
-double sum_squares(const float* x, int64_t n) {
-  if (n <= 0) return 0;
-  const unsigned blocks = std::min(blocks_for(n), 1024u);
-  int device = 0;
-  CONVNET_CUDA_CHECK(cudaGetDevice(&device));
-  auto* partial = static_cast<double*>(allocate(blocks * sizeof(double), device));
-  sum_squares_kernel<<<blocks, kThreads, 0, current_stream()>>>(x, n, partial);
-  CONVNET_CUDA_CHECK(cudaGetLastError());
-  std::vector<double> host(blocks);
-  CONVNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), partial, blocks * sizeof(double),
+namespace {
+
+unsigned sum_squares_blocks(int64_t n) { return std::min(blocks_for(n), 1024u); }
+
+}  // namespace
+
+// One launch per tensor into one buffer of block partials, one copy back, one sync: the trainer
+// calls this once per step, after backward. Each tensor's partials are added in order, then the
+// tensors in order, so the total equals adding sum_squares(x) of each tensor in turn, bit for bit.
+double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_t>& ns) {
+  std::vector<size_t> offset(xs.size() + 1, 0);
+  for (size_t t = 0; t < xs.size(); ++t)
+    offset[t + 1] = offset[t] + (ns[t] > 0 ? sum_squares_blocks(ns[t]) : 0);
+  if (offset.back() == 0) return 0;
+  Scratch scratch(offset.back() * sizeof(double));
+  auto* partial = static_cast<double*>(scratch.ptr);
+  for (size_t t = 0; t < xs.size(); ++t) {
+    if (ns[t] <= 0) continue;
+    sum_squares_kernel<<<sum_squares_blocks(ns[t]), kThreads, 0, current_stream()>>>(
+        xs[t], ns[t], partial + offset[t]);
+    CONVNET_CUDA_CHECK(cudaGetLastError());
+  }
+  std::vector<double> host(offset.back());
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), partial, host.size() * sizeof(double),
                                      cudaMemcpyDeviceToHost, current_stream()));
   CONVNET_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
-  release(partial, device);
   double total = 0;
-  for (double s : host) total += s;
+  for (size_t t = 0; t < xs.size(); ++t) {
+    double s = 0;
+    for (size_t b = offset[t]; b < offset[t + 1]; ++b) s += host[b];
+    total += s;
+  }
   return total;
 }
+
+double sum_squares(const float* x, int64_t n) { return sum_squares({x}, {n}); }
 
 }  // namespace convnet::cuda

@@ -38,13 +38,21 @@ Pool& pool(int device) {
   return p[device];
 }
 
-void free_cached(Pool& p) {
-  for (auto& [size, ptr] : p.free) {
-    cudaFree(ptr);
+// Frees every cached block of a device (the caller has made it current). A failing cudaFree
+// is reported here, not left behind as the sticky last error for an unrelated launch to report.
+void free_cached(Pool& p, int device) {
+  while (!p.free.empty()) {
+    auto [size, ptr] = *p.free.begin();
+    const cudaError_t err = cudaFree(ptr);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      throw RuntimeError(detail::concat("cudaFree of a cached block on cuda:", device,
+                                        " failed: ", cudaGetErrorString(err)));
+    }
+    p.free.erase(p.free.begin());
     p.sizes.erase(ptr);
+    p.stats.cached_bytes -= size;
   }
-  p.free.clear();
-  p.stats.cached_bytes = 0;
 }
 
 }  // namespace
@@ -68,7 +76,7 @@ void* allocate(size_t bytes, int device) {
     if (err != cudaSuccess) {  // give the cache back and try once more
       cudaGetLastError();
       synchronize(device);
-      free_cached(p);
+      free_cached(p, device);
       err = cudaMalloc(&ptr, size);
     }
     if (err != cudaSuccess) {
@@ -96,21 +104,30 @@ void release(void* ptr, int device) noexcept {
   p.stats.cached_bytes += it->second;
 }
 
+Scratch::Scratch(size_t bytes) {
+  CONVNET_CUDA_CHECK(cudaGetDevice(&device));
+  ptr = allocate(bytes, device);
+}
+
 MemoryStats memory_stats(int device) {
+  check_device(device);
   std::lock_guard<std::mutex> lock(mu);
   return pool(device).stats;
 }
 
 void reset_peak(int device) {
+  check_device(device);
   std::lock_guard<std::mutex> lock(mu);
   Pool& p = pool(device);
   p.stats.peak_bytes = p.stats.current_bytes;
 }
 
 void empty_cache(int device) {
+  check_device(device);
   synchronize(device);
   std::lock_guard<std::mutex> lock(mu);
-  free_cached(pool(device));
+  set_device(device);
+  free_cached(pool(device), device);
 }
 
 void* allocate_pinned(size_t bytes) {
@@ -120,7 +137,8 @@ void* allocate_pinned(size_t bytes) {
 }
 
 void release_pinned(void* ptr) noexcept {
-  if (ptr) cudaFreeHost(ptr);
+  // noexcept (destructors call it): a failure is cleared, not left for the next launch check.
+  if (ptr && cudaFreeHost(ptr) != cudaSuccess) cudaGetLastError();
 }
 
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,

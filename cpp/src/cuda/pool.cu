@@ -1,5 +1,6 @@
 // CUDA max/average pooling over CHWN activations. Reference: cpu/pool.cpp (same clipped
-// windows, same comparisons and summation order, so results match it bit for bit).
+// windows, same comparisons and summation order: max pooling matches it exactly; averages may
+// differ in the last bit where the CPU compiler contracts a multiply-add into an FMA).
 // Forward: one thread per output (c, oy, ox, n), n fastest, scanning its window. Backward is a
 // gather (deterministic, no atomics): one thread per input (c, iy, ix, n) adds, in ascending
 // (oy, ox) order like the CPU's scatter, the gradient of every output window that contains it:
@@ -111,7 +112,7 @@ __global__ void pool_backward_kernel(const float* x, const float* dy, float* dx,
           if (arg == me) acc += grad;
         } else {
           const float inv = 1.0f / float((y1 - y0) * (x1 - x0));
-          acc += __fmul_rn(grad, inv);  // no FMA contraction: round as the CPU does
+          acc += __fmul_rn(grad, inv);  // no FMA contraction: the product rounds, then the sum
         }
       }
     }

@@ -23,7 +23,9 @@ constexpr int kThreads = 256;   // backward
 
 // probs may be the logits buffer itself: every element is read before it is overwritten, by the
 // thread that overwrites it, and the label's logit is read in pass 1 before any write.
-__global__ void softmax_forward_kernel(const float* logits, const float* labels, float* probs,
+// Up to kTile * kMaxLanes = 1024 threads per block: tell the compiler, so that it keeps the
+// registers per thread within what such a block may use (64 on sm_90).
+__global__ void __launch_bounds__(kTile * kMaxLanes) softmax_forward_kernel(const float* logits, const float* labels, float* probs,
                                        int K, int N, int topk, double* cost, int* flags) {
   __shared__ float s_max[kMaxLanes][kTile];
   __shared__ double s_sum[kMaxLanes][kTile];
@@ -116,19 +118,6 @@ __global__ void softmax_backward_kernel(const float* probs, const float* labels,
     dlogits[idx] = accumulate ? __fadd_rn(dlogits[idx], g) : g;
   }
 }
-
-// A device scratch buffer from the caching allocator, released on every path.
-struct Scratch {
-  void* ptr = nullptr;
-  int device = 0;
-  Scratch(size_t bytes) {
-    CONVNET_CUDA_CHECK(cudaGetDevice(&device));
-    ptr = allocate(bytes, device);
-  }
-  ~Scratch() { release(ptr, device); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
 
 }  // namespace
 

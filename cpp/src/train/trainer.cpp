@@ -159,6 +159,23 @@ void Trainer::resume(const std::string& checkpoint_or_dir) {
   last_checkpoint_ = path;
 }
 
+double Trainer::gradient_sum_squares() {
+  std::vector<Device> devices;
+  std::vector<std::vector<const Tensor*>> grads;
+  for (Param* p : net_.params()) {
+    size_t d = 0;
+    while (d < devices.size() && devices[d] != p->grad.device()) ++d;
+    if (d == devices.size()) {
+      devices.push_back(p->grad.device());
+      grads.emplace_back();
+    }
+    grads[d].push_back(&p->grad);
+  }
+  double total = 0;
+  for (const auto& on_one_device : grads) total += sum_squares(on_one_device);
+  return total;
+}
+
 void Trainer::diverged(const std::string& what, int64_t epoch, int64_t batch) {
   std::ostringstream msg;
   msg << "training diverged at epoch " << epoch << ", batch " << batch << " (step " << net_.step()
@@ -196,9 +213,7 @@ Trainer::Result Trainer::run() {
       if (!std::isfinite(r.objective))
         diverged("the cost is " + std::to_string(r.objective) + cause(), epoch_ + 1, next_batch_ + 1);
       net_.backward();
-      double sq = 0;
-      for (Param* p : net_.params()) sq += sum_squares(p->grad);
-      const double grad_norm = std::sqrt(sq);
+      const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + cause(), epoch_ + 1, next_batch_ + 1);
       if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
