@@ -42,16 +42,21 @@ def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) ->
     progress line on stderr for large sources."""
     start = time.time()
     last = [0.0]
+    # A terminal gets one line redrawn twice a second; a log file whole lines, every 10 s.
+    tty = sys.stderr.isatty()
+    every = 0.5 if tty else 10.0
 
     def report(done, total):
         now = time.time()
-        if done < total and now - last[0] < 0.5:  # at most two lines a second
+        if done < total and now - last[0] < every:
             return
         last[0] = now
         rate = done / max(now - start, 1e-9)
-        sys.stderr.write(f"\rdata statistics: {done}/{total} images ({rate:.0f} images/s)")
-        if done == total:
-            sys.stderr.write("\n")
+        line = f"data statistics: {done}/{total} images ({rate:.0f} images/s)"
+        if tty:
+            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     return _core.compute_stats(source, sample, report if progress else None)

@@ -688,6 +688,15 @@ def test_compute_stats_matches_numpy(tmp_path):
     assert again.eigenvalues == stats.eigenvalues and again.eigenvectors == stats.eigenvectors
 
 
+def test_compute_stats_progress_in_a_log_is_whole_lines(capsys):
+    # Under pytest stderr is not a terminal: no carriage returns, the final count on its own line.
+    src = data.array_source(np.zeros((30, 1, 4, 4), np.float32), np.zeros(30, np.int32), 1)
+    data.compute_stats(src, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.endswith("\n") and "data statistics: 30/30 images" in err.splitlines()[-1]
+
+
 def test_compute_stats_on_folder_skips_corrupt(tmp_path):
     src = _bad_folder(tmp_path, good=2, bad=["a_bad.jpg"])
     stats = data.compute_stats(src, progress=False)
