@@ -36,10 +36,13 @@ What it measures
       the copy), torch ``torch.from_numpy(x).to("cuda")``;
     * step: forward + backward + update with no synchronise in between and one at the end -- the
       number to compare (images/s = batch / step time). The input is not part of it.
+    * graph step (convnet): the same step with forward and backward replayed from a captured CUDA
+      graph (``Net.cuda_graph``; the first such round runs eagerly and the second captures: with
+      ``--warmup`` >= 2 neither is timed); torch's eager step is its twin in the ratio.
 
-    Each round runs a convnet phases run, a torch phases run, a convnet step and a torch step, so
-    drift in the card's clocks falls on both alike; every figure is the median over ``--steps``
-    rounds. Peak memory: convnet ``cuda_memory_stats(0)["peak_bytes"]`` after ``cuda_reset_peak(0)``
+    Each round runs a convnet phases run, a torch phases run, a convnet step, a torch step and a
+    convnet graph step, so drift in the card's clocks falls on both alike; every figure is the
+    median over ``--steps`` rounds. Peak memory: convnet ``cuda_memory_stats(0)["peak_bytes"]`` after ``cuda_reset_peak(0)``
     before the net is built (bytes held by live tensors at the worst moment; cuBLAS's own workspace
     is not counted), torch ``torch.cuda.max_memory_allocated()`` after
     ``torch.cuda.reset_peak_memory_stats()`` before the model is built (cuDNN workspaces included).
@@ -201,6 +204,8 @@ class ConvnetRunner:
         self.params = self.net.parameter_count
         self.x, self.y = x, y
         self.net.set_batch(x, y)
+        # forward()/backward() stay eager; forward_backward() replays the captured graph.
+        self.net.cuda_graph = True
         convnet.cuda_synchronize(0)
 
     def phases(self):
@@ -226,6 +231,17 @@ class ConvnetRunner:
         t0 = clock()
         stats = net._net.forward(True)
         net.backward()
+        net.update(self.lr_scale)
+        sync(0)
+        return clock() - t0, float(stats["objective"])
+
+    def graph_step(self):
+        """The same step with forward and backward replayed from a CUDA graph (the first call
+        runs eagerly, the second captures)."""
+        sync, clock, net = convnet.cuda_synchronize, time.perf_counter, self.net
+        sync(0)
+        t0 = clock()
+        stats = net._net.forward_backward()
         net.update(self.lr_scale)
         sync(0)
         return clock() - t0, float(stats["objective"])
@@ -331,23 +347,36 @@ def run_config(net_name, mode, x, y, args, use_torch, deadline=None):
     if "convnet" in runners:
         print(f"  convnet  net.math = {runners['convnet'].math!r}", flush=True)
 
-    rec = {n: {"phases": [], "step": [], "loss": []} for n in runners}
+    rec = {n: {"phases": [], "step": [], "graph": [], "loss": []} for n in runners}
+    graph_ok = {n: hasattr(r, "graph_step") for n, r in runners.items()}
     for i in range(args.warmup + args.steps):
         timed = i >= args.warmup
         if deadline is not None and time.monotonic() > deadline and i - args.warmup >= MIN_TIMED:
             print(f"  (time budget: stopping after {i - args.warmup} timed rounds)", flush=True)
             break
-        for kind in ("phases", "step"):
+        for kind in ("phases", "step", "graph"):
             for name in list(runners):
                 r = runners[name]
+                if kind == "graph" and not graph_ok[name]:
+                    continue
                 try:
                     if kind == "phases":
                         s, loss = r.phases()
                         line = " ".join(f"{p} {s[p] * 1e3:7.2f}" for p in PHASES)
-                    else:
+                    elif kind == "step":
                         s, loss = r.step()
                         line = f"step {s * 1e3:8.2f}"
+                    else:
+                        s, loss = r.graph_step()
+                        line = f"step {s * 1e3:8.2f}"
                 except Exception as e:  # noqa: BLE001
+                    if kind == "graph":  # the eager figures still count: stop only the graph runs
+                        errors.append({"net": net_name, "math": mode, "where": f"{name}: graph round {i + 1}",
+                                       "error": f"{type(e).__name__}: {e}"})
+                        print(f"  {name:<8} graph step FAILED in round {i + 1}: {type(e).__name__}: {e}", flush=True)
+                        traceback.print_exc()
+                        graph_ok[name] = False
+                        continue
                     errors.append({"net": net_name, "math": mode, "where": f"{name}: {kind} round {i + 1}",
                                    "error": f"{type(e).__name__}: {e}"})
                     print(f"  {name:<8} FAILED in round {i + 1} ({kind}): {type(e).__name__}: {e}", flush=True)
@@ -377,6 +406,9 @@ def run_config(net_name, mode, x, y, args, use_torch, deadline=None):
             "peak_mib": r.peak_bytes() / MIB,
             "loss_first": d["loss"][0], "loss_last": d["loss"][-1],
         }
+        if d["graph"]:
+            res["graph_step_ms"] = statistics.median(d["graph"]) * 1e3
+            res["graph_nodes"] = r.net.cuda_graph_nodes
         if name == "convnet":
             res["net_math"] = r.math
             if args.profile:
@@ -401,11 +433,16 @@ def print_config(results):
               f"(min {r['step_min_ms']:.2f}, max {r['step_max_ms']:.2f}); forward {ph['forward']:.2f}, "
               f"backward {ph['backward']:.2f}, update {ph['update']:.2f}, input {ph['input']:.2f} ms; "
               f"peak {r['peak_mib']:.0f} MiB; {r['parameters']:,} parameters", flush=True)
+        if "graph_step_ms" in r:
+            print(f"  {r['framework']:<8} step from a CUDA graph {r['graph_step_ms']:8.2f} ms "
+                  f"({r['graph_nodes']} nodes)", flush=True)
     if "convnet" in by and "torch" in by:
         c, t = by["convnet"], by["torch"]
         print("  torch / convnet: step {:.2f}, forward {:.2f}, backward {:.2f}, update {:.2f}".format(
             t["step_ms"] / c["step_ms"],
             *(t["phases_ms"][p] / c["phases_ms"][p] for p in ("forward", "backward", "update"))), flush=True)
+        if "graph_step_ms" in c:
+            print(f"  torch / convnet (graph step): {t['step_ms'] / c['graph_step_ms']:.2f}", flush=True)
     c = by.get("convnet")
     if c and c.get("layer_times"):
         rows = sorted(c["layer_times"], key=lambda t: -(t["forward_ms"] + t["backward_ms"]))
@@ -426,24 +463,29 @@ def markdown(results, info) -> str:
         + (f"; torch {info['torch']} (cuDNN {info['cudnn']}, benchmark on)" if not info["torch_skipped"]
            else "; torch not run"),
         "",
-        "| net | math | framework | step ms | images/s | forward | backward | update | input | peak MiB "
-        "| torch / convnet: step | forward | backward |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| net | math | framework | step ms | graph step ms | images/s | forward | backward | update | input "
+        "| peak MiB | torch / convnet: step | graph step | forward | backward |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ph = r["phases_ms"]
-        ratios = ["", "", ""]
+        ratios = ["", "", "", ""]
         t = by_key.get((r["net"], r["math"], "torch"))
+        graph = r.get("graph_step_ms")
         if r["framework"] == "convnet" and t:
-            ratios = [f"{t['step_ms'] / r['step_ms']:.2f}", f"{t['phases_ms']['forward'] / ph['forward']:.2f}",
+            ratios = [f"{t['step_ms'] / r['step_ms']:.2f}", f"{t['step_ms'] / graph:.2f}" if graph else "",
+                      f"{t['phases_ms']['forward'] / ph['forward']:.2f}",
                       f"{t['phases_ms']['backward'] / ph['backward']:.2f}"]
-        lines.append(f"| {r['net']} | {r['math']} | {r['framework']} | {r['step_ms']:.1f} | {r['images_per_s']:.0f} | "
+        lines.append(f"| {r['net']} | {r['math']} | {r['framework']} | {r['step_ms']:.1f} | "
+                     f"{f'{graph:.1f}' if graph else ''} | {r['images_per_s']:.0f} | "
                      f"{ph['forward']:.1f} | {ph['backward']:.1f} | {ph['update']:.2f} | {ph['input']:.1f} | "
                      f"{r['peak_mib']:.0f} | " + " | ".join(ratios) + " |")
     lines.append("")
     lines.append("(ms, medians of the timed rounds, the frameworks interleaved; wall clock between device "
                  "synchronisations; step = forward + backward + update on a batch already on the GPU, with no "
-                 "synchronisation inside; input = upload of the NCHW batch, not part of the step; "
+                 "synchronisation inside; graph step = the same with forward and backward replayed from a "
+                 "CUDA graph (convnet's cuda_graph; torch eager); input = upload of the NCHW batch, not part "
+                 "of the step; "
                  "torch / convnet > 1 means convnet is faster)")
     return "\n".join(lines)
 

@@ -505,13 +505,24 @@ Result run_softmax_fwd(const Options& o) {
   const auto logits = random_vector(n, 16, -6.f, 6.f);
   const auto labels = random_labels(N, K, 17);
   std::vector<float> want(n);
-  const CostStats ws = cpu::softmax_cost_forward(logits.data(), labels.data(), want.data(), K, N);
-  Buf d_l(logits), d_y(labels), d_p(n);
+  std::vector<double> want_cost(static_cast<size_t>(N));
+  std::vector<int32_t> want_flags(static_cast<size_t>(N));
+  cpu::softmax_cost_forward(logits.data(), labels.data(), want.data(), K, N, want_cost.data(),
+                            want_flags.data());
+  const CostStats ws = cpu::sum_cost_cases(want_cost.data(), want_flags.data(), N);
+  // Per-case results: N doubles then N int32 flags, as ops.h's cost_cases_floats lays them out.
+  Buf d_l(logits), d_y(labels), d_p(n), d_cases(3 * static_cast<size_t>(N));
   d_p.poison();
-  CostStats gs;
-  auto launch = [&] { gs = cu::softmax_cost_forward(d_l.get(), d_y.get(), d_p.get(), K, N); };
+  auto launch = [&] {
+    cu::softmax_cost_forward(d_l.get(), d_y.get(), d_p.get(), K, N,
+                             reinterpret_cast<double*>(d_cases.get()),
+                             reinterpret_cast<int32_t*>(d_cases.get() + 2 * N));
+  };
   launch();
-  Result r("softmax_cost_fwd", dims({K, N}) + " (syncs)");
+  const std::vector<float> cases = d_cases.download();
+  const CostStats gs = cpu::sum_cost_cases(reinterpret_cast<const double*>(cases.data()),
+                                           reinterpret_cast<const int32_t*>(cases.data() + 2 * N), N);
+  Result r("softmax_cost_fwd", dims({K, N}));
   r.check = compare(d_p.download(), want, 1e-5, 1e-8);
   if (gs.top1_errors != ws.top1_errors || gs.top5_errors != ws.top5_errors ||
       !(std::fabs(gs.cost_sum - ws.cost_sum) <= 1e-5 * std::fabs(ws.cost_sum) + 1e-6)) {
@@ -522,7 +533,7 @@ Result run_softmax_fwd(const Options& o) {
     r.check.note = os.str();
   }
   r.ms = time_ms(launch, o);
-  r.bytes = 4.0 * (2.0 * double(n) + N);
+  r.bytes = 4.0 * (2.0 * double(n) + N) + 12.0 * N;
   return r;
 }
 
@@ -532,7 +543,10 @@ Result run_softmax_bwd(const Options& o) {
   const auto logits = random_vector(n, 18, -6.f, 6.f);
   const auto labels = random_labels(N, K, 19);
   std::vector<float> probs(n), want(n);
-  cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), K, N);
+  std::vector<double> case_cost(static_cast<size_t>(N));
+  std::vector<int32_t> case_flags(static_cast<size_t>(N));
+  cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), K, N, case_cost.data(),
+                            case_flags.data());
   const float scale = 1.f / float(N);
   cpu::softmax_cost_backward(probs.data(), labels.data(), scale, want.data(), K, N, false);
   Buf d_p(probs), d_y(labels), d_d(n);

@@ -137,6 +137,16 @@ PYBIND11_MODULE(_core, m) {
              }
              return report_dict(r);
            }, py::arg("train") = true)
+      .def("forward_backward", [](Net& net) {
+             CostReport r;
+             {
+               py::gil_scoped_release release;
+               r = net.forward_backward();
+             }
+             return report_dict(r);
+           })
+      .def_property("cuda_graph", &Net::cuda_graph, &Net::set_cuda_graph)
+      .def_property_readonly("cuda_graph_nodes", &Net::cuda_graph_nodes)
       .def("backward", &Net::backward, py::call_guard<py::gil_scoped_release>())
       .def("update", &Net::update, py::arg("lr_scale") = 1.f, py::call_guard<py::gil_scoped_release>())
       .def("output", [](const Net& net, const std::string& name) { return convnet::python::chwn_to_nchw(net.output(name)); })

@@ -46,6 +46,7 @@ const std::vector<Option> kOptions = {
     {"resume", "PATH", "", "continue from a checkpoint file, or from the newest checkpoint of a folder"},
     {"device", "DEV", "cpu", "cpu, cuda:0, or one device per logical device: cuda:0,cuda:1"},
     {"math", "MODE", "fp32", "GPU GEMM precision: fp32 or tf32"},
+    {"cuda-graph", nullptr, "", "replay each step's forward and backward passes as one CUDA graph (one GPU only)"},
     {"schedule", "S", "constant", "learning-rate schedule: constant, step[every=E;factor=F], exp[tgtFactor=T], "
                                   "dexp[tgtFactor=T;numSteps=N], linear[tgtFactor=T], "
                                   "plateau[factor=0.1;patience=2;threshold=0;maxDrops=3]; any takes warmup=E"},
@@ -229,6 +230,7 @@ int run(int argc, char** argv) {
   Net net(spec, parse_devices(args.at("device"), spec), po.seed);
   CONVNET_CHECK(args.at("math") == "fp32" || args.at("math") == "tf32", "--math must be fp32 or tf32");
   net.set_math_mode(args.at("math") == "tf32" ? MathMode::Tf32 : MathMode::Fp32);
+  net.set_cuda_graph(args.count("cuda-graph") > 0);
 
   TrainerOptions o;
   o.epochs = to_int(args, "epochs");

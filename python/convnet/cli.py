@@ -78,7 +78,7 @@ def cmd_train(a) -> int:
                     pca_std=a.pca_std, mean=a.mean, scale=a.scale)
     channels, size, _ = prep.shape
     model = resolve_model(a.model, prep.classes, channels, size)
-    net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math)
+    net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math, cuda_graph=a.cuda_graph)
     if a.lr is not None:
         for name in net.param_names():
             net.set_hyperparams(name, lr=a.lr)
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log", help="JSON-lines log of every batch, test and epoch (default SAVE_DIR/log.jsonl)")
     t.add_argument("--device", default="cpu", help="cpu, cuda:0, or a list for logical devices: cuda:0,cuda:1")
     t.add_argument("--math", default="fp32", choices=["fp32", "tf32"], help="GPU GEMM precision (default fp32)")
+    t.add_argument("--cuda-graph", action="store_true",
+                   help="replay each step's forward and backward passes as one CUDA graph (one GPU only)")
     t.add_argument("--seed", type=int, default=1, help="initialisation, data order, dropout (default 1)")
     t.add_argument("--image-size", type=int, default=256, help="decoded size of folder images (default 256)")
     t.add_argument("--crop", type=int, default=0, help="random crops of this size in training, centre crop in test (default: none)")

@@ -17,10 +17,12 @@ class Net:
     ``devices`` maps logical devices (a layer's ``device`` option) to physical ones: a string
     such as "cpu" for everything, or a list like ["cpu", "cpu"] or ["cuda:0", "cuda:1"].
     ``math`` is how cuBLAS computes on GPUs: "fp32" (strict) or "tf32" (tensor cores).
+    ``cuda_graph`` replays each training step's forward and backward passes as one captured CUDA
+    graph (a net on one GPU only); see the ``cuda_graph`` property.
     """
 
     def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1,
-                 math: str = "fp32"):
+                 math: str = "fp32", cuda_graph: bool = False):
         text = model.to_json() if isinstance(model, Model) else str(model)
         if isinstance(devices, str):
             try:
@@ -34,6 +36,8 @@ class Net:
         self.inputs = [l["name"] for l in layers if l["type"] == "input"]
         self.label_inputs = [l["name"] for l in layers if l["type"] == "labels"]
         self.cost_layers = [l["name"] for l in layers if l["type"] == "softmax_cost"]
+        if cuda_graph:
+            self.cuda_graph = True
 
     # ---- one step ----
     def set_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -59,6 +63,29 @@ class Net:
     def backward(self) -> None:
         self._net.backward()
 
+    def forward_backward(self, x=None, y=None) -> dict:
+        """forward(train=True) then backward(); returns forward's statistics. With cuda_graph on,
+        both passes run as one CUDA graph launch."""
+        if x is not None:
+            self.set_batch(x, y)
+        return self._net.forward_backward()
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether training steps replay a captured CUDA graph: the first step after switching it
+        on (or after a new batch size) runs eagerly, the next one captures forward and backward,
+        and every step after that is a single launch. Needs every layer on one GPU."""
+        return self._net.cuda_graph
+
+    @cuda_graph.setter
+    def cuda_graph(self, on: bool) -> None:
+        self._net.cuda_graph = bool(on)
+
+    @property
+    def cuda_graph_nodes(self) -> int:
+        """Kernels, copies and GEMMs in the captured graph (0 while none is captured)."""
+        return self._net.cuda_graph_nodes
+
     def update(self, lr_scale: float = 1.0) -> None:
         self._net.update(lr_scale)
 
@@ -67,13 +94,12 @@ class Net:
 
         A non-finite cost (the batch holds NaN/Inf, or training diverged) raises
         FloatingPointError before the update, so the parameters are left as they were."""
-        stats = self.forward(x, y, train=True)
+        stats = self.forward_backward(x, y)
         if not math.isfinite(stats["objective"]):
             bad = ", ".join(f"{c['layer']}={c['cost']}" for c in stats["costs"])
             where = "the input batch holds NaN or Inf" if not np.isfinite(x).all() else "training diverged"
             raise FloatingPointError(f"non-finite cost at step {self.step} ({bad}): {where}; "
                                      "parameters were not updated")
-        self.backward()
         self.update(lr_scale)
         return stats
 
@@ -82,11 +108,10 @@ class Net:
         if len(self.inputs) != 1 or len(self.label_inputs) != 1:
             raise ValueError("train_batch needs a net with one input and one labels layer")
         self._net.set_batch(batch, self.inputs[0], self.label_inputs[0])
-        stats = self._net.forward(True)
+        stats = self._net.forward_backward()
         if not math.isfinite(stats["objective"]):
             raise FloatingPointError(f"non-finite cost at step {self.step}: training diverged or the "
                                      "batch holds NaN/Inf; parameters were not updated")
-        self._net.backward()
         self._net.update(lr_scale)
         return stats
 

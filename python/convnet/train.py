@@ -238,7 +238,8 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
           batch: int = 128, devices="cpu", seed: int = 1, math: str = "fp32",
           schedule="constant", test_every: int = 0, save_dir: str | None = None, keep: int = 3,
           log: str | None = None, resume: bool | str = False, callbacks: Iterable[Callback] = (),
-          progress: bool | str = True, max_grad_norm: float = 0.0, workers: int = 2):
+          progress: bool | str = True, max_grad_norm: float = 0.0, workers: int = 2,
+          cuda_graph: bool = False):
     """Builds the net, prepares the data (data set by name, scalar mean subtraction and scale to
     [0, 1] by default) and trains. Returns (net, result). resume=True continues from the newest
     checkpoint in save_dir when there is one; a path resumes from that checkpoint."""
@@ -255,7 +256,7 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
     if checkpoint:
         # The run's seed keys the data order and the dropout masks: a resumed run keeps it.
         seed = _core.read_checkpoint_meta(checkpoint)["seed"]
-    net = Net(model, devices=devices, seed=seed, math=math)
+    net = Net(model, devices=devices, seed=seed, math=math, cuda_graph=cuda_graph)
     train_pipe, test_pipe = prep.pipelines(batch, seed=seed, workers=workers)
     if log is None and save_dir:
         log = os.path.join(save_dir, "log.jsonl")

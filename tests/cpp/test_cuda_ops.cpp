@@ -1133,5 +1133,118 @@ TEST(CudaNet, Tf32ModeRunsAndIsCloseToFp32) {
   net.set_math_mode(MathMode::Fp32);
 }
 
+// ================================================================================================
+// CUDA graphs: the captured step against the eager one.
+// ================================================================================================
+
+// The relative error of every parameter (value and momentum) of `test` against `ref`.
+void expect_same_params(Net& ref, Net& test, double tol, const std::string& when) {
+  auto pr = ref.params(), pt = test.params();
+  ASSERT_EQ(pr.size(), pt.size());
+  for (size_t i = 0; i < pr.size(); ++i) {
+    EXPECT_LE(rel_error(pt[i]->value.to_vector(), pr[i]->value.to_vector()), tol)
+        << pr[i]->name << " " << when;
+    EXPECT_LE(rel_error(pt[i]->velocity.to_vector(), pr[i]->velocity.to_vector()), tol)
+        << "momentum of " << pr[i]->name << " " << when;
+  }
+}
+
+// Steps replayed from a graph give the eager steps' numbers: the dropout masks follow the step
+// (a graph replaying the captured step's masks would differ by O(1)), the cost statistics come
+// back after the replay, a new batch size captures again, and the outputs of every layer agree.
+TEST(CudaGraph, StepsEqualEagerSteps) {
+  CONVNET_REQUIRE_GPU();
+  Net eager(ModelSpec::from_json(kDag), {gpu()}, 3);
+  Net graph(ModelSpec::from_json(kDag), {gpu()}, 3);
+  graph.set_cuda_graph(true);
+  EXPECT_TRUE(graph.cuda_graph());
+  int step = 0;
+  for (int batch : {5, 5, 5, 5, 3, 3, 3}) {
+    const std::string when = "after step " + std::to_string(step) + " (batch " + std::to_string(batch) + ")";
+    const Batch b = make_batch(4, 9, batch, 5, 500 + uint32_t(step), -1.f, 1.f);
+    feed(eager, b);
+    feed(graph, b);
+    const CostReport want = eager.forward(true);
+    eager.backward();
+    const CostReport got = graph.forward_backward();
+    EXPECT_NEAR(got.objective, want.objective, 1e-6 * std::fabs(want.objective)) << when;
+    ASSERT_EQ(got.costs.size(), 1u);
+    EXPECT_EQ(got.costs[0].top1_error, want.costs[0].top1_error) << when;
+    EXPECT_EQ(got.batch, batch);
+    for (Layer* layer : eager.layers())
+      EXPECT_LE(rel_error(graph.output(layer->name()).to_vector(), eager.output(layer->name()).to_vector()), 1e-6)
+          << "output of '" << layer->name() << "' " << when;
+    // Step 0 of each batch size runs eagerly; from step 1 on, a graph is captured and replayed.
+    const bool warm_up = step == 0 || step == 4;
+    if (warm_up) EXPECT_EQ(graph.cuda_graph_nodes(), 0u) << when;
+    else EXPECT_GT(graph.cuda_graph_nodes(), 10u) << when;
+    eager.update();
+    graph.update();
+    expect_same_params(eager, graph, 1e-6, when);
+    ++step;
+  }
+}
+
+// Replays allocate nothing: the memory held and the cudaMalloc count stay as they were.
+TEST(CudaGraph, ReplaysMakeNoCudaMalloc) {
+  CONVNET_REQUIRE_GPU();
+  Net net(ModelSpec::from_json(kDag), {gpu()}, 3);
+  net.set_cuda_graph(true);
+  for (int i = 0; i < 2; ++i) {  // warm-up, capture
+    feed(net, make_batch(4, 9, 6, 5, 600 + uint32_t(i), -1.f, 1.f));
+    net.forward_backward();
+    net.update();
+  }
+  cuda_synchronize(0);
+  const CudaMemoryStats before = cuda_memory_stats(0);
+  for (int i = 0; i < 4; ++i) {
+    feed(net, make_batch(4, 9, 6, 5, 610 + uint32_t(i), -1.f, 1.f));
+    net.forward_backward();
+    net.update();
+  }
+  cuda_synchronize(0);
+  const CudaMemoryStats after = cuda_memory_stats(0);
+  EXPECT_EQ(after.cuda_malloc_calls, before.cuda_malloc_calls);
+  EXPECT_EQ(after.current_bytes, before.current_bytes);
+  EXPECT_GT(net.cuda_graph_nodes(), 0u);
+}
+
+// A bad label reaches the kernel inside the graph (no host check runs before a replay): it is
+// reported by name once the replay's statistics come back.
+TEST(CudaGraph, BadLabelInAReplayIsNamed) {
+  CONVNET_REQUIRE_GPU();
+  Net net(ModelSpec::from_json(kDag), {gpu()}, 3);
+  net.set_cuda_graph(true);
+  for (int i = 0; i < 2; ++i) {
+    feed(net, make_batch(4, 9, 4, 5, 700 + uint32_t(i), -1.f, 1.f));
+    net.forward_backward();
+  }
+  Batch bad = make_batch(4, 9, 4, 5, 702, -1.f, 1.f);
+  std::vector<float> y = bad.labels.to_vector();
+  y[2] = 9.f;
+  bad.labels.copy_from_host(y.data());
+  feed(net, bad);
+  try {
+    net.forward_backward();
+    FAIL() << "no error for label 9 of 5 classes";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("label 9 of case 2"), std::string::npos) << e.what();
+  }
+  EXPECT_GT(net.cuda_graph_nodes(), 0u);
+}
+
+TEST(CudaSoftmaxCost, BadLabelIsNamedAndNotReadOutOfBounds) {
+  CONVNET_REQUIRE_GPU();
+  const int K = 6, N = 5;
+  Pair logits = random_pair({K, 1, 1, N}, 800, -3.f, 3.f);
+  for (float bad : {6.f, -1.f, 2.5f, 1e9f}) {
+    SCOPED_TRACE("label " + std::to_string(bad));
+    std::vector<float> y = {0, 1, 2, bad, 5};
+    Tensor labels = make({N}, gpu(), y);
+    Tensor probs = poisoned({K, 1, 1, N}, gpu());
+    EXPECT_THROW(softmax_cost_forward(logits.gpu, labels, probs), ValueError);
+  }
+}
+
 }  // namespace
 }  // namespace convnet::testing

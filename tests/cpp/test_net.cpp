@@ -215,6 +215,42 @@ TEST(NetGradients, TwoDevicesGiveTheSameNumbersAsOne) {
   }
 }
 
+// forward_backward is the trainer's pass: on the CPU (and on a GPU without CUDA graphs) it is
+// exactly forward(true) then backward(), dropout masks included.
+TEST(NetTraining, ForwardBackwardEqualsForwardThenBackward) {
+  Net a(ModelSpec::from_json(kDag), {}, 3), b(ModelSpec::from_json(kDag), {}, 3);
+  for (uint32_t step = 0; step < 3; ++step) {
+    feed(a, 4, 20 + step);
+    feed(b, 4, 20 + step);
+    const CostReport ra = a.forward(true);
+    a.backward();
+    const CostReport rb = b.forward_backward();
+    EXPECT_EQ(ra.objective, rb.objective) << "step " << step;
+    ASSERT_EQ(rb.costs.size(), 1u);
+    EXPECT_EQ(ra.costs[0].top1_error, rb.costs[0].top1_error);
+    EXPECT_EQ(rb.batch, 4);
+    auto pa = a.params(), pb = b.params();
+    for (size_t i = 0; i < pa.size(); ++i)
+      EXPECT_EQ(pa[i]->grad.to_vector(), pb[i]->grad.to_vector()) << pa[i]->name << ", step " << step;
+    a.update();
+    b.update();
+  }
+  EXPECT_EQ(b.cuda_graph_nodes(), 0u);
+}
+
+TEST(NetErrors, CudaGraphsNeedEveryLayerOnOneGpu) {
+  Net net(ModelSpec::from_json(kDag), {}, 3);
+  try {
+    net.set_cuda_graph(true);
+    FAIL() << "CUDA graphs were accepted for a net on the CPU";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA graphs need every layer on one GPU: layer 'data' is on cpu"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(net.cuda_graph());
+  net.set_cuda_graph(false);  // switching off is always allowed
+}
+
 TEST(NetTraining, SgdFollowsThePaperRule) {
   // One fc layer: after a step, v = -wc*lr*w - lr*g and w' = w + v (momentum buffer starts at 0).
   Net net(ModelSpec::from_json(model(R"({"name":"f","type":"fc","inputs":["data"],"outputs":3,"epsW":0.1,"wc":0.01,"epsB":0.2},{"name":"cost","type":"softmax_cost","inputs":["f","labels"]})")));

@@ -3,11 +3,14 @@
 // against finite differences of the mean cost.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "convnet/error.h"
+#include "convnet/ops.h"
 #include "cpu/cpu_ops.h"
 #include "test_util.h"
 
@@ -56,13 +59,21 @@ std::vector<int> random_labels(int N, int K, uint32_t seed) {
   return l;
 }
 
+// The CPU kernel's per-case results, summed as every backend sums them.
+CostStats cpu_forward(const float* logits, const float* labels, float* probs, int K, int N) {
+  std::vector<double> cost(static_cast<size_t>(N));
+  std::vector<int32_t> flags(static_cast<size_t>(N));
+  cpu::softmax_cost_forward(logits, labels, probs, K, N, cost.data(), flags.data());
+  return cpu::sum_cost_cases(cost.data(), flags.data(), N);
+}
+
 std::vector<float> as_float(const std::vector<int>& v) { return std::vector<float>(v.begin(), v.end()); }
 
 CostStats forward(const std::vector<float>& logits, const std::vector<int>& labels, int K, int N,
                   std::vector<float>& probs) {
   probs.assign(size_t(K) * size_t(N), std::nanf(""));
   auto lf = as_float(labels);
-  return cpu::softmax_cost_forward(logits.data(), lf.data(), probs.data(), K, N);
+  return cpu_forward(logits.data(), lf.data(), probs.data(), K, N);
 }
 
 TEST(CpuSoftmaxCost, ForwardMatchesReference) {
@@ -242,11 +253,53 @@ TEST(CpuSoftmaxCost, ForwardInPlace) {
   CostStats a = forward(logits, labels, K, N, probs);
   auto buf = logits;
   auto lf = as_float(labels);
-  CostStats b = cpu::softmax_cost_forward(buf.data(), lf.data(), buf.data(), K, N);
+  CostStats b = cpu_forward(buf.data(), lf.data(), buf.data(), K, N);
   EXPECT_EQ(a.cost_sum, b.cost_sum);
   EXPECT_EQ(a.top1_errors, b.top1_errors);
   EXPECT_EQ(a.top5_errors, b.top5_errors);
   EXPECT_EQ(buf, probs);
+}
+
+// The net's form: per-case results left in a buffer, summed by cost_stats, equal the one call.
+TEST(SoftmaxCostOp, TwoHalvesEqualTheWholeAndCheckTheirBuffer) {
+  const int K = 7, N = 9;
+  Tensor logits({K, 1, 1, N}, Device::cpu()), labels({N}, Device::cpu());
+  logits.copy_from_host(random_vector(size_t(K * N), 21, -4.f, 4.f).data());
+  labels.copy_from_host(as_float(random_labels(N, K, 22)).data());
+  Tensor p1({K, 1, 1, N}, Device::cpu()), p2({K, 1, 1, N}, Device::cpu());
+  const CostStats whole = softmax_cost_forward(logits, labels, p1);
+  Tensor cases({int(cost_cases_floats(N))}, Device::cpu());
+  softmax_cost_forward(logits, labels, p2, cases);
+  const CostStats halves = cost_stats(cases, labels, K);
+  EXPECT_EQ(halves.cost_sum, whole.cost_sum);
+  EXPECT_EQ(halves.top1_errors, whole.top1_errors);
+  EXPECT_EQ(halves.top5_errors, whole.top5_errors);
+  EXPECT_GT(whole.cost_sum, 0);
+  EXPECT_EQ(p1.to_vector(), p2.to_vector());
+
+  Tensor short_buffer({int(cost_cases_floats(N)) - 1}, Device::cpu());
+  EXPECT_THROW(softmax_cost_forward(logits, labels, p2, short_buffer), ValueError);
+  EXPECT_THROW(cost_stats(short_buffer, labels, K), ValueError);
+}
+
+// A case the device flagged as having no class index for a label is reported by name.
+TEST(SoftmaxCostOp, CostStatsReportsAFlaggedLabel) {
+  const int K = 3, N = 4;
+  Tensor labels({N}, Device::cpu());
+  const std::vector<float> y = {0, 2, 5, 1};
+  labels.copy_from_host(y.data());
+  Tensor cases({int(cost_cases_floats(N))}, Device::cpu());
+  std::vector<float> raw(size_t(cost_cases_floats(N)), 0.f);
+  int32_t flag = 4;  // what the CUDA kernel writes for case 2
+  std::memcpy(raw.data() + 2 * N + 2, &flag, sizeof flag);
+  cases.copy_from_host(raw.data());
+  try {
+    cost_stats(cases, labels, K);
+    FAIL() << "no error for a flagged label";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("label 5 of case 2 is not a class index in [0, 3)"),
+              std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -80,6 +80,15 @@ def test_negative_cuda_device_index(call):
         getattr(convnet, call)(-1)
 
 
+def test_cuda_graph_needs_one_gpu():
+    with pytest.raises(ValueError, match=r"CUDA graphs need every layer on one GPU: layer 'data' is on cpu"):
+        convnet.Net(with_cost(base(), "data"), cuda_graph=True)
+    net = convnet.Net(with_cost(base(), "data"))
+    with pytest.raises(ValueError, match=r"CUDA graphs need every layer on one GPU"):
+        net.cuda_graph = True
+    assert net.cuda_graph is False and net.cuda_graph_nodes == 0
+
+
 def fc_net():
     m = base()
     m.fc("f", "data", outputs=3)

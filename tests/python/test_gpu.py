@@ -284,6 +284,37 @@ def test_missing_device_is_a_runtime_error_naming_it(devices):
         convnet.Net(model, devices=devices)
 
 
+# --------------------------------------------------------------------------- CUDA graphs
+def test_cuda_graph_steps_equal_eager_steps(problem):
+    """fashion_alexnet (two towers on one card, LRN, dropout) trained 12 steps eagerly and from a
+    captured graph: the same costs and parameters (dropout masks follow the step in replays)."""
+    model = convnet.zoo.fashion_alexnet(classes=10, channels=1, size=16)
+    eager = gpu_net(model, devices=[GPU, GPU], seed=3)
+    graph = convnet.Net(model, devices=[GPU, GPU], seed=3, cuda_graph=True)
+    eager_costs = train(eager, problem, 12)
+    graph_costs = train(graph, problem, 12)
+    assert graph.cuda_graph and graph.cuda_graph_nodes > 20
+    for i, (g, e) in enumerate(zip(graph_costs, eager_costs)):
+        assert abs(g - e) <= 1e-6 * abs(e), f"step {i + 1}: cost {g} replayed, {e} eager"
+    assert_per_param_close(graph.state_dict(), eager.state_dict(), 1e-6, "after 12 steps")
+
+
+def test_trainer_with_cuda_graph_equals_eager_trainer():
+    """The trainer's loop with tests in between (a different batch size: the graph is captured
+    again) gives the eager run's results."""
+    data = "generated[count=320;classes=4;channels=1;size=16;seed=5]"
+    model = convnet.zoo.fashion_alexnet(classes=4, channels=1, size=16)
+    runs = {}
+    for graph in (False, True):
+        net, result = convnet.train(model, data, epochs=2, batch=24, devices=GPU, test_every=4,
+                                    cuda_graph=graph, progress=False)
+        runs[graph] = (net, result)
+    (eager, r_eager), (graph, r_graph) = runs[False], runs[True]
+    assert graph.cuda_graph_nodes > 0
+    assert abs(r_graph["test"]["cost"] - r_eager["test"]["cost"]) <= 1e-5 * abs(r_eager["test"]["cost"])
+    assert_per_param_close(graph.state_dict(), eager.state_dict(), 1e-5, "after 2 epochs")
+
+
 # --------------------------------------------------------------------------- the trainer
 def test_trainer_on_the_gpu_learns_and_its_checkpoint_loads_on_the_cpu(tmp_path):
     data = "generated[count=512;classes=4;channels=1;size=16;seed=5]"

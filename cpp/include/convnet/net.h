@@ -41,6 +41,17 @@ class Net {
   CostReport forward(bool train);
   // Gradients of the objective of the last forward pass with respect to every parameter.
   void backward();
+  // A training pass: forward(true) then backward(), returning forward's report. With CUDA graphs
+  // on, the first call runs eagerly (allocating every buffer), the second captures both passes
+  // into a graph, and every call replays it with a single launch; a new batch size, seed or math
+  // mode captures again.
+  CostReport forward_backward();
+  // CUDA graphs for forward_backward: off by default. Needs every layer on one GPU (ValueError
+  // naming a layer that is not). Profiling runs the passes eagerly (it times each layer).
+  void set_cuda_graph(bool on);
+  bool cuda_graph() const { return use_graph_; }
+  // Kernels, copies and GEMMs in the captured graph (0 while none is captured).
+  size_t cuda_graph_nodes() const;
   // One SGD step on every parameter (the paper's rule), learning rates scaled by lr_scale.
   void update(float lr_scale = 1.f);
 
@@ -59,7 +70,7 @@ class Net {
   void set_step(uint64_t step) { step_ = step; }
   uint64_t seed() const { return seed_; }
   // The seed keys the dropout masks too: a resumed run sets the checkpoint's seed.
-  void set_seed(uint64_t seed) { seed_ = seed; }
+  void set_seed(uint64_t seed);
   // cuBLAS math on this net's GPUs (fp32 by default; the CPU always computes in fp32).
   void set_math_mode(MathMode mode) { math_mode_ = mode; }
   MathMode math_mode() const { return math_mode_; }
@@ -93,6 +104,14 @@ class Net {
   bool profiling_ = false;
   MathMode math_mode_ = MathMode::Fp32;
   void apply_math_mode();
+  void run_forward(bool train);
+  CostReport cost_report() const;
+  // The captured forward_backward (net.cpp); declared last, so destroyed before the buffers it
+  // uses.
+  struct Graph;
+  bool use_graph_ = false;
+  std::unique_ptr<Graph> graph_;
+  void drop_graph();
 };
 
 }  // namespace convnet

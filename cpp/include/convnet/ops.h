@@ -120,6 +120,17 @@ struct CostStats {
 // logits and probs are {K, 1, 1, N}; labels {1, 1, 1, N} holding class indices as floats.
 // A label outside [0, K) is a ValueError naming the case.
 CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs);
+
+// The same in two halves, for the net: the forward pass leaves each case's result in `cases` on
+// the logits' device, so that on a GPU it never waits for the host (a captured CUDA graph
+// cannot), and cost_stats() brings them back and sums them in case order. `cases` is raw storage
+// of cost_cases_floats(N) floats: N doubles (each case's cost), then N int32 flags (bit 0: top-1
+// error, bit 1: top-5 error, bit 2: the label is not a class index).
+int64_t cost_cases_floats(int batch);
+void softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& cases);
+// Waits for the device. A bad label is a ValueError naming the case: the CPU refuses it before
+// computing; on a GPU the kernel flags it (never reading out of bounds) and it is reported here.
+CostStats cost_stats(const Tensor& cases, const Tensor& labels, int classes);
 // dlogits = scale * (probs - onehot(labels)); the layer passes scale = coeff / N.
 void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,
                            Tensor& dlogits, bool accumulate);

@@ -32,6 +32,15 @@ struct Net::Node {
   std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
 };
 
+// The captured forward_backward of a net whose layers all live on one GPU.
+struct Net::Graph {
+#ifdef CONVNET_WITH_CUDA
+  std::unique_ptr<cuda::StepGraph> step;
+#endif
+  bool warmed = false;  // an eager pass has allocated every buffer for this batch size
+  MathMode math = MathMode::Fp32;  // the cuBLAS math the graph's GEMMs were captured with
+};
+
 namespace {
 
 // A deterministic N(0, std) from a 64-bit seed (Box-Muller on mt19937_64), the same on every
@@ -133,6 +142,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
 Net::~Net() = default;
 
 void Net::plan(int batch) {
+  drop_graph();  // its buffers are about to be replaced
   for (auto& n : nodes_) {
     std::vector<Shape> in;
     if (n->layer->is_input()) {
@@ -209,6 +219,11 @@ void Net::apply_math_mode() {
 }
 
 CostReport Net::forward(bool train) {
+  run_forward(train);
+  return cost_report();
+}
+
+void Net::run_forward(bool train) {
   last_pass_ = PassContext{train, seed_, step_};
   fresh_inputs_.clear();
   apply_math_mode();
@@ -237,6 +252,9 @@ CostReport Net::forward(bool train) {
       ++n->time.forward_calls;
     }
   }
+}
+
+CostReport Net::cost_report() const {
   CostReport report;
   report.batch = batch_;
   for (auto& n : nodes_) {
@@ -302,6 +320,73 @@ void Net::backward() {
       p->grad_written = true;
     }
   }
+}
+
+void Net::set_seed(uint64_t seed) {
+  if (seed != seed_) drop_graph();  // the dropout kernels hold the seed
+  seed_ = seed;
+}
+
+void Net::set_cuda_graph(bool on) {
+  if (on) {
+    const Device first = nodes_.front()->device;
+    for (auto& n : nodes_)
+      CONVNET_CHECK(n->device.is_cuda() && n->device == first,
+                    "CUDA graphs need every layer on one GPU: layer '", n->layer->name(),
+                    "' is on ", n->device.str(), (first.is_cuda() && n->device != first
+                                                      ? ", layer '" + nodes_.front()->layer->name() +
+                                                            "' on " + first.str()
+                                                      : std::string()));
+  }
+  use_graph_ = on;
+  if (!on) drop_graph();
+}
+
+void Net::drop_graph() { graph_.reset(); }
+
+size_t Net::cuda_graph_nodes() const {
+#ifdef CONVNET_WITH_CUDA
+  if (graph_ && graph_->step && graph_->step->ready()) return graph_->step->nodes();
+#endif
+  return 0;
+}
+
+CostReport Net::forward_backward() {
+#ifdef CONVNET_WITH_CUDA
+  if (use_graph_ && !profiling_) {
+    if (!graph_) graph_ = std::make_unique<Graph>();
+    Graph& g = *graph_;
+    if (g.step && g.math != math_mode_) g.step.reset();
+    if (!g.step && !g.warmed) {
+      CostReport r = forward(true);
+      backward();
+      g.warmed = true;
+      return r;
+    }
+    if (!g.step) {
+      apply_math_mode();  // outside the capture: it may create the cuBLAS handle
+      g.step = std::make_unique<cuda::StepGraph>(nodes_.front()->device.index);
+      g.step->begin();
+      try {
+        run_forward(true);
+        backward();
+        g.step->end();
+      } catch (...) {
+        g.step.reset();  // abandons the capture
+        throw;
+      }
+      g.math = math_mode_;
+    }
+    last_pass_ = PassContext{true, seed_, step_};
+    fresh_inputs_.clear();
+    g.step->set_dropout_step(step_);
+    g.step->launch();
+    return cost_report();
+  }
+#endif
+  CostReport r = forward(true);
+  backward();
+  return r;
 }
 
 void Net::update(float lr_scale) {

@@ -206,20 +206,55 @@ static void check_labels(const char* op, const Tensor& labels, int classes) {
   }
 }
 
-CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs) {
+int64_t cost_cases_floats(int batch) {
+  static_assert(sizeof(double) == 2 * sizeof(float) && sizeof(int32_t) == sizeof(float));
+  return 3 * int64_t(batch);
+}
+
+void softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& cases) {
   check_cost("softmax_cost", logits, labels);
   same_shape("softmax_cost", logits, probs);
-  check_labels("softmax_cost", labels, logits.dim(0));
-  if (logits.device().is_cpu())
-    return cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0),
-                                     logits.dim(3));
+  same_device("softmax_cost", logits, cases);
+  const int N = logits.dim(3);
+  CONVNET_CHECK(cases.numel() == cost_cases_floats(N), "softmax_cost: the per-case buffer holds ",
+                cases.numel(), " floats, a batch of ", N, " needs ", cost_cases_floats(N));
+  double* case_cost = reinterpret_cast<double*>(cases.data());
+  int32_t* case_flags = reinterpret_cast<int32_t*>(cases.data() + 2 * int64_t(N));
+  if (logits.device().is_cpu()) {
+    check_labels("softmax_cost", labels, logits.dim(0));
+    cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0), N,
+                              case_cost, case_flags);
+    return;
+  }
 #ifdef CONVNET_WITH_CUDA
   cuda::set_device(logits.device().index);
-  return cuda::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0),
-                                    logits.dim(3));
+  cuda::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0), N,
+                             case_cost, case_flags);
 #else
   cuda_missing("softmax_cost_forward");
 #endif
+}
+
+CostStats cost_stats(const Tensor& cases, const Tensor& labels, int classes) {
+  const int N = int(labels.numel());
+  CONVNET_CHECK(cases.numel() == cost_cases_floats(N), "cost_stats: the per-case buffer holds ",
+                cases.numel(), " floats, ", N, " labels need ", cost_cases_floats(N));
+  const std::vector<float> host = cases.to_vector();  // waits for the device
+  const double* case_cost = reinterpret_cast<const double*>(host.data());
+  const int32_t* case_flags = reinterpret_cast<const int32_t*>(host.data() + 2 * int64_t(N));
+  for (int n = 0; n < N; ++n)
+    if (case_flags[n] & 4) {
+      check_labels("softmax_cost", labels, classes);  // names the first bad case
+      throw RuntimeError(detail::concat("softmax_cost: the device flagged the label of case ", n,
+                                        " as no class index, yet it reads as one on the host"));
+    }
+  return cpu::sum_cost_cases(case_cost, case_flags, N);
+}
+
+CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs) {
+  Tensor cases({int(cost_cases_floats(logits.ndim() == 4 ? logits.dim(3) : 0))}, logits.device());
+  softmax_cost_forward(logits, labels, probs, cases);
+  return cost_stats(cases, labels, logits.dim(0));
 }
 
 void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,

@@ -43,8 +43,11 @@ void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t 
                    uint64_t step, bool accumulate);
 
 // softmax_cost.cpp. logits/probs {K, N}; labels N floats already checked to lie in [0, K).
-CostStats softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
-                               int batch);
+// Each case's cost goes to case_cost[n], its error flags (bit 0 top-1, bit 1 top-5) to
+// case_flags[n]; sum_cost_cases adds them up in case order, as every backend does.
+void softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
+                          int batch, double* case_cost, int32_t* case_flags);
+CostStats sum_cost_cases(const double* case_cost, const int32_t* case_flags, int batch);
 void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,
                            int classes, int batch, bool accumulate);
 

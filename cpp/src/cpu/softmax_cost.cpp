@@ -4,7 +4,6 @@
 // except the one calling std::exp).
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "cpu/cpu_ops.h"
 
@@ -18,14 +17,11 @@ constexpr int64_t kParallelMin = 1 << 15;
 constexpr int kStrip = 32;
 }  // namespace
 
-CostStats softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
-                               int batch) {
+void softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
+                          int batch, double* case_cost, int32_t* case_flags) {
   const int K = classes, N = batch;
   const int topk = std::min(5, K);
   // Per-case results, summed in order afterwards so the totals do not depend on the threads.
-  const size_t cases = static_cast<size_t>(N);
-  std::vector<double> cost(cases);
-  std::vector<unsigned char> err1(cases), err5(cases);
   const int strips = (N + kStrip - 1) / kStrip;
 
 #pragma omp parallel for schedule(static) if (int64_t(K) * N >= kParallelMin)
@@ -64,7 +60,7 @@ CostStats softmax_cost_forward(const float* logits, const float* labels, float* 
     }
     for (int j = 0; j < w; ++j) {
       // -log p[label] from the logits (log-sum-exp), exact even where p underflows to 0.
-      cost[size_t(n0 + j)] = -(double(lab_logit[j]) - double(mx[j]) - std::log(sum[j]));
+      case_cost[n0 + j] = -(double(lab_logit[j]) - double(mx[j]) - std::log(sum[j]));
       lab_prob[j] = probs[int64_t(lab[j]) * N + n0 + j];
     }
     // The label is in the top k iff fewer than k classes are strictly more probable (ties count
@@ -73,17 +69,17 @@ CostStats softmax_cost_forward(const float* logits, const float* labels, float* 
       const float* prow = probs + int64_t(k) * N + n0;
       for (int j = 0; j < w; ++j) above[j] += prow[j] > lab_prob[j] ? 1 : 0;
     }
-    for (int j = 0; j < w; ++j) {
-      err1[size_t(n0 + j)] = above[j] >= 1;
-      err5[size_t(n0 + j)] = above[j] >= topk;
-    }
+    for (int j = 0; j < w; ++j)
+      case_flags[n0 + j] = (above[j] >= 1 ? 1 : 0) | (above[j] >= topk ? 2 : 0);
   }
+}
 
+CostStats sum_cost_cases(const double* case_cost, const int32_t* case_flags, int batch) {
   CostStats st;
-  for (int n = 0; n < N; ++n) {
-    st.cost_sum += cost[size_t(n)];
-    st.top1_errors += err1[size_t(n)];
-    st.top5_errors += err5[size_t(n)];
+  for (int n = 0; n < batch; ++n) {
+    st.cost_sum += case_cost[n];
+    st.top1_errors += case_flags[n] & 1;
+    st.top5_errors += (case_flags[n] >> 1) & 1;
   }
   return st;
 }

@@ -1,12 +1,14 @@
 // The CUDA backend: the same primitives as the CPU backend (cpu/cpu_ops.h), with the same
 // signatures and meaning, on device pointers. The dispatcher (core/ops.cpp) makes the tensors'
 // device current before calling; every kernel runs on that device's compute stream (stream()),
-// asynchronously unless its result comes back to the host (softmax_cost_forward's statistics).
+// asynchronously: results that the host needs (cost statistics, sums of squares) come back
+// through explicit copies.
 // Compiled whenever nvcc is found (CONVNET_WITH_CUDA); each .cu file in this folder holds one op
 // family, and starts with the CPU reference it must match (cpu/<same name>.cpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "convnet/device.h"
@@ -50,6 +52,11 @@ struct Scratch {
   void* ptr = nullptr;
   int device = 0;
 };
+// While a graph is captured on a device, the blocks it allocates or frees are kept for it
+// alone (its replays write them) until free_graph_pool gives them back to the cache.
+int begin_graph_pool(int device);
+void end_graph_pool(int device) noexcept;
+void free_graph_pool(int device, int id) noexcept;
 MemoryStats memory_stats(int device);
 void reset_peak(int device);
 // Gives every cached block back to the driver.
@@ -63,6 +70,37 @@ void release_pinned(void* ptr) noexcept;
 // to the host; device<->device copies are ordered on the destination's compute stream.
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
           size_t bytes);
+
+// ---- CUDA graphs (graph.cpp) ----
+
+// A stretch of work on one device's compute stream, captured once and replayed with one launch:
+// no launch gaps between its kernels. Between begin() and end() nothing runs: kernels, copies and
+// GEMMs are recorded. The work must not wait for the host (no synchronising copy), and the
+// memory it uses must outlive the graph (blocks allocated or freed during the capture are kept
+// for it by the allocator). Dropout kernels get the step of each replay (set_dropout_step).
+class StepGraph {
+ public:
+  explicit StepGraph(int device);
+  ~StepGraph();
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+
+  void begin();
+  // Stops capturing and instantiates. Throws RuntimeError naming what failed.
+  void end();
+  // Stops a capture that failed half-way (an exception in the captured code); the graph is empty.
+  void abandon() noexcept;
+  bool ready() const;
+  void set_dropout_step(uint64_t step);
+  // Queues one replay on the device's compute stream.
+  void launch();
+  size_t nodes() const;
+  size_t dropout_nodes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // ---- GEMM (blas.cpp) ----
 
@@ -103,9 +141,10 @@ void pool_backward(const float* x, const float* y, const float* dy, float* dx,
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
                    uint64_t step, bool accumulate);
 
-// softmax_cost.cu (forward synchronises: its statistics come back to the host)
-CostStats softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
-                               int batch);
+// softmax_cost.cu. Labels are not checked beforehand: a case whose label is no class index gets
+// flag bit 2 (cost_stats reports it), and nothing is read out of bounds.
+void softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
+                          int batch, double* case_cost, int32_t* case_flags);
 void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,
                            int classes, int batch, bool accumulate);
 

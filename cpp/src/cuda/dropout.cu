@@ -2,12 +2,16 @@
 // mask[i] = philox_uniform(seed, step, i) >= rate, bit-identical to the CPU's mask.
 // Design: a thread owns one Philox block b (grid-stride): one philox4x32_10 call gives words
 // 0..3 for elements 4b..4b+3, moved as one float4 when in and out are 16-byte aligned.
+// The step is a kernel argument: a captured graph gets it patched before each replay
+// (patch_dropout_step), from the node and arguments each launch records while a capture runs.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "convnet/philox.h"
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/graph_nodes.h"
 
 namespace convnet::cuda {
 namespace {
@@ -89,6 +93,45 @@ DropArgs drop_args(int64_t n, float rate, uint64_t seed, uint64_t step) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// The launches of this thread's graph capture, when one is running (graph.cpp).
+thread_local std::vector<DropoutNode>* capture_sink = nullptr;
+
+// The node a launch just added to the capture of stream s: the stream's only dependency.
+cudaGraphNode_t last_captured_node(cudaStream_t s) {
+  cudaStreamCaptureStatus status;
+  const cudaGraphNode_t* deps = nullptr;
+  size_t count = 0;
+#if CUDART_VERSION >= 13000
+  CONVNET_CUDA_CHECK(cudaStreamGetCaptureInfo(s, &status, nullptr, nullptr, &deps, nullptr, &count));
+#else
+  CONVNET_CUDA_CHECK(cudaStreamGetCaptureInfo(s, &status, nullptr, nullptr, &deps, &count));
+#endif
+  if (status != cudaStreamCaptureStatusActive || count != 1)
+    throw RuntimeError(detail::concat("dropout: a graph capture is running on this thread, but "
+                                      "the compute stream is not captured (status ", int(status),
+                                      ", ", count, " dependencies)"));
+  return deps[0];
+}
+
+template <bool kAccumulate, bool kVec>
+void launch(const float* in, float* out, const DropArgs& a, dim3 grid, cudaStream_t s) {
+  dropout_kernel<kAccumulate, kVec><<<grid, kThreads, 0, s>>>(in, out, a);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+  if (capture_sink) {
+    DropoutNode d;
+    d.node = last_captured_node(s);
+    d.func = reinterpret_cast<void*>(dropout_kernel<kAccumulate, kVec>);
+    d.grid = grid;
+    d.block = dim3(kThreads);
+    d.in = in;
+    d.out = out;
+    d.n = a.n;
+    d.rate = a.rate;
+    d.seed = uint64_t(a.seed_lo) | (uint64_t(a.seed_hi) << 32);
+    capture_sink->push_back(d);
+  }
+}
+
 }  // namespace
 
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
@@ -105,13 +148,28 @@ void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t 
   const bool vec = aligned16(in) && aligned16(out);
   cudaStream_t s = current_stream();
   if (accumulate) {
-    if (vec) dropout_kernel<true, true><<<grid, kThreads, 0, s>>>(in, out, a);
-    else dropout_kernel<true, false><<<grid, kThreads, 0, s>>>(in, out, a);
+    if (vec) launch<true, true>(in, out, a, grid, s);
+    else launch<true, false>(in, out, a, grid, s);
   } else {
-    if (vec) dropout_kernel<false, true><<<grid, kThreads, 0, s>>>(in, out, a);
-    else dropout_kernel<false, false><<<grid, kThreads, 0, s>>>(in, out, a);
+    if (vec) launch<false, true>(in, out, a, grid, s);
+    else launch<false, false>(in, out, a, grid, s);
   }
-  CONVNET_CUDA_CHECK(cudaGetLastError());
+}
+
+void record_dropout_launches(std::vector<DropoutNode>* sink) { capture_sink = sink; }
+
+void patch_dropout_step(cudaGraphExec_t exec, const DropoutNode& d, uint64_t step) {
+  DropArgs a = drop_args(d.n, d.rate, d.seed, step);
+  const float* in = d.in;
+  float* out = d.out;
+  void* args[] = {&in, &out, &a};
+  cudaKernelNodeParams p = {};
+  p.func = d.func;
+  p.gridDim = d.grid;
+  p.blockDim = d.block;
+  p.sharedMemBytes = 0;
+  p.kernelParams = args;  // copied by the call
+  CONVNET_CUDA_CHECK(cudaGraphExecKernelNodeSetParams(exec, d.node, &p));
 }
 
 }  // namespace convnet::cuda

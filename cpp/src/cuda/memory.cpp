@@ -3,10 +3,13 @@
 // Freed device blocks are kept in a per-device pool and handed out again for requests of the same
 // rounded size (or up to twice it), so a steady-state training step never calls cudaMalloc. A
 // block is only ever used on its device's compute stream, so it can be reused at once after
-// release: the stream orders the old user's kernels before the new user's.
+// release: the stream orders the old user's kernels before the new user's. A captured CUDA graph
+// replays its kernels later, on addresses fixed at capture: the blocks it may touch are set
+// aside for it (GraphBlocks) until it is destroyed.
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda/check.h"
@@ -21,11 +24,32 @@ size_t round_size(size_t bytes) {
   return (bytes + unit - 1) / unit * unit;
 }
 
+// Blocks a CUDA graph may touch on replay: those allocated or freed while it was captured.
+// They are never handed to anyone but that graph's own capture until the graph is gone.
+struct GraphBlocks {
+  std::multimap<size_t, void*> free;   // freed, kept for the graph
+  std::unordered_set<void*> allocated;  // allocated during its capture (live or freed)
+};
+
 struct Pool {
   std::multimap<size_t, void*> free;        // size -> block
   std::unordered_map<void*, size_t> sizes;  // every live or cached block
   MemoryStats stats;
+  int capturing = 0;  // the graph pool being captured on this device; 0: none
+  std::map<int, GraphBlocks> graphs;
 };
+
+int next_graph_pool = 1;
+
+// A block at least `size` and at most twice it from `free`, or nullptr.
+void* take(std::multimap<size_t, void*>& free, size_t size, size_t& got) {
+  auto it = free.lower_bound(size);
+  if (it == free.end() || it->first > 2 * size) return nullptr;
+  got = it->first;
+  void* ptr = it->second;
+  free.erase(it);
+  return ptr;
+}
 
 std::mutex mu;
 std::vector<Pool>& pools() {
@@ -62,13 +86,10 @@ void* allocate(size_t bytes, int device) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu);
   Pool& p = pool(device);
-  auto it = p.free.lower_bound(size);
-  void* ptr = nullptr;
   size_t got = size;
-  if (it != p.free.end() && it->first <= 2 * size) {
-    got = it->first;
-    ptr = it->second;
-    p.free.erase(it);
+  void* ptr = p.capturing ? take(p.graphs[p.capturing].free, size, got) : nullptr;
+  if (!ptr) ptr = take(p.free, size, got);
+  if (ptr) {
     p.stats.cached_bytes -= got;
   } else {
     set_device(device);
@@ -88,6 +109,7 @@ void* allocate(size_t bytes, int device) {
     ++p.stats.cuda_malloc_calls;
     p.sizes[ptr] = size;
   }
+  if (p.capturing) p.graphs[p.capturing].allocated.insert(ptr);
   p.stats.current_bytes += got;
   p.stats.peak_bytes = std::max(p.stats.peak_bytes, p.stats.current_bytes);
   return ptr;
@@ -99,7 +121,11 @@ void release(void* ptr, int device) noexcept {
   Pool& p = pool(device);
   auto it = p.sizes.find(ptr);
   if (it == p.sizes.end()) return;  // not ours
-  p.free.emplace(it->second, ptr);
+  // A block freed during a capture, or allocated in one, stays with that graph.
+  GraphBlocks* keeper = p.capturing ? &p.graphs[p.capturing] : nullptr;
+  for (auto g = p.graphs.begin(); !keeper && g != p.graphs.end(); ++g)
+    if (g->second.allocated.count(ptr)) keeper = &g->second;
+  (keeper ? keeper->free : p.free).emplace(it->second, ptr);
   p.stats.current_bytes -= it->second;
   p.stats.cached_bytes += it->second;
 }
@@ -107,6 +133,31 @@ void release(void* ptr, int device) noexcept {
 Scratch::Scratch(size_t bytes) {
   CONVNET_CUDA_CHECK(cudaGetDevice(&device));
   ptr = allocate(bytes, device);
+}
+
+int begin_graph_pool(int device) {
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& p = pool(device);
+  if (p.capturing)
+    throw RuntimeError(detail::concat("cuda:", device, " is already capturing a CUDA graph"));
+  p.capturing = next_graph_pool++;
+  p.graphs[p.capturing];
+  return p.capturing;
+}
+
+void end_graph_pool(int device) noexcept {
+  std::lock_guard<std::mutex> lock(mu);
+  pool(device).capturing = 0;
+}
+
+void free_graph_pool(int device, int id) noexcept {
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& p = pool(device);
+  auto g = p.graphs.find(id);
+  if (g == p.graphs.end()) return;
+  p.free.merge(g->second.free);  // the graph is gone: its blocks are ordinary cache again
+  p.graphs.erase(g);
+  if (p.capturing == id) p.capturing = 0;
 }
 
 MemoryStats memory_stats(int device) {

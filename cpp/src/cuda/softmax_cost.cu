@@ -3,13 +3,13 @@
 // the logits by log-sum-exp, label in top k iff fewer than k probabilities are strictly greater).
 // Forward: a block per tile of 8 cases (threadIdx.x -> case: 8 floats = one 32-byte sector per
 // class row) x up to 128 class lanes (threadIdx.y strides over K, so K ~ 22000 is fine); lanes are
-// combined in shared memory in fixed order. Per-case cost/errors go to a device scratch buffer,
-// come back to the host and are summed there in case order, as on the CPU: deterministic.
+// combined in shared memory in fixed order. Per-case cost/errors go to the caller's device
+// buffer (no wait for the host, so a CUDA graph can capture it); ops.cpp's cost_stats brings them
+// back and sums them in case order, as on the CPU: deterministic.
 // Backward: one thread per (k, n), n fastest.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
@@ -26,7 +26,7 @@ constexpr int kThreads = 256;   // backward
 // Up to kTile * kMaxLanes = 1024 threads per block: tell the compiler, so that it keeps the
 // registers per thread within what such a block may use (64 on sm_90).
 __global__ void __launch_bounds__(kTile * kMaxLanes) softmax_forward_kernel(const float* logits, const float* labels, float* probs,
-                                       int K, int N, int topk, double* cost, int* flags) {
+                                       int K, int N, int topk, double* cost, int32_t* flags) {
   __shared__ float s_max[kMaxLanes][kTile];
   __shared__ double s_sum[kMaxLanes][kTile];
   __shared__ int s_above[kMaxLanes][kTile];
@@ -40,11 +40,16 @@ __global__ void __launch_bounds__(kTile * kMaxLanes) softmax_forward_kernel(cons
 
   // Pass 1: the case's maximum logit (lane 0 starts at class 0, as the CPU does).
   int lab = 0;
+  bool bad_label = false;
   float lab_logit = 0.0f;
   float mx = -INFINITY;
   if (active) {
     if (ty == 0) {
-      lab = int(labels[n]);
+      // A label that is no class index is flagged for the host to report; class 0 stands in
+      // for it so that nothing is read out of bounds.
+      const float l = labels[n];
+      bad_label = !(l >= 0.0f && l < float(K) && l == truncf(l));
+      lab = bad_label ? 0 : int(l);
       lab_logit = col[int64_t(lab) * N];
     }
     if (ty < K) mx = col[int64_t(ty) * N];
@@ -103,7 +108,7 @@ __global__ void __launch_bounds__(kTile * kMaxLanes) softmax_forward_kernel(cons
     for (int l = 1; l < lanes; ++l) above += s_above[l][tx];
     // -log p[label] from the logits (log-sum-exp), exact even where p underflows to 0.
     cost[n] = -(double(lab_logit) - double(mx) - log(sum));
-    flags[n] = (above >= 1 ? 1 : 0) | (above >= topk ? 2 : 0);
+    flags[n] = (above >= 1 ? 1 : 0) | (above >= topk ? 2 : 0) | (bad_label ? 4 : 0);
   }
 }
 
@@ -121,42 +126,19 @@ __global__ void softmax_backward_kernel(const float* probs, const float* labels,
 
 }  // namespace
 
-CostStats softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
-                               int batch) {
-  CostStats st;
+void softmax_cost_forward(const float* logits, const float* labels, float* probs, int classes,
+                          int batch, double* case_cost, int32_t* case_flags) {
   const int K = classes, N = batch;
-  if (K <= 0 || N <= 0) return st;
+  if (K <= 0 || N <= 0) return;
   const int topk = std::min(5, K);
 
   int lanes = 1;
   while (lanes < K && lanes < kMaxLanes) lanes *= 2;
   const dim3 block(kTile, lanes);
   const dim3 grid(unsigned((N + kTile - 1) / kTile));
-
-  // Per-case results: N doubles, then N ints (bit 0: top-1 error, bit 1: top-5 error).
-  Scratch scratch(size_t(N) * (sizeof(double) + sizeof(int)));
-  double* d_cost = static_cast<double*>(scratch.ptr);
-  int* d_flags = reinterpret_cast<int*>(d_cost + N);
-  cudaStream_t s = current_stream();
-  softmax_forward_kernel<<<grid, block, 0, s>>>(logits, labels, probs, K, N, topk, d_cost,
-                                                d_flags);
+  softmax_forward_kernel<<<grid, block, 0, current_stream()>>>(logits, labels, probs, K, N, topk,
+                                                              case_cost, case_flags);
   CONVNET_CUDA_CHECK(cudaGetLastError());
-
-  std::vector<double> cost(static_cast<size_t>(N));
-  std::vector<int> flags(static_cast<size_t>(N));
-  CONVNET_CUDA_CHECK(cudaMemcpyAsync(cost.data(), d_cost, size_t(N) * sizeof(double),
-                                     cudaMemcpyDeviceToHost, s));
-  CONVNET_CUDA_CHECK(cudaMemcpyAsync(flags.data(), d_flags, size_t(N) * sizeof(int),
-                                     cudaMemcpyDeviceToHost, s));
-  CONVNET_CUDA_CHECK(cudaStreamSynchronize(s));
-
-  // Summed in case order, as on the CPU.
-  for (int n = 0; n < N; ++n) {
-    st.cost_sum += cost[size_t(n)];
-    st.top1_errors += flags[size_t(n)] & 1;
-    st.top5_errors += (flags[size_t(n)] >> 1) & 1;
-  }
-  return st;
 }
 
 void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,

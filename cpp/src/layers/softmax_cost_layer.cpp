@@ -16,7 +16,12 @@ class SoftmaxCostLayer : public Layer {
   }
   std::pair<int, int> input_count() const override { return {2, 2}; }
   bool is_cost() const override { return true; }
-  CostStats cost_stats() const override { return stats_; }
+  // Read back when asked (after the pass), so that the forward pass itself never waits for the
+  // device.
+  CostStats cost_stats() const override {
+    CONVNET_CHECK(cases_.defined() && labels_.defined(), where(), ": no forward pass has run");
+    return convnet::cost_stats(cases_, labels_, classes_);
+  }
   float cost_coeff() const override { return coeff_; }
 
   Shape setup(const std::vector<Shape>& in) override {
@@ -24,13 +29,17 @@ class SoftmaxCostLayer : public Layer {
                   inputs()[1], "' must be a labels layer, got shape ", shape_str(in[1]));
     CONVNET_CHECK(in[0][3] == in[1][3], where(), ": ", in[0][3], " score columns for ", in[1][3],
                   " labels");
-    const int classes = in[0][0] * in[0][1] * in[0][2];
-    return {classes, 1, 1, in[0][3]};
+    classes_ = in[0][0] * in[0][1] * in[0][2];
+    cases_ = Tensor();  // sized for the new batch on the next forward pass
+    labels_ = Tensor();
+    return {classes_, 1, 1, in[0][3]};
   }
 
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
     Tensor scores = in[0].reshaped(out.shape());
-    stats_ = softmax_cost_forward(scores, in[1], out);
+    if (!cases_.defined()) cases_ = Tensor({int(cost_cases_floats(out.dim(3)))}, device_);
+    labels_ = in[1];
+    softmax_cost_forward(scores, in[1], out, cases_);
   }
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor&,
@@ -43,7 +52,8 @@ class SoftmaxCostLayer : public Layer {
 
  private:
   float coeff_ = 1.f;
-  CostStats stats_;
+  int classes_ = 0;
+  Tensor cases_, labels_;  // per-case results of the last forward pass, and its labels
 };
 
 }  // namespace

@@ -205,14 +205,14 @@ Trainer::Result Trainer::run() {
       set_rates(epoch_float);
       net_.set_input(input_, batch.images);
       net_.set_input(labels_, batch.labels);
-      const CostReport r = net_.forward(true);
+      // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
+      const CostReport r = net_.forward_backward();
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
       // Non-finite input is the usual cause: say so (ReLU may hide NaN from the cost, not from
       // the gradients).
       auto cause = [&] { return all_finite(batch.images) ? "" : " because the input batch holds NaN or Inf"; };
       if (!std::isfinite(r.objective))
         diverged("the cost is " + std::to_string(r.objective) + cause(), epoch_ + 1, next_batch_ + 1);
-      net_.backward();
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + cause(), epoch_ + 1, next_batch_ + 1);
