@@ -483,6 +483,34 @@ Result run_pool_bwd(const Options& o) {
   return r;
 }
 
+// LRN then max pooling, backward in one kernel, against the CPU's two passes. Bytes: what the fused
+// kernel must move (x, y, denom read and dx written at the LRN's size; the pooled gradient read);
+// the two separate kernels move 2 more LRN-sized arrays (the gradient of y, written then read).
+Result run_lrn_pool_bwd(const Options& o) {
+  const PoolGeometry g = pool1(o.batch);
+  const int64_t inner = int64_t(kHW1) * kHW1 * o.batch, n = kC1 * inner;
+  const size_t ny = size_t(kC1) * g.out_h * g.out_w * o.batch;
+  const LrnParams p;
+  const auto x = random_vector(size_t(n), 20, 0.f, 20.f), dpooled = random_vector(ny, 21);
+  std::vector<float> y(static_cast<size_t>(n)), denom(static_cast<size_t>(n)), pooled(ny),
+      dy(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+  cpu::lrn_forward(x.data(), y.data(), denom.data(), kC1, inner, p);
+  cpu::pool_forward(y.data(), pooled.data(), g);
+  cpu::pool_backward(y.data(), pooled.data(), dpooled.data(), dy.data(), g, false);
+  cpu::lrn_backward(x.data(), y.data(), denom.data(), dy.data(), want.data(), kC1, inner, p, false);
+  Buf d_x(x), d_y(y), d_d(denom), d_dp(dpooled), d_dx(static_cast<size_t>(n));
+  d_dx.poison();
+  auto launch = [&] {
+    cu::lrn_pool_backward(d_x.get(), d_y.get(), d_d.get(), d_dp.get(), d_dx.get(), p, g, false);
+  };
+  launch();
+  Result r("lrn_maxpool_bwd", dims({kC1, kHW1, kHW1, o.batch}) + " size 5, 3/2");
+  r.check = compare(d_dx.download(), want, 1e-4, 1e-5 * max_abs_of(want));
+  r.ms = time_ms(launch, o);
+  r.bytes = 4.0 * (4.0 * double(n) + double(ny));
+  return r;
+}
+
 Result run_dropout(const Options& o) {
   const int64_t n = int64_t(4096) * o.batch;
   auto in = random_vector(size_t(n), 15, 0.25f, 1.25f);  // nonzero: a zero output is a dropped unit
@@ -643,6 +671,7 @@ std::vector<Kernel> kernels() {
   ks.push_back({"lrn_bwd", run_lrn_bwd});
   ks.push_back({"maxpool_fwd", run_pool_fwd});
   ks.push_back({"maxpool_bwd", run_pool_bwd});
+  ks.push_back({"lrn_maxpool_bwd", run_lrn_pool_bwd});
   ks.push_back({"dropout", run_dropout});
   ks.push_back({"softmax_cost_fwd", run_softmax_fwd});
   ks.push_back({"softmax_cost_bwd", run_softmax_bwd});

@@ -147,6 +147,8 @@ PYBIND11_MODULE(_core, m) {
            })
       .def_property("cuda_graph", &Net::cuda_graph, &Net::set_cuda_graph)
       .def_property_readonly("cuda_graph_nodes", &Net::cuda_graph_nodes)
+      .def_property("fusion", &Net::fusion, &Net::set_fusion)
+      .def("fused_layers", &Net::fused_layers)
       .def("backward", &Net::backward, py::call_guard<py::gil_scoped_release>())
       .def("update", &Net::update, py::arg("lr_scale") = 1.f, py::call_guard<py::gil_scoped_release>())
       .def("output", [](const Net& net, const std::string& name) { return convnet::python::chwn_to_nchw(net.output(name)); })

@@ -82,6 +82,19 @@ class Net:
         self._net.cuda_graph = bool(on)
 
     @property
+    def fusion(self) -> bool:
+        """Whether an LRN layer read only by a pool layer goes back through both in one pass (on
+        by default; the same numbers either way). ``fused_layers()`` names those LRN layers."""
+        return self._net.fusion
+
+    @fusion.setter
+    def fusion(self, on: bool) -> None:
+        self._net.fusion = bool(on)
+
+    def fused_layers(self) -> list[str]:
+        return self._net.fused_layers()
+
+    @property
     def cuda_graph_nodes(self) -> int:
         """Kernels, copies and GEMMs in the captured graph (0 while none is captured)."""
         return self._net.cuda_graph_nodes

@@ -665,6 +665,48 @@ TEST(CudaPool, BackwardMatchesCpu) {
 }
 
 // ================================================================================================
+// LRN then pooling, backward in one kernel: against the CPU's two passes, and bit for bit against
+// the GPU's own two kernels (the same arithmetic in the same order).
+// ================================================================================================
+
+TEST(CudaLrnPool, BackwardMatchesCpuAndTheTwoKernels) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 1100;
+  for (const PoolCase& t : pool_cases())
+    for (int lrn_size : {5, 4, 1, 17})  // 17: wider than the kernel's ring (the two-kernel path)
+      for (bool acc : {false, true}) {
+        if (t.c > 8 && lrn_size != 5) continue;  // keep the big shapes to AlexNet's LRN
+        SCOPED_TRACE(pool_name(t) + " lrn size " + std::to_string(lrn_size) +
+                     (acc ? " accumulate" : " overwrite"));
+        const PoolGeometry g = pool_geometry(t);
+        LrnParams lp;
+        lp.size = lrn_size;
+        lp.alpha = 0.5f;  // a visible second term
+        const Shape xs = {g.channels, g.height, g.width, g.batch};
+        const Shape ys = {g.channels, g.out_h, g.out_w, g.batch};
+        const auto xv = random_vector(size_t(shape_numel(xs)), ++seed, -2.f, 2.f);
+        Tensor xh = make(xs, Device::cpu(), xv), yh(xs, Device::cpu()), dh(xs, Device::cpu()),
+               ph(ys, Device::cpu());
+        lrn_forward(xh, yh, dh, lp);
+        pool_forward(yh, ph, g);
+        Pair x = pair_of(xs, xv), y = pair_of(xs, yh.to_vector()), denom = pair_of(xs, dh.to_vector()),
+             pooled = pair_of(ys, ph.to_vector());
+        Pair dpooled = random_pair(ys, ++seed);
+        Pair dx = grad_out_pair(xs, acc, ++seed);
+        Tensor two_kernels = make(xs, gpu(), dx.gpu.to_vector());
+        Tensor scratch(xs, Device::cpu()), none;
+        lrn_pool_backward(x.cpu, y.cpu, denom.cpu, pooled.cpu, dpooled.cpu, dx.cpu, lp, g, acc, scratch);
+        lrn_pool_backward(x.gpu, y.gpu, denom.gpu, pooled.gpu, dpooled.gpu, dx.gpu, lp, g, acc, none);
+        const auto want = dx.cpu.to_vector();
+        EXPECT_TRUE(all_close(dx.gpu.to_vector(), want, 1e-4, 1e-5 * max_abs(want)));
+        Tensor dy_gpu = poisoned(xs, gpu());
+        pool_backward(y.gpu, pooled.gpu, dpooled.gpu, dy_gpu, g, false);
+        lrn_backward(x.gpu, y.gpu, denom.gpu, dy_gpu, two_kernels, lp, acc);
+        EXPECT_TRUE(all_close(dx.gpu, two_kernels, 0, 0)) << "fused and separate kernels differ";
+      }
+}
+
+// ================================================================================================
 // Dropout: the mask must be exactly the CPU's (and philox_uniform's) for the same seed and step,
 // 64-bit seeds and steps included.
 // ================================================================================================

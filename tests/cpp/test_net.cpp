@@ -1,5 +1,6 @@
 // Whole nets: AlexNet-2012's size and shapes, definition errors that name the culprit,
 // gradients through a DAG (shared outputs, joins, splits), and the two-device path.
+#include <algorithm>
 #include <cmath>
 
 #include "convnet/error.h"
@@ -236,6 +237,74 @@ TEST(NetTraining, ForwardBackwardEqualsForwardThenBackward) {
     b.update();
   }
   EXPECT_EQ(b.cuda_graph_nodes(), 0u);
+}
+
+// LRN then pooling: the fused backward gives the numbers of the two layers' own backward passes,
+// bit for bit, for max and average (ceil) pooling and odd and even LRN windows; an LRN with a
+// second reader is not fused; finite differences agree with the fused gradients.
+std::string lrn_pool_net(const std::string& pool, int lrn_size, bool second_reader) {
+  return model(R"({"name":"c1","type":"conv","inputs":["data"],"filters":6,"size":3,"padding":1,"neuron":"tanh","initW":0.3,"initB":0.1},)"
+               R"({"name":"r1","type":"lrn","inputs":["c1"],"size":)" + std::to_string(lrn_size) + R"(,"alpha":0.5},)"
+               R"({"name":"p1","type":"pool","inputs":["r1"],)" + pool + R"(},)" +
+               (second_reader ? R"({"name":"f0","type":"fc","inputs":["r1"],"outputs":3,"initW":0.2},)" : "") +
+               R"({"name":"f1","type":"fc","inputs":["p1"],"outputs":3,"initW":0.2},)" +
+               (second_reader ? R"({"name":"s","type":"sum","inputs":["f1","f0"]},{"name":"cost","type":"softmax_cost","inputs":["s","labels"]})"
+                              : R"({"name":"cost","type":"softmax_cost","inputs":["f1","labels"]})"));
+}
+
+void feed8(Net& net, int batch, uint32_t seed) {
+  Tensor x({3, 8, 8, batch}, Device::cpu());
+  x.copy_from_host(random_vector(size_t(x.numel()), seed).data());
+  net.set_input("data", x);
+  std::vector<float> y(batch);
+  for (int i = 0; i < batch; ++i) y[i] = float((i + seed) % 3);
+  Tensor labels({batch}, Device::cpu());
+  labels.copy_from_host(y.data());
+  net.set_input("labels", labels);
+}
+
+TEST(NetFusion, LrnPoolBackwardEqualsTheTwoLayersBitForBit) {
+  for (const std::string pool : {R"("pool":"max","size":3,"stride":2)", R"("pool":"avg","size":3,"stride":2,"ceil":true)"})
+    for (int lrn_size : {5, 4}) {
+      SCOPED_TRACE(pool + ", lrn size " + std::to_string(lrn_size));
+      const auto spec = ModelSpec::from_json(lrn_pool_net(pool, lrn_size, false));
+      Net fused(spec, {}, 4), separate(spec, {}, 4);
+      separate.set_fusion(false);
+      EXPECT_EQ(fused.fused_layers(), std::vector<std::string>{"r1"});
+      EXPECT_TRUE(separate.fused_layers().empty());
+      for (uint32_t step = 0; step < 3; ++step) {
+        for (Net* n : {&fused, &separate}) {
+          feed8(*n, 5, 30 + step);
+          n->forward_backward();
+        }
+        auto pf = fused.params(), ps = separate.params();
+        for (size_t i = 0; i < pf.size(); ++i) {
+          EXPECT_EQ(pf[i]->grad.to_vector(), ps[i]->grad.to_vector()) << pf[i]->name << ", step " << step;
+          const auto g = pf[i]->grad.to_vector();
+          if (pf[i]->name == "c1.weights")
+            EXPECT_TRUE(std::any_of(g.begin(), g.end(), [](float v) { return v != 0.f; }))
+                << "no gradient reached c1 through the fused LRN and pool";
+        }
+        fused.update();
+        separate.update();
+      }
+    }
+  Net two_readers(ModelSpec::from_json(lrn_pool_net(R"("pool":"max","size":3,"stride":2)", 5, true)), {}, 4);
+  EXPECT_TRUE(two_readers.fused_layers().empty()) << "an LRN read by a pool and an fc was fused";
+}
+
+TEST(NetFusion, FusedLrnPoolGradientsMatchFiniteDifferences) {
+  Net net(ModelSpec::from_json(lrn_pool_net(R"("pool":"avg","size":3,"stride":2)", 3, false)), {}, 6);
+  ASSERT_EQ(net.fused_layers(), std::vector<std::string>{"r1"});
+  feed8(net, 3, 40);
+  GradCheckOptions o;
+  o.samples = 24;
+  o.step = 1e-2;
+  o.tolerance = 1e-2;
+  for (const auto& r : check_gradients(net, o)) {
+    EXPECT_TRUE(r.ok) << r.param << " relative error " << r.relative_error;
+    EXPECT_GT(r.max_abs_analytic, 0) << r.param;
+  }
 }
 
 TEST(NetErrors, CudaGraphsNeedEveryLayerOnOneGpu) {

@@ -124,3 +124,23 @@ def test_runtime_information():
     assert isinstance(convnet.cuda_compiled(), bool)
     assert convnet.cuda_device_count() >= 0
     assert "conv" in convnet.layer_types()
+
+
+def test_lrn_pool_fusion_gives_the_same_numbers():
+    """fashion_alexnet's LRN layers are each read by one pool: fused by default, and a step with
+    fusion off gives the same gradients, bit for bit (CPU)."""
+    model = convnet.zoo.fashion_alexnet(classes=4, channels=1, size=16)
+    fused, separate = convnet.Net(model, seed=2), convnet.Net(model, seed=2)
+    separate.fusion = False
+    assert fused.fusion and not separate.fusion
+    assert sorted(fused.fused_layers()) == ["rnorm1a", "rnorm1b", "rnorm2a", "rnorm2b"]
+    assert separate.fused_layers() == []
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+    for net in (fused, separate):
+        net.forward_backward(x, y)
+    for name in fused.param_names():
+        np.testing.assert_array_equal(fused.get_grad(name), separate.get_grad(name), err_msg=name)
+    assert np.abs(fused.get_grad("conv1a.weights")).max() > 0
+

@@ -79,6 +79,17 @@ class Layer {
   // Input layers are filled from outside and need no gradient.
   virtual bool is_input() const { return false; }
 
+  // LRN then pooling (AlexNet's conv1 and conv2 blocks): where a pool layer is the only reader
+  // of an LRN layer's output, the net skips the pool's backward and has the LRN layer go back
+  // through both (ops.h lrn_pool_backward), so that on a GPU the gradient of the LRN output is
+  // neither written nor allocated. Pool layers give their geometry; LRN layers implement
+  // backward_through_pool (pooled and dpooled: the pool's output and its gradient).
+  virtual const PoolGeometry* pool_geometry() const { return nullptr; }
+  virtual void backward_through_pool(const std::vector<Tensor>& in, const Tensor& out,
+                                     const Tensor& pooled, const Tensor& dpooled,
+                                     const PoolGeometry& pool, std::vector<Tensor>& din,
+                                     const std::vector<bool>& accumulate);
+
  protected:
   // Adds a parameter named "<layer>.<suffix>" with the hyperparameters read from the options
   // (`eps<Key>`, `mom<Key>`, `wc<Key>`, `init<Key>`, Key = W or B).

@@ -52,6 +52,14 @@ class Net {
   bool cuda_graph() const { return use_graph_; }
   // Kernels, copies and GEMMs in the captured graph (0 while none is captured).
   size_t cuda_graph_nodes() const;
+  // Fused backward passes (on by default): an LRN layer whose output only a pool layer on its
+  // device reads goes back through both in one op (Layer::backward_through_pool), and the
+  // gradient of its output is not allocated. Off: every layer runs its own backward (the same
+  // numbers; for tests and comparisons).
+  void set_fusion(bool on);
+  bool fusion() const { return fusion_; }
+  // The LRN layers that go back through their pool while fusion is on.
+  std::vector<std::string> fused_layers() const;
   // One SGD step on every parameter (the paper's rule), learning rates scaled by lr_scale.
   void update(float lr_scale = 1.f);
 
@@ -102,6 +110,7 @@ class Net {
   PassContext last_pass_;
   std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
   bool profiling_ = false;
+  bool fusion_ = true;
   MathMode math_mode_ = MathMode::Fp32;
   void apply_math_mode();
   void run_forward(bool train);

@@ -102,6 +102,17 @@ void pool_forward(const Tensor& x, Tensor& y, const PoolGeometry& g);
 void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                    const PoolGeometry& g, bool accumulate);
 
+// ---- LRN then pooling, backward through both (AlexNet's conv1 and conv2 blocks) ----
+
+// dx (+)= the gradient with respect to x of pool(lrn(x)), from the pool's output gradient
+// dpooled: pool_backward into the gradient of y = lrn(x), then lrn_backward, in one call. x, y,
+// denom as lrn_forward left them; g pools y into `pooled`. On a GPU one kernel does both, and the
+// gradient of y never goes to memory; the CPU composes the two through `scratch` (y's shape; on
+// a GPU it is not used and may be undefined). The same numbers as the two calls, bit for bit.
+void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& pooled,
+                       const Tensor& dpooled, Tensor& dx, const LrnParams& lp,
+                       const PoolGeometry& g, bool accumulate, Tensor& scratch);
+
 // ---- dropout (inverted: kept units scaled by 1/(1-rate) in training; identity at test) ----
 
 // out = in * mask / (1 - rate), where mask[i] = 1 when philox_uniform(seed, step, i) >= rate.

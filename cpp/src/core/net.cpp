@@ -27,6 +27,10 @@ struct Net::Node {
   Tensor out, grad;
   bool grad_written = false;
   bool needs_grad = false;   // some layer upstream has parameters
+  // LRN -> pool fusion (set_fusion): on the LRN node, the pool that alone reads it; on that
+  // pool's node, whether its backward is left to the LRN.
+  Node* fused_pool = nullptr;
+  bool backward_in_producer = false;
   PinnedBuffer staging;      // input layers on a GPU: batches go up through page-locked memory
   Net::LayerTime time;
   std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
@@ -126,6 +130,18 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     by_name_[s->name] = n.get();
     order_.push_back(n->layer.get());
     nodes_.push_back(std::move(n));
+  }
+  // LRN layers whose only reader is a pool layer on the same device go back through it.
+  std::map<const Node*, int> readers;
+  for (auto& n : nodes_)
+    for (Node* p : n->producers) ++readers[p];
+  for (auto& n : nodes_) {
+    if (!n->layer->pool_geometry() || n->producers.size() != 1) continue;
+    Node* lrn = n->producers[0];
+    if (lrn->layer->type() == "lrn" && readers[lrn] == 1 && lrn->device == n->device) {
+      lrn->fused_pool = n.get();
+      n->backward_in_producer = true;
+    }
   }
   for (auto& n : nodes_) {
     const std::string key = n->device.str();
@@ -278,6 +294,10 @@ void Net::backward() {
       for (Param& p : n.layer->params()) p.grad.fill(0.f);
       continue;
     }
+    if (fusion_ && n.backward_in_producer) {  // the LRN before it goes back through both
+      n.producers[0]->grad_written = true;
+      continue;
+    }
     std::vector<Tensor> in, din;
     std::vector<bool> accumulate;
     for (size_t i = 0; i < n.producers.size(); ++i) {
@@ -300,7 +320,13 @@ void Net::backward() {
       }
     }
     const auto t0 = std::chrono::steady_clock::now();
-    n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+    if (fusion_ && n.fused_pool) {
+      const Node& pool = *n.fused_pool;
+      n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
+                                     din, accumulate);
+    } else {
+      n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+    }
     if (profiling_) {
       n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       ++n.time.backward_calls;
@@ -343,6 +369,19 @@ void Net::set_cuda_graph(bool on) {
 }
 
 void Net::drop_graph() { graph_.reset(); }
+
+void Net::set_fusion(bool on) {
+  if (on != fusion_) drop_graph();  // the captured backward pass is the other one
+  fusion_ = on;
+}
+
+std::vector<std::string> Net::fused_layers() const {
+  std::vector<std::string> out;
+  if (fusion_)
+    for (auto& n : nodes_)
+      if (n->fused_pool) out.push_back(n->layer->name());
+  return out;
+}
 
 size_t Net::cuda_graph_nodes() const {
 #ifdef CONVNET_WITH_CUDA

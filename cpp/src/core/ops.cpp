@@ -179,6 +179,33 @@ void pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& d
   CONVNET_DISPATCH(x, pool_backward, x.data(), y.data(), dy.data(), dx.data(), g, accumulate);
 }
 
+void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& pooled,
+                       const Tensor& dpooled, Tensor& dx, const LrnParams& lp,
+                       const PoolGeometry& g, bool accumulate, Tensor& scratch) {
+  const char* op = "lrn_pool_backward";
+  check_lrn(op, x, lp);
+  for (const Tensor* t : {&y, &denom, static_cast<const Tensor*>(&dx)}) same_shape(op, x, *t);
+  check_pool(op, y, pooled, g);
+  same_shape(op, pooled, dpooled);
+  CONVNET_CHECK(dx.data() != x.data() && dx.data() != y.data() && dx.data() != denom.data() &&
+                    dx.data() != dpooled.data(),
+                op, ": dx may not share memory with x, y, denom or dpooled");
+  if (x.device().is_cpu()) {
+    same_shape(op, y, scratch);
+    cpu::pool_backward(y.data(), pooled.data(), dpooled.data(), scratch.data(), g, false);
+    cpu::lrn_backward(x.data(), y.data(), denom.data(), scratch.data(), dx.data(), x.dim(0),
+                      inner_of(x), lp, accumulate);
+    return;
+  }
+#ifdef CONVNET_WITH_CUDA
+  cuda::set_device(x.device().index);
+  cuda::lrn_pool_backward(x.data(), y.data(), denom.data(), dpooled.data(), dx.data(), lp, g,
+                          accumulate);
+#else
+  cuda_missing(op);
+#endif
+}
+
 void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
                    bool accumulate) {
   same_shape("dropout", in, out);

@@ -137,6 +137,11 @@ void pool_forward(const float* x, float* y, const PoolGeometry& g);
 void pool_backward(const float* x, const float* y, const float* dy, float* dx,
                    const PoolGeometry& g, bool accumulate);
 
+// lrn_pool.cu: pool_backward of y (geometry g) then lrn_backward, without writing the gradient
+// of y; channels and inner come from g. Reference: the two CPU primitives in sequence.
+void lrn_pool_backward(const float* x, const float* y, const float* denom, const float* dpooled,
+                       float* dx, const LrnParams& lp, const PoolGeometry& g, bool accumulate);
+
 // dropout.cu
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
                    uint64_t step, bool accumulate);

@@ -109,4 +109,10 @@ std::unique_ptr<Layer> make_layer(const LayerSpec& spec) {
                    "' (known types: " + known + ")");
 }
 
+void Layer::backward_through_pool(const std::vector<Tensor>&, const Tensor&, const Tensor&,
+                                  const Tensor&, const PoolGeometry&, std::vector<Tensor>&,
+                                  const std::vector<bool>&) {
+  throw RuntimeError(where() + " cannot run the backward pass of the pooling that reads it");
+}
+
 }  // namespace convnet

@@ -22,6 +22,7 @@ class LrnLayer : public Layer {
 
   Shape setup(const std::vector<Shape>& in) override {
     denom_ = Tensor();
+    dy_ = Tensor();
     return in[0];
   }
 
@@ -36,9 +37,19 @@ class LrnLayer : public Layer {
     if (din[0].defined()) lrn_backward(in[0], out, denom_, dout, din[0], p_, accumulate[0]);
   }
 
+  void backward_through_pool(const std::vector<Tensor>& in, const Tensor& out, const Tensor& pooled,
+                             const Tensor& dpooled, const PoolGeometry& pool,
+                             std::vector<Tensor>& din, const std::vector<bool>& accumulate) override {
+    if (!din[0].defined()) return;
+    // The CPU composes the two passes through dy_; a GPU needs no such buffer.
+    if (device_.is_cpu() && !dy_.defined()) dy_ = Tensor(out.shape(), device_);
+    lrn_pool_backward(in[0], out, denom_, pooled, dpooled, din[0], p_, pool, accumulate[0], dy_);
+  }
+
  private:
   LrnParams p_;
   Tensor denom_;
+  Tensor dy_;  // the gradient of the output, when going back through a pool on the CPU
 };
 
 }  // namespace

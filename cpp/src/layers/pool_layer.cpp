@@ -29,6 +29,8 @@ class PoolLayer : public Layer {
     return {g_.channels, g_.out_h, g_.out_w, g_.batch};
   }
 
+  const PoolGeometry* pool_geometry() const override { return &g_; }
+
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
     pool_forward(in[0], out, g_);
   }
