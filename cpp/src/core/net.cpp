@@ -395,7 +395,7 @@ CostReport Net::forward_backward() {
   if (use_graph_ && !profiling_) {
     if (!graph_) graph_ = std::make_unique<Graph>();
     Graph& g = *graph_;
-    if (g.step && g.math != math_mode_) g.step.reset();
+    if (g.step && (!g.step->ready() || g.math != math_mode_)) g.step.reset();
     if (!g.step && !g.warmed) {
       CostReport r = forward(true);
       backward();
@@ -405,8 +405,8 @@ CostReport Net::forward_backward() {
     if (!g.step) {
       apply_math_mode();  // outside the capture: it may create the cuBLAS handle
       g.step = std::make_unique<cuda::StepGraph>(nodes_.front()->device.index);
-      g.step->begin();
       try {
+        g.step->begin();
         run_forward(true);
         backward();
         g.step->end();

@@ -2,6 +2,10 @@
 // the implementation of the tensors' device. Backends trust what reaches them.
 #include "convnet/ops.h"
 
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include "convnet/error.h"
 #include "cpu/cpu_ops.h"
 #ifdef CONVNET_WITH_CUDA
@@ -245,6 +249,9 @@ void softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& pr
   const int N = logits.dim(3);
   CONVNET_CHECK(cases.numel() == cost_cases_floats(N), "softmax_cost: the per-case buffer holds ",
                 cases.numel(), " floats, a batch of ", N, " needs ", cost_cases_floats(N));
+  CONVNET_CHECK(reinterpret_cast<uintptr_t>(cases.data()) % alignof(double) == 0,
+                "softmax_cost: the per-case buffer must be 8-byte aligned (a whole tensor, not a "
+                "view at an odd offset)");
   double* case_cost = reinterpret_cast<double*>(cases.data());
   int32_t* case_flags = reinterpret_cast<int32_t*>(cases.data() + 2 * int64_t(N));
   if (logits.device().is_cpu()) {
@@ -267,15 +274,17 @@ CostStats cost_stats(const Tensor& cases, const Tensor& labels, int classes) {
   CONVNET_CHECK(cases.numel() == cost_cases_floats(N), "cost_stats: the per-case buffer holds ",
                 cases.numel(), " floats, ", N, " labels need ", cost_cases_floats(N));
   const std::vector<float> host = cases.to_vector();  // waits for the device
-  const double* case_cost = reinterpret_cast<const double*>(host.data());
-  const int32_t* case_flags = reinterpret_cast<const int32_t*>(host.data() + 2 * int64_t(N));
+  std::vector<double> case_cost(static_cast<size_t>(N));
+  std::vector<int32_t> case_flags(static_cast<size_t>(N));
+  std::memcpy(case_cost.data(), host.data(), sizeof(double) * size_t(N));
+  std::memcpy(case_flags.data(), host.data() + 2 * int64_t(N), sizeof(int32_t) * size_t(N));
   for (int n = 0; n < N; ++n)
     if (case_flags[n] & 4) {
       check_labels("softmax_cost", labels, classes);  // names the first bad case
       throw RuntimeError(detail::concat("softmax_cost: the device flagged the label of case ", n,
                                         " as no class index, yet it reads as one on the host"));
     }
-  return cpu::sum_cost_cases(case_cost, case_flags, N);
+  return cpu::sum_cost_cases(case_cost.data(), case_flags.data(), N);
 }
 
 CostStats softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& probs) {

@@ -59,7 +59,7 @@ void end_graph_pool(int device) noexcept;
 void free_graph_pool(int device, int id) noexcept;
 MemoryStats memory_stats(int device);
 void reset_peak(int device);
-// Gives every cached block back to the driver.
+// Gives every cached block back to the driver, except those kept for a live CUDA graph.
 void empty_cache(int device);
 
 // Page-locked host memory for batch uploads (cudaHostAlloc), reused like device memory.

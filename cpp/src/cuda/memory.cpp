@@ -94,7 +94,9 @@ void* allocate(size_t bytes, int device) {
   } else {
     set_device(device);
     cudaError_t err = cudaMalloc(&ptr, size);
-    if (err != cudaSuccess) {  // give the cache back and try once more
+    // Give the cache back and try once more; not while a graph is captured, where waiting for
+    // the stream is illegal (the out-of-memory error below is the truer report then).
+    if (err != cudaSuccess && !p.capturing) {
       cudaGetLastError();
       synchronize(device);
       free_cached(p, device);
