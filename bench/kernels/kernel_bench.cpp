@@ -483,10 +483,11 @@ Result run_pool_bwd(const Options& o) {
   return r;
 }
 
-// LRN then max pooling, backward in one kernel, against the CPU's two passes. Bytes: what the fused
-// kernel must move (x, y, denom read and dx written at the LRN's size; the pooled gradient read);
-// the two separate kernels move 2 more LRN-sized arrays (the gradient of y, written then read).
-Result run_lrn_pool_bwd(const Options& o) {
+// LRN then max pooling, backward in one kernel (or, two_kernels, the two the net runs with fusion
+// off), against the CPU's two passes. Bytes: what the fused kernel must move (x, y, denom read and
+// dx written at the LRN's size; the pooled gradient read); the two kernels move 2 more LRN-sized
+// arrays (the gradient of y, written then read).
+Result run_lrn_pool_bwd(const Options& o, bool two_kernels) {
   const PoolGeometry g = pool1(o.batch);
   const int64_t inner = int64_t(kHW1) * kHW1 * o.batch, n = kC1 * inner;
   const size_t ny = size_t(kC1) * g.out_h * g.out_w * o.batch;
@@ -498,16 +499,23 @@ Result run_lrn_pool_bwd(const Options& o) {
   cpu::pool_forward(y.data(), pooled.data(), g);
   cpu::pool_backward(y.data(), pooled.data(), dpooled.data(), dy.data(), g, false);
   cpu::lrn_backward(x.data(), y.data(), denom.data(), dy.data(), want.data(), kC1, inner, p, false);
-  Buf d_x(x), d_y(y), d_d(denom), d_dp(dpooled), d_dx(static_cast<size_t>(n));
+  Buf d_x(x), d_y(y), d_d(denom), d_dp(dpooled), d_dx(static_cast<size_t>(n)),
+      d_dy(two_kernels ? static_cast<size_t>(n) : 1);
   d_dx.poison();
   auto launch = [&] {
-    cu::lrn_pool_backward(d_x.get(), d_y.get(), d_d.get(), d_dp.get(), d_dx.get(), p, g, false);
+    if (two_kernels) {  // what the net runs with fusion off
+      cu::pool_backward(d_y.get(), nullptr, d_dp.get(), d_dy.get(), g, false);
+      cu::lrn_backward(d_x.get(), d_y.get(), d_d.get(), d_dy.get(), d_dx.get(), kC1, inner, p, false);
+    } else {
+      cu::lrn_pool_backward(d_x.get(), d_y.get(), d_d.get(), d_dp.get(), d_dx.get(), p, g, false);
+    }
   };
   launch();
-  Result r("lrn_maxpool_bwd", dims({kC1, kHW1, kHW1, o.batch}) + " size 5, 3/2");
+  Result r(two_kernels ? "lrn_maxpool_bwd_2k" : "lrn_maxpool_bwd",
+           dims({kC1, kHW1, kHW1, o.batch}) + " size 5, 3/2" + (two_kernels ? ", two kernels" : ""));
   r.check = compare(d_dx.download(), want, 1e-4, 1e-5 * max_abs_of(want));
   r.ms = time_ms(launch, o);
-  r.bytes = 4.0 * (4.0 * double(n) + double(ny));
+  r.bytes = 4.0 * (4.0 * double(n) + double(ny) + (two_kernels ? 2.0 * double(n) : 0.0));
   return r;
 }
 
@@ -671,7 +679,8 @@ std::vector<Kernel> kernels() {
   ks.push_back({"lrn_bwd", run_lrn_bwd});
   ks.push_back({"maxpool_fwd", run_pool_fwd});
   ks.push_back({"maxpool_bwd", run_pool_bwd});
-  ks.push_back({"lrn_maxpool_bwd", run_lrn_pool_bwd});
+  ks.push_back({"lrn_maxpool_bwd", [](const Options& o) { return run_lrn_pool_bwd(o, false); }});
+  ks.push_back({"lrn_maxpool_bwd_2k", [](const Options& o) { return run_lrn_pool_bwd(o, true); }});
   ks.push_back({"dropout", run_dropout});
   ks.push_back({"softmax_cost_fwd", run_softmax_fwd});
   ks.push_back({"softmax_cost_bwd", run_softmax_bwd});

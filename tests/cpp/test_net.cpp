@@ -272,6 +272,8 @@ TEST(NetFusion, LrnPoolBackwardEqualsTheTwoLayersBitForBit) {
       separate.set_fusion(false);
       EXPECT_EQ(fused.fused_layers(), std::vector<std::string>{"r1"});
       EXPECT_TRUE(separate.fused_layers().empty());
+      fused.set_profiling(true);
+      separate.set_profiling(true);
       for (uint32_t step = 0; step < 3; ++step) {
         for (Net* n : {&fused, &separate}) {
           feed8(*n, 5, 30 + step);
@@ -288,6 +290,10 @@ TEST(NetFusion, LrnPoolBackwardEqualsTheTwoLayersBitForBit) {
         fused.update();
         separate.update();
       }
+      // The fused net really skipped the pool's backward; the separate one ran it.
+      for (Net* n : {&fused, &separate})
+        for (const auto& t : n->layer_times())
+          if (t.layer == "p1") EXPECT_EQ(t.backward_calls, n == &fused ? 0 : 3) << (n == &fused ? "fused" : "separate");
     }
   Net two_readers(ModelSpec::from_json(lrn_pool_net(R"("pool":"max","size":3,"stride":2)", 5, true)), {}, 4);
   EXPECT_TRUE(two_readers.fused_layers().empty()) << "an LRN read by a pool and an fc was fused";

@@ -139,7 +139,11 @@ def test_lrn_pool_fusion_gives_the_same_numbers():
     x = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
     y = rng.integers(0, 4, 6)
     for net in (fused, separate):
+        net._net.set_profiling(True)
         net.forward_backward(x, y)
+    pool_calls = {n: {t["layer"]: t["backward_calls"] for t in net._net.layer_times()}["pool1a"]
+                  for n, net in (("fused", fused), ("separate", separate))}
+    assert pool_calls == {"fused": 0, "separate": 1}
     for name in fused.param_names():
         np.testing.assert_array_equal(fused.get_grad(name), separate.get_grad(name), err_msg=name)
     assert np.abs(fused.get_grad("conv1a.weights")).max() > 0

@@ -84,7 +84,8 @@ class Net {
   MathMode math_mode() const { return math_mode_; }
 
   // Per-layer wall time, accumulated over passes while profiling is on (for finding where a
-  // step's time goes). On a GPU device the times include waiting for the device.
+  // step's time goes). On a GPU device the times include waiting for the device. A pool layer
+  // whose LRN goes back through it (set_fusion) counts no backward calls: the LRN's include it.
   struct LayerTime {
     std::string layer;
     double forward_ms = 0, backward_ms = 0;

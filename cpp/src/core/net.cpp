@@ -371,8 +371,12 @@ void Net::set_cuda_graph(bool on) {
 void Net::drop_graph() { graph_.reset(); }
 
 void Net::set_fusion(bool on) {
-  if (on != fusion_) drop_graph();  // the captured backward pass is the other one
+  if (on == fusion_) return;
+  drop_graph();  // the captured backward pass is the other one
   fusion_ = on;
+  if (on)  // the gradients of fused LRN outputs are not needed any more
+    for (auto& n : nodes_)
+      if (n->fused_pool) n->grad = Tensor();
 }
 
 std::vector<std::string> Net::fused_layers() const {

@@ -196,6 +196,8 @@ void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, co
                 op, ": dx may not share memory with x, y, denom or dpooled");
   if (x.device().is_cpu()) {
     same_shape(op, y, scratch);
+    for (const Tensor* t : {&x, &y, &denom, &dpooled, static_cast<const Tensor*>(&dx)})
+      CONVNET_CHECK(scratch.data() != t->data(), op, ": scratch may not share memory with another argument");
     cpu::pool_backward(y.data(), pooled.data(), dpooled.data(), scratch.data(), g, false);
     cpu::lrn_backward(x.data(), y.data(), denom.data(), scratch.data(), dx.data(), x.dim(0),
                       inner_of(x), lp, accumulate);

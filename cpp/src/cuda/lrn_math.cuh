@@ -39,8 +39,11 @@ struct Launch {
   int chunk;  // channels per blockIdx.y
 };
 
-Launch launch_shape(int channels, int64_t inner) {
+// min_chunk: the fewest channels a thread walks (a kernel that recomputes values at the edges
+// of its chunk wants long chunks).
+Launch launch_shape(int channels, int64_t inner, int min_chunk = 1) {
   int64_t chunks = (kTargetThreads + inner - 1) / inner;
+  chunks = std::min<int64_t>(chunks, std::max(1, channels / min_chunk));
   chunks = std::clamp<int64_t>(chunks, 1, std::min<int64_t>(channels, 65535));
   const int chunk = int((channels + chunks - 1) / chunks);
   chunks = (channels + chunk - 1) / chunk;

@@ -6,6 +6,7 @@
 // of the window's last `size` values (dy_i and dy_i y_i / d_i) slides up with c. The gradient of
 // the LRN output is never written: one activation-sized write and read fewer than the two kernels,
 // the same arithmetic in the same order, so the same bits.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/check.h"
@@ -18,6 +19,10 @@ namespace {
 
 // The ring holds one LRN window; larger windows (no published net has one) take the two kernels.
 constexpr int kRing = 16;
+// A chunk of channels starts by gathering the size - 1 channels below it that the previous chunk
+// gathered too: chunks of at least 16 channels keep that repeat under a quarter for size 5 (the
+// AlexNet shapes at batch 128 still launch 4e5 threads and more).
+constexpr int kMinChunk = 16;
 
 template <bool kMax>
 __global__ void lrn_pool_backward_kernel(const float* x, const float* y, const float* denom,
@@ -64,7 +69,7 @@ void lrn_pool_backward(const float* x, const float* y, const float* denom, const
   const int channels = pg.channels;
   const int64_t inner = int64_t(pg.height) * pg.width * pg.batch;
   if (channels <= 0 || inner <= 0) return;
-  if (lp.size > kRing) {  // the two kernels, through a temporary
+  if (std::min(lp.size, channels) > kRing) {  // the two kernels, through a temporary
     Scratch dy(size_t(channels) * size_t(inner) * sizeof(float));
     float* dyp = static_cast<float*>(dy.ptr);
     pool_backward(y, nullptr, dpooled, dyp, pg, false);
@@ -73,7 +78,7 @@ void lrn_pool_backward(const float* x, const float* y, const float* denom, const
   }
   const int before = lp.size / 2, after = lp.size - 1 - lp.size / 2;
   const float coeff = 2.0f * lp.alpha * lp.beta;  // as lrn.cu rounds it
-  const Launch l = launch_shape(channels, inner);
+  const Launch l = launch_shape(channels, inner, kMinChunk);
   const Geo geo = geo_of(pg);
   if (pg.type == PoolType::Max)
     lrn_pool_backward_kernel<true><<<l.grid, l.block, 0, current_stream()>>>(
