@@ -95,7 +95,6 @@ class StepGraph {
   // Queues one replay on the device's compute stream.
   void launch();
   size_t nodes() const;
-  size_t dropout_nodes() const;
 
  private:
   struct Impl;

@@ -18,8 +18,6 @@ struct StepGraph::Impl {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   std::vector<DropoutNode> dropout;
-  bool step_known = false;
-  uint64_t step = 0;  // the step the dropout nodes hold now
 
   void destroy() noexcept {
     if (exec) cudaGraphExecDestroy(exec);
@@ -27,7 +25,6 @@ struct StepGraph::Impl {
     exec = nullptr;
     graph = nullptr;
     dropout.clear();
-    step_known = false;
   }
 };
 
@@ -105,10 +102,7 @@ bool StepGraph::ready() const { return impl_->exec != nullptr; }
 void StepGraph::set_dropout_step(uint64_t step) {
   Impl& g = *impl_;
   CONVNET_CHECK(g.exec, "StepGraph::set_dropout_step: no graph has been captured");
-  if (g.step_known && g.step == step) return;
   for (const DropoutNode& d : g.dropout) patch_dropout_step(g.exec, d, step);
-  g.step = step;
-  g.step_known = true;
 }
 
 void StepGraph::launch() {
@@ -124,6 +118,5 @@ size_t StepGraph::nodes() const {
   return n;
 }
 
-size_t StepGraph::dropout_nodes() const { return impl_->dropout.size(); }
 
 }  // namespace convnet::cuda
