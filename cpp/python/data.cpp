@@ -105,7 +105,7 @@ void bind_data(py::module_& m) {
       .def(py::init([](std::shared_ptr<DataSource> source, int batch, bool shuffle, bool train,
                        bool drop_last, uint64_t seed, int workers, int prefetch, int crop,
                        bool random_crop, bool mirror, float pca_std, bool subtract_mean_image,
-                       float mean_value, float scale, const DataStats& stats) {
+                       float mean_value, float scale, const DataStats& stats, bool pinned) {
              PipelineOptions o;
              o.batch = batch;
              o.shuffle = shuffle;
@@ -117,6 +117,7 @@ void bind_data(py::module_& m) {
              // Safe here: Python never holds a batch's tensors outside its Batch (images() and
              // Net.set_batch copy them).
              o.reuse_batch_memory = true;
+             o.pinned_memory = pinned;
              o.augment = make_augment(crop, random_crop, mirror, pca_std, subtract_mean_image,
                                       mean_value, scale);
              return std::make_unique<Pipeline>(std::move(source), o, stats);
@@ -126,7 +127,7 @@ void bind_data(py::module_& m) {
            py::arg("workers") = 2, py::arg("prefetch") = 4, py::arg("crop") = 0,
            py::arg("random_crop") = true, py::arg("mirror") = true, py::arg("pca_std") = 0.f,
            py::arg("subtract_mean_image") = false, py::arg("mean_value") = 0.f,
-           py::arg("scale") = 1.f, py::arg("stats") = DataStats{})
+           py::arg("scale") = 1.f, py::arg("stats") = DataStats{}, py::arg("pinned") = false)
       .def("next", [](Pipeline& p) -> py::object {
              auto b = std::make_unique<Batch>();
              bool ok;

@@ -214,6 +214,15 @@ int run(int argc, char** argv) {
   }
   po.workers = std::max(1, to_int(args, "workers"));
   po.reuse_batch_memory = true;  // the trainer copies each batch into the net before the next
+  const std::vector<Device> devices = parse_devices(args.at("device"), spec);
+  // The net first: a GPU that is not there is named by it before the pipeline asks for one.
+  Net net(spec, devices, po.seed);
+  CONVNET_CHECK(args.at("math") == "fp32" || args.at("math") == "tf32", "--math must be fp32 or tf32");
+  net.set_math_mode(args.at("math") == "tf32" ? MathMode::Tf32 : MathMode::Fp32);
+  net.set_cuda_graph(args.count("cuda-graph") > 0);
+  // Batches for a GPU go up by DMA from page-locked memory, with no staging copy.
+  po.pinned_memory = std::any_of(devices.begin(), devices.end(),
+                                 [](const Device& d) { return d.is_cuda(); });
   po.augment.crop = to_int(args, "crop");
   po.augment.mirror = args.count("mirror") > 0;
   po.augment.pca_std = float(pca_std);
@@ -226,11 +235,6 @@ int run(int argc, char** argv) {
   test_po.train = false;
   test_po.shuffle = false;
   Pipeline train(data.train, po, stats), test(data.test, test_po, stats);
-
-  Net net(spec, parse_devices(args.at("device"), spec), po.seed);
-  CONVNET_CHECK(args.at("math") == "fp32" || args.at("math") == "tf32", "--math must be fp32 or tf32");
-  net.set_math_mode(args.at("math") == "tf32" ? MathMode::Tf32 : MathMode::Fp32);
-  net.set_cuda_graph(args.count("cuda-graph") > 0);
 
   TrainerOptions o;
   o.epochs = to_int(args, "epochs");

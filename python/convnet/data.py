@@ -64,19 +64,22 @@ def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) ->
 
 class Pipeline:
     """Shuffles per epoch with `seed`, decodes and augments on `workers` threads into a queue of
-    `prefetch` batches. Output is identical for any number of workers."""
+    `prefetch` batches. Output is identical for any number of workers. `pinned` puts full-size
+    batches in page-locked memory, so that a net whose input is on a GPU uploads them by DMA with
+    no staging copy (needs a GPU)."""
 
     def __init__(self, source: DataSource, batch: int = 128, *, shuffle: bool = True,
                  train: bool = True, drop_last: bool = False, seed: int = 1, workers: int = 2,
                  prefetch: int = 4, crop: int = 0, random_crop: bool = True, mirror: bool = True,
                  pca_std: float = 0.0, subtract_mean_image: bool = False, mean_value: float = 0.0,
-                 scale: float = 1.0, stats: DataStats | None = None):
+                 scale: float = 1.0, stats: DataStats | None = None, pinned: bool = False):
         if batch < 1 or workers < 1 or prefetch < 1:
             raise ValueError(f"batch, workers and prefetch must be >= 1 (got {batch}, {workers}, {prefetch})")
         self.source = source
         self._pipe = _core.Pipeline(source, batch, shuffle, train, drop_last, seed, workers, prefetch,
                                     crop, random_crop, mirror, pca_std, subtract_mean_image,
-                                    mean_value, scale, stats if stats is not None else DataStats())
+                                    mean_value, scale, stats if stats is not None else DataStats(),
+                                    pinned)
 
     def epoch(self):
         """Iterates over the batches of the current epoch; the next call continues with the next."""

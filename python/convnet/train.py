@@ -215,10 +215,11 @@ class DataPrep:
     def classes(self) -> int:
         return self.train_source.classes
 
-    def pipelines(self, batch: int, seed: int = 1, workers: int = 2):
+    def pipelines(self, batch: int, seed: int = 1, workers: int = 2, pinned: bool = False):
+        """The training and test pipelines; `pinned` for a net whose input is on a GPU."""
         common = dict(batch=batch, seed=seed, workers=workers, crop=self.crop, scale=self.scale,
                       mean_value=self.mean_value, subtract_mean_image=self.mean == "image",
-                      stats=self.stats)
+                      stats=self.stats, pinned=pinned)
         train = _data.Pipeline(self.train_source, shuffle=True, train=True, mirror=self.mirror,
                                pca_std=self.pca_std, **common)
         test = _data.Pipeline(self.test_source, shuffle=False, train=False, **common)
@@ -257,7 +258,10 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
         # The run's seed keys the data order and the dropout masks: a resumed run keeps it.
         seed = _core.read_checkpoint_meta(checkpoint)["seed"]
     net = Net(model, devices=devices, seed=seed, math=math, cuda_graph=cuda_graph)
-    train_pipe, test_pipe = prep.pipelines(batch, seed=seed, workers=workers)
+    # Batches for a GPU input are filled in page-locked memory and go up without a staging copy.
+    pinned = any(l["device"].startswith("cuda") for l in net._net.layers()
+                 if l["type"] in ("input", "labels"))
+    train_pipe, test_pipe = prep.pipelines(batch, seed=seed, workers=workers, pinned=pinned)
     if log is None and save_dir:
         log = os.path.join(save_dir, "log.jsonl")
     trainer = Trainer(net, train_pipe, test_pipe, epochs=epochs, schedule=schedule,

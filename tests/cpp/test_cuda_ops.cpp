@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "convnet/data.h"
 #include "convnet/device.h"
 #include "convnet/error.h"
 #include "convnet/net.h"
@@ -1336,6 +1337,50 @@ TEST(CudaSoftmaxCost, BadLabelIsNamedAndNotReadOutOfBounds) {
     Tensor probs = poisoned({K, 1, 1, N}, gpu());
     EXPECT_THROW(softmax_cost_forward(logits.gpu, labels, probs), ValueError);
   }
+}
+
+// Batches in page-locked memory (PipelineOptions::pinned_memory): the driver sees the full-size
+// ones as page-locked, their contents are those of ordinary batches, and a net fed from them
+// (uploaded by DMA, no staging copy) trains to the same bits as one fed from ordinary batches.
+TEST(CudaPipeline, PinnedBatchesArePageLockedAndTrainTheSameBits) {
+  CONVNET_REQUIRE_GPU();
+  auto source = generated_source(100, 5, 4, 9, 3);  // batches of 32, 32, 32, 4
+  PipelineOptions plain_options;
+  plain_options.batch = 32;
+  plain_options.reuse_batch_memory = true;
+  PipelineOptions pinned_options = plain_options;
+  pinned_options.pinned_memory = true;
+  Pipeline plain(source, plain_options), pinned(source, pinned_options);
+  Net plain_net(ModelSpec::from_json(kDag), {gpu()}, 3), pinned_net(ModelSpec::from_json(kDag), {gpu()}, 3);
+  int batches = 0;
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    convnet::Batch a, b;
+    while (plain.next(a)) {
+      const std::string when = "batch " + std::to_string(batches);
+      ASSERT_TRUE(pinned.next(b)) << when;
+      const bool full = b.images.dim(3) == 32;
+      EXPECT_FALSE(a.images.is_pinned()) << when;
+      EXPECT_EQ(b.images.is_pinned(), full) << when << ": only full-size batches are page-locked";
+      EXPECT_EQ(b.labels.is_pinned(), full) << when;
+#ifdef CONVNET_WITH_CUDA
+      EXPECT_EQ(cuda::is_page_locked(b.images.data()), full) << when << ": what the driver says";
+#endif
+      ASSERT_EQ(a.images.shape(), b.images.shape()) << when;
+      EXPECT_EQ(std::memcmp(a.images.data(), b.images.data(), sizeof(float) * size_t(a.images.numel())), 0) << when;
+      EXPECT_EQ(std::memcmp(a.labels.data(), b.labels.data(), sizeof(float) * size_t(a.labels.numel())), 0) << when;
+      for (auto [net, batch] : {std::pair{&plain_net, &a}, std::pair{&pinned_net, &b}}) {
+        net->set_input("data", batch->images);
+        net->set_input("labels", batch->labels);
+        net->forward_backward();
+        net->update();
+      }
+      EXPECT_EQ(rel_error(pinned_net.output("data").to_vector(), plain_net.output("data").to_vector()), 0) << when;
+      expect_same_params(plain_net, pinned_net, 0, when);
+      ++batches;
+    }
+    EXPECT_FALSE(pinned.next(b)) << "the pinned pipeline has more batches in epoch " << epoch;
+  }
+  EXPECT_EQ(batches, 8);
 }
 
 }  // namespace

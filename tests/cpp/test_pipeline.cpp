@@ -25,6 +25,7 @@
 
 #include "convnet/data.h"
 #include "convnet/error.h"
+#include "test_util.h"
 
 namespace convnet {
 namespace {
@@ -450,6 +451,27 @@ TEST(Pipeline, RejectsBadOptions) {
   o.workers = 1;
   o.batch = 0;
   EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
+}
+
+// Page-locked batches are for uploads to a GPU and are locked once each: they need batch reuse,
+// and a GPU (where none is visible, as in CI, the pipeline says so rather than failing later).
+TEST(Pipeline, PinnedMemoryNeedsBatchReuseAndAGpu) {
+  using convnet::testing::expect_throw_containing;
+  auto src = generated_source(20, 2, 3, 8);
+  PipelineOptions o;
+  o.pinned_memory = true;
+  expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "needs reuse_batch_memory");
+  o.reuse_batch_memory = true;
+  if (cuda_device_count() > 0) {
+    Pipeline p(src, o);  // with a GPU: CudaPipeline.PinnedBatchesArePageLockedAndTrainTheSameBits
+    Batch b;
+    ASSERT_TRUE(p.next(b));
+    EXPECT_TRUE(b.images.is_pinned());
+  } else {
+    expect_throw_containing<ValueError>([&] { Pipeline p(src, o); },
+                                        cuda_compiled() ? "no GPU is visible" : "no CUDA backend");
+    EXPECT_THROW(Tensor::pinned({4}), RuntimeError);
+  }
 }
 
 // ---- sources ----

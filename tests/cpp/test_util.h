@@ -1,4 +1,4 @@
-// Shared helpers for the C++ tests: random data, float64 comparisons, finite differences.
+// Shared helpers for the C++ tests: random data, float64 comparisons, finite differences, errors.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace convnet::testing {
@@ -57,6 +58,17 @@ inline double weighted_sum(const std::vector<double>& y, const std::vector<doubl
   double s = 0;
   for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
   return s;
+}
+
+// `run()` throws an E whose message contains `part` (the message is shown when it does not).
+template <class E>
+void expect_throw_containing(const std::function<void()>& run, const std::string& part) {
+  try {
+    run();
+    ADD_FAILURE() << "no exception; expected one saying \"" << part << "\"";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace convnet::testing

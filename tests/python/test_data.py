@@ -355,6 +355,13 @@ def test_pipeline_gives_up_when_nothing_loads(tmp_path):
         next(pipe.epoch())
 
 
+@pytest.mark.skipif(_core.cuda_device_count() > 0, reason="checks the error given where no GPU is visible")
+def test_pinned_pipeline_without_a_gpu_says_so():
+    src = data.generated_source(20, 2, 3, 8)
+    with pytest.raises(ValueError, match="pinned_memory is for uploads to a GPU"):
+        data.Pipeline(src, batch=4, pinned=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # IDX
 

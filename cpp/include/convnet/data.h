@@ -115,6 +115,11 @@ struct PipelineOptions {
   // AlexNet batch. Then keep the Batch, not only a copy of its tensors, for as long as you read
   // them. The Python Pipeline always does this (its batches' tensors never leave the Batch).
   bool reuse_batch_memory = false;
+  // Full-size batches in page-locked host memory (Tensor::pinned), for a net whose input is on a
+  // GPU: the upload is then one DMA, with no copy into a staging buffer first. Page-locking is
+  // slow, so it needs reuse_batch_memory (each buffer is locked once); a last partial batch is
+  // plain memory. Needs the CUDA backend and a GPU.
+  bool pinned_memory = false;
   AugmentOptions augment;
 };
 

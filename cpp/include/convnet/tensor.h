@@ -24,6 +24,9 @@ class Tensor {
   Tensor(Shape shape, Device device);  // uninitialised memory
 
   static Tensor zeros(Shape shape, Device device);
+  // A host tensor in page-locked memory: a GPU reads it by DMA, with no staging copy (what the
+  // data pipeline fills for a net on a GPU). Needs the CUDA backend and a GPU.
+  static Tensor pinned(Shape shape);
 
   const Shape& shape() const { return shape_; }
   int dim(int i) const { return shape_.at(static_cast<size_t>(i)); }
@@ -31,6 +34,7 @@ class Tensor {
   int64_t numel() const { return shape_numel(shape_); }
   const Device& device() const { return device_; }
   bool defined() const { return storage_ != nullptr; }
+  bool is_pinned() const;  // host memory that is page-locked (Tensor::pinned)
 
   float* data();
   const float* data() const;

@@ -31,7 +31,7 @@ struct Net::Node {
   // pool's node, whether its backward is left to the LRN.
   Node* fused_pool = nullptr;
   bool backward_in_producer = false;
-  PinnedBuffer staging;      // input layers on a GPU: batches go up through page-locked memory
+  PinnedBuffer staging;      // input layers on a GPU: pageable batches go up through it
   Net::LayerTime time;
   std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
 };
@@ -215,7 +215,9 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
   CONVNET_CHECK(ok, "input '", name, "': expected a batch of shape ", shape_str(want),
                 " (CHWN), got ", shape_str(batch.shape()));
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
-  if (n.device.is_cuda() && batch.device().is_cpu()) {
+  // Pageable host memory goes up through page-locked staging; a pinned batch (the pipeline's
+  // PipelineOptions::pinned_memory) is copied by DMA straight from where it is.
+  if (n.device.is_cuda() && batch.device().is_cpu() && !batch.is_pinned()) {
     const size_t bytes = sizeof(float) * size_t(batch.numel());
     void* pinned = n.staging.get(bytes);
     std::memcpy(pinned, batch.data(), bytes);

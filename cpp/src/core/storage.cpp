@@ -21,10 +21,18 @@ namespace {
 }  // namespace
 #endif
 
-Storage::Storage(size_t floats, Device device) : floats_(floats), device_(device) {
+Storage::Storage(size_t floats, Device device, bool pinned)
+    : floats_(floats), device_(device), pinned_(pinned) {
+  CONVNET_CHECK(!pinned || device.is_cpu(), "page-locked memory is host memory, not ", device.str());
   const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
   if (bytes == 0) return;
-  if (device.is_cpu()) {
+  if (pinned) {
+#ifdef CONVNET_WITH_CUDA
+    data_ = static_cast<float*>(cuda::allocate_pinned(bytes));
+#else
+    no_cuda("allocating page-locked host memory");
+#endif
+  } else if (device.is_cpu()) {
     data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
     if (!data_)
       throw RuntimeError(detail::concat("out of host memory allocating ", bytes, " bytes"));
@@ -39,7 +47,11 @@ Storage::Storage(size_t floats, Device device) : floats_(floats), device_(device
 
 Storage::~Storage() {
   if (!data_) return;
-  if (device_.is_cpu()) {
+  if (pinned_) {
+#ifdef CONVNET_WITH_CUDA
+    cuda::release_pinned(data_);
+#endif
+  } else if (device_.is_cpu()) {
     std::free(data_);
   } else {
 #ifdef CONVNET_WITH_CUDA

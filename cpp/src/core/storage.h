@@ -8,7 +8,8 @@ namespace convnet {
 
 class Storage {
  public:
-  Storage(size_t floats, Device device);
+  // `pinned`: host memory that is page-locked (cudaHostAlloc), so a GPU copies it by DMA.
+  Storage(size_t floats, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -16,11 +17,13 @@ class Storage {
   float* data() const { return data_; }
   size_t size() const { return floats_; }
   const Device& device() const { return device_; }
+  bool pinned() const { return pinned_; }
 
  private:
   float* data_ = nullptr;
   size_t floats_ = 0;
   Device device_;
+  bool pinned_ = false;
 };
 
 // Page-locked host memory for uploading batches to a GPU (plain host memory in a CPU-only build).

@@ -22,11 +22,28 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+namespace {
+void check_shape(const Shape& shape) {
+  for (int d : shape)
+    CONVNET_CHECK(d >= 0, "tensor shape ", shape_str(shape), " has a negative dimension");
+}
+}  // namespace
+
 Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(device) {
-  for (int d : shape_)
-    CONVNET_CHECK(d >= 0, "tensor shape ", shape_str(shape_), " has a negative dimension");
+  check_shape(shape_);
   storage_ = std::make_shared<Storage>(static_cast<size_t>(numel()), device_);
 }
+
+Tensor Tensor::pinned(Shape shape) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  check_shape(t.shape_);
+  t.device_ = Device::cpu();
+  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(t.numel()), t.device_, true);
+  return t;
+}
+
+bool Tensor::is_pinned() const { return storage_ && storage_->pinned(); }
 
 Tensor Tensor::zeros(Shape shape, Device device) {
   Tensor t(std::move(shape), device);

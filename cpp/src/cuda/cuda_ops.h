@@ -65,6 +65,8 @@ void empty_cache(int device);
 // Page-locked host memory for batch uploads (cudaHostAlloc), reused like device memory.
 void* allocate_pinned(size_t bytes);
 void release_pinned(void* ptr) noexcept;
+// What the driver says of a host address: page-locked memory it can copy by DMA (for tests).
+bool is_page_locked(const void* host_ptr);
 
 // Any direction among host and CUDA devices. Host<->device copies are synchronous with respect
 // to the host; device<->device copies are ordered on the destination's compute stream.

@@ -194,6 +194,12 @@ void release_pinned(void* ptr) noexcept {
   if (ptr && cudaFreeHost(ptr) != cudaSuccess) cudaGetLastError();
 }
 
+bool is_page_locked(const void* host_ptr) {
+  cudaPointerAttributes a{};
+  CONVNET_CUDA_CHECK(cudaPointerGetAttributes(&a, host_ptr));
+  return a.type == cudaMemoryTypeHost;
+}
+
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
           size_t bytes) {
   if (bytes == 0) return;

@@ -115,6 +115,12 @@ struct Pipeline::Impl {
     CONVNET_CHECK(opt.batch >= 1, "Pipeline: batch ", opt.batch, " must be at least 1");
     CONVNET_CHECK(opt.workers >= 1, "Pipeline: workers ", opt.workers, " must be at least 1");
     CONVNET_CHECK(opt.prefetch >= 1, "Pipeline: prefetch ", opt.prefetch, " must be at least 1");
+    CONVNET_CHECK(!opt.pinned_memory || opt.reuse_batch_memory,
+                  "Pipeline: pinned_memory needs reuse_batch_memory (page-locking each batch anew "
+                  "would cost more than the copy it saves)");
+    CONVNET_CHECK(!opt.pinned_memory || cuda_device_count() > 0,
+                  "Pipeline: pinned_memory is for uploads to a GPU, and ",
+                  cuda_compiled() ? "no GPU is visible" : "this build has no CUDA backend");
     channels = source->channels();
     if (channels <= 4) window_source = dynamic_cast<const WindowSource*>(source.get());
     height = source->height();
@@ -244,7 +250,10 @@ struct Pipeline::Impl {
         pool->idle.pop_back();
       }
     }
-    if (!buffers.first.defined()) {
+    if (!buffers.first.defined() && reuse && opt.pinned_memory) {
+      buffers.first = Tensor::pinned({channels, out_h, out_w, n});
+      buffers.second = Tensor::pinned({n});
+    } else if (!buffers.first.defined()) {
       buffers.first = Tensor({channels, out_h, out_w, n}, Device::cpu());
       buffers.second = Tensor({n}, Device::cpu());
       advise_huge_pages(buffers.first.data(), buffers.first.numel());
