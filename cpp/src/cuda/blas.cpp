@@ -14,7 +14,13 @@ namespace {
 struct Handle {
   cublasHandle_t handle = nullptr;
   MathMode mode = MathMode::Fp32;
+  void* workspace = nullptr;  // held for the life of the process, like the handle
 };
+
+// cuBLAS's advice for Hopper (4 MiB suffices before it). A workspace of our own means cuBLAS
+// never allocates: not during a graph capture (before CUDA 12.2 it took a fresh block for every
+// captured graph), and its bytes count in cuda_memory_stats like any tensor's.
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 std::mutex mu;
 std::deque<Handle>& handles() {  // a deque: references stay valid when it grows
   static std::deque<Handle> h;
@@ -26,12 +32,25 @@ Handle& handle_for(int device) {
   auto& hs = handles();
   if (device >= static_cast<int>(hs.size())) hs.resize(device + 1);
   Handle& h = hs[device];
-  if (!h.handle) {
-    set_device(device);
-    CONVNET_CUBLAS_CHECK(cublasCreate(&h.handle));
-    CONVNET_CUBLAS_CHECK(cublasSetStream(h.handle, stream(device)));
-    CONVNET_CUBLAS_CHECK(cublasSetMathMode(h.handle, CUBLAS_DEFAULT_MATH));
+  if (h.handle) return h;
+  // Published only once fully set up: a failure here leaves no half-configured handle behind.
+  set_device(device);
+  cublasHandle_t handle = nullptr;
+  CONVNET_CUBLAS_CHECK(cublasCreate(&handle));
+  void* workspace = nullptr;
+  try {
+    CONVNET_CUBLAS_CHECK(cublasSetStream(handle, stream(device)));
+    // After cublasSetStream, which puts the default workspace back.
+    workspace = allocate(kWorkspaceBytes, device);
+    CONVNET_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kWorkspaceBytes));
+    CONVNET_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  } catch (...) {
+    cublasDestroy(handle);
+    if (workspace) release(workspace, device);
+    throw;
   }
+  h.handle = handle;
+  h.workspace = workspace;
   return h;
 }
 }  // namespace
