@@ -43,8 +43,8 @@ What it measures
     Each round runs a convnet phases run, a torch phases run, a convnet step, a torch step and a
     convnet graph step, so drift in the card's clocks falls on both alike; every figure is the
     median over ``--steps`` rounds. Peak memory: convnet ``cuda_memory_stats(0)["peak_bytes"]`` after ``cuda_reset_peak(0)``
-    before the net is built (bytes held by live tensors at the worst moment; cuBLAS's own workspace
-    is not counted), torch ``torch.cuda.max_memory_allocated()`` after
+    before the net is built (bytes held by live tensors at the worst moment, cuBLAS's 32 MiB
+    workspace included: it comes from the same allocator), torch ``torch.cuda.max_memory_allocated()`` after
     ``torch.cuda.reset_peak_memory_stats()`` before the model is built (cuDNN workspaces included).
 
 How to run
