@@ -33,7 +33,10 @@ What it measures
       synchronised anyway; torch: model + loss, then synchronise), ``backward``, ``update``
       (torch: ``optimizer.step()`` + ``zero_grad``), each followed by a synchronise; and ``input``,
       the upload of the NCHW numpy batch: convnet ``set_batch`` (NCHW -> CHWN on the host, then
-      the copy), torch ``torch.from_numpy(x).to("cuda")``;
+      the copy), torch ``torch.from_numpy(x).to("cuda")``; and ``upload``, what a training loop
+      pays per batch: convnet a ``data.Pipeline(..., pinned=True)`` batch (CHWN, page-locked) fed
+      with ``set_batch``, torch a ``pin_memory()`` tensor (as DataLoader's ``pin_memory=True``
+      gives) copied with ``.to("cuda", non_blocking=True)``;
     * step: forward + backward + update with no synchronise in between and one at the end -- the
       number to compare (images/s = batch / step time). The input is not part of it.
     * graph step (convnet): the same step with forward and backward replayed from a captured CUDA
@@ -93,7 +96,7 @@ try:
 except ImportError:  # PyTorch is optional: without it only convnet is timed
     torch = None
 
-PHASES = ("input", "forward", "backward", "update")
+PHASES = ("input", "upload", "forward", "backward", "update")
 NETS = ("onetower", "alexnet2012")
 MODES = ("fp32", "tf32")
 MIB = 1 << 20
@@ -203,6 +206,12 @@ class ConvnetRunner:
         self.math = self.net.math
         self.params = self.net.parameter_count
         self.x, self.y = x, y
+        # What a training loop uploads: a pipeline batch, already CHWN, in page-locked memory
+        # (the same values: no crop, mean 0, scale 1).
+        pipe = convnet.data.Pipeline(convnet.data.array_source(x, y, 1000), batch=len(x), shuffle=False,
+                                     train=False, mirror=False, pinned=True, workers=1, prefetch=1)
+        self.pinned_batch = next(pipe.epoch())
+        self.feed = (self.net.inputs[0], self.net.label_inputs[0])
         self.net.set_batch(x, y)
         # forward()/backward() stay eager; forward_backward() replays the captured graph.
         self.net.cuda_graph = True
@@ -215,15 +224,19 @@ class ConvnetRunner:
         net.set_batch(self.x, self.y)
         sync(0)
         t1 = clock()
-        stats = net._net.forward(True)  # returns host statistics: ends synchronised
+        net._net.set_batch(self.pinned_batch, *self.feed)
+        sync(0)
         t2 = clock()
+        stats = net._net.forward(True)  # returns host statistics: ends synchronised
+        t3 = clock()
         net.backward()
         sync(0)
-        t3 = clock()
+        t4 = clock()
         net.update(self.lr_scale)
         sync(0)
-        t4 = clock()
-        return {"input": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "update": t4 - t3}, float(stats["objective"])
+        t5 = clock()
+        return {"input": t1 - t0, "upload": t2 - t1, "forward": t3 - t2, "backward": t4 - t3,
+                "update": t5 - t4}, float(stats["objective"])
 
     def step(self):
         sync, clock, net = convnet.cuda_synchronize, time.perf_counter, self.net
@@ -289,6 +302,7 @@ class TorchRunner:
         self.x_host, self.y_host = x, y
         self.x = torch.from_numpy(x).to(self.dev)
         self.y = torch.from_numpy(y).to(self.dev)
+        self.x_pinned, self.y_pinned = torch.from_numpy(x).pin_memory(), torch.from_numpy(y).pin_memory()
         torch.cuda.synchronize()
 
     def phases(self):
@@ -298,17 +312,22 @@ class TorchRunner:
         x = torch.from_numpy(self.x_host).to(self.dev)
         sync()
         t1 = clock()
-        loss = self.loss_fn(self.model(x), self.y)
+        x = self.x_pinned.to(self.dev, non_blocking=True)
+        y = self.y_pinned.to(self.dev, non_blocking=True)
         sync()
         t2 = clock()
-        loss.backward()
+        loss = self.loss_fn(self.model(x), y)
         sync()
         t3 = clock()
+        loss.backward()
+        sync()
+        t4 = clock()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         sync()
-        t4 = clock()
-        return {"input": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "update": t4 - t3}, float(loss.detach())
+        t5 = clock()
+        return {"input": t1 - t0, "upload": t2 - t1, "forward": t3 - t2, "backward": t4 - t3,
+                "update": t5 - t4}, float(loss.detach())
 
     def step(self):
         sync, clock = torch.cuda.synchronize, time.perf_counter
@@ -325,7 +344,7 @@ class TorchRunner:
         return torch.cuda.max_memory_allocated(self.dev)
 
     def close(self):
-        del self.model, self.opt, self.x, self.y
+        del self.model, self.opt, self.x, self.y, self.x_pinned, self.y_pinned
         gc.collect()
         torch.cuda.empty_cache()
 
@@ -431,7 +450,8 @@ def print_config(results):
         ph = r["phases_ms"]
         print(f"  {r['framework']:<8} step {r['step_ms']:8.2f} ms  {r['images_per_s']:8.1f} images/s  "
               f"(min {r['step_min_ms']:.2f}, max {r['step_max_ms']:.2f}); forward {ph['forward']:.2f}, "
-              f"backward {ph['backward']:.2f}, update {ph['update']:.2f}, input {ph['input']:.2f} ms; "
+              f"backward {ph['backward']:.2f}, update {ph['update']:.2f}, input {ph['input']:.2f}, "
+              f"upload {ph['upload']:.2f} ms; "
               f"peak {r['peak_mib']:.0f} MiB; {r['parameters']:,} parameters", flush=True)
         if "graph_step_ms" in r:
             print(f"  {r['framework']:<8} step from a CUDA graph {r['graph_step_ms']:8.2f} ms "
@@ -464,8 +484,8 @@ def markdown(results, info) -> str:
            else "; torch not run"),
         "",
         "| net | math | framework | step ms | graph step ms | images/s | forward | backward | update | input "
-        "| peak MiB | torch / convnet: step | graph step | forward | backward |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| upload | peak MiB | torch / convnet: step | graph step | forward | backward |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ph = r["phases_ms"]
@@ -478,14 +498,15 @@ def markdown(results, info) -> str:
                       f"{t['phases_ms']['backward'] / ph['backward']:.2f}"]
         lines.append(f"| {r['net']} | {r['math']} | {r['framework']} | {r['step_ms']:.1f} | "
                      f"{f'{graph:.1f}' if graph else ''} | {r['images_per_s']:.0f} | "
-                     f"{ph['forward']:.1f} | {ph['backward']:.1f} | {ph['update']:.2f} | {ph['input']:.1f} | "
+                     f"{ph['forward']:.1f} | {ph['backward']:.1f} | {ph['update']:.2f} | {ph['input']:.1f} | {ph['upload']:.1f} | "
                      f"{r['peak_mib']:.0f} | " + " | ".join(ratios) + " |")
     lines.append("")
     lines.append("(ms, medians of the timed rounds, the frameworks interleaved; wall clock between device "
                  "synchronisations; step = forward + backward + update on a batch already on the GPU, with no "
                  "synchronisation inside; graph step = the same with forward and backward replayed from a "
-                 "CUDA graph (convnet's cuda_graph; torch eager); input = upload of the NCHW batch, not part "
-                 "of the step; "
+                 "CUDA graph (convnet's cuda_graph; torch eager); input = upload of the NCHW numpy batch, "
+                 "upload = of a page-locked training batch (convnet: a pinned pipeline batch; torch: a "
+                 "pin_memory() tensor), neither part of the step; "
                  "torch / convnet > 1 means convnet is faster)")
     return "\n".join(lines)
 
