@@ -110,6 +110,9 @@ double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_
   return total;
 }
 
-double sum_squares(const float* x, int64_t n) { return sum_squares({x}, {n}); }
+// The vectors spelt out: with braces alone, ({x}, {n}) picks this overload again (endless recursion).
+double sum_squares(const float* x, int64_t n) {
+  return sum_squares(std::vector<const float*>{x}, std::vector<int64_t>{n});
+}
 
 }  // namespace convnet::cuda
