@@ -1,7 +1,14 @@
 # The CUDA backend is compiled whenever nvcc is found (CONVNET_CUDA=AUTO), so CUDA code never rots
 # on machines without a GPU; running it needs a GPU. Default architecture: sm_90 (H100/H200).
+# CONVNET_CUDA=EMULATE builds the same backend as C++ against cuda_emu (tests/cuda_emu), which runs
+# kernels, copies, cuBLAS and CUDA graphs on the host: the GPU tests then run without a GPU.
 set(CONVNET_WITH_CUDA OFF)
-if(NOT CONVNET_CUDA STREQUAL "OFF")
+set(CONVNET_CUDA_EMULATION OFF)
+if(CONVNET_CUDA STREQUAL "EMULATE")
+  set(CONVNET_WITH_CUDA ON)
+  set(CONVNET_CUDA_EMULATION ON)
+  message(STATUS "convnet: CUDA backend EMULATED on the host (cuda_emu; a test build, no GPU code)")
+elseif(NOT CONVNET_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)

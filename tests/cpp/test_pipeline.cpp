@@ -459,6 +459,7 @@ TEST(Pipeline, PinnedMemoryNeedsBatchReuseAndAGpu) {
   using convnet::testing::expect_throw_containing;
   auto src = generated_source(20, 2, 3, 8);
   PipelineOptions o;
+  o.batch = 4;  // full batches: a partial one is plain memory
   o.pinned_memory = true;
   expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "needs reuse_batch_memory");
   o.reuse_batch_memory = true;

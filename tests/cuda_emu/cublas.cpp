@@ -1,0 +1,89 @@
+// cuda_emu: cuBLAS SGEMM on the host BLAS, with cuBLAS's argument checks and the operands checked
+// to lie in memory of the handle's device (see include/cublas_v2.h).
+#include <algorithm>
+
+#include "cublas_v2.h"
+
+#ifdef CONVNET_SCIPY_OPENBLAS
+#include <cblas.h>
+#define CUDA_EMU_SGEMM scipy_cblas_sgemm
+#else
+#include <cblas.h>
+#define CUDA_EMU_SGEMM cblas_sgemm
+#endif
+
+struct cuda_emu_cublas {
+  cudaStream_t stream = nullptr;
+  int device = 0;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  *handle = new cuda_emu_cublas;
+  cudaGetDevice(&(*handle)->device);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (stream && cuda_emu::stream_device(stream) != handle->device) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes && !cuda_emu::on_device(workspace, bytes, handle->device)) return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t) {
+  return handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                           int m, int n, int k, const float* alpha, const float* a, int lda,
+                           const float* b, int ldb, const float* beta, float* c, int ldc) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  // Column-major: op(A) is m x k, op(B) k x n, C m x n.
+  const int a_rows = transa == CUBLAS_OP_N ? m : k, a_cols = transa == CUBLAS_OP_N ? k : m;
+  const int b_rows = transb == CUBLAS_OP_N ? k : n, b_cols = transb == CUBLAS_OP_N ? n : k;
+  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) ||
+      ldc < std::max(1, m))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  auto span = [](int rows, int cols, int ld) {
+    return rows == 0 || cols == 0 ? size_t(0) : sizeof(float) * (size_t(cols - 1) * size_t(ld) + size_t(rows));
+  };
+  const int dev = handle->device;
+  if ((k > 0 && (!cuda_emu::on_device(a, span(a_rows, a_cols, lda), dev) ||
+                 !cuda_emu::on_device(b, span(b_rows, b_cols, ldb), dev))) ||
+      !cuda_emu::on_device(c, span(m, n, ldc), dev))
+    return CUBLAS_STATUS_EXECUTION_FAILED;  // on a GPU: an illegal address, later
+  const float al = *alpha, be = *beta;  // host pointer mode: read at the call
+  cuda_emu::submit_host_work(handle->stream, "cublasSgemm", [=] {
+    CUDA_EMU_SGEMM(CblasColMajor, transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                   transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, a, lda, b, ldb, be,
+                   c, ldc);
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* cublasGetStatusName(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+  }
+  return "CUBLAS_STATUS_UNKNOWN";
+}
+
+const char* cublasGetStatusString(cublasStatus_t status) {
+  return status == CUBLAS_STATUS_SUCCESS ? "success"
+                                         : "reported by the cuBLAS emulation (cuda_emu): bad arguments or operands outside device memory";
+}

@@ -1,0 +1,401 @@
+// cuda_emu: devices, memory, streams, graph capture and graphs (see include/cuda_runtime.h).
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+namespace cuda_emu {
+void run_kernel(Kernel& kernel, int device);  // kernel.cpp
+}
+
+struct CUstream_st {
+  int device = 0;
+  cuda_emu_graph* capture = nullptr;  // the graph being captured, if any
+  bool invalidated = false;           // a forbidden call during the capture
+};
+
+struct cuda_emu_node {
+  std::shared_ptr<cuda_emu::Kernel> kernel;  // a kernel node, or
+  std::function<void()> work;                // a copy or a GEMM
+  std::string what;
+};
+
+struct cuda_emu_graph {
+  int device = 0;
+  std::vector<std::unique_ptr<cuda_emu_node>> nodes;
+  cudaGraphNode_t last = nullptr;  // what cudaStreamGetCaptureInfo reports as the dependency
+};
+
+struct cuda_emu_graph_exec {
+  int device = 0;
+  std::vector<cuda_emu_node> nodes;        // copies: patching them leaves the graph as it was
+  std::map<cudaGraphNode_t, size_t> index;  // graph node -> its copy
+};
+
+namespace cuda_emu {
+namespace {
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local int current_device = 0;
+
+cudaError_t fail(cudaError_t err) {
+  last_error = err;
+  return err;
+}
+
+int emulated_devices() {
+  const char* env = std::getenv("CUDA_EMU_DEVICES");
+  return env ? std::atoi(env) : 2;
+}
+
+struct Allocation {
+  size_t bytes = 0;
+  int device = -1;  // -1: page-locked host memory
+};
+
+std::mutex memory_mutex;
+std::map<uintptr_t, Allocation>& allocations() {
+  static std::map<uintptr_t, Allocation> a;
+  return a;
+}
+
+// The allocation that holds [ptr, ptr + bytes), if one does.
+const Allocation* find(const void* ptr, size_t bytes, uintptr_t* base = nullptr) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+  auto& a = allocations();
+  auto it = a.upper_bound(p);
+  if (it == a.begin()) return nullptr;
+  --it;
+  if (p + bytes > it->first + it->second.bytes || (bytes == 0 && p >= it->first + it->second.bytes))
+    return nullptr;
+  if (base) *base = it->first;
+  return &it->second;
+}
+
+int device_of(const void* ptr, size_t bytes) {  // -2: not in one device allocation
+  std::lock_guard<std::mutex> lock(memory_mutex);
+  const Allocation* a = find(ptr, bytes);
+  return a && a->device >= 0 ? a->device : -2;
+}
+
+void* allocate(size_t bytes, int device, unsigned char fill) {
+  const size_t rounded = ((bytes ? bytes : 1) + 255) / 256 * 256;
+  void* p = std::aligned_alloc(256, rounded);
+  if (!p) return nullptr;
+  std::memset(p, fill, rounded);
+  std::lock_guard<std::mutex> lock(memory_mutex);
+  allocations()[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, device};
+  return p;
+}
+
+cudaError_t release(void* ptr, bool pinned) {
+  if (!ptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(memory_mutex);
+  auto& a = allocations();
+  auto it = a.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == a.end() || (it->second.device < 0) != pinned) return fail(cudaErrorInvalidValue);
+  a.erase(it);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+CUstream_st* stream_or_default(cudaStream_t s) {
+  if (s) return s;
+  thread_local std::vector<std::unique_ptr<CUstream_st>> defaults;  // legacy stream per device
+  if (current_device >= int(defaults.size())) defaults.resize(size_t(current_device) + 1);
+  auto& d = defaults[size_t(current_device)];
+  if (!d) {
+    d = std::make_unique<CUstream_st>();
+    d->device = current_device;
+  }
+  return d.get();
+}
+
+void add_node(CUstream_st* s, std::unique_ptr<cuda_emu_node> node) {
+  s->capture->last = node.get();
+  s->capture->nodes.push_back(std::move(node));
+}
+
+void run_node(cuda_emu_node& node, int device) {
+  if (node.kernel) run_kernel(*node.kernel, device);
+  else node.work();
+}
+
+[[noreturn]] void misuse(const std::string& what) { throw std::logic_error("cuda_emu: " + what); }
+
+}  // namespace
+
+bool on_device(const void* ptr, size_t bytes, int device) { return device_of(ptr, bytes) == device; }
+
+int stream_device(cudaStream_t stream) { return stream_or_default(stream)->device; }
+
+// Every pointer argument must point into memory of the device the kernel runs on.
+void check_kernel_pointers(const Kernel& k, int device) {
+  k.pointer_args([&](const void* p, int index) {
+    int owner;
+    bool pinned = false;
+    {
+      std::lock_guard<std::mutex> lock(memory_mutex);
+      const Allocation* a = find(p, 1);
+      owner = a ? a->device : -2;
+      pinned = a && a->device < 0;
+    }
+    if (owner == device) return;
+    misuse(std::string("kernel launched at ") + k.where + ": argument " + std::to_string(index) +
+           " points to " +
+           (pinned ? "page-locked host memory"
+                   : owner >= 0 ? "memory of cuda:" + std::to_string(owner)
+                                : std::string("memory no cudaMalloc returned")) +
+           ", not to memory of cuda:" + std::to_string(device));
+  });
+}
+
+void submit(std::shared_ptr<Kernel> kernel) {
+  CUstream_st* s = stream_or_default(kernel->config.stream);
+  const Config& c = kernel->config;
+  const unsigned long long threads = 1ull * c.block.x * c.block.y * c.block.z;
+  if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 || threads == 0 || threads > 1024 ||
+      c.block.z > 64 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x > 2147483647u) {
+    fail(cudaErrorInvalidConfiguration);
+    return;
+  }
+  if (s->capture) {
+    auto node = std::make_unique<cuda_emu_node>();
+    node->kernel = std::move(kernel);
+    node->what = "kernel";
+    add_node(s, std::move(node));
+    return;
+  }
+  run_kernel(*kernel, s->device);
+}
+
+void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work) {
+  CUstream_st* s = stream_or_default(stream);
+  if (s->capture) {
+    auto node = std::make_unique<cuda_emu_node>();
+    node->work = std::move(work);
+    node->what = what;
+    add_node(s, std::move(node));
+    return;
+  }
+  work();
+}
+
+}  // namespace cuda_emu
+
+using namespace cuda_emu;
+
+const char* cudaGetErrorName(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t err) {
+  return err == cudaSuccess ? "no error" : "reported by the CUDA emulator (cuda_emu)";
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = emulated_devices();
+  return *count > 0 ? cudaSuccess : fail(cudaErrorNoDevice);
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
+  current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = allocate(bytes, current_device, 0xFF);  // NaN floats until written
+  return *ptr ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaFree(void* ptr) { return release(ptr, false); }
+
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned) {
+  *ptr = allocate(bytes, -1, 0xFF);
+  return *ptr ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaFreeHost(void* ptr) { return release(ptr, true); }
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
+  std::lock_guard<std::mutex> lock(memory_mutex);
+  uintptr_t base = 0;
+  const Allocation* a = find(ptr, 1, &base);
+  *attributes = cudaPointerAttributes{cudaMemoryTypeUnregistered, -2, nullptr, nullptr};
+  if (a && a->device < 0) *attributes = {cudaMemoryTypeHost, current_device, const_cast<void*>(ptr), const_cast<void*>(ptr)};
+  if (a && a->device >= 0) *attributes = {cudaMemoryTypeDevice, a->device, const_cast<void*>(ptr), nullptr};
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  const int d = device_of(dst, bytes), s = device_of(src, bytes);
+  // A device pointer whose range leaves its allocation is not in any one: caught as "host".
+  const bool dst_in_some = d >= 0, src_in_some = s >= 0;
+  auto plain_host = [](const void* p) {
+    cudaPointerAttributes a;
+    cudaPointerGetAttributes(&a, p);
+    return a.type != cudaMemoryTypeDevice;
+  };
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_in_some && plain_host(src); break;
+    case cudaMemcpyDeviceToHost: ok = src_in_some && plain_host(dst); break;
+    case cudaMemcpyDeviceToDevice: ok = dst_in_some && src_in_some; break;
+    case cudaMemcpyHostToHost: ok = plain_host(dst) && plain_host(src); break;
+    case cudaMemcpyDefault:
+      // Whatever is not host memory must lie wholly inside one device allocation.
+      ok = (dst_in_some || plain_host(dst)) && (src_in_some || plain_host(src));
+      break;
+  }
+  if (!ok) return fail(cudaErrorInvalidValue);
+  submit_host_work(stream, "memcpy", [=] { std::memmove(dst, src, bytes); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
+                                size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (!on_device(dst, bytes, dst_device) || !on_device(src, bytes, src_device))
+    return fail(cudaErrorInvalidValue);
+  submit_host_work(stream, "peer memcpy", [=] { std::memmove(dst, src, bytes); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  *stream = new CUstream_st{current_device, nullptr, false};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  CUstream_st* s = stream_or_default(stream);
+  if (s->capture) {  // illegal while capturing: the capture is invalidated, as on a GPU
+    s->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  CUstream_st* s = stream_or_default(stream);
+  if (!stream || s->capture) return fail(cudaErrorInvalidValue);
+  s->capture = new cuda_emu_graph;
+  s->capture->device = s->device;
+  s->invalidated = false;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  CUstream_st* s = stream_or_default(stream);
+  if (!s->capture) return fail(cudaErrorInvalidValue);
+  cuda_emu_graph* g = s->capture;
+  s->capture = nullptr;
+  if (s->invalidated) {
+    delete g;
+    *graph = nullptr;
+    return fail(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamGetCaptureInfo(cudaStream_t stream, cudaStreamCaptureStatus* status,
+                                     unsigned long long* id, cudaGraph_t* graph,
+                                     const cudaGraphNode_t** dependencies, size_t* count) {
+  CUstream_st* s = stream_or_default(stream);
+  *status = !s->capture ? cudaStreamCaptureStatusNone
+            : s->invalidated ? cudaStreamCaptureStatusInvalidated
+                             : cudaStreamCaptureStatusActive;
+  if (id) *id = reinterpret_cast<uintptr_t>(s->capture);
+  if (graph) *graph = s->capture;
+  if (dependencies) *dependencies = s->capture && s->capture->last ? &s->capture->last : nullptr;
+  if (count) *count = s->capture && s->capture->last ? 1 : 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return fail(cudaErrorInvalidValue);
+  auto* e = new cuda_emu_graph_exec;
+  e->device = graph->device;
+  for (auto& n : graph->nodes) {
+    e->index[n.get()] = e->nodes.size();
+    cuda_emu_node copy;
+    copy.kernel = n->kernel ? n->kernel->clone() : nullptr;
+    copy.work = n->work;
+    copy.what = n->what;
+    e->nodes.push_back(std::move(copy));
+  }
+  *exec = e;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  CUstream_st* s = stream_or_default(stream);
+  if (!exec) return fail(cudaErrorInvalidValue);
+  if (s->capture) return fail(cudaErrorStreamCaptureUnsupported);
+  if (s->device != exec->device) return fail(cudaErrorInvalidValue);
+  for (auto& n : exec->nodes) run_node(n, exec->device);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
+  if (!graph) return fail(cudaErrorInvalidValue);
+  if (nodes)
+    for (size_t i = 0; i < *count && i < graph->nodes.size(); ++i) nodes[i] = graph->nodes[i].get();
+  *count = graph->nodes.size();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecKernelNodeSetParams(cudaGraphExec_t exec, cudaGraphNode_t node,
+                                             const cudaKernelNodeParams* params) {
+  auto it = exec->index.find(node);
+  if (it == exec->index.end() || !exec->nodes[it->second].kernel) return fail(cudaErrorInvalidValue);
+  Kernel& k = *exec->nodes[it->second].kernel;
+  k.config.grid = params->gridDim;
+  k.config.block = params->blockDim;
+  k.config.shared_bytes = params->sharedMemBytes;
+  k.set_args(params->kernelParams);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
