@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the C++ suites (CMake + ctest) and the Python suites
-# (pip install . + pytest). GPU tests skip, saying so, where no GPU is present.
+# (pip install . + pytest). GPU tests skip, saying so, where no GPU is present; then the CUDA
+# backend is built once more against cuda_emu (tests/cuda_emu), which runs it on the host, and the
+# GPU tests run there (C++ and Python). A GPU machine runs them for real: scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -16,3 +18,14 @@ echo "== Python: pip install . and pytest"
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation .
 # Run from tests/ so that `import convnet` finds the installed package, not the source tree.
 cd tests && "$PYTHON" -m pytest -q python
+
+echo "== CUDA backend under cuda_emu (the GPU tests, run on the host)"
+cd ..
+cmake -S . -B build/emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONVNET_CUDA=EMULATE \
+  -DCONVNET_PYTHON=ON -DCONVNET_PYTHON_MODULE_DIR="$PWD/build/emu/python/convnet" \
+  -Dpybind11_DIR="$("$PYTHON" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
+rm -rf build/emu/python/convnet && mkdir -p build/emu/python && cp -r python/convnet build/emu/python/
+rm -f build/emu/python/convnet/_core*.so
+cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests _core
+ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda'
+cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py

@@ -1,6 +1,10 @@
 // cuda_emu: cuBLAS SGEMM on the host BLAS, with cuBLAS's argument checks and the operands checked
 // to lie in memory of the handle's device (see include/cublas_v2.h).
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "cublas_v2.h"
 
@@ -15,7 +19,26 @@
 struct cuda_emu_cublas {
   cudaStream_t stream = nullptr;
   int device = 0;
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
 };
+
+namespace {
+
+// TF32 tensor cores read each operand with a 10-bit mantissa (rounded to nearest, ties away from
+// zero) and accumulate in fp32: the operands are rounded so, then multiplied in fp32.
+std::vector<float> to_tf32(const float* x, size_t count) {
+  std::vector<float> out(x, x + count);
+  for (float& v : out) {
+    if (!std::isfinite(v)) continue;
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits = (bits + 0x1000u) & ~0x1FFFu;
+    std::memcpy(&v, &bits, 4);
+  }
+  return out;
+}
+
+}  // namespace
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
   *handle = new cuda_emu_cublas;
@@ -41,8 +64,10 @@ cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t) {
-  return handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
@@ -65,10 +90,17 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
       !cuda_emu::on_device(c, span(m, n, ldc), dev))
     return CUBLAS_STATUS_EXECUTION_FAILED;  // on a GPU: an illegal address, later
   const float al = *alpha, be = *beta;  // host pointer mode: read at the call
+  const bool tf32 = handle->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  const size_t a_count = span(a_rows, a_cols, lda) / 4, b_count = span(b_rows, b_cols, ldb) / 4;
   cuda_emu::submit_host_work(handle->stream, "cublasSgemm", [=] {
+    std::vector<float> a32, b32;
+    if (tf32) {
+      a32 = to_tf32(a, a_count);
+      b32 = to_tf32(b, b_count);
+    }
     CUDA_EMU_SGEMM(CblasColMajor, transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                   transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, a, lda, b, ldb, be,
-                   c, ldc);
+                   transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al,
+                   tf32 ? a32.data() : a, lda, tf32 ? b32.data() : b, ldb, be, c, ldc);
   });
   return CUBLAS_STATUS_SUCCESS;
 }

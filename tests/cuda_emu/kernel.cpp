@@ -58,6 +58,7 @@ struct Fiber {
   Wait wait = Wait::Running;
   uint64_t shuffle_bits = 0;
   int shuffle_delta = 0;
+  int barriers = 0;  // __syncthreads passed
 };
 
 // The block being run.
@@ -177,8 +178,24 @@ void run_block(Kernel& k, uint3 block_index) {
     if (done) break;
     if (at_warp && release_warps(k.where)) continue;
     if (at_block && !at_warp) {  // every live thread is at __syncthreads
+      // A thread that has exited without reaching it makes the barrier undefined on a GPU
+      // (the programming guide: a hang or worse), so it is an error here.
+      int passed = 0;
+      for (const Fiber& f : b.fibers)
+        if (f.wait == Wait::Block) passed = f.barriers;
+      for (size_t i = 0; i < b.fibers.size(); ++i)
+        if (b.fibers[i].wait == Wait::Done && b.fibers[i].barriers <= passed) {
+          block = outer;
+          throw std::logic_error(std::string("cuda_emu: kernel launched at ") + k.where +
+                                 ": thread " + std::to_string(i) + " exited without reaching a "
+                                 "__syncthreads that other threads wait at: deadlock or undefined "
+                                 "on a GPU");
+        }
       for (Fiber& f : b.fibers)
-        if (f.wait == Wait::Block) f.wait = Wait::Running;
+        if (f.wait == Wait::Block) {
+          f.wait = Wait::Running;
+          ++f.barriers;
+        }
       continue;
     }
     if (!ran) {

@@ -1,5 +1,5 @@
 // cuda_emu: the part of cuBLAS that convnet uses (SGEMM and handle settings), computed by the host
-// BLAS in strict fp32 whatever the math mode (TF32 is not emulated). See cuda_runtime.h.
+// BLAS; in TF32 mode the operands are first rounded to TF32's 10-bit mantissa. See cuda_runtime.h.
 #pragma once
 #include "cuda_runtime.h"
 

@@ -8,8 +8,8 @@
 // __syncthreads or shuffles that not every thread reaches. Device memory starts as NaN bytes, and
 // a capture only records: nothing runs until the graph is launched, as on a GPU. Kernels run when
 // launched (one host thread, blocks one at a time), so it says nothing about speed, races
-// between blocks, or memory ordering; GEMMs are strict fp32 in every math mode. A test tool: the
-// real backend is built with nvcc.
+// between blocks, or memory ordering; TF32 GEMMs round their operands as tensor cores do but
+// accumulate in the host BLAS's order. A test tool: the real backend is built with nvcc.
 #pragma once
 #include <cstddef>
 
