@@ -26,6 +26,6 @@ cmake -S . -B build/emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONVNET_CUDA=EMULA
   -Dpybind11_DIR="$("$PYTHON" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
 rm -rf build/emu/python/convnet && mkdir -p build/emu/python && cp -r python/convnet build/emu/python/
 rm -f build/emu/python/convnet/_core*.so
-cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests _core
+cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench _core
 ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda'
 cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py

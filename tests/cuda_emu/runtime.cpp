@@ -1,4 +1,6 @@
 // cuda_emu: devices, memory, streams, graph capture and graphs (see include/cuda_runtime.h).
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -29,6 +31,11 @@ struct cuda_emu_graph {
   int device = 0;
   std::vector<std::unique_ptr<cuda_emu_node>> nodes;
   cudaGraphNode_t last = nullptr;  // what cudaStreamGetCaptureInfo reports as the dependency
+};
+
+struct cuda_emu_event {
+  std::chrono::steady_clock::time_point when;
+  bool recorded = false;
 };
 
 struct cuda_emu_graph_exec {
@@ -397,5 +404,62 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof(prop->name), "cuda_emu (emulated on the host)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  prop->totalGlobalMem = size_t(80) << 30;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
+  if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
+  switch (attribute) {
+    case cudaDevAttrClockRate: *value = 1980000; return cudaSuccess;         // kHz
+    case cudaDevAttrMemoryClockRate: *value = 2619000; return cudaSuccess;   // kHz
+    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; return cudaSuccess; // bits
+  }
+  return fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = new cuda_emu_event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  if (stream_or_default(stream)->capture) return fail(cudaErrorStreamCaptureUnsupported);
+  event->when = std::chrono::steady_clock::now();
+  event->recorded = true;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end || !start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes && device_of(ptr, bytes) < 0) return fail(cudaErrorInvalidValue);
+  submit_host_work(nullptr, "memset", [=] { std::memset(ptr, value, bytes); });
   return cudaSuccess;
 }
