@@ -2,7 +2,8 @@
 # Builds everything and runs every test: the C++ suites (CMake + ctest) and the Python suites
 # (pip install . + pytest). GPU tests skip, saying so, where no GPU is present; then the CUDA
 # backend is built once more against cuda_emu (tests/cuda_emu), which runs it on the host, and the
-# GPU tests run there (C++ and Python). A GPU machine runs them for real: scripts/gpu-check.sh.
+# GPU tests run there (C++ and Python), then the kernel-level ones once more with
+# AddressSanitizer. A GPU machine runs them for real: scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -28,4 +29,13 @@ rm -rf build/emu/python/convnet && mkdir -p build/emu/python && cp -r python/con
 rm -f build/emu/python/convnet/_core*.so
 cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench _core
 ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda'
-cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py
+(cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py)
+
+echo "== The kernels under cuda_emu with AddressSanitizer (reads past a tensor, use after release)"
+cmake -S . -B build/emu-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVNET_CUDA=EMULATE \
+  -DCMAKE_CXX_FLAGS="-fsanitize=address -fno-omit-frame-pointer" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address"
+cmake --build build/emu-asan -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench
+# The whole-AlexNet tests take minutes each under ASan; the plain emulated run above has them.
+ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/emu-asan --output-on-failure -j "$JOBS" -R 'Cuda' \
+  -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers'

@@ -2,12 +2,22 @@
 // with their own stacks, switched by a few instructions of x86-64 assembly (swapcontext would
 // make a system call per switch). A fiber runs until it finishes or waits at __syncthreads or a
 // warp shuffle; when every live thread of the block (of the warp) waits there, they go on.
+#include <sys/mman.h>
+
 #include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cuda_runtime.h"
+
+// AddressSanitizer is told about every stack switch (its fiber protocol), and each fiber stack is
+// unpoisoned before reuse, so an ASan build reports the kernels' own errors, not the switching.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#endif
 
 #if !defined(__x86_64__)
 #error "cuda_emu switches fibers with x86-64 assembly"
@@ -54,6 +64,8 @@ enum class Wait { Running, Block, Warp, Done };
 
 struct Fiber {
   uint3 thread;
+  char* stack = nullptr;  // its lowest address; kStackBytes long
+  void* asan_fake_stack = nullptr;
   void* sp = nullptr;
   Wait wait = Wait::Running;
   uint64_t shuffle_bits = 0;
@@ -67,17 +79,61 @@ struct Block {
   std::vector<Fiber> fibers;
   Fiber* running = nullptr;
   void* scheduler_sp = nullptr;
+  const void* scheduler_stack = nullptr;  // for ASan: the scheduler's stack, learnt on the way in
+  size_t scheduler_stack_bytes = 0;
+  void* asan_fake_stack = nullptr;
   std::exception_ptr error;
 };
 Block* block = nullptr;
 
-std::vector<char>& stacks(size_t fibers) {
-  static std::vector<char> s;
-  if (s.size() < fibers * kStackBytes) s.resize(fibers * kStackBytes);
-  return s;
+// Room for `fibers` stacks, mapped outside the heap (an ASan build keeps stack poison there).
+char* stacks(size_t fibers) {
+  static char* base = nullptr;
+  static size_t bytes = 0;
+  if (bytes < fibers * kStackBytes) {
+    if (base) munmap(base, bytes);
+    bytes = fibers * kStackBytes;
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      base = nullptr;
+      bytes = 0;
+      throw std::runtime_error("cuda_emu: cannot map fiber stacks");
+    }
+    base = static_cast<char*>(p);
+  }
+  return base;
+}
+
+// Scheduler -> fiber f, until f waits or finishes.
+void enter(Block& b, Fiber& f) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&b.asan_fake_stack, f.stack, kStackBytes);
+#endif
+  cuda_emu_switch(&b.scheduler_sp, f.sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(b.asan_fake_stack, nullptr, nullptr);
+#endif
+}
+
+// Fiber f -> the scheduler; returns when f is entered again (never when it has finished).
+void leave(Fiber& f, bool finished) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(finished ? nullptr : &f.asan_fake_stack, block->scheduler_stack,
+                                 block->scheduler_stack_bytes);
+#else
+  (void)finished;
+#endif
+  cuda_emu_switch(&f.sp, block->scheduler_sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &block->scheduler_stack,
+                                  &block->scheduler_stack_bytes);
+#endif
 }
 
 [[noreturn]] void fiber_main() {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &block->scheduler_stack, &block->scheduler_stack_bytes);
+#endif
   Fiber* f = block->running;
   try {
     block->kernel->run_thread();
@@ -85,7 +141,7 @@ std::vector<char>& stacks(size_t fibers) {
     if (!block->error) block->error = std::current_exception();
   }
   f->wait = Wait::Done;
-  cuda_emu_switch(&f->sp, block->scheduler_sp);
+  leave(*f, true);
   __builtin_unreachable();
 }
 
@@ -93,7 +149,7 @@ void wait_here(Wait w) {
   if (!block) throw std::logic_error("cuda_emu: a barrier or shuffle outside a kernel");
   Fiber* f = block->running;
   f->wait = w;
-  cuda_emu_switch(&f->sp, block->scheduler_sp);
+  leave(*f, false);
 }
 
 // Lets the threads of each warp whose live threads all wait at a shuffle go on, with their
@@ -140,9 +196,13 @@ void run_block(Kernel& k, uint3 block_index) {
   Block b;
   b.kernel = &k;
   b.fibers.resize(n);
-  char* stack_base = stacks(n).data();
+  char* stack_base = stacks(n);
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
+    f.stack = stack_base + i * kStackBytes;
+#ifdef CUDA_EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);  // frames left by an earlier block
+#endif
     f.thread = uint3{unsigned(i % bd.x), unsigned(i / bd.x % bd.y), unsigned(i / (size_t(bd.x) * bd.y))};
     // The stack as cuda_emu_switch leaves it: six registers, then fiber_main as the return
     // address, entered with the stack 8 bytes off 16-byte alignment, as after a call.
@@ -164,7 +224,7 @@ void run_block(Kernel& k, uint3 block_index) {
       if (f.wait != Wait::Running) continue;
       b.running = &f;
       threadIdx = f.thread;
-      cuda_emu_switch(&b.scheduler_sp, f.sp);
+      enter(b, f);
       ran = true;
       if (b.error) break;
     }

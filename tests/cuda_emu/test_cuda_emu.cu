@@ -13,6 +13,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/cuda_ops.h"  // the caching allocator, whose blocks an ASan build poisons
+
 namespace {
 
 __global__ void coordinates_kernel(int* out) {
@@ -191,6 +193,26 @@ TEST(CudaEmu, SynchronisingACapturedStreamInvalidatesTheCapture) {
   EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
   EXPECT_EQ(graph, nullptr);
   cudaGetLastError();
+}
+
+__global__ void read_kernel(const float* x, int i, float* out) { out[0] = x[i]; }
+
+// In an AddressSanitizer build (-fsanitize=address), a kernel reading one float past a tensor
+// from the caching allocator, or a released tensor, is reported although the 512-byte block
+// holds the address.
+TEST(CudaEmu, AsanCatchesReadsPastATensorAndAfterRelease) {
+#if !defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "needs an AddressSanitizer build (-fsanitize=address)";
+#else
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  float* x = static_cast<float*>(convnet::cuda::allocate(5 * sizeof(float), 0));
+  float* out = static_cast<float*>(convnet::cuda::allocate(sizeof(float), 0));
+  read_kernel<<<1, 1>>>(x, 4, out);  // the last element: fine
+  EXPECT_DEATH(read_kernel<<<1, 1>>>(x, 5, out), "use-after-poison");
+  convnet::cuda::release(x, 0);
+  EXPECT_DEATH(read_kernel<<<1, 1>>>(x, 0, out), "use-after-poison");
+  convnet::cuda::release(out, 0);
+#endif
 }
 
 }  // namespace

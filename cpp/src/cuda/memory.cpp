@@ -15,6 +15,18 @@
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
 
+// Under cuda_emu (tests/cuda_emu) device memory is host memory. In an AddressSanitizer build of
+// it, the unused tail of each block and every released block are poisoned, so a kernel that runs
+// past its tensor, or uses one after release, is reported where it happens.
+#if defined(CONVNET_CUDA_EMULATION) && defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define CONVNET_POISON(ptr, bytes) ASAN_POISON_MEMORY_REGION(ptr, bytes)
+#define CONVNET_UNPOISON(ptr, bytes) ASAN_UNPOISON_MEMORY_REGION(ptr, bytes)
+#else
+#define CONVNET_POISON(ptr, bytes) ((void)(ptr), (void)(bytes))
+#define CONVNET_UNPOISON(ptr, bytes) ((void)(ptr), (void)(bytes))
+#endif
+
 namespace convnet::cuda {
 
 namespace {
@@ -67,6 +79,7 @@ Pool& pool(int device) {
 void free_cached(Pool& p, int device) {
   while (!p.free.empty()) {
     auto [size, ptr] = *p.free.begin();
+    CONVNET_UNPOISON(ptr, size);
     const cudaError_t err = cudaFree(ptr);
     if (err != cudaSuccess) {
       cudaGetLastError();
@@ -112,6 +125,8 @@ void* allocate(size_t bytes, int device) {
     p.sizes[ptr] = size;
   }
   if (p.capturing) p.graphs[p.capturing].allocated.insert(ptr);
+  CONVNET_UNPOISON(ptr, bytes);
+  CONVNET_POISON(static_cast<char*>(ptr) + bytes, got - bytes);
   p.stats.current_bytes += got;
   p.stats.peak_bytes = std::max(p.stats.peak_bytes, p.stats.current_bytes);
   return ptr;
@@ -128,6 +143,9 @@ void release(void* ptr, int device) noexcept {
   for (auto g = p.graphs.begin(); !keeper && g != p.graphs.end(); ++g)
     if (g->second.allocated.count(ptr)) keeper = &g->second;
   (keeper ? keeper->free : p.free).emplace(it->second, ptr);
+  // A graph's blocks are written again by its replays: only the others are out of bounds now.
+  if (keeper) CONVNET_UNPOISON(ptr, it->second);
+  else CONVNET_POISON(ptr, it->second);
   p.stats.current_bytes -= it->second;
   p.stats.cached_bytes += it->second;
 }
