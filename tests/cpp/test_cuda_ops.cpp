@@ -477,10 +477,13 @@ TEST(CudaNeuron, ChannelViewsTouchOnlyTheirChannels) {
   Tensor vc = whole.cpu.channels(3, 4), vg = whole.gpu.channels(3, 4);
   bias_neuron_forward(vc, bias.cpu, relu);
   bias_neuron_forward(vg, bias.gpu, relu);
-  Pair dy = random_pair({4, 5, 7, 3}, 652);
+  // The backward writes channels 5-8, over two of the forward's. Its y is a tensor of its own:
+  // were it the forward's view, dx would overwrite y elements that other threads still read (a
+  // race on a GPU, and a different result for each thread order under cuda_emu).
+  Pair y = random_pair({4, 5, 7, 3}, 653, -2.f, 2.f), dy = random_pair({4, 5, 7, 3}, 652);
   Tensor dc = whole.cpu.channels(5, 4), dg = whole.gpu.channels(5, 4);
-  neuron_backward(vc, dy.cpu, dc, relu, true);  // overlaps channels 5, 6 of the forward
-  neuron_backward(vg, dy.gpu, dg, relu, true);
+  neuron_backward(y.cpu, dy.cpu, dc, relu, true);
+  neuron_backward(y.gpu, dy.gpu, dg, relu, true);
   EXPECT_TRUE(all_close(whole.gpu, whole.cpu, 1e-5, 1e-6));
 }
 

@@ -4,6 +4,7 @@
 // warp shuffle; when every live thread of the block (of the warp) waits there, they go on.
 #include <sys/mman.h>
 
+#include <cstdlib>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -102,6 +103,18 @@ char* stacks(size_t fibers) {
     base = static_cast<char*>(p);
   }
   return base;
+}
+
+// Between barriers the threads of a block run one after another, in index order, or in reverse
+// with CUDA_EMU_ORDER=reverse: a kernel that reads another thread's write without a barrier
+// between them sees it in one order and not in the other, so running the tests both ways shows
+// a missing __syncthreads.
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char* e = std::getenv("CUDA_EMU_ORDER");
+    return e && std::string(e) == "reverse";
+  }();
+  return reverse;
 }
 
 // Scheduler -> fiber f, until f waits or finishes.
@@ -220,7 +233,8 @@ void run_block(Kernel& k, uint3 block_index) {
   gridDim = k.config.grid;
   for (;;) {
     bool ran = false;
-    for (Fiber& f : b.fibers) {
+    for (size_t i = 0; i < n; ++i) {
+      Fiber& f = b.fibers[reverse_order() ? n - 1 - i : i];
       if (f.wait != Wait::Running) continue;
       b.running = &f;
       threadIdx = f.thread;

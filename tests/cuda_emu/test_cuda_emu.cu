@@ -5,6 +5,7 @@
 // CONVNET_CUDA=EMULATE, translated like the backend's own .cu files.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
@@ -193,6 +194,26 @@ TEST(CudaEmu, SynchronisingACapturedStreamInvalidatesTheCapture) {
   EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
   EXPECT_EQ(graph, nullptr);
   cudaGetLastError();
+}
+
+// Reads the other thread's shared value with no barrier in between: a race on a GPU.
+__global__ void racy_kernel(int* out) {
+  __shared__ int s[2];
+  s[threadIdx.x] = int(threadIdx.x) + 1;
+  out[threadIdx.x] = s[1 - threadIdx.x];
+}
+
+// Between barriers threads run one after another, in index order (or in reverse with
+// CUDA_EMU_ORDER=reverse): the later thread sees the earlier one's write, so running the tests
+// in both orders exposes a missing __syncthreads.
+TEST(CudaEmu, ThreadsRunInOrderBetweenBarriers) {
+  int* out = device_array<int>(2);
+  racy_kernel<<<1, 2>>>(out);
+  const std::vector<int> got = to_host(out, 2);
+  const char* order = std::getenv("CUDA_EMU_ORDER");
+  if (order && std::string(order) == "reverse") EXPECT_EQ(got[0], 2) << "thread 0 ran after thread 1";
+  else EXPECT_EQ(got[1], 1) << "thread 1 ran after thread 0";
+  cudaFree(out);
 }
 
 __global__ void read_kernel(const float* x, int i, float* out) { out[0] = x[i]; }
