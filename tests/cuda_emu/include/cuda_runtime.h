@@ -10,6 +10,9 @@
 // launched (one host thread, blocks one at a time), so it says nothing about speed, races
 // between blocks, or memory ordering; TF32 GEMMs round their operands as tensor cores do but
 // accumulate in the host BLAS's order. A test tool: the real backend is built with nvcc.
+//
+// Environment: CUDA_EMU_DEVICES (2: how many GPUs it pretends to have), CUDA_EMU_ORDER=reverse
+// (a block's threads run in reverse between barriers; see kernel.cpp).
 #pragma once
 #include <cstddef>
 
