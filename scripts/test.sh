@@ -29,8 +29,8 @@ rm -rf build/emu/python/convnet && mkdir -p build/emu/python && cp -r python/con
 rm -f build/emu/python/convnet/_core*.so
 cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench _core
 ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda'
-# Threads in reverse order between barriers: a kernel (or test) that reads another thread's write
-# without a barrier gets a different answer than in the run above.
+# Threads (and blocks) in reverse order: a kernel or test that reads another thread's write
+# without a barrier, or races between blocks, gets a different answer than in the run above.
 CUDA_EMU_ORDER=reverse ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda' \
   -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers'
 (cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py)

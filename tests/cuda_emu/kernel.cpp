@@ -106,9 +106,9 @@ char* stacks(size_t fibers) {
 }
 
 // Between barriers the threads of a block run one after another, in index order, or in reverse
-// with CUDA_EMU_ORDER=reverse: a kernel that reads another thread's write without a barrier
-// between them sees it in one order and not in the other, so running the tests both ways shows
-// a missing __syncthreads.
+// with CUDA_EMU_ORDER=reverse (blocks too): a kernel that reads another thread's write without a
+// barrier between them sees it in one order and not in the other, so running the tests both
+// ways shows a missing __syncthreads (or a race between blocks).
 bool reverse_order() {
   static const bool reverse = [] {
     const char* e = std::getenv("CUDA_EMU_ORDER");
@@ -299,9 +299,13 @@ uint64_t shfl_down_bits(uint64_t bits, int delta) {
 void run_kernel(Kernel& k, int device) {
   check_kernel_pointers(k, device);
   const dim3 g = k.config.grid;
-  for (unsigned z = 0; z < g.z; ++z)
-    for (unsigned y = 0; y < g.y; ++y)
-      for (unsigned x = 0; x < g.x; ++x) run_block(k, uint3{x, y, z});
+  // Blocks too go in reverse under CUDA_EMU_ORDER=reverse: two blocks writing one element, or one
+  // reading what another writes, then give a different result.
+  const bool rev = reverse_order();
+  for (unsigned i = 0; i < g.z; ++i)
+    for (unsigned j = 0; j < g.y; ++j)
+      for (unsigned l = 0; l < g.x; ++l)
+        run_block(k, rev ? uint3{g.x - 1 - l, g.y - 1 - j, g.z - 1 - i} : uint3{l, j, i});
 }
 
 }  // namespace cuda_emu

@@ -203,16 +203,24 @@ __global__ void racy_kernel(int* out) {
   out[threadIdx.x] = s[1 - threadIdx.x];
 }
 
+// Every block writes the same element: a race between blocks on a GPU.
+__global__ void last_block_kernel(int* out) {
+  if (threadIdx.x == 0) out[0] = int(blockIdx.x);
+}
+
 // Between barriers threads run one after another, in index order (or in reverse with
-// CUDA_EMU_ORDER=reverse): the later thread sees the earlier one's write, so running the tests
-// in both orders exposes a missing __syncthreads.
-TEST(CudaEmu, ThreadsRunInOrderBetweenBarriers) {
+// CUDA_EMU_ORDER=reverse, blocks too): the later thread sees the earlier one's write, so running
+// the tests in both orders exposes a missing __syncthreads or a race between blocks.
+TEST(CudaEmu, ThreadsAndBlocksRunInOrder) {
   int* out = device_array<int>(2);
   racy_kernel<<<1, 2>>>(out);
   const std::vector<int> got = to_host(out, 2);
   const char* order = std::getenv("CUDA_EMU_ORDER");
-  if (order && std::string(order) == "reverse") EXPECT_EQ(got[0], 2) << "thread 0 ran after thread 1";
+  const bool reverse = order && std::string(order) == "reverse";
+  if (reverse) EXPECT_EQ(got[0], 2) << "thread 0 ran after thread 1";
   else EXPECT_EQ(got[1], 1) << "thread 1 ran after thread 0";
+  last_block_kernel<<<3, 32>>>(out);
+  EXPECT_EQ(to_host(out, 1)[0], reverse ? 0 : 2) << "the block that ran last";
   cudaFree(out);
 }
 
