@@ -226,7 +226,11 @@ void run_block(Kernel& k, uint3 block_index) {
     for (int r = 0; r < 6; ++r) *--sp = nullptr;
     f.sp = sp;
   }
-  Block* outer = block;
+  // `block` is the running block while this one runs, whichever way run_block leaves.
+  struct Current {
+    Block* outer;
+    ~Current() { block = outer; }
+  } restore{block};
   block = &b;
   blockIdx = block_index;
   blockDim = bd;
@@ -258,13 +262,11 @@ void run_block(Kernel& k, uint3 block_index) {
       for (const Fiber& f : b.fibers)
         if (f.wait == Wait::Block) passed = f.barriers;
       for (size_t i = 0; i < b.fibers.size(); ++i)
-        if (b.fibers[i].wait == Wait::Done && b.fibers[i].barriers <= passed) {
-          block = outer;
+        if (b.fibers[i].wait == Wait::Done && b.fibers[i].barriers <= passed)
           throw std::logic_error(std::string("cuda_emu: kernel launched at ") + k.where +
                                  ": thread " + std::to_string(i) + " exited without reaching a "
                                  "__syncthreads that other threads wait at: deadlock or undefined "
                                  "on a GPU");
-        }
       for (Fiber& f : b.fibers)
         if (f.wait == Wait::Block) {
           f.wait = Wait::Running;
@@ -272,14 +274,11 @@ void run_block(Kernel& k, uint3 block_index) {
         }
       continue;
     }
-    if (!ran) {
-      block = outer;
+    if (!ran)
       throw std::logic_error(std::string("cuda_emu: kernel launched at ") + k.where +
                              ": threads wait at different barriers (a __syncthreads or shuffle "
                              "not reached by every thread): deadlock on a GPU");
-    }
   }
-  block = outer;
   if (b.error) std::rethrow_exception(b.error);
 }
 

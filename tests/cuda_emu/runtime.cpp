@@ -72,7 +72,7 @@ std::map<uintptr_t, Allocation>& allocations() {
 }
 
 // The allocation that holds [ptr, ptr + bytes), if one does.
-const Allocation* find(const void* ptr, size_t bytes, uintptr_t* base = nullptr) {
+const Allocation* find(const void* ptr, size_t bytes) {
   const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
   auto& a = allocations();
   auto it = a.upper_bound(p);
@@ -80,7 +80,6 @@ const Allocation* find(const void* ptr, size_t bytes, uintptr_t* base = nullptr)
   --it;
   if (p + bytes > it->first + it->second.bytes || (bytes == 0 && p >= it->first + it->second.bytes))
     return nullptr;
-  if (base) *base = it->first;
   return &it->second;
 }
 
@@ -257,8 +256,7 @@ cudaError_t cudaFreeHost(void* ptr) { return release(ptr, true); }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
   std::lock_guard<std::mutex> lock(memory_mutex);
-  uintptr_t base = 0;
-  const Allocation* a = find(ptr, 1, &base);
+  const Allocation* a = find(ptr, 1);
   *attributes = cudaPointerAttributes{cudaMemoryTypeUnregistered, -2, nullptr, nullptr};
   if (a && a->device < 0) *attributes = {cudaMemoryTypeHost, current_device, const_cast<void*>(ptr), const_cast<void*>(ptr)};
   if (a && a->device >= 0) *attributes = {cudaMemoryTypeDevice, a->device, const_cast<void*>(ptr), nullptr};
@@ -271,11 +269,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   const int d = device_of(dst, bytes), s = device_of(src, bytes);
   // A device pointer whose range leaves its allocation is not in any one: caught as "host".
   const bool dst_in_some = d >= 0, src_in_some = s >= 0;
-  auto plain_host = [](const void* p) {
-    cudaPointerAttributes a;
-    cudaPointerGetAttributes(&a, p);
-    return a.type != cudaMemoryTypeDevice;
-  };
+  auto plain_host = [](const void* p) { return device_of(p, 1) < 0; };  // not device memory
   bool ok = true;
   switch (kind) {
     case cudaMemcpyHostToDevice: ok = dst_in_some && plain_host(src); break;
