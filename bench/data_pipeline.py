@@ -11,8 +11,9 @@ content: waves, hard-edged blobs and noise, about 50 KB each), written once into
 1. decode the JPEG (RGB);
 2. resize so the shorter side is 256 and take the centre 256 x 256 (area averaging);
 3. a random 224 x 224 crop and a random horizontal reflection;
-4. AlexNet's PCA colour noise (alpha ~ N(0, 0.1), with eigenvalues/vectors from
-   ``convnet.data.compute_stats`` on 64 of the images, computed before timing);
+4. AlexNet's PCA colour noise (alpha ~ N(0, 0.1) times the standard deviations along the
+   principal components, the square roots of the eigenvalues from ``convnet.data.compute_stats``
+   on 64 of the images, computed before timing);
 5. written as float32 into a batch of ``--batch`` (default 32) images that the consumer receives.
 
 Frameworks:
@@ -123,7 +124,7 @@ def pillow_load(path):
     return np.asarray(im)
 
 
-def pillow_batch(paths, seed, eigvals, eigvecs, out=None):
+def pillow_batch(paths, seed, sds, eigvecs, out=None):
     """An N x 3 x CROP x CROP float32 batch (into `out` when given): random crop, reflection,
     PCA noise."""
     rng = np.random.default_rng(seed)
@@ -135,7 +136,7 @@ def pillow_batch(paths, seed, eigvals, eigvecs, out=None):
         win = hwc[y0:y0 + CROP, x0:x0 + CROP]
         if rng.random() < 0.5:
             win = win[:, ::-1]
-        offset = eigvecs @ (rng.normal(0, PCA_STD, 3) * eigvals)  # P @ (alpha * lambda)
+        offset = eigvecs @ (rng.normal(0, PCA_STD, 3) * sds)  # P @ (alpha * sqrt(lambda))
         np.add(win.transpose(2, 0, 1), offset.astype(np.float32)[:, None, None], out=out[k],
                casting="unsafe")
     return out
@@ -175,9 +176,9 @@ class PillowRunner:
     writing whole batches into 2n shared-memory slots (no pickling of pixels); the consumer gets
     a view of a slot and hands the slot back once it has taken the next batch."""
 
-    def __init__(self, paths, batch, processes, eigvals, eigvecs):
+    def __init__(self, paths, batch, processes, sds, eigvecs):
         self.paths, self.batch, self.processes = paths, batch, processes
-        self.pca = (eigvals, eigvecs)
+        self.pca = (sds, eigvecs)
         self.pool = None
         self.epoch_no = 0
         if processes > 1:
@@ -263,13 +264,13 @@ def torchvision_child(args):
     torch.set_num_threads(1)
     with open(args.pca) as f:
         pca = json.load(f)
-    eigvals = torch.tensor(pca["eigvals"], dtype=torch.float32)
+    sds = torch.tensor(pca["sds"], dtype=torch.float32)
     eigvecs = torch.tensor(pca["eigvecs"], dtype=torch.float32)  # columns p_i
 
     class Lighting:  # AlexNet PCA noise on a [0, 255] float CHW tensor
         def __call__(self, t):
             alpha = torch.randn(3) * PCA_STD
-            return t + (eigvecs @ (alpha * eigvals)).view(3, 1, 1)
+            return t + (eigvecs @ (alpha * sds)).view(3, 1, 1)
 
     tf = T.Compose([T.Resize(SIZE, antialias=True), T.CenterCrop(SIZE), T.RandomCrop(CROP),
                     T.RandomHorizontalFlip(), T.ToDtype(torch.float32), Lighting()])
@@ -358,13 +359,13 @@ def main(argv=None):
         paths = [source.describe(i) for i in range(len(source))]
         kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
         stats = data.compute_stats(source, sample=64, progress=False)
-        eigvals = np.array(stats.eigenvalues, np.float64)
+        sds = np.sqrt(np.array(stats.eigenvalues, np.float64))  # standard deviations along p_i
         eigvecs = np.array(stats.eigenvectors, np.float64).T  # columns p_i
 
         configs = []  # (framework, cores, factory)
         for w in (1, 2):
             configs.append(("convnet", w, lambda w=w: ConvnetRunner(source, args.batch, w, stats)))
-            configs.append(("pillow", w, lambda w=w: PillowRunner(paths, args.batch, w, eigvals, eigvecs)))
+            configs.append(("pillow", w, lambda w=w: PillowRunner(paths, args.batch, w, sds, eigvecs)))
         configs.append(("decode only (Pillow)", 1, lambda: DecodeOnlyRunner(paths)))
         torch_missing, versions = "--no-torch", ""
         if not args.no_torch:
@@ -373,7 +374,7 @@ def main(argv=None):
                 torch_missing, versions = None, f", {found} (in {python})"
                 fd, pca_path = tempfile.mkstemp(suffix=".json", prefix="convnet_bench_pca_")
                 with os.fdopen(fd, "w") as f:
-                    json.dump(dict(eigvals=eigvals.tolist(), eigvecs=eigvecs.tolist()), f)
+                    json.dump(dict(sds=sds.tolist(), eigvecs=eigvecs.tolist()), f)
                 for c in (1, 2):
                     configs.append(("torchvision", c, lambda c=c: TorchvisionRunner(
                         python, root, args.batch, c, args.epochs, pca_path)))

@@ -13,7 +13,8 @@ void bind_train(pybind11::module_& m);
 // AugmentOptions from the Python keyword arguments (data.cpp), shared by the pipeline and the
 // 10-view test.
 AugmentOptions make_augment(int crop, bool random_crop, bool mirror, float pca_std,
-                            bool subtract_mean_image, float mean_value, float scale);
+                            bool pca_rescale, bool subtract_mean_image, float mean_value,
+                            float scale);
 // A CHWN tensor (any device) as a new N x C x H x W numpy array (module.cpp).
 pybind11::array_t<float> chwn_to_nchw(const Tensor& t);
 }  // namespace convnet::python

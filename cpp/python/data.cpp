@@ -13,12 +13,14 @@ namespace py = pybind11;
 namespace convnet::python {
 
 AugmentOptions make_augment(int crop, bool random_crop, bool mirror, float pca_std,
-                            bool subtract_mean_image, float mean_value, float scale) {
+                            bool pca_rescale, bool subtract_mean_image, float mean_value,
+                            float scale) {
   AugmentOptions a;
   a.crop = crop;
   a.random_crop = random_crop;
   a.mirror = mirror;
   a.pca_std = pca_std;
+  a.pca_rescale = pca_rescale;
   a.subtract_mean_image = subtract_mean_image;
   a.mean_value = mean_value;
   a.scale = scale;
@@ -54,6 +56,7 @@ void bind_data(py::module_& m) {
 
   m.def("idx_source", &idx_source, py::arg("images"), py::arg("labels"));
   m.def("folder_source", &folder_source, py::arg("root"), py::arg("size") = 256);
+  m.def("image_files_source", &image_files_source, py::arg("paths"), py::arg("size") = 256);
   m.def("generated_source", &generated_source, py::arg("count"), py::arg("classes"),
         py::arg("channels"), py::arg("size"), py::arg("seed") = 1);
   m.def("array_source", [](py::array_t<float, py::array::c_style | py::array::forcecast> x,
@@ -73,8 +76,10 @@ void bind_data(py::module_& m) {
       .def_readonly("eigenvalues", &DataStats::eigenvalues)
       .def_readonly("eigenvectors", &DataStats::eigenvectors)
       .def_readonly("examples", &DataStats::examples)
+      .def_readonly("pixel_std", &DataStats::pixel_std)
       .def("save", [](const DataStats& s, const std::string& path) { save_stats(s, path); });
   m.def("load_stats", &load_stats, py::arg("path"));
+  m.def("parse_scale", &parse_scale, py::arg("text"), py::arg("stats"));
   m.def("compute_stats", [](const DataSource& s, int64_t sample,
                             std::function<void(int64_t, int64_t)> progress) {
           // The callback comes from Python: take the GIL only around it.
@@ -104,8 +109,9 @@ void bind_data(py::module_& m) {
   py::class_<Pipeline>(m, "Pipeline")
       .def(py::init([](std::shared_ptr<DataSource> source, int batch, bool shuffle, bool train,
                        bool drop_last, uint64_t seed, int workers, int prefetch, int crop,
-                       bool random_crop, bool mirror, float pca_std, bool subtract_mean_image,
-                       float mean_value, float scale, const DataStats& stats, bool pinned) {
+                       bool random_crop, bool mirror, float pca_std, bool pca_rescale,
+                       bool subtract_mean_image, float mean_value, float scale,
+                       const DataStats& stats, bool pinned) {
              PipelineOptions o;
              o.batch = batch;
              o.shuffle = shuffle;
@@ -118,15 +124,15 @@ void bind_data(py::module_& m) {
              // Net.set_batch copy them).
              o.reuse_batch_memory = true;
              o.pinned_memory = pinned;
-             o.augment = make_augment(crop, random_crop, mirror, pca_std, subtract_mean_image,
-                                      mean_value, scale);
+             o.augment = make_augment(crop, random_crop, mirror, pca_std, pca_rescale,
+                                      subtract_mean_image, mean_value, scale);
              return std::make_unique<Pipeline>(std::move(source), o, stats);
            }),
            py::arg("source"), py::arg("batch") = 128, py::arg("shuffle") = true,
            py::arg("train") = true, py::arg("drop_last") = false, py::arg("seed") = 1,
            py::arg("workers") = 2, py::arg("prefetch") = 4, py::arg("crop") = 0,
            py::arg("random_crop") = true, py::arg("mirror") = true, py::arg("pca_std") = 0.f,
-           py::arg("subtract_mean_image") = false, py::arg("mean_value") = 0.f,
+           py::arg("pca_rescale") = false, py::arg("subtract_mean_image") = false, py::arg("mean_value") = 0.f,
            py::arg("scale") = 1.f, py::arg("stats") = DataStats{}, py::arg("pinned") = false)
       .def("next", [](Pipeline& p) -> py::object {
              auto b = std::make_unique<Batch>();
@@ -151,11 +157,11 @@ void bind_data(py::module_& m) {
         }, py::arg("image"), py::arg("crop"));
   m.def("augment_example", [](py::array_t<float, py::array::c_style | py::array::forcecast> chw,
                               const DataStats& stats, bool train, uint64_t key, int crop,
-                              bool random_crop, bool mirror, float pca_std, bool subtract_mean_image,
-                              float mean_value, float scale) {
+                              bool random_crop, bool mirror, float pca_std, bool pca_rescale,
+                              bool subtract_mean_image, float mean_value, float scale) {
           if (chw.ndim() != 3) throw ValueError("augment_example: expected a C x H x W image");
-          AugmentOptions o = make_augment(crop, random_crop, mirror, pca_std, subtract_mean_image,
-                                          mean_value, scale);
+          AugmentOptions o = make_augment(crop, random_crop, mirror, pca_std, pca_rescale,
+                                          subtract_mean_image, mean_value, scale);
           const int c = int(chw.shape(0)), h = int(chw.shape(1)), w = int(chw.shape(2));
           const int side_h = crop ? crop : h, side_w = crop ? crop : w;
           py::array_t<float> out({c, side_h, side_w});
@@ -163,7 +169,8 @@ void bind_data(py::module_& m) {
           return out;
         }, py::arg("image"), py::arg("stats"), py::arg("train"), py::arg("key"), py::arg("crop") = 0,
         py::arg("random_crop") = true, py::arg("mirror") = true, py::arg("pca_std") = 0.f,
-        py::arg("subtract_mean_image") = false, py::arg("mean_value") = 0.f, py::arg("scale") = 1.f);
+        py::arg("pca_rescale") = false, py::arg("subtract_mean_image") = false,
+        py::arg("mean_value") = 0.f, py::arg("scale") = 1.f);
 }
 
 }  // namespace convnet::python

@@ -177,7 +177,7 @@ void bind_train(py::module_& m) {
   m.def("evaluate_multiview", [](Net& net, const DataSource& source, const DataStats& stats, int crop,
                                  bool subtract_mean_image, float mean_value, float scale, int batch,
                                  py::object progress) {
-          const AugmentOptions a = make_augment(crop, false, false, 0.f, subtract_mean_image,
+          const AugmentOptions a = make_augment(crop, false, false, 0.f, false, subtract_mean_image,
                                                 mean_value, scale);
           std::function<void(int64_t, int64_t)> report;
           if (!progress.is_none())

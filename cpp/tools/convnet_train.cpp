@@ -40,6 +40,8 @@ const std::vector<Option> kOptions = {
     {"mini", "N", "128", "minibatch size"},
     {"test-freq", "N", "0", "test every N batches too (0: at each epoch's end only)"},
     {"test-batches", "N", "0", "batches per test (0: the whole test set)"},
+    {"multiview-test", nullptr, "", "after training, AlexNet's 10-view test (4 corner and the centre crops and "
+                                    "their reflections, softmax outputs averaged); needs --crop"},
     {"save-path", "DIR", "", "folder for checkpoints and log.jsonl (empty: none)"},
     {"save-freq", "N", "0", "checkpoint every N batches too (0: at each epoch's end only)"},
     {"keep", "N", "3", "checkpoints kept in --save-path (0: all)"},
@@ -55,9 +57,12 @@ const std::vector<Option> kOptions = {
     {"image-size", "N", "256", "decoded size of folder images"},
     {"crop", "N", "0", "random crops of this size in training, centre crop in test (0: none)"},
     {"mirror", nullptr, "", "random horizontal reflections in training"},
-    {"pca-std", "X", "0", "AlexNet's PCA colour noise (the paper: 0.1)"},
+    {"pca-std", "X", "0", "AlexNet's PCA colour noise: alpha_i ~ N(0, X) times the standard deviation along "
+                          "each RGB principal component (the paper: 0.1)"},
+    {"pca-rescale", nullptr, "", "with --pca-std, also multiply training inputs by 1/(1 + X), as cuda-convnet2"},
     {"mean", "KIND", "scalar", "subtract the training set's mean pixel (scalar), mean image (image), or none"},
-    {"scale", "X", "0.00392156862745098", "multiply pixels by this after the mean (default 1/255)"},
+    {"scale", "X", "std", "multiply pixels by this after the mean: a number, or std for 1 / the training "
+                          "pixels' standard deviation (unit-variance input; the paper's gaussian init wants 1)"},
     {"workers", "N", "2", "data loading threads"},
     {"threads", "N", "0", "CPU compute threads (0: all cores)"},
     {"max-grad-norm", "X", "0", "stop when the gradient norm exceeds this (0: only non-finite stops)"},
@@ -195,7 +200,7 @@ int run(int argc, char** argv) {
   CONVNET_CHECK(mean == "scalar" || mean == "image" || mean == "none", "--mean must be scalar, image or none");
   const double pca_std = to_double(args, "pca-std");
   DataStats stats;
-  if (mean != "none" || pca_std > 0) {
+  if (mean != "none" || pca_std > 0 || args.at("scale") == "std") {
     std::cout << "data statistics over up to 10000 training images..." << std::endl;
     stats = compute_stats(*data.train, 10000);
   }
@@ -224,13 +229,16 @@ int run(int argc, char** argv) {
   po.pinned_memory = std::any_of(devices.begin(), devices.end(),
                                  [](const Device& d) { return d.is_cuda(); });
   po.augment.crop = to_int(args, "crop");
+  const bool multiview = args.count("multiview-test") > 0;
+  CONVNET_CHECK(!multiview || po.augment.crop > 0, "--multiview-test needs --crop (the views are crops)");
   po.augment.mirror = args.count("mirror") > 0;
   po.augment.pca_std = float(pca_std);
+  po.augment.pca_rescale = args.count("pca-rescale") > 0;
   po.augment.subtract_mean_image = mean == "image";
   po.augment.mean_value = mean == "scalar" ? float(std::accumulate(stats.mean.begin(), stats.mean.end(), 0.0) /
                                                    double(std::max<size_t>(stats.mean.size(), 1)))
                                            : 0.f;
-  po.augment.scale = float(to_double(args, "scale"));
+  po.augment.scale = parse_scale(args.at("scale"), stats);
   PipelineOptions test_po = po;
   test_po.train = false;
   test_po.shuffle = false;
@@ -246,9 +254,12 @@ int run(int argc, char** argv) {
   o.keep = to_int(args, "keep");
   o.max_grad_norm = to_double(args, "max-grad-norm");
   if (!o.save_dir.empty()) o.log_path = o.save_dir + "/log.jsonl";
+  const int source_size = data.train->height() == data.train->width() ? data.train->height() : 0;
   o.run_info = {{"data", args.at("data-path")}, {"image_size", to_int(args, "image-size")},
+                {"source_size", source_size ? nlohmann::json(source_size) : nlohmann::json()},
                 {"crop", po.augment.crop}, {"mean", mean}, {"mean_value", po.augment.mean_value},
                 {"scale", po.augment.scale}, {"mirror", po.augment.mirror}, {"pca_std", pca_std},
+                {"pca_rescale", po.augment.pca_rescale},
                 {"class_names", data.train->class_names()}, {"batch", po.batch}, {"seed", po.seed}};
   if (!o.save_dir.empty()) std::filesystem::create_directories(o.save_dir);
 
@@ -286,6 +297,11 @@ int run(int argc, char** argv) {
   std::printf("done: %lld epochs, step %lld, %.0f s; test accuracy %.4f (top-5 %.4f)\n",
               (long long)r.epochs_done, (long long)r.step, r.elapsed_s, 1 - r.test.top1_error,
               1 - r.test.top5_error);
+  if (multiview) {
+    const Metrics m = evaluate_multiview(net, *data.test, stats, test_po.augment, 130);
+    std::printf("10-view test on %lld images: cost %.4f  top-1 error %.4f  top-5 error %.4f  (accuracy %.4f)\n",
+                (long long)m.examples, m.cost, m.top1_error, m.top5_error, 1 - m.top1_error);
+  }
   return 0;
 }
 

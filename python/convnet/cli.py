@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
 import sys
@@ -23,21 +25,27 @@ ZOO = {
     "alexnet_2012": zoo.alexnet_2012,
     "alexnet_one_tower": zoo.alexnet_one_tower,
     "small_convnet": zoo.small_convnet,
-    **{f"vgg-{c}": (lambda c: lambda **kw: zoo.vgg(c, **kw))(c) for c in "ABCDE"},
+    **{f"vgg-{c}": functools.partial(zoo.vgg, c) for c in "ABCDE"},
 }
 
 
 def resolve_model(name: str, classes: int | None = None, channels: int | None = None,
-                  size: int | None = None) -> str:
+                  size: int | None = None, init: str | None = None) -> str:
     """A model definition as JSON text: a JSON file, or a zoo name built for the data's classes,
-    channels and image size."""
+    channels and image size (and `init`, for the zoo models that take one)."""
     if os.path.isfile(name):
+        if init is not None:
+            raise SystemExit(f"convnet: --init is for zoo models; the model file {name} sets each "
+                             "layer's init itself")
         with open(name) as f:
             return f.read()
     if name not in ZOO:
         raise SystemExit(f"convnet: '{name}' is neither a model file nor a zoo model "
                          f"(zoo: {', '.join(ZOO)})")
-    kw = {k: v for k, v in dict(classes=classes, channels=channels, size=size).items() if v is not None}
+    kw = {k: v for k, v in dict(classes=classes, channels=channels, size=size, init=init).items()
+          if v is not None}
+    if init is not None and "init" not in inspect.signature(ZOO[name]).parameters:
+        raise SystemExit(f"convnet: the zoo model {name} has no --init choice")
     return ZOO[name](**kw).to_json()
 
 
@@ -75,9 +83,9 @@ def cmd_train(a) -> int:
     if a.threads:
         _core.set_num_threads(a.threads)
     prep = DataPrep(a.data, image_size=a.image_size, crop=a.crop, mirror=a.mirror,
-                    pca_std=a.pca_std, mean=a.mean, scale=a.scale)
+                    pca_std=a.pca_std, pca_rescale=a.pca_rescale, mean=a.mean, scale=a.scale)
     channels, size, _ = prep.shape
-    model = resolve_model(a.model, prep.classes, channels, size)
+    model = resolve_model(a.model, prep.classes, channels, size, init=a.init)
     net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math, cuda_graph=a.cuda_graph)
     if a.lr is not None:
         for name in net.param_names():
@@ -190,15 +198,15 @@ def cmd_test(a) -> int:
 
 
 # ---- predict ----
-def read_image(path: str, channels: int, size: int) -> np.ndarray:
-    """An image file as C x size x size floats in [0, 255] (shorter side resized, centre crop)."""
+def read_grey_image(path: str, size: int) -> np.ndarray:
+    """An image file as 1 x size x size floats in [0, 255] (grey; shorter side resized, centre
+    crop), for nets trained on grey data sets (IDX files)."""
     try:
         from PIL import Image
     except ImportError:
-        raise SystemExit("convnet predict needs Pillow to read image files: pip install pillow") from None
+        raise SystemExit("convnet predict needs Pillow to read image files for a grey model: pip install pillow") from None
     try:
-        img = Image.open(path)
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = Image.open(path).convert("L")
     except (OSError, ValueError) as e:
         raise SystemExit(f"convnet: cannot read image {path}: {e}") from None
     w, h = img.size
@@ -206,18 +214,46 @@ def read_image(path: str, channels: int, size: int) -> np.ndarray:
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
-    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)[None]
+
+
+def prediction_inputs(paths: list[str], channels: int, size: int, run: dict) -> np.ndarray:
+    """Image files as the run's test pipeline gives its images to the net: decoded at the size the
+    run's images had (colour files as folder_source decodes them), centre-cropped to the run's
+    crop, minus the run's mean (value, or the training set's mean image), times its scale."""
+    from . import data
+
+    crop = run.get("crop", 0)
+    # The run's source images' side (older runs: image_size for colour crops, else the net's).
+    source_size = run.get("source_size") or (run.get("image_size", size) if crop and channels == 3 else size)
+    if channels == 3:
+        source = data.image_files_source(list(paths), source_size)
+        for i, path in enumerate(paths):  # a pipeline would replace an unreadable file: say so instead
+            try:
+                source.load(i)
+            except data.DataError as e:
+                raise SystemExit(f"convnet: cannot read image {path}: {e}") from None
+    else:
+        x = np.stack([read_grey_image(p, source_size) for p in paths])
+        source = data.array_source(x, np.zeros(len(paths), np.int32), 1)
+    mean_image = run.get("mean") == "image"
+    stats = data_of_run(run).stats if mean_image else None  # the training set's mean image
+    pipe = data.Pipeline(source, batch=len(paths), shuffle=False, train=False, workers=1, crop=crop,
+                         subtract_mean_image=mean_image, mean_value=run.get("mean_value", 0.0),
+                         scale=run.get("scale", 1.0), stats=stats)
+    images = next(pipe.epoch()).images()
+    if images.shape[1:] != (channels, size, size):
+        raise SystemExit(f"convnet: the run's data settings give {images.shape[1:]} inputs, the net takes "
+                         f"{(channels, size, size)}")
+    return images
 
 
 def cmd_predict(a) -> int:
     ckpt, net, run = load_run(a.checkpoint, a.device)
     shape = net.output_shape(net.inputs[0])  # (C, H, W, N)
-    channels, size = shape[0], shape[1]
-    x = np.stack([read_image(p, channels, size) for p in a.images])
-    x = (x - run.get("mean_value", 0.0)) * run.get("scale", 1.0)
+    x = prediction_inputs(a.images, shape[0], shape[1], run)
     names = run.get("class_names") or None
-    for path, top in zip(a.images, net.top_k(x.astype(np.float32), a.top_k, names)):
+    for path, top in zip(a.images, net.top_k(x, a.top_k, names)):
         print(path)
         for cls, p in top:
             print(f"  {p:7.2%}  {cls}")
@@ -294,11 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=256, help="decoded size of folder images (default 256)")
     t.add_argument("--crop", type=int, default=0, help="random crops of this size in training, centre crop in test (default: none)")
     t.add_argument("--mirror", action="store_true", help="random horizontal reflections in training")
-    t.add_argument("--pca-std", type=float, default=0.0, help="AlexNet's PCA colour noise (the paper: 0.1; RGB only)")
+    t.add_argument("--pca-std", type=float, default=0.0,
+                   help="AlexNet's PCA colour noise: alpha_i ~ N(0, PCA_STD) times the standard deviation "
+                        "along each RGB principal component (the paper: 0.1; RGB only)")
+    t.add_argument("--pca-rescale", action="store_true",
+                   help="with --pca-std, also multiply training inputs by 1/(1 + PCA_STD), as cuda-convnet2 "
+                        "(default off: it makes training inputs smaller than test inputs)")
     t.add_argument("--mean", default="scalar", choices=["scalar", "image", "none"],
                    help="subtract the training set's mean pixel (scalar) or mean image (default scalar)")
-    t.add_argument("--scale", type=float, default=1 / 255,
-                   help="multiply pixels by this after the mean subtraction (default 1/255)")
+    t.add_argument("--scale", default="std",
+                   help="multiply pixels by this after the mean subtraction: a number, or 'std' for 1 / the "
+                        "training pixels' standard deviation, unit-variance input (default std; the paper's "
+                        "gaussian init wants 1, raw 0-255 values)")
+    t.add_argument("--init", choices=["gaussian", "kaiming", "xavier"],
+                   help="weight init of a zoo model that offers the choice (alexnet_2012, alexnet_one_tower, "
+                        "fashion_alexnet, vgg-*; default: the model's own)")
     t.add_argument("--workers", type=int, default=2, help="data loading threads (default 2)")
     t.add_argument("--threads", type=int, default=0, help="CPU compute threads (default: all cores)")
     t.add_argument("--max-grad-norm", type=float, default=0.0, help="stop when the gradient norm exceeds this (default: off)")

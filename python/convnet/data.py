@@ -24,6 +24,7 @@ DataSource = _core.DataSource
 DataStats = _core.DataStats
 idx_source = _core.idx_source
 folder_source = _core.folder_source
+image_files_source = _core.image_files_source
 generated_source = _core.generated_source
 array_source = _core.array_source
 load_stats = _core.load_stats
@@ -71,14 +72,15 @@ class Pipeline:
     def __init__(self, source: DataSource, batch: int = 128, *, shuffle: bool = True,
                  train: bool = True, drop_last: bool = False, seed: int = 1, workers: int = 2,
                  prefetch: int = 4, crop: int = 0, random_crop: bool = True, mirror: bool = True,
-                 pca_std: float = 0.0, subtract_mean_image: bool = False, mean_value: float = 0.0,
-                 scale: float = 1.0, stats: DataStats | None = None, pinned: bool = False):
+                 pca_std: float = 0.0, pca_rescale: bool = False, subtract_mean_image: bool = False,
+                 mean_value: float = 0.0, scale: float = 1.0, stats: DataStats | None = None,
+                 pinned: bool = False):
         if batch < 1 or workers < 1 or prefetch < 1:
             raise ValueError(f"batch, workers and prefetch must be >= 1 (got {batch}, {workers}, {prefetch})")
         self.source = source
         self._pipe = _core.Pipeline(source, batch, shuffle, train, drop_last, seed, workers, prefetch,
-                                    crop, random_crop, mirror, pca_std, subtract_mean_image,
-                                    mean_value, scale, stats if stats is not None else DataStats(),
+                                    crop, random_crop, mirror, pca_std, pca_rescale,
+                                    subtract_mean_image, mean_value, scale, stats if stats is not None else DataStats(),
                                     pinned)
 
     def epoch(self):

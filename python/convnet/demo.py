@@ -26,6 +26,7 @@ SCHEDULE = "plateau[factor=0.1;patience=1;maxDrops=2]"
 # Pixels minus the mean pixel, divided by 90 (Fashion-MNIST's pixel standard deviation in
 # 0-255 levels) so that the input has unit variance, as kaiming init assumes: the first layer
 # then learns about as fast as the rest (with x/255, the cost after 300 steps was 0.60, not 0.48).
+# `--scale std` computes the same from the data (89.9); the fixed 90 keeps the recorded results.
 SCALE = 1 / 90
 SAVE_DIR = "runs/fashion"
 

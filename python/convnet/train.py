@@ -184,25 +184,33 @@ def evaluate_multiview(net: Net, source, *, crop: int, stats=None, mean_value: f
 
 class DataPrep:
     """How a run reads its data: a data set by name (see open_dataset) and its normalisation,
-    kept in every checkpoint so that `convnet test` and `predict` read images the same way."""
+    kept in every checkpoint so that `convnet test` and `predict` read images the same way.
+
+    scale: a number, or "std" (the default) for 1 / the training pixels' standard deviation, so
+    that the net's input has unit variance in whatever units the pixels come (what kaiming and
+    xavier inits assume; the paper's N(0, 0.01) init wants 1, raw 0-255 values)."""
 
     def __init__(self, spec: str = "fashion-mnist", *, image_size: int = 256, crop: int = 0,
-                 mirror: bool = False, pca_std: float = 0.0, mean: str = "scalar",
-                 scale: float = 1.0 / 255.0, stats_sample: int = 10000, stats_path: str | None = None):
+                 mirror: bool = False, pca_std: float = 0.0, pca_rescale: bool = False,
+                 mean: str = "scalar", scale: float | str = "std", stats_sample: int = 10000,
+                 stats_path: str | None = None):
         if mean not in ("scalar", "image", "none"):
             raise ValueError(f"mean must be 'scalar', 'image' or 'none', not {mean!r}")
         self.spec, self.image_size, self.crop, self.mirror = spec, image_size, crop, mirror
-        self.pca_std, self.mean, self.scale = pca_std, mean, scale
+        self.pca_std, self.pca_rescale, self.mean = pca_std, pca_rescale, mean
         self.train_source, self.test_source, self.description = _core.open_dataset(spec, image_size)
         self.stats = None
         if stats_path and os.path.exists(stats_path):
             self.stats = _data.load_stats(stats_path)
-        elif mean == "image" or pca_std > 0 or mean == "scalar":
+        elif mean != "none" or pca_std > 0 or scale == "std":
             self.stats = _data.compute_stats(self.train_source, stats_sample,
                                              progress=len(self.train_source) > 20000)
             if stats_path:
                 self.stats.save(stats_path)
         self.mean_value = float(np.mean(self.stats.mean)) if mean == "scalar" else 0.0
+        # The number the pipelines multiply by (what a checkpoint records).
+        self.scale = _core.parse_scale(scale if isinstance(scale, str) else repr(float(scale)),
+                                       self.stats or _data.DataStats())
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -221,7 +229,7 @@ class DataPrep:
                       mean_value=self.mean_value, subtract_mean_image=self.mean == "image",
                       stats=self.stats, pinned=pinned)
         train = _data.Pipeline(self.train_source, shuffle=True, train=True, mirror=self.mirror,
-                               pca_std=self.pca_std, **common)
+                               pca_std=self.pca_std, pca_rescale=self.pca_rescale, **common)
         test = _data.Pipeline(self.test_source, shuffle=False, train=False, **common)
         return train, test
 
@@ -230,9 +238,11 @@ class DataPrep:
         if not names and self.spec == "fashion-mnist":  # IDX files carry no class names
             from .datasets import FASHION_MNIST_CLASSES
             names = list(FASHION_MNIST_CLASSES)
-        return dict(data=self.spec, image_size=self.image_size, crop=self.crop, mean=self.mean,
+        s = self.train_source
+        return dict(data=self.spec, image_size=self.image_size, source_size=s.height if s.height == s.width else None,
+                    crop=self.crop, mean=self.mean,
                     mean_value=self.mean_value, scale=self.scale, mirror=self.mirror,
-                    pca_std=self.pca_std, class_names=names)
+                    pca_std=self.pca_std, pca_rescale=self.pca_rescale, class_names=names)
 
 
 def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs: int = 10,
@@ -241,8 +251,8 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
           log: str | None = None, resume: bool | str = False, callbacks: Iterable[Callback] = (),
           progress: bool | str = True, max_grad_norm: float = 0.0, workers: int = 2,
           cuda_graph: bool = False):
-    """Builds the net, prepares the data (data set by name, scalar mean subtraction and scale to
-    [0, 1] by default) and trains. Returns (net, result). resume=True continues from the newest
+    """Builds the net, prepares the data (data set by name, scalar mean subtraction and unit
+    variance by default: DataPrep) and trains. Returns (net, result). resume=True continues from the newest
     checkpoint in save_dir when there is one; a path resumes from that checkpoint."""
     prep = data if isinstance(data, DataPrep) else DataPrep(data)
     checkpoint = None

@@ -16,36 +16,55 @@ from .model import Model
 PAPER_SGD = dict(epsW=0.01, epsB=0.01, momW=0.9, momB=0.9, wc=0.0005)
 
 
+def _alexnet_init(init: str, init_std: float):
+    """The init options of an AlexNet's conv and fc layers, and its bias of 1 (see alexnet_2012)."""
+    if init == "gaussian":
+        return dict(initW=init_std), 1  # gaussian is the layers' default init
+    if init not in ("kaiming", "xavier"):
+        raise ValueError(f"init must be 'gaussian' (the paper's), 'kaiming' or 'xavier', not {init!r}")
+    return dict(init=init), 0
+
+
 def alexnet_2012(classes: int = 1000, size: int = 224, channels: int = 3, dropout: float = 0.5,
-                 init_std: float = 0.01) -> Model:
-    """AlexNet as in the 2012 paper, split into two towers on logical devices 0 and 1."""
+                 init: str = "gaussian", init_std: float = 0.01) -> Model:
+    """AlexNet as in the 2012 paper, split into two towers on logical devices 0 and 1.
+
+    init="gaussian" is the paper's: weights N(0, init_std), biases 1 in conv2, conv4, conv5 and
+    the hidden fc layers. It was made for mean-subtracted pixels in 0-255 units (scale 1, as
+    cuda-convnet2 feeds them) and 1000 classes. init="xavier" (std sqrt(1 / fan_in)) or
+    "kaiming" (sqrt(2 / fan_in)) sets every bias to 0, for unit-variance input (scale "std"):
+    with fan-in-scaled weights the biases of 1 push the 4096-wide fc layers' outputs up, and on
+    a problem of 10 classes the first steps diverge. xavier is the one that trains on small data
+    sets (README, "Colour images").
+    """
     m = Model()
     m.input("data", channels=channels, size=size)
     m.labels("labels")
-    lr = dict(PAPER_SGD, initW=init_std)
+    weights, one = _alexnet_init(init, init_std)
+    lr = dict(PAPER_SGD, **weights)
     towers = "ab"
     for t, dev in zip(towers, (0, 1)):
         m.conv(f"conv1{t}", "data", filters=48, size=11, stride=4, padding=2, neuron="relu",
                initB=0, device=dev, **lr)
         m.lrn(f"rnorm1{t}", f"conv1{t}", device=dev)
         m.pool(f"pool1{t}", f"rnorm1{t}", size=3, stride=2, device=dev)
-        m.conv(f"conv2{t}", f"pool1{t}", filters=128, size=5, padding=2, neuron="relu", initB=1,
+        m.conv(f"conv2{t}", f"pool1{t}", filters=128, size=5, padding=2, neuron="relu", initB=one,
                device=dev, **lr)
         m.lrn(f"rnorm2{t}", f"conv2{t}", device=dev)
         m.pool(f"pool2{t}", f"rnorm2{t}", size=3, stride=2, device=dev)
     for t, dev in zip(towers, (0, 1)):  # conv3 reads both towers
         m.conv(f"conv3{t}", ["pool2a", "pool2b"], filters=192, size=3, padding=1, neuron="relu",
                initB=0, device=dev, **lr)
-        m.conv(f"conv4{t}", f"conv3{t}", filters=192, size=3, padding=1, neuron="relu", initB=1,
+        m.conv(f"conv4{t}", f"conv3{t}", filters=192, size=3, padding=1, neuron="relu", initB=one,
                device=dev, **lr)
-        m.conv(f"conv5{t}", f"conv4{t}", filters=128, size=3, padding=1, neuron="relu", initB=1,
+        m.conv(f"conv5{t}", f"conv4{t}", filters=128, size=3, padding=1, neuron="relu", initB=one,
                device=dev, **lr)
         m.pool(f"pool5{t}", f"conv5{t}", size=3, stride=2, device=dev)
     for t, dev in zip(towers, (0, 1)):
-        m.fc(f"fc6{t}", ["pool5a", "pool5b"], outputs=2048, neuron="relu", initB=1, device=dev, **lr)
+        m.fc(f"fc6{t}", ["pool5a", "pool5b"], outputs=2048, neuron="relu", initB=one, device=dev, **lr)
         m.dropout(f"drop6{t}", f"fc6{t}", rate=dropout, device=dev)
     for t, dev in zip(towers, (0, 1)):
-        m.fc(f"fc7{t}", ["drop6a", "drop6b"], outputs=2048, neuron="relu", initB=1, device=dev, **lr)
+        m.fc(f"fc7{t}", ["drop6a", "drop6b"], outputs=2048, neuron="relu", initB=one, device=dev, **lr)
         m.dropout(f"drop7{t}", f"fc7{t}", rate=dropout, device=dev)
     m.fc("fc8", ["drop7a", "drop7b"], outputs=classes, initB=0, **lr)
     m.softmax_cost("cost", "fc8", "labels")
@@ -53,23 +72,25 @@ def alexnet_2012(classes: int = 1000, size: int = 224, channels: int = 3, dropou
 
 
 def alexnet_one_tower(classes: int = 1000, size: int = 224, channels: int = 3, dropout: float = 0.5,
-                      init_std: float = 0.01) -> Model:
-    """One-tower AlexNet ("one weird trick" version, as torchvision's alexnet)."""
+                      init: str = "gaussian", init_std: float = 0.01) -> Model:
+    """One-tower AlexNet ("one weird trick" version, as torchvision's alexnet). init as
+    alexnet_2012."""
     m = Model()
     m.input("data", channels=channels, size=size)
     m.labels("labels")
-    lr = dict(PAPER_SGD, initW=init_std)
+    weights, one = _alexnet_init(init, init_std)
+    lr = dict(PAPER_SGD, **weights)
     m.conv("conv1", "data", filters=64, size=11, stride=4, padding=2, neuron="relu", **lr)
     m.pool("pool1", "conv1", size=3, stride=2)
-    m.conv("conv2", "pool1", filters=192, size=5, padding=2, neuron="relu", initB=1, **lr)
+    m.conv("conv2", "pool1", filters=192, size=5, padding=2, neuron="relu", initB=one, **lr)
     m.pool("pool2", "conv2", size=3, stride=2)
     m.conv("conv3", "pool2", filters=384, size=3, padding=1, neuron="relu", **lr)
-    m.conv("conv4", "conv3", filters=256, size=3, padding=1, neuron="relu", initB=1, **lr)
-    m.conv("conv5", "conv4", filters=256, size=3, padding=1, neuron="relu", initB=1, **lr)
+    m.conv("conv4", "conv3", filters=256, size=3, padding=1, neuron="relu", initB=one, **lr)
+    m.conv("conv5", "conv4", filters=256, size=3, padding=1, neuron="relu", initB=one, **lr)
     m.pool("pool5", "conv5", size=3, stride=2)
-    m.fc("fc6", "pool5", outputs=4096, neuron="relu", initB=1, **lr)
+    m.fc("fc6", "pool5", outputs=4096, neuron="relu", initB=one, **lr)
     m.dropout("drop6", "fc6", rate=dropout)
-    m.fc("fc7", "drop6", outputs=4096, neuron="relu", initB=1, **lr)
+    m.fc("fc7", "drop6", outputs=4096, neuron="relu", initB=one, **lr)
     m.dropout("drop7", "fc7", rate=dropout)
     m.fc("fc8", "drop7", outputs=classes, **lr)
     m.softmax_cost("cost", "fc8", "labels")

@@ -1,8 +1,9 @@
 // Tests of the AlexNet augmentation (data/augment.cpp) on small hand-filled images: the ten
 // test-time views pixel by pixel, centre crops at test time, random crops and reflections
 // (every position reached, reflections half the time, each output exactly one window of the
-// input), PCA colour noise (exactly sum_i alpha_i lambda_i p_i per channel, alpha_i ~ N(0, std)),
-// and mean subtraction that follows the crop and the reflection.
+// input), PCA colour noise (exactly sum_i alpha_i sqrt(lambda_i) p_i per channel,
+// alpha_i ~ N(0, std): offsets of covariance std^2 times the colour covariance, not 10x more or
+// less), cuda-convnet2's rescale, and mean subtraction that follows the crop and the reflection.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -181,7 +182,7 @@ std::array<double, 3> offsets(const std::vector<float>& in, const std::vector<fl
   return d;
 }
 
-TEST(AugmentExample, PcaNoiseIsSumOfAlphaLambdaP) {
+TEST(AugmentExample, PcaNoiseIsSumOfAlphaSqrtLambdaP) {
   std::vector<float> img(3 * 4 * 4);
   for (size_t i = 0; i < img.size(); ++i) img[i] = float((i * 37) % 200 + 20);
   AugmentOptions o;
@@ -197,10 +198,10 @@ TEST(AugmentExample, PcaNoiseIsSumOfAlphaLambdaP) {
       const auto d = offsets(img, out, 16);
       double alpha[3];
       for (int i = 0; i < 3; ++i) {
-        // p_i are orthonormal, so alpha_i = (p_i . d) / lambda_i.
+        // p_i are orthonormal, so alpha_i = (p_i . d) / sqrt(lambda_i).
         double dot = 0;
         for (int c = 0; c < 3; ++c) dot += double(s.eigenvectors[size_t(i)][size_t(c)]) * d[size_t(c)];
-        alpha[i] = dot / s.eigenvalues[size_t(i)];
+        alpha[i] = dot / std::sqrt(double(s.eigenvalues[size_t(i)]));
         sum[i] += alpha[i];
         sq[i] += alpha[i] * alpha[i];
         dsum[i] += d[size_t(i)];
@@ -211,10 +212,72 @@ TEST(AugmentExample, PcaNoiseIsSumOfAlphaLambdaP) {
       const double mean = sum[i] / n, sd = std::sqrt(sq[i] / n - mean * mean);
       EXPECT_NEAR(mean, 0.0, 4 * pca_std / std::sqrt(n)) << "alpha " << i;
       EXPECT_NEAR(sd, pca_std, 0.05 * pca_std) << "alpha " << i;
-      EXPECT_NEAR(dsum[i] / n, 0.0, 4 * pca_std * 60 / std::sqrt(n)) << "offset of channel " << i;
+      EXPECT_NEAR(dsum[i] / n, 0.0, 4 * pca_std * std::sqrt(60.0) / std::sqrt(n)) << "offset of channel " << i;
     }
     EXPECT_NEAR(cross01 / n, 0.0, 4 * pca_std * pca_std / std::sqrt(n)) << "alphas correlated";
   }
+}
+
+// The magnitude, pinned: over many images the offsets' covariance is pca_std^2 times the colour
+// covariance P diag(lambda) P^T, entry by entry within sampling error. Noise built from the
+// eigenvalues themselves (the paper's words read literally: 60x larger along p_0 here, about 110x
+// on ImageNet), or 10x too large or too small, fails it by far.
+TEST(AugmentExample, PcaNoiseCovarianceIsPcaStdSquaredTimesTheColourCovariance) {
+  const std::array<float, 3> lambda{3600.f, 400.f, 100.f};  // colour sds 60, 20, 10 levels
+  const DataStats s = pca_stats(lambda);
+  std::vector<float> img(3 * 2 * 2, 128.f);
+  AugmentOptions o;
+  o.random_crop = false;
+  o.mirror = false;
+  o.pca_std = 0.1f;
+  const int n = 20000;
+  double m[3] = {0, 0, 0}, c[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+  for (int k = 0; k < n; ++k) {
+    const auto d = offsets(img, augment(img, 3, 2, 2, o, s, true, uint64_t(k) * 7919 + 3), 4);
+    for (int a = 0; a < 3; ++a) {
+      m[a] += d[size_t(a)];
+      for (int b = 0; b < 3; ++b) c[a][b] += d[size_t(a)] * d[size_t(b)];
+    }
+  }
+  for (int a = 0; a < 3; ++a)
+    for (int b = 0; b < 3; ++b) {
+      double want = 0;
+      for (int i = 0; i < 3; ++i)
+        want += double(lambda[size_t(i)]) * s.eigenvectors[size_t(i)][size_t(a)] * s.eigenvectors[size_t(i)][size_t(b)];
+      want *= 0.01;  // pca_std^2
+      const double got = c[a][b] / n - (m[a] / n) * (m[b] / n);
+      // Sampling error of a covariance from n gaussian draws is about sqrt(2 / n) = 1% of the
+      // variances; 5% of the largest is four of those.
+      EXPECT_NEAR(got, want, 0.05 * 0.01 * lambda[0]) << "covariance entry " << a << "," << b;
+    }
+  // The total variance (trace) within 5%, and so nowhere near 10x too large or too small.
+  double trace = 0;
+  for (int a = 0; a < 3; ++a) trace += c[a][a] / n - (m[a] / n) * (m[a] / n);
+  const double want_trace = 0.01 * (3600.0 + 400.0 + 100.0);
+  EXPECT_NEAR(trace / want_trace, 1.0, 0.05);
+}
+
+TEST(AugmentExample, PcaRescaleDividesTrainingInputsByOnePlusPcaStd) {
+  const DataStats s = pca_stats({60.f, 12.f, 3.f});
+  std::vector<float> img(3 * 4 * 4);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = float((i * 53) % 240 + 5);
+  AugmentOptions o;
+  o.random_crop = false;
+  o.mirror = false;
+  o.pca_std = 0.25f;
+  o.mean_value = 100.f;
+  o.scale = 0.5f;
+  const auto plain = augment(img, 3, 4, 4, o, s, true, 77);
+  o.pca_rescale = true;
+  const auto rescaled = augment(img, 3, 4, 4, o, s, true, 77);
+  for (size_t i = 0; i < img.size(); ++i)
+    EXPECT_NEAR(rescaled[i], plain[i] / 1.25f, 1e-5f * std::fabs(plain[i]) + 1e-6f) << i;
+  // Not at test time, and not without noise: the rescale goes with the noise.
+  EXPECT_EQ(augment(img, 3, 4, 4, o, s, false, 77), [&] {
+    AugmentOptions t = o;
+    t.pca_rescale = false;
+    return augment(img, 3, 4, 4, t, s, false, 77);
+  }());
 }
 
 TEST(AugmentExample, PcaNoiseWithOneEigenvalueIsAlongItsVector) {
@@ -238,7 +301,7 @@ TEST(AugmentExample, PcaNoiseWithOneEigenvalueIsAlongItsVector) {
   }
 }
 
-TEST(AugmentExample, NoPcaNoiseAtTestTimeOrForGreyImages) {
+TEST(AugmentExample, NoPcaNoiseAtTestTimeAndGreyImagesRefuseIt) {
   const DataStats s = pca_stats({60.f, 12.f, 3.f});
   AugmentOptions o;
   o.random_crop = false;
@@ -248,7 +311,12 @@ TEST(AugmentExample, NoPcaNoiseAtTestTimeOrForGreyImages) {
   for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = float(i) * 1.5f;
   EXPECT_EQ(augment(rgb, 3, 4, 4, o, s, false, 9), rgb);
   const auto grey = index_image(1, 4, 4);
-  EXPECT_EQ(augment(grey, 1, 4, 4, o, s, true, 9), grey);
+  EXPECT_EQ(augment(grey, 1, 4, 4, o, s, false, 9), grey);
+  // In training the noise would silently be nothing: refused, as the Pipeline does.
+  EXPECT_THROW(augment(grey, 1, 4, 4, o, s, true, 9), ValueError);
+  DataStats negative = s;
+  negative.eigenvalues[2] = -1.f;
+  EXPECT_THROW(augment(rgb, 3, 4, 4, o, negative, true, 9), ValueError);
 }
 
 TEST(AugmentExample, MeanImageFollowsTheCropAndReflection) {

@@ -679,6 +679,34 @@ TEST(Stats, SameResultForAnyThreadCount) {
   EXPECT_EQ(one.mean, four.mean);
   EXPECT_EQ(one.eigenvalues, four.eigenvalues);
   EXPECT_EQ(one.eigenvectors, four.eigenvectors);
+  EXPECT_EQ(one.pixel_std, four.pixel_std);
+}
+
+// pixel_std is the standard deviation of every value about their mean, in the pixels' own units:
+// the same images in [0, 1] give 1/255 of it (to float rounding), and 1 / pixel_std scales both
+// to the same unit-variance input.
+TEST(Stats, PixelStdInAnyUnits) {
+  auto src = generated_source(60, 3, 3, 12, 2);
+  std::vector<float> all(60 * 3 * 144), unit_range(all.size());
+  std::vector<int> labels(60);
+  for (int i = 0; i < 60; ++i) labels[size_t(i)] = src->load(i, all.data() + size_t(i) * 432);
+  double mean = 0, sq = 0;
+  for (float v : all) mean += v / double(all.size());
+  for (float v : all) sq += (v - mean) * (v - mean) / double(all.size());
+  for (size_t i = 0; i < all.size(); ++i) unit_range[i] = all[i] / 255.f;
+  const DataStats s = compute_stats(*src);
+  EXPECT_NEAR(s.pixel_std, std::sqrt(sq), 1e-4 * std::sqrt(sq));
+  EXPECT_GT(s.pixel_std, 10.f);  // generated images span 0-255
+  auto small = array_source(unit_range.data(), labels.data(), 60, 3, 12, 12, 3);
+  const DataStats u = compute_stats(*small);
+  EXPECT_NEAR(u.pixel_std * 255.0, s.pixel_std, 1e-5 * s.pixel_std);
+  for (int i = 0; i < 3; ++i)  // and the colour variances 1/255^2 of theirs
+    EXPECT_NEAR(u.eigenvalues[size_t(i)] * 65025.0, s.eigenvalues[size_t(i)], 1e-4 * s.eigenvalues[0]);
+  EXPECT_NEAR(parse_scale("std", s) / parse_scale("std", u), 1.0 / 255, 1e-8);
+  EXPECT_EQ(parse_scale("0.5", s), 0.5f);
+  EXPECT_THROW(parse_scale("1/255", s), ValueError);
+  EXPECT_THROW(parse_scale("-1", s), ValueError);
+  EXPECT_THROW(parse_scale("std", DataStats{}), ValueError);
 }
 
 TEST(Stats, SaveLoadRoundTripAndErrorsNameTheFile) {
@@ -694,6 +722,7 @@ TEST(Stats, SaveLoadRoundTripAndErrorsNameTheFile) {
   EXPECT_EQ(t.mean, s.mean);  // bitwise: floats survive the JSON text
   EXPECT_EQ(t.eigenvalues, s.eigenvalues);
   EXPECT_EQ(t.eigenvectors, s.eigenvectors);
+  EXPECT_EQ(t.pixel_std, s.pixel_std);
   EXPECT_FALSE(fs::exists(path + ".tmp"));
 
   auto message = [](const std::function<void()>& f) -> std::string {
@@ -715,6 +744,33 @@ TEST(Stats, SaveLoadRoundTripAndErrorsNameTheFile) {
   EXPECT_THROW(load_stats(bad), ValueError);
   std::ofstream(bad) << R"({"something": "else"})";
   EXPECT_NE(message([&] { load_stats(bad); }).find(bad), std::string::npos);
+
+  // A file of version 1, as convnet wrote before pixel_std and before the colour noise took the
+  // square roots of its eigenvalues (which were variances then as now): read as it is.
+  const std::string v1 = (dir / "v1.json").string();
+  std::ofstream(v1) << R"({"format": "convnet-stats", "version": 1, "examples": 7, "mean": [1, 2, 3],
+      "eigenvalues": [400, 100, 25], "eigenvectors": [[0, 1, 0], [1, 0, 0], [0, 0, 1]]})";
+  const DataStats old = load_stats(v1);
+  EXPECT_EQ(old.eigenvalues, (std::array<float, 3>{400.f, 100.f, 25.f}));
+  EXPECT_EQ(old.pixel_std, 0.f);  // unknown: scale "std" asks for new statistics
+  EXPECT_NE(message([&] { parse_scale("std", old); }).find("version 1"), std::string::npos);
+  // What cannot be colour statistics is refused, naming the file and the fault.
+  auto refused = [&](const std::string& json, const std::string& why) {
+    std::ofstream(bad) << json;
+    const std::string m = message([&] { load_stats(bad); });
+    EXPECT_NE(m.find(bad), std::string::npos) << m;
+    EXPECT_NE(m.find(why), std::string::npos) << m;
+  };
+  const std::string head = R"({"format": "convnet-stats", "examples": 1, "mean": [1], )";
+  refused(head + R"("version": 3, "eigenvalues": [1, 1, 1], "eigenvectors": [[1,0,0],[0,1,0],[0,0,1]]})",
+          "version 3");
+  refused(head + R"("version": 1, "eigenvalues": [1, -1, 1], "eigenvectors": [[1,0,0],[0,1,0],[0,0,1]]})",
+          "finite and >= 0");
+  // Vectors scaled by their standard deviations (another way to store colour PCA).
+  refused(head + R"("version": 1, "eigenvalues": [400, 100, 25], "eigenvectors": [[20,0,0],[0,10,0],[0,0,5]]})",
+          "not orthonormal");
+  refused(head + R"("version": 2, "pixel_std": -3, "eigenvalues": [1, 1, 1], "eigenvectors": [[1,0,0],[0,1,0],[0,0,1]]})",
+          "not a standard deviation");
   fs::remove_all(dir);
 }
 

@@ -39,3 +39,19 @@ def problem():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory):
+    """A folder of colour JPEGs, train/ and val/ with ten class folders (3000 + 500 images of
+    several sizes and aspect ratios), written by the repository's scripts/make_shapes.py."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_shapes.py"
+    spec = importlib.util.spec_from_file_location("make_shapes", script)
+    make_shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_shapes)
+    root = tmp_path_factory.mktemp("shapes")
+    assert make_shapes.main([str(root), "--train", "3000", "--val", "500"]) == 0
+    return root

@@ -33,7 +33,7 @@ def assert_png(path):
 def trained(tmp_path_factory):
     """A run folder: small_convnet trained 3 epochs on 14x14 crops of the generated data."""
     run_dir = tmp_path_factory.mktemp("run")
-    rc = cli.main(["train", "small_convnet", "--data", DATA, "--epochs", "3", "--batch", "32", "--lr", "0.05",
+    rc = cli.main(["train", "small_convnet", "--data", DATA, "--epochs", "3", "--batch", "32", "--lr", "0.01",
                    "--crop", "14", "--save-dir", str(run_dir), "--quiet", "--schedule", "plateau[patience=1]"])
     assert rc == 0
     return run_dir
@@ -55,7 +55,7 @@ def test_resume_continues_the_run(trained, capsys, tmp_path):
     for f in os.listdir(trained):  # resume a copy, leaving the fixture's run as it is
         (run_dir / f).write_bytes((trained / f).read_bytes())
     rc, out, _ = run(capsys, "train", "small_convnet", "--data", DATA, "--epochs", "4", "--batch", "32",
-                     "--lr", "0.05", "--crop", "14", "--save-dir", str(run_dir), "--quiet", "--resume", "--no-plots")
+                     "--lr", "0.01", "--crop", "14", "--save-dir", str(run_dir), "--quiet", "--resume", "--no-plots")
     assert rc == 0, out
     assert "resumed from" in out and "done: 4 epochs, step 64" in out, out
 

@@ -633,8 +633,8 @@ def test_ten_views_match_numpy():
 
 
 def test_pca_noise_statistics(tmp_path):
-    """offset = P @ (alpha * lambda), alpha ~ N(0, pca_std): mean 0, covariance
-    P diag((pca_std * lambda)^2) P^T, the same offset at every pixel."""
+    """offset = P @ (alpha * sqrt(lambda)), alpha ~ N(0, pca_std): mean 0, covariance
+    P diag(pca_std^2 * lambda) P^T, the same offset at every pixel."""
     p = _rotation()
     lam = np.array([400.0, 100.0, 25.0])
     std = 0.1
@@ -647,13 +647,13 @@ def test_pca_noise_statistics(tmp_path):
         o = out.reshape(3, -1) - 100
         assert np.ptp(o, axis=1).max() < 1e-4  # one offset per channel per image
         offsets[key] = o[:, 0]
-    alphas = offsets @ p / lam  # back to alpha_i (P orthonormal)
+    alphas = offsets @ p / np.sqrt(lam)  # back to alpha_i (P orthonormal)
     assert np.abs(alphas.mean(0)).max() < 4 * std / np.sqrt(n)
     cov = np.cov(alphas.T)
     np.testing.assert_allclose(np.diag(cov), std ** 2, rtol=0.05)
     assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.05 * std ** 2
-    np.testing.assert_allclose(np.cov(offsets.T), p @ np.diag((std * lam) ** 2) @ p.T,
-                               atol=0.05 * (std * lam[0]) ** 2)
+    np.testing.assert_allclose(np.cov(offsets.T), p @ np.diag(std ** 2 * lam) @ p.T,
+                               atol=0.05 * std ** 2 * lam[0])
     kurtosis = (alphas ** 4).mean(0) / (alphas ** 2).mean(0) ** 2
     assert np.abs(kurtosis - 3).max() < 0.2  # gaussian
     # Test mode: no noise.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ctest: convnet-train (no Python) trains a model file on generated data, writes checkpoints and
-# a log, resumes from them, and rejects bad options naming them.
+# a log, resumes from them, and rejects bad options naming them; then trains on a folder of colour
+# JPEGs (scripts/make_shapes.py, which needs python3 with numpy and Pillow) with the AlexNet
+# paper's whole augmentation and runs the 10-view test.
 #   convnet_train_test.sh BINARY SOURCE_DIR
 set -euo pipefail
 BIN=$1
@@ -57,4 +59,28 @@ expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json"
 echo '{"conv9": {"epsW": 1}}' > "$WORK/badparams.json"
 expect_error "sets layer 'conv9'" --layer-def "$WORK/model.json" --layer-params "$WORK/badparams.json" --data-path "$DATA"
 expect_error "unknown learning-rate schedule 'cosine'" --layer-def "$WORK/model.json" --data-path "$DATA" --schedule cosine
+expect_error "multiview-test needs --crop" --layer-def "$WORK/model.json" --data-path "$DATA" --multiview-test
+
+# Colour: random crops, reflections, PCA colour noise, the mean image; 10 classes (chance 0.1).
+python3 "$SRC/scripts/make_shapes.py" "$WORK/shapes" --train 2000 --val 300
+cat > "$WORK/colour.json" <<'JSON'
+{"layers": [
+  {"name": "data", "type": "input", "channels": 3, "size": 28},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 32, "size": 5, "padding": 2, "neuron": "relu", "init": "kaiming"},
+  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
+  {"name": "rnorm1", "type": "lrn", "inputs": ["pool1"]},
+  {"name": "conv2", "type": "conv", "inputs": ["rnorm1"], "filters": 64, "size": 5, "padding": 2, "neuron": "relu", "init": "kaiming"},
+  {"name": "pool2", "type": "pool", "inputs": ["conv2"], "size": 3, "stride": 2},
+  {"name": "fc3", "type": "fc", "inputs": ["pool2"], "outputs": 10, "init": "xavier"},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc3", "labels"]}
+]}
+JSON
+"$BIN" --layer-def "$WORK/colour.json" --data-path "$WORK/shapes" --image-size 32 --crop 28 --mirror \
+  --pca-std 0.1 --mean image --epochs 8 --mini 64 --print-freq 1000 --multiview-test > "$WORK/out3.txt"
+cat "$WORK/out3.txt"
+acc=$(sed -n 's/^done:.*test accuracy \([0-9.]*\).*/\1/p' "$WORK/out3.txt")
+awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' || fail "colour: test accuracy '$acc' is not above 0.5 (chance 0.1)"
+acc10=$(sed -n 's/^10-view test on 300 images:.*(accuracy \([0-9.]*\)).*/\1/p' "$WORK/out3.txt")
+awk -v a="$acc10" 'BEGIN { exit !(a > 0.5) }' || fail "colour: 10-view accuracy '$acc10' is not above 0.5"
 echo "convnet-train: all checks passed"

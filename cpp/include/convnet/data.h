@@ -56,6 +56,11 @@ std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std
 // rows and columns of each example's crop are decoded and resized (same values).
 std::shared_ptr<DataSource> folder_source(const std::string& root, int size = 256);
 
+// Image files decoded exactly as folder_source decodes its images (3 x size x size), all of
+// class 0: what `convnet predict` classifies. A file that cannot be read is a DataError naming it
+// when loaded.
+std::shared_ptr<DataSource> image_files_source(std::vector<std::string> paths, int size = 256);
+
 // A generated data set with learnable labels (for tests and demos): each class is a fixed random
 // smooth pattern; an example is its class's pattern, shifted and with noise, all determined by
 // (seed, index).
@@ -68,25 +73,48 @@ std::shared_ptr<DataSource> array_source(const float* nchw, const int* labels, i
                                          int channels, int height, int width, int classes);
 
 // Mean image and RGB principal components of a data set (or of a sample of it), as the AlexNet
-// paper's PCA colour augmentation needs.
+// paper's PCA colour augmentation needs. In the units of the source's pixel values (0-255).
 struct DataStats {
-  std::vector<float> mean;                      // C*H*W, CHW order, in [0, 255] units
-  std::array<float, 3> eigenvalues{};           // of the 3x3 RGB covariance (pixels in [0, 255])
+  std::vector<float> mean;                      // C*H*W, CHW order
+  // Of the 3x3 covariance of the RGB values of all pixels: variances (squared pixel units),
+  // descending. The colour noise uses their square roots, the standard deviations along p_i.
+  std::array<float, 3> eigenvalues{};
   std::array<std::array<float, 3>, 3> eigenvectors{};  // eigenvectors[i] is the i-th column p_i
+  // Of all values (every channel, pixel and example) about their mean: 1 / pixel_std is the
+  // scale that gives the input unit variance (what kaiming and xavier inits assume), in any units.
+  // 0 when unknown (a stats file of version 1).
+  float pixel_std = 0.f;
   int64_t examples = 0;                         // how many examples went into them
 };
 // Reads up to `sample` examples (all when 0 or more than the source holds), evenly spaced; calls
 // progress(done, total) now and then. Unreadable examples are skipped. RGB sources only get PCA.
+// The files are JSON; load_stats reads every version written so far and refuses what cannot be
+// colour statistics (non-orthonormal eigenvectors, negative variances) with a ValueError.
 DataStats compute_stats(const DataSource& source, int64_t sample = 0,
                         const std::function<void(int64_t, int64_t)>& progress = {});
 void save_stats(const DataStats& stats, const std::string& path);  // JSON
 DataStats load_stats(const std::string& path);
 
+// The commands' `scale` option: a positive number, or "std" for 1 / stats.pixel_std, which gives
+// the input unit variance whatever the pixels' units. ValueError naming the text otherwise, or
+// when "std" meets stats without a pixel_std.
+float parse_scale(const std::string& text, const DataStats& stats);
+
 struct AugmentOptions {
   int crop = 0;                // output side; 0 = the source's full size (no crop)
   bool random_crop = true;     // training: a random crop; test: the centre crop
   bool mirror = true;          // training: a random horizontal reflection
-  float pca_std = 0.f;         // alpha_i ~ N(0, pca_std) per image per epoch (AlexNet: 0.1); needs stats
+  // AlexNet's PCA colour noise (RGB, training only; needs stats): add
+  // sum_i alpha_i * sqrt(eigenvalue_i) * p_i to every pixel of an image, alpha_i ~ N(0, pca_std)
+  // drawn per image per epoch (AlexNet: 0.1). The per-image offsets then have covariance
+  // pca_std^2 times the pixels' colour covariance. The paper's text says "eigenvalue" where its
+  // code (cuda-convnet2) uses the square root; eigenvalues themselves would move pixels by
+  // about pca_std * 14000 levels on ImageNet, far past their 0-255 range.
+  float pca_std = 0.f;
+  // cuda-convnet2's companion rescale: training inputs (after the mean, with the noise) are also
+  // multiplied by 1 / (1 + pca_std). Off by default: the noise adds only about pca_std^2 (1%)
+  // to the inputs' variance, and the rescale makes training inputs 9% smaller than test inputs.
+  bool pca_rescale = false;
   bool subtract_mean_image = false;  // subtract stats.mean (cropped like the image)
   float mean_value = 0.f;      // else subtract this scalar
   float scale = 1.f;           // then multiply (e.g. 1/255)

@@ -64,6 +64,30 @@ void write_window(const float* chw, int channels, int height, int width, int y0,
 
 }  // namespace
 
+bool colour_noise_applies(const AugmentOptions& o, int channels, bool train) {
+  return train && o.pca_std > 0.f && channels == 3;
+}
+
+void check_colour_noise(const AugmentOptions& o, int channels, const DataStats& stats,
+                        const char* who) {
+  if (!(o.pca_std > 0.f)) return;
+  CONVNET_CHECK(channels == 3, who, ": PCA colour noise (pca_std ", o.pca_std,
+                ") needs RGB images; the source has ", channels, " channel(s)");
+  bool have = false;
+  for (const auto& v : stats.eigenvectors)
+    for (float x : v) have = have || x != 0.f;
+  CONVNET_CHECK(have, who, ": PCA colour noise (pca_std ", o.pca_std,
+                ") needs stats with eigenvectors; run compute_stats on this source");
+  for (float l : stats.eigenvalues)
+    CONVNET_CHECK(std::isfinite(l) && l >= 0.f, who, ": PCA colour noise needs the stats' "
+                  "eigenvalues (colour variances) to be finite and >= 0, got ", l);
+}
+
+float output_scale(const AugmentOptions& o, int channels, bool train) {
+  if (o.pca_rescale && colour_noise_applies(o, channels, train)) return o.scale / (1.f + o.pca_std);
+  return o.scale;
+}
+
 AugmentPlan plan_augmentation(int channels, int height, int width, const AugmentOptions& o,
                               const DataStats& stats, bool train, uint64_t rng_key) {
   CONVNET_CHECK(channels >= 1 && height >= 1 && width >= 1, "augment_example: image shape ",
@@ -85,16 +109,18 @@ AugmentPlan plan_augmentation(int channels, int height, int width, const Augment
   }
   p.mirror = train && o.mirror && (draw(rng_key, kMirror) >> 63) != 0;
 
-  // AlexNet's colour noise: add sum_i alpha_i * lambda_i * p_i to every RGB pixel, with
-  // alpha_i ~ N(0, pca_std) drawn once per image (per epoch, as the key includes the epoch).
-  if (train && o.pca_std > 0.f && channels == 3) {
+  // AlexNet's colour noise: add sum_i alpha_i * sqrt(lambda_i) * p_i to every RGB pixel, with
+  // alpha_i ~ N(0, pca_std) drawn once per image (per epoch, as the key includes the epoch). The
+  // square root, as cuda-convnet2 does: lambda_i is a variance, and the offset must be in pixel
+  // units (data.h says why not the paper's literal "eigenvalue").
+  if (colour_noise_applies(o, channels, train)) {
     double alpha[4];
     box_muller(draw(rng_key, kPca), draw(rng_key, kPca + 1), alpha[0], alpha[1]);
     box_muller(draw(rng_key, kPca + 2), draw(rng_key, kPca + 3), alpha[2], alpha[3]);
     for (int c = 0; c < 3; ++c) {
       double sum = 0;
       for (int i = 0; i < 3; ++i)
-        sum += double(o.pca_std) * alpha[i] * double(stats.eigenvalues[size_t(i)]) *
+        sum += double(o.pca_std) * alpha[i] * std::sqrt(double(stats.eigenvalues[size_t(i)])) *
                double(stats.eigenvectors[size_t(i)][size_t(c)]);
       p.offset[c] = float(sum);
     }
@@ -104,9 +130,11 @@ AugmentPlan plan_augmentation(int channels, int height, int width, const Augment
 
 void augment_example(const float* chw, int channels, int height, int width, const AugmentOptions& o,
                      const DataStats& stats, bool train, uint64_t rng_key, float* out) {
+  if (train) check_colour_noise(o, channels, stats, "augment_example");
   const AugmentPlan p = plan_augmentation(channels, height, width, o, stats, train, rng_key);
   write_window(chw, channels, height, width, p.top, p.left, p.height, p.width, p.mirror, p.offset,
-               o.subtract_mean_image ? stats.mean.data() : nullptr, o.mean_value, o.scale, out);
+               o.subtract_mean_image ? stats.mean.data() : nullptr, o.mean_value,
+               output_scale(o, channels, train), out);
 }
 
 Tensor ten_views(const float* chw, int channels, int height, int width, int crop) {

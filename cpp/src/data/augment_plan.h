@@ -17,6 +17,19 @@ struct AugmentPlan {
   float offset[3] = {0.f, 0.f, 0.f};             // added to each channel (PCA colour noise)
 };
 
+// Whether the PCA colour noise is added: training, pca_std > 0, RGB.
+bool colour_noise_applies(const AugmentOptions& o, int channels, bool train);
+
+// Refuses (ValueError, `who` first) colour noise that would silently be zero or NaN: pca_std > 0
+// on a source that is not RGB, or with stats that lack eigenvectors or have an eigenvalue that
+// is negative or not finite.
+void check_colour_noise(const AugmentOptions& o, int channels, const DataStats& stats,
+                        const char* who);
+
+// The factor applied after the mean: o.scale, divided by 1 + pca_std where the colour noise
+// applies and o.pca_rescale asks for cuda-convnet2's rescale. The same for every example.
+float output_scale(const AugmentOptions& o, int channels, bool train);
+
 // The plan for an example of channels x height x width under `o`. Checks the options as
 // augment_example documents (ValueError).
 AugmentPlan plan_augmentation(int channels, int height, int width, const AugmentOptions& o,

@@ -88,17 +88,7 @@ class FolderSource final : public WindowSource {
 
   std::string describe(int64_t index) const override { return path(index).string(); }
 
-  int load(int64_t index, float* chw) const override {
-    thread_local std::vector<uint8_t> rgbx;
-    const size_t plane = size_t(size_) * size_t(size_);
-    rgbx.resize(4 * plane);
-    ImageWindow all;
-    all.height = all.width = size_;
-    const int label = load_window(index, all, rgbx.data());
-    for (size_t i = 0; i < plane; ++i)
-      for (size_t c = 0; c < 3; ++c) chw[c * plane + i] = float(rgbx[4 * i + c]);
-    return label;
-  }
+  int load(int64_t index, float* chw) const override { return load_whole(index, chw); }
 
   int load_window(int64_t index, const ImageWindow& window, uint8_t* pixels) const override {
     // DataErrors from the decoder already name the file.
@@ -127,7 +117,48 @@ class FolderSource final : public WindowSource {
   std::vector<size_t> name_start_;    // offset of each name in names_, plus the end
 };
 
+// A list of image files, each of class 0: images to classify (convnet predict).
+class FileListSource final : public WindowSource {
+ public:
+  FileListSource(std::vector<std::string> paths, int size) : paths_(std::move(paths)), size_(size) {
+    CONVNET_CHECK(size >= 1, "image_files_source: size must be >= 1, got ", size);
+    CONVNET_CHECK(!paths_.empty(), "image_files_source: no files given");
+  }
+  int64_t size() const override { return int64_t(paths_.size()); }
+  int channels() const override { return 3; }
+  int height() const override { return size_; }
+  int width() const override { return size_; }
+  int classes() const override { return 1; }
+  std::string describe(int64_t index) const override { return paths_.at(size_t(index)); }
+  int load(int64_t index, float* chw) const override { return load_whole(index, chw); }
+  int load_window(int64_t index, const ImageWindow& window, uint8_t* pixels) const override {
+    load_image_window(paths_.at(size_t(index)), size_, window, pixels);
+    return 0;
+  }
+
+ private:
+  std::vector<std::string> paths_;
+  int size_;
+};
+
 }  // namespace
+
+int WindowSource::load_whole(int64_t index, float* chw) const {
+  thread_local std::vector<uint8_t> rgbx;
+  const size_t plane = size_t(height()) * size_t(width());
+  rgbx.resize(4 * plane);
+  ImageWindow all;
+  all.height = height();
+  all.width = width();
+  const int label = load_window(index, all, rgbx.data());
+  for (size_t i = 0; i < plane; ++i)
+    for (size_t c = 0; c < 3; ++c) chw[c * plane + i] = float(rgbx[4 * i + c]);
+  return label;
+}
+
+std::shared_ptr<DataSource> image_files_source(std::vector<std::string> paths, int size) {
+  return std::make_shared<FileListSource>(std::move(paths), size);
+}
 
 std::shared_ptr<DataSource> folder_source(const std::string& root, int size) {
   return std::make_shared<FolderSource>(root, size);

@@ -138,16 +138,7 @@ struct Pipeline::Impl {
                   " x ", width, " mean image (got ", stats.mean.size(),
                   " values); run compute_stats on this source");
     CONVNET_CHECK(a.pca_std >= 0.f, "Pipeline: pca_std ", a.pca_std, " is negative");
-    if (a.pca_std > 0.f && opt.train) {
-      // Without these the noise would silently be zero.
-      CONVNET_CHECK(channels == 3, "Pipeline: PCA colour noise (pca_std ", a.pca_std,
-                    ") needs RGB images; the source has ", channels, " channel(s)");
-      bool have = false;
-      for (const auto& v : stats.eigenvectors)
-        for (float x : v) have = have || x != 0.f;
-      CONVNET_CHECK(have, "Pipeline: PCA colour noise (pca_std ", a.pca_std,
-                    ") needs stats with eigenvectors; run compute_stats on this source");
-    }
+    if (opt.train) check_colour_noise(a, channels, stats, "Pipeline");
     batches = opt.drop_last ? count / opt.batch : (count + opt.batch - 1) / opt.batch;
     CONVNET_CHECK(batches > 0, "Pipeline: drop_last with ", count,
                   " examples leaves no batch of ", opt.batch);
@@ -296,7 +287,7 @@ struct Pipeline::Impl {
     target.source_height = height;
     target.source_width = width;
     target.mean_value = opt.augment.mean_value;
-    target.scale = opt.augment.scale;
+    target.scale = output_scale(opt.augment, channels, opt.train);
     AugmentPlan plans[kGroup];
     const float* whole_images[kGroup];
     for (int j0 = 0; j0 < n; j0 += kGroup) {

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -24,15 +26,15 @@
 namespace convnet {
 namespace {
 
-// Sums over a set of examples. Pixel values are shifted by kRef before the colour moments are
-// accumulated: the covariance is E[xx^T] - E[x]E[x]^T, and near-constant colours would otherwise
-// lose it to cancellation (values around 128, squares around 16000).
-constexpr double kRef = 128.0;
-
+// Sums over a set of examples. Values are shifted by a reference near their mean (that of the
+// first example read) before the second moments are accumulated: a variance is
+// E[x^2] - E[x]^2, and small spreads (near-constant colours, or pixels in [0, 1]) would otherwise
+// be lost to cancellation.
 struct Partial {
   std::vector<double> sum;  // per pixel of the CHW image
-  double s[3] = {0, 0, 0};
+  double s[3] = {0, 0, 0};  // RGB: per channel
   double ss[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+  double all_s = 0, all_ss = 0;  // every value of every channel
   int64_t pixels = 0, examples = 0;
   std::exception_ptr error;
 
@@ -42,11 +44,14 @@ struct Partial {
       s[i] = 0;
       for (int j = 0; j < 3; ++j) ss[i][j] = 0;
     }
+    all_s = all_ss = 0;
     pixels = examples = 0;
     error = nullptr;
   }
   void add(const Partial& o) {
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += o.sum[i];
+    all_s += o.all_s;
+    all_ss += o.all_ss;
     for (int i = 0; i < 3; ++i) {
       s[i] += o.s[i];
       for (int j = 0; j < 3; ++j) ss[i][j] += o.ss[i][j];
@@ -104,16 +109,24 @@ void jacobi_eigen3(double a[3][3], double values[3], double vectors[3][3]) {
   }
 }
 
-void accumulate(Partial& p, const float* chw, int channels, size_t plane) {
+void accumulate(Partial& p, const float* chw, int channels, size_t plane, double ref) {
   const size_t n = size_t(channels) * plane;
-  for (size_t i = 0; i < n; ++i) p.sum[i] += chw[i];
+  double s = 0, ss = 0;
+  for (size_t i = 0; i < n; ++i) {
+    p.sum[i] += chw[i];
+    const double x = chw[i] - ref;
+    s += x;
+    ss += x * x;
+  }
+  p.all_s += s;
+  p.all_ss += ss;
   if (channels == 3) {
     const float* r = chw;
     const float* g = chw + plane;
     const float* b = chw + 2 * plane;
     double s0 = 0, s1 = 0, s2 = 0, s00 = 0, s01 = 0, s02 = 0, s11 = 0, s12 = 0, s22 = 0;
     for (size_t i = 0; i < plane; ++i) {
-      const double x0 = r[i] - kRef, x1 = g[i] - kRef, x2 = b[i] - kRef;
+      const double x0 = r[i] - ref, x1 = g[i] - ref, x2 = b[i] - ref;
       s0 += x0, s1 += x1, s2 += x2;
       s00 += x0 * x0, s01 += x0 * x1, s02 += x0 * x2;
       s11 += x1 * x1, s12 += x1 * x2, s22 += x2 * x2;
@@ -125,6 +138,33 @@ void accumulate(Partial& p, const float* chw, int channels, size_t plane) {
   }
   p.examples += 1;
 }
+
+// What a loaded file must hold for the colour noise to mean what it says: eigenvalues that can be
+// variances (finite, >= 0) and eigenvectors that are orthonormal, or all zero (a source that is
+// not RGB has none). Vectors scaled by their magnitudes (another common way to store colour
+// PCA) are refused here rather than misused.
+void check_colour_components(const DataStats& s, const std::string& path) {
+  bool any = false;
+  for (const auto& v : s.eigenvectors)
+    for (float x : v) any = any || x != 0.f;
+  for (size_t i = 0; i < 3; ++i) {
+    const float l = s.eigenvalues[i];
+    CONVNET_CHECK(std::isfinite(l) && l >= 0.f, path,
+                  ": stats file eigenvalues must be finite and >= 0 (colour variances), got ",
+                  s.eigenvalues[0], ", ", s.eigenvalues[1], ", ", s.eigenvalues[2]);
+  }
+  if (!any) return;
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t k = 0; k < 3; ++k) {
+      double dot = 0;
+      for (size_t c = 0; c < 3; ++c) dot += double(s.eigenvectors[i][c]) * double(s.eigenvectors[k][c]);
+      CONVNET_CHECK(std::fabs(dot - (i == k ? 1.0 : 0.0)) < 1e-3, path,
+                    ": stats file eigenvectors are not orthonormal (p_", i, " . p_", k, " = ", dot, ")");
+    }
+}
+
+// 2: pixel_std added.
+constexpr int kStatsVersion = 2;
 
 }  // namespace
 
@@ -153,6 +193,17 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
   std::vector<Partial> partials(static_cast<size_t>(round));
   for (auto& p : partials) p.sum.assign(example, 0.0);
   std::vector<std::vector<float>> buffers(static_cast<size_t>(round), std::vector<float>(example));
+  // The shift of the second moments: the mean value of the first sampled example that loads.
+  double ref = 0;
+  for (int64_t e = 0; e < std::min<int64_t>(n, 8); ++e) {
+    try {
+      source.load(e * total / n, buffers[0].data());
+    } catch (const DataError&) {
+      continue;
+    }
+    ref = std::accumulate(buffers[0].begin(), buffers[0].end(), 0.0) / double(example);
+    break;
+  }
   Partial totals;
   totals.sum.assign(example, 0.0);
 
@@ -176,7 +227,7 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
           p.error = std::current_exception();
           break;
         }
-        accumulate(p, image, channels, plane);
+        accumulate(p, image, channels, plane, ref);
       }
     }
     for (int k = 0; k < rn; ++k) {
@@ -198,6 +249,9 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
   stats.examples = totals.examples;
   stats.mean.resize(example);
   for (size_t i = 0; i < example; ++i) stats.mean[i] = float(totals.sum[i] / double(totals.examples));
+  const double values = double(totals.examples) * double(example);
+  const double shifted_mean = totals.all_s / values;
+  stats.pixel_std = float(std::sqrt(std::max(0.0, totals.all_ss / values - shifted_mean * shifted_mean)));
   if (channels == 3) {
     const double np = double(totals.pixels);
     double mu[3], cov[3][3];
@@ -215,13 +269,29 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
   return stats;
 }
 
+float parse_scale(const std::string& text, const DataStats& stats) {
+  if (text == "std") {
+    CONVNET_CHECK(stats.pixel_std > 0.f, "scale 'std' needs the data's pixel standard deviation, and ",
+                  stats.examples == 0 ? std::string("no statistics were computed")
+                                      : std::string("these statistics lack it (a stats file of version 1, "
+                                                    "or images of one constant value): run compute_stats again"));
+    return 1.f / stats.pixel_std;
+  }
+  char* end = nullptr;
+  const float x = std::strtof(text.c_str(), &end);
+  CONVNET_CHECK(!text.empty() && end && *end == '\0' && std::isfinite(x) && x > 0.f, "scale '", text,
+                "' is neither a positive number nor 'std' (1 / the pixels' standard deviation)");
+  return x;
+}
+
 void save_stats(const DataStats& stats, const std::string& path) {
   nlohmann::json j;
   j["format"] = "convnet-stats";
-  j["version"] = 1;
+  j["version"] = kStatsVersion;
   j["examples"] = stats.examples;
   j["eigenvalues"] = stats.eigenvalues;
   j["eigenvectors"] = stats.eigenvectors;  // eigenvectors[i] is the i-th column p_i
+  j["pixel_std"] = stats.pixel_std;
   j["mean"] = stats.mean;
   // Written beside the target and renamed over it, so a crash never leaves half a file.
   const std::string tmp = path + ".tmp";
@@ -246,6 +316,15 @@ DataStats load_stats(const std::string& path) {
     const nlohmann::json j = nlohmann::json::parse(in);
     if (j.value("format", std::string()) != "convnet-stats")
       throw ValueError(path + ": not a convnet stats file (no \"format\": \"convnet-stats\")");
+    // Version 1 lacks pixel_std (read as 0: unknown). Its eigenvalues are the colour variances,
+    // as now: files written before the colour noise took their square roots read correctly.
+    const int version = j.value("version", 1);
+    if (version < 1 || version > kStatsVersion)
+      throw ValueError(detail::concat(path, ": stats file version ", version, "; this convnet reads versions 1 to ",
+                                      kStatsVersion, " (run compute_stats again)"));
+    stats.pixel_std = version >= 2 ? j.at("pixel_std").get<float>() : 0.f;
+    if (!(std::isfinite(stats.pixel_std) && stats.pixel_std >= 0.f))
+      throw ValueError(detail::concat(path, ": stats file pixel_std ", stats.pixel_std, " is not a standard deviation"));
     stats.examples = j.at("examples").get<int64_t>();
     stats.mean = j.at("mean").get<std::vector<float>>();
     const auto values = j.at("eigenvalues").get<std::vector<float>>();
@@ -260,6 +339,7 @@ DataStats load_stats(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw ValueError(path + ": bad stats file (" + e.what() + ")");
   }
+  check_colour_components(stats, path);
   return stats;
 }
 

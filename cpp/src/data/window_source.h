@@ -15,6 +15,10 @@ class WindowSource : public DataSource {
   // rows reversed when window.mirror, and returns the label. The bytes equal load()'s values in
   // that window. Thread-safe; DataError as load().
   virtual int load_window(int64_t index, const ImageWindow& window, uint8_t* pixels) const = 0;
+
+ protected:
+  // load() of an RGB source through load_window: the whole height() x width() image as CHW floats.
+  int load_whole(int64_t index, float* chw) const;
 };
 
 }  // namespace convnet
