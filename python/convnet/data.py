@@ -6,8 +6,11 @@
         net.train_batch(batch)                             # no NCHW conversion on the way
 
 Augmentation follows the AlexNet paper: random crops and reflections, PCA colour noise
-(``pca_std=0.1`` with statistics from ``compute_stats``), mean subtraction; at test time the
-centre crop, or ``ten_views`` (4 corners + centre, each with its reflection).
+(``pca_std=0.1`` with statistics from ``compute_stats``: alpha_i ~ N(0, pca_std) times the
+standard deviation along each colour principal component, as cuda-convnet2; ``pca_rescale`` adds
+its 1/(1 + pca_std) shrink of training inputs), mean subtraction and ``scale`` (for unit variance:
+``_core.parse_scale("std", stats)``); at test time the centre crop, or ``ten_views`` (4 corners
++ centre, each with its reflection).
 """
 
 from __future__ import annotations

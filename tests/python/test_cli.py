@@ -123,6 +123,14 @@ def test_errors_name_the_culprit(capsys, tmp_path):
     assert rc == 2 and "missing" in err and "is not a folder" in err
     with pytest.raises(SystemExit, match="no checkpoint in"):
         cli.main(["test", str(tmp_path)])
+    with pytest.raises(SystemExit, match="small_convnet has no --init choice"):
+        cli.main(["train", "small_convnet", "--data", DATA, "--init", "xavier"])
+    model = tmp_path / "m.json"
+    model.write_text(cli.resolve_model("small_convnet"))
+    with pytest.raises(SystemExit, match="--init is for zoo models"):
+        cli.main(["train", str(model), "--data", DATA, "--init", "xavier"])
+    rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--scale", "1/255", "--quiet")
+    assert rc == 2 and "scale '1/255' is neither a positive number nor 'std'" in err, err
 
 
 def test_module_entry_point_runs():

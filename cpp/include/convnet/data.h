@@ -67,8 +67,9 @@ std::shared_ptr<DataSource> image_files_source(std::vector<std::string> paths, i
 std::shared_ptr<DataSource> generated_source(int64_t count, int classes, int channels, int size,
                                              uint64_t seed = 1);
 
-// Images handed over from Python (or any caller): N x C x H x W floats in [0, 255] and N labels,
-// copied in.
+// Images handed over from Python (or any caller): N x C x H x W floats and N labels, copied in.
+// Any units: the statistics, the colour noise and scale "std" follow them; a fixed scale such as
+// 1/255 assumes the [0, 255] of the other sources.
 std::shared_ptr<DataSource> array_source(const float* nchw, const int* labels, int64_t count,
                                          int channels, int height, int width, int classes);
 
