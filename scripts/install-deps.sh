@@ -18,6 +18,7 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
+# safetensors: the reference reader, for the test that our checkpoints are standard files.
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
   pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow \
-  matplotlib tqdm
+  matplotlib tqdm safetensors

@@ -139,7 +139,7 @@ void bind_train(py::module_& m) {
            py::arg("schedules") = std::vector<std::pair<std::string, std::string>>{{"*", "constant"}},
            py::arg("save_dir") = "", py::arg("save_every") = 0, py::arg("keep") = 3,
            py::arg("log_path") = "", py::arg("max_grad_norm") = 0.0, py::arg("run_info") = py::none())
-      .def("resume", [](PyTrainer& t, const std::string& path) { t.trainer->resume(path); },
+      .def("resume", [](PyTrainer& t, const std::string& path) { return t.trainer->resume(path); },
            py::arg("checkpoint_or_dir"))
       .def("set_callbacks", [](PyTrainer& t, py::object on_batch, py::object on_test, py::object on_epoch) {
              t.trainer->on_batch = callback<BatchEvent>(on_batch, &batch_event);

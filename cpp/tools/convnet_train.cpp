@@ -160,7 +160,7 @@ ModelSpec load_model(const std::string& def_path, const std::string& params_path
                     "', which --layer-def '", def_path, "' does not define");
     }
   }
-  return ModelSpec::from_json(layers.dump());
+  return ModelSpec::from_json(def.dump());  // the whole file: unknown top-level keys are errors
 }
 
 std::vector<Device> parse_devices(const std::string& text, const ModelSpec& spec) {
@@ -265,7 +265,7 @@ int run(int argc, char** argv) {
 
   Trainer trainer(net, train, &test, o);
   if (!resume.empty()) {
-    trainer.resume(resume);
+    for (const std::string& note : trainer.resume(resume)) std::cout << "resume: " << note << "\n";
     std::cout << "resumed from " << resume << " at step " << net.step() << std::endl;
   }
   std::cout << "convnet-train: " << args.at("layer-def") << " (" << net.parameter_count()

@@ -290,14 +290,16 @@ def cmd_plot(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convnet", description=__doc__,
+    # allow_abbrev=False: argparse would take a misspelt --epoch for --epochs (a prefix); an
+    # option must be spelt out, as convnet-train's are.
+    p = argparse.ArgumentParser(prog="convnet", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_help = ("data set: 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder of IDX files, "
                  "a folder with train/ and val/ class folders of JPEG/PNG images, or "
                  "'generated[count=512;classes=4;channels=1;size=16]'")
 
-    t = sub.add_parser("train", help="train a model on a data set",
+    t = sub.add_parser("train", allow_abbrev=False, help="train a model on a data set",
                        description="Train a model (a JSON model file or a zoo name) with momentum SGD.")
     t.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
     t.add_argument("--data", default="fashion-mnist", help=data_help + " (default fashion-mnist)")
@@ -352,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no per-batch progress (test and epoch lines only)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("test", help="evaluate a checkpoint on its test set",
+    e = sub.add_parser("test", allow_abbrev=False, help="evaluate a checkpoint on its test set",
                        description="Cost, top-1 and top-5 error of a checkpoint on the test set it was trained with.")
     e.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
     e.add_argument("--data", help="another data set (default: the one the run used)")
@@ -361,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
     e.set_defaults(func=cmd_test)
 
-    r = sub.add_parser("predict", help="top-k classes of image files",
+    r = sub.add_parser("predict", allow_abbrev=False, help="top-k classes of image files",
                        description="Classify image files with a checkpoint; prints the top-k classes with probabilities.")
     r.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
     r.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), resized and centre-cropped to the net's input")
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
     r.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, receptive fields",
+    s = sub.add_parser("summary", allow_abbrev=False, help="layers, shapes, parameters, multiply-adds, receptive fields",
                        description="Per layer: output shape, parameters, multiply-adds per image, receptive "
                                    "field and its jump; and the totals.")
     s.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
@@ -379,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=1, help="batch size for the activation memory figure (default 1)")
     s.set_defaults(func=cmd_summary)
 
-    g = sub.add_parser("plot", help="PNG plots of a run: curves, first-layer filters, predictions",
+    g = sub.add_parser("plot", allow_abbrev=False, help="PNG plots of a run: curves, first-layer filters, predictions",
                        description="Writes curves.png (cost, error, learning rate against epochs), and with a "
                                    "checkpoint filters.png and predictions.png.")
     g.add_argument("run", help="a run folder (with log.jsonl and checkpoints) or a log file")

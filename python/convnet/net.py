@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 from typing import Sequence
 
@@ -26,9 +28,12 @@ class Net:
         text = model.to_json() if isinstance(model, Model) else str(model)
         if isinstance(devices, str):
             try:
-                layers = Model.from_json(text).layers
-            except (ValueError, KeyError, TypeError) as e:
+                doc = json.loads(text)
+            except ValueError as e:
                 raise ValueError(f"model definition is not valid JSON: {e}") from None
+            # Only to count the logical devices: the engine checks the definition itself.
+            layers = doc.get("layers", []) if isinstance(doc, dict) else doc
+            layers = layers if isinstance(layers, list) else []
             n_logical = 1 + max([l.get("device", 0) if isinstance(l, dict) else 0 for l in layers] or [0])
             devices = [devices] * n_logical
         self._net = _core.Net(text, list(devices), seed, math)

@@ -129,12 +129,17 @@ class Trainer:
         # the test and epoch lines; False, nothing.
         self.callbacks = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if progress else [])
 
-    def resume(self, checkpoint: str | None = None) -> None:
-        """Continues from a checkpoint file, or the newest in a folder (default: save_dir)."""
+    def resume(self, checkpoint: str | None = None) -> list[str]:
+        """Continues from a checkpoint file, or the newest in a folder (default: save_dir).
+        Returns, and prints to stderr, a line for each schedule that changed since the checkpoint
+        (a plateau keeps its record; any other change starts the new schedule afresh)."""
         path = checkpoint or self.save_dir
         if not path:
             raise ValueError("resume needs a checkpoint file or folder (or a Trainer with save_dir)")
-        self._trainer.resume(path)
+        notes = list(self._trainer.resume(path))
+        for note in notes:
+            print(f"resume: {note}", file=sys.stderr, flush=True)
+        return notes
 
     def run(self) -> dict:
         """Trains; returns the last epoch's train metrics, the last test's, the step, whether a

@@ -1,6 +1,11 @@
 // cpu::gemm against a float64 reference, on shapes that take each of its paths: one call,
 // C split by columns, C split by rows, and the split reduction (k much longer than m and n);
-// with every transpose, alpha, beta, and leading dimensions wider than the matrices.
+// with every transpose, alpha, beta, and leading dimensions wider than the matrices. And the
+// same bits for 1, 2, 3 and 5 threads on each path (a run may resume with another --threads).
+#include <omp.h>
+
+#include <cstring>
+
 #include "cpu/cpu_ops.h"
 #include "test_util.h"
 
@@ -44,6 +49,26 @@ TEST_P(GemmTest, MatchesFloat64Reference) {
   // The padding between rows of C is never touched.
   for (int i = 0; i < c.m; ++i)
     for (int j = c.n; j < ldc; ++j) ASSERT_EQ(cm[size_t(i) * ldc + j], before[size_t(i) * ldc + j]);
+}
+
+TEST_P(GemmTest, SameBitsForAnyThreadCount) {
+  const GemmCase c = GetParam();
+  const int lda = c.ta ? c.m : c.k, ldb = c.tb ? c.k : c.n;
+  const auto a = random_vector(size_t(c.m) * c.k, 4);
+  const auto b = random_vector(size_t(c.k) * c.n, 5);
+  const auto c0 = random_vector(size_t(c.m) * c.n, 6);
+  const int keep = omp_get_max_threads();
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 2, 3, 5}) {
+    omp_set_num_threads(threads);
+    std::vector<float> out = c0;
+    cpu::gemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.data(), lda, b.data(), ldb, c.beta, out.data(), c.n);
+    results.push_back(std::move(out));
+  }
+  omp_set_num_threads(keep);
+  for (size_t t = 1; t < results.size(); ++t)
+    EXPECT_EQ(std::memcmp(results[t].data(), results[0].data(), results[0].size() * sizeof(float)), 0)
+        << "thread count " << (t == 1 ? 2 : t == 2 ? 3 : 5) << " gives other bits than 1 thread";
 }
 
 INSTANTIATE_TEST_SUITE_P(

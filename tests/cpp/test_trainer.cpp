@@ -2,6 +2,7 @@
 // stopped and resumed from its checkpoint ends with the same weights, bit for bit, as one that
 // never stopped. Also the 10-view test against views fed one at a time.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -178,6 +179,93 @@ TEST(Trainer, StopAndResumeIsBitExact) {
     EXPECT_TRUE(bitwise_equal(weights_of(net), uninterrupted))
         << "resumed run's weights differ from the uninterrupted run's";
   }
+}
+
+// A schedule changed between a run and its resume is never changed silently: a plateau stays a
+// plateau with its record (here one drop of the rate), any other schedule starts afresh, and
+// resume says which.
+TEST(Trainer, ResumeWithAChangedScheduleSaysWhatBecomesOfItsState) {
+  TempDir dir;
+  const Dataset d = open_dataset("generated[count=96;classes=4;channels=1;size=12;seed=21]");
+  TrainerOptions o;
+  o.epochs = 2;
+  // A test "improves" only by halving the error: the second test is a bad one, and drops.
+  o.schedules = {{"*", Schedule::parse("plateau[patience=1;threshold=0.5]")}};
+  o.save_dir = (dir.path / "ckpt").string();
+  {
+    Pipeline train(d.train, options(true)), test(d.test, options(false));
+    Net net(ModelSpec::from_json(kModel), {}, 3);
+    Trainer t(net, train, &test, o);
+    t.run();
+    ASSERT_EQ(t.options().schedules[0].second.state().at("drops").get<int>(), 1);
+  }
+  auto resume_with = [&](const std::string& schedule, int* drops) {
+    TrainerOptions again = o;
+    again.epochs = 3;
+    again.schedules = {{"*", Schedule::parse(schedule)}};
+    Pipeline train(d.train, options(true)), test(d.test, options(false));
+    Net net(ModelSpec::from_json(kModel), {}, 3);
+    Trainer t(net, train, &test, again);
+    const std::vector<std::string> notes = t.resume(o.save_dir);
+    *drops = t.options().schedules[0].second.state().at("drops").get<int>();
+    return notes;
+  };
+  int drops = -1;
+  EXPECT_TRUE(resume_with("plateau[patience=1;threshold=0.5]", &drops).empty());
+  EXPECT_EQ(drops, 1);
+  auto notes = resume_with("plateau[patience=3]", &drops);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("the plateau's record carries over"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[0].find("1 drop(s)"), std::string::npos) << notes[0];
+  EXPECT_EQ(drops, 1);
+  notes = resume_with("constant", &drops);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("starts afresh (the old one had lowered the rate 1 time(s))"),
+            std::string::npos) << notes[0];
+}
+
+// Big enough that every GEMM path splits (conv1: columns, and a split reduction for its weight
+// gradient; fc2: a split reduction forward, rows for its input gradient).
+const char* kThreadsModel = R"([
+  {"name": "data", "type": "input", "channels": 1, "size": 28},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 16, "size": 5, "padding": 2,
+   "neuron": "relu", "init": "kaiming"},
+  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 2, "stride": 2},
+  {"name": "fc2", "type": "fc", "inputs": ["pool1"], "outputs": 64, "neuron": "relu", "init": "kaiming"},
+  {"name": "drop2", "type": "dropout", "inputs": ["fc2"], "rate": 0.5},
+  {"name": "fc3", "type": "fc", "inputs": ["drop2"], "outputs": 4, "init": "xavier"},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc3", "labels"]}
+])";
+
+// Forward, backward, updates and a resume give the same bits for 1, 2 and 3 compute threads: a
+// run may be resumed on another machine or with another --threads.
+TEST(Trainer, SameWeightsForAnyThreadCountAndAcrossAResume) {
+  TempDir dir;
+  const Dataset d = open_dataset("generated[count=256;classes=4;channels=1;size=28;seed=8]");
+  TrainerOptions o;
+  o.epochs = 2;
+  const int keep = omp_get_max_threads();
+  auto train_with = [&](int threads, int stop_after, const std::string& resume_from) {
+    omp_set_num_threads(threads);
+    Pipeline train(d.train, options(true, 64)), test(d.test, options(false, 64));
+    Net net(ModelSpec::from_json(kThreadsModel), {}, 3);
+    TrainerOptions run = o;
+    run.save_dir = stop_after ? (dir.path / "ckpt").string() : "";
+    Trainer t(net, train, &test, run);
+    if (!resume_from.empty()) t.resume(resume_from);
+    int seen = 0;
+    t.on_batch = [&](const BatchEvent&) { return stop_after == 0 || ++seen < stop_after; };
+    t.run();
+    omp_set_num_threads(keep);
+    return weights_of(net);
+  };
+  const auto one = train_with(1, 0, "");
+  EXPECT_TRUE(bitwise_equal(train_with(2, 0, ""), one)) << "2 threads train other weights than 1";
+  EXPECT_TRUE(bitwise_equal(train_with(3, 0, ""), one)) << "3 threads train other weights than 1";
+  train_with(3, 6, "");  // 4 batches an epoch: stops in epoch 2 with a checkpoint
+  EXPECT_TRUE(bitwise_equal(train_with(2, 0, (dir.path / "ckpt").string()), one))
+      << "resumed with 2 threads after 3, the weights differ from an uninterrupted run";
 }
 
 TEST(Trainer, NanInputStopsNamingTheCauseAndKeepsCheckpoint) {

@@ -129,6 +129,10 @@ def test_errors_name_the_culprit(capsys, tmp_path):
     model.write_text(cli.resolve_model("small_convnet"))
     with pytest.raises(SystemExit, match="--init is for zoo models"):
         cli.main(["train", str(model), "--data", DATA, "--init", "xavier"])
+    # A prefix of an option is not the option (argparse would take --epoch for --epochs).
+    with pytest.raises(SystemExit):
+        cli.main(["train", "small_convnet", "--data", DATA, "--epoch", "3"])
+    assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
     rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--scale", "1/255", "--quiet")
     assert rc == 2 and "scale '1/255' is neither a positive number nor 'std'" in err, err
 

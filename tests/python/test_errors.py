@@ -48,6 +48,16 @@ def test_sizes_that_do_not_fit():
         convnet.Net(m)
 
 
+def test_unknown_top_level_key():
+    import json
+    doc = json.loads(with_cost(base(), "data").to_json())
+    doc["layer_params"] = {}
+    with pytest.raises(ValueError, match=r"unknown top-level key 'layer_params'"):
+        convnet.Net(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"unknown top-level key 'layer_params'"):
+        convnet.Model.from_json(json.dumps(doc))
+
+
 def test_misspelt_option():
     m = base()
     m.conv("c1", "data", filters=4, size=3, paddding=1)

@@ -76,6 +76,43 @@ def test_checkpoint_round_trip_and_model_mismatch(tmp_path, problem, rng):
         other.load_checkpoint(path)
 
 
+def test_checkpoint_reads_with_the_safetensors_package(tmp_path, problem, rng):
+    """A checkpoint is a standard safetensors file: the reference reader (safetensors, the
+    Hugging Face package) gets every parameter and its momentum, and the metadata."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    net = convnet.Net(small(classes=10))
+    x, y = problem.batch(16, rng)
+    net.train_step(x, y)
+    net.train_step(x, y)
+    path = str(tmp_path / "a.safetensors")
+    net.save_checkpoint(path, {"note": "hello"})
+    tensors = load_file(path)
+    names = net.param_names()
+    assert set(tensors) == set(names) | {f"{n}.velocity" for n in names}
+    for n in names:
+        np.testing.assert_array_equal(tensors[n].reshape(net.get_param(n).shape), net.get_param(n))
+        np.testing.assert_array_equal(tensors[f"{n}.velocity"].reshape(net.get_param(n).shape),
+                                      net._net.get_velocity(n))
+        assert tensors[n].dtype == np.float32
+    with safe_open(path, "numpy") as f:
+        meta = f.metadata()
+    assert json.loads(meta["convnet.model"])["layers"][0]["name"] == "data", meta.keys()
+    assert json.loads(meta["convnet.state"]) == {"note": "hello"}
+
+
+def test_resume_with_a_changed_schedule_says_so(tmp_path, capsys):
+    convnet.train(small(), DATA, epochs=1, batch=32, save_dir=str(tmp_path), progress=False,
+                  schedule="plateau[patience=1;threshold=0.5]")
+    capsys.readouterr()
+    convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path), progress=False,
+                  resume=True, schedule="plateau[patience=4]")
+    err = capsys.readouterr().err
+    assert "resume: schedule of group '*' changed from plateau[factor=0.1;maxDrops=3;patience=1;threshold=0.5" in err, err
+    assert "the plateau's record carries over" in err, err
+
+
 def test_divergence_raises_floating_point_error(tmp_path):
     with pytest.raises(FloatingPointError, match="exceeds the limit"):
         convnet.train(small(), DATA, epochs=1, batch=32, max_grad_norm=1e-9, progress=False)

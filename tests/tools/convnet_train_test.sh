@@ -59,6 +59,9 @@ expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json"
 echo '{"conv9": {"epsW": 1}}' > "$WORK/badparams.json"
 expect_error "sets layer 'conv9'" --layer-def "$WORK/model.json" --layer-params "$WORK/badparams.json" --data-path "$DATA"
 expect_error "unknown learning-rate schedule 'cosine'" --layer-def "$WORK/model.json" --data-path "$DATA" --schedule cosine
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["layer_params"] = {}; json.dump(d, open(sys.argv[2], "w"))' \
+  "$WORK/model.json" "$WORK/extra_key.json"
+expect_error "unknown top-level key 'layer_params'" --layer-def "$WORK/extra_key.json" --data-path "$DATA"
 expect_error "multiview-test needs --crop" --layer-def "$WORK/model.json" --data-path "$DATA" --multiview-test
 
 # Colour: random crops, reflections, PCA colour noise, the mean image; 10 classes (chance 0.1).

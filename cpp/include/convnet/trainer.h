@@ -77,7 +77,11 @@ class Trainer {
   // Continues the run saved in a checkpoint file, or in the newest checkpoint of a folder: the
   // net's parameters, momentum, step and seed, the schedules' state and the position in the
   // data, so that on the CPU the resumed run's weights equal an uninterrupted run's bit for bit.
-  void resume(const std::string& checkpoint_or_dir);
+  // A schedule group whose schedule changed since the checkpoint is never changed silently: a
+  // plateau schedule that stays a plateau keeps its record (best error, tests without
+  // improvement, drops), any other change starts the new schedule afresh; either way a line
+  // saying so is returned, for the caller to show (empty when nothing changed).
+  std::vector<std::string> resume(const std::string& checkpoint_or_dir);
 
   struct Result {
     int64_t epochs_done = 0, step = 0;
@@ -101,6 +105,8 @@ class Trainer {
  private:
   struct State;
   void set_rates(double epoch_float);
+  // resume's part for the schedules' state (see resume); returns the lines about changes.
+  std::vector<std::string> restore_schedules(const nlohmann::json& saved);
   // Tests, lets plateau schedules see the result, logs it and calls on_test.
   Metrics run_test(int64_t epoch, int64_t batch, double epoch_float,
                    const std::function<double()>& elapsed);

@@ -96,6 +96,9 @@ ModelSpec ModelSpec::from_json(const std::string& text) {
   const json* layers = &doc;
   if (doc.is_object()) {
     CONVNET_CHECK(doc.contains("layers"), "model definition: expected a \"layers\" list");
+    for (const auto& item : doc.items())  // a misspelt key is an error, as in a layer
+      CONVNET_CHECK(item.key() == "layers", "model definition: unknown top-level key '", item.key(),
+                    "' (a model definition is {\"layers\": [...]})");
     layers = &doc["layers"];
   }
   CONVNET_CHECK(layers->is_array(), "model definition: \"layers\" must be a list");

@@ -2,11 +2,13 @@
 // whose symbols carry a `scipy_` prefix), and the thread count shared with our OpenMP loops.
 //
 // One thread pool for everything: OpenBLAS runs single-threaded and we split each large GEMM
-// into column (or row) blocks across OpenMP threads. Letting OpenBLAS's own pthreads pool run
-// beside OpenMP's made the two spin against each other: a training step was 2-6x slower.
+// into column (or row) blocks, or slices of a long reduction, across OpenMP threads. Letting
+// OpenBLAS's own pthreads pool run beside OpenMP's made the two spin against each other: a
+// training step was 2-6x slower. Results are bitwise the same for any number of threads.
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -47,24 +49,37 @@ void gemm_block(bool ta, bool tb, int m0, int mc, int n0, int nc, int k, float a
                 nc, k, alpha, ab, lda, bb, ldb, beta, c + int64_t(m0) * ldc + n0, ldc);
 }
 
+// How many slices a long reduction is cut into, from the GEMM's size alone, never from the
+// thread count (slices are summed separately, so their number changes the rounding; a run
+// resumed with another --threads must compute the same bits): about kWorkPerPart multiply-adds
+// each, at most kMaxReductionParts (each slice beyond the first costs a partial product of C and
+// its addition).
+constexpr double kWorkPerPart = 4e6;
+constexpr int kMaxReductionParts = 8;
+
+int reduction_parts(double work) {
+  return int(std::clamp(std::floor(work / kWorkPerPart), 1.0, double(kMaxReductionParts)));
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
   blas_single_threaded();
-  const int threads = omp_get_max_threads();
   const double work = double(m) * n * k;
-  if (threads == 1 || work < 4e6 || omp_in_parallel()) {
+  if (work < kWorkPerPart) {
     gemm_block(trans_a, trans_b, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  // No threads inside another parallel region; the arithmetic is the same either way.
+  const bool threaded = omp_get_max_threads() > 1 && !omp_in_parallel();
   if (k >= 8 * std::max(m, n)) {
-    // A long reduction (weight gradients: k = OH*OW*N): splitting C would make every thread pack
-    // all of the long operand; split k instead and add the partial products.
-    const int parts = threads;
-    const int64_t kb = (k + parts - 1) / parts;
+    // A long reduction (weight gradients: k = OH*OW*N): splitting C would make every piece pack
+    // all of the long operand; split k instead and add the partial products, in part order.
+    const int64_t wanted = reduction_parts(work), kb = (k + wanted - 1) / wanted;
+    const int parts = int((k + kb - 1) / kb);  // none of them empty
     std::vector<float> partial(size_t(parts - 1) * m * n);
-#pragma omp parallel for schedule(static) num_threads(parts)
+#pragma omp parallel for schedule(static) if (threaded)
     for (int p = 0; p < parts; ++p) {
       const int k0 = int(p * kb), kc = int(std::min<int64_t>(kb, k - k0));
       const float* ap = trans_a ? a + int64_t(k0) * lda : a + k0;  // columns k0.. of op(A)
@@ -77,7 +92,7 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
                       trans_b ? CblasTrans : CblasNoTrans, m, n, kc, alpha, ap, lda, bp, ldb, 0.f,
                       partial.data() + size_t(p - 1) * m * n, n);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
     for (int i = 0; i < m; ++i)
       for (int p = 1; p < parts; ++p) {
         const float* src = partial.data() + (size_t(p - 1) * m + i) * n;
@@ -87,11 +102,14 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
     return;
   }
   // Split the longer side of C into one block per thread, in multiples of 16 (whole vectors).
+  // This split may follow the thread count: each element of C is still one sum over k, in the
+  // order OpenBLAS's kernels fix by k alone (Gemm.SameBitsForAnyThreadCount checks it).
+  const int threads = threaded ? omp_get_max_threads() : 1;
   const bool split_columns = n >= m;
   const int extent = split_columns ? n : m;
   const int block = std::max(16, ((extent + threads - 1) / threads + 15) / 16 * 16);
   const int blocks = (extent + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(std::min(threads, blocks))
+#pragma omp parallel for schedule(static) num_threads(std::min(threads, blocks)) if (threaded)
   for (int i = 0; i < blocks; ++i) {
     const int start = i * block, size = std::min(block, extent - start);
     if (split_columns)

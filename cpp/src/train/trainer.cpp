@@ -130,7 +130,7 @@ std::string Trainer::save(int64_t epoch, int64_t batch, const Metrics& epoch_tra
   return last_checkpoint_;
 }
 
-void Trainer::resume(const std::string& checkpoint_or_dir) {
+std::vector<std::string> Trainer::resume(const std::string& checkpoint_or_dir) {
   std::string path = checkpoint_or_dir;
   if (std::filesystem::is_directory(path)) {
     path = latest_checkpoint(checkpoint_or_dir);
@@ -138,6 +138,7 @@ void Trainer::resume(const std::string& checkpoint_or_dir) {
   }
   net_.set_seed(read_checkpoint_meta(path).seed);
   const nlohmann::json state = load_checkpoint(net_, path);
+  std::vector<std::string> notes;
   try {
     const int64_t batches = state.at("batches_per_epoch").get<int64_t>();
     CONVNET_CHECK(batches == train_.batches_per_epoch(), "checkpoint '", path, "' was made with ",
@@ -148,15 +149,53 @@ void Trainer::resume(const std::string& checkpoint_or_dir) {
     epoch_sums_ = metrics_from(state.at("epoch_train"));
     last_test_ = metrics_from(state.at("last_test"));
     elapsed_before_ = state.at("elapsed_s").get<double>();
-    for (auto& entry : state.at("schedules"))
-      for (auto& [group, s] : options_.schedules)
-        if (group == entry.at("group").get<std::string>() &&
-            s.text() == entry.at("state").at("text").get<std::string>())
-          s.load_state(entry.at("state"));
+    notes = restore_schedules(state.at("schedules"));
   } catch (const nlohmann::json::exception& e) {
     throw ValueError("checkpoint '" + path + "': trainer state is malformed (" + e.what() + ")");
   }
   last_checkpoint_ = path;
+  return notes;
+}
+
+std::vector<std::string> Trainer::restore_schedules(const nlohmann::json& saved) {
+  std::vector<std::string> notes;
+  std::vector<bool> restored(options_.schedules.size(), false);
+  for (const auto& entry : saved) {
+    const std::string group = entry.at("group").get<std::string>();
+    const nlohmann::json& st = entry.at("state");
+    const std::string was = st.at("text").get<std::string>();
+    const int drops = st.at("drops").get<int>();
+    const std::string record = detail::concat("best test error ", st.at("best_error").get<double>(),
+                                              ", ", st.at("bad_tests").get<int>(),
+                                              " test(s) without improvement, ", drops, " drop(s)");
+    size_t g = 0;
+    while (g < options_.schedules.size() && options_.schedules[g].first != group) ++g;
+    if (g == options_.schedules.size()) {
+      notes.push_back(detail::concat("schedule group '", group, "' (", was,
+                                     ") of the checkpoint is not in this run; its state is dropped"));
+      continue;
+    }
+    Schedule& now = options_.schedules[g].second;
+    restored[g] = true;
+    if (now.text() == was) {
+      now.load_state(st);
+    } else if (now.type() == "plateau" && was.rfind("plateau", 0) == 0) {
+      now.load_state(st);
+      notes.push_back(detail::concat("schedule of group '", group, "' changed from ", was, " to ",
+                                     now.text(), "; the plateau's record carries over (", record, ")"));
+    } else {
+      notes.push_back(detail::concat("schedule of group '", group, "' changed from ", was, " to ",
+                                     now.text(), "; the new schedule starts afresh",
+                                     drops > 0 ? detail::concat(" (the old one had lowered the rate ",
+                                                                drops, " time(s))")
+                                               : std::string()));
+    }
+  }
+  for (size_t g = 0; g < options_.schedules.size(); ++g)
+    if (!restored[g] && options_.schedules[g].second.type() == "plateau")
+      notes.push_back(detail::concat("schedule group '", options_.schedules[g].first,
+                                     "' is new since the checkpoint; its plateau starts afresh"));
+  return notes;
 }
 
 double Trainer::gradient_sum_squares() {
