@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.train < len(CLASSES) or a.val < len(CLASSES):
         ap.error(f"--train and --val need at least one image per class ({len(CLASSES)})")
-    written = write_split(a.root, "train", a.train, a.seed) + write_split(a.root, "val", a.val, a.seed)
+    try:
+        written = write_split(a.root, "train", a.train, a.seed) + write_split(a.root, "val", a.val, a.seed)
+    except OSError as e:
+        print(f"make_shapes: cannot write into {a.root}: {e}", file=sys.stderr)
+        return 2
     print(f"make_shapes: {written} JPEG files in {a.root}/train and {a.root}/val, "
           f"{len(CLASSES)} classes", file=sys.stderr)
     return 0

@@ -92,14 +92,15 @@ class Model:
         """A definition as written by to_json ({"layers": [...]}), or a bare list of layers. Any
         other top-level key is an error, as the engine says (a misspelt key is not ignored)."""
         doc = json.loads(text)
-        if isinstance(doc, dict):
-            unknown = sorted(set(doc) - {"layers"})
-            if unknown or "layers" not in doc:
-                raise ValueError(f"model definition: unknown top-level key '{unknown[0]}' (a model "
-                                 "definition is {\"layers\": [...]})" if unknown else
-                                 "model definition: expected a \"layers\" list")
-            return cls(doc["layers"])
-        return cls(doc)
+        if not isinstance(doc, dict):
+            return cls(doc)
+        unknown = sorted(set(doc) - {"layers"})
+        if unknown:
+            raise ValueError(f"model definition: unknown top-level key '{unknown[0]}' "
+                             '(a model definition is {"layers": [...]})')
+        if "layers" not in doc:
+            raise ValueError('model definition: expected a "layers" list')
+        return cls(doc["layers"])
 
     @classmethod
     def load(cls, path: str) -> "Model":

@@ -68,21 +68,6 @@ bool colour_noise_applies(const AugmentOptions& o, int channels, bool train) {
   return train && o.pca_std > 0.f && channels == 3;
 }
 
-void check_colour_noise(const AugmentOptions& o, int channels, const DataStats& stats,
-                        const char* who) {
-  if (!(o.pca_std > 0.f)) return;
-  CONVNET_CHECK(channels == 3, who, ": PCA colour noise (pca_std ", o.pca_std,
-                ") needs RGB images; the source has ", channels, " channel(s)");
-  bool have = false;
-  for (const auto& v : stats.eigenvectors)
-    for (float x : v) have = have || x != 0.f;
-  CONVNET_CHECK(have, who, ": PCA colour noise (pca_std ", o.pca_std,
-                ") needs stats with eigenvectors; run compute_stats on this source");
-  for (float l : stats.eigenvalues)
-    CONVNET_CHECK(std::isfinite(l) && l >= 0.f, who, ": PCA colour noise needs the stats' "
-                  "eigenvalues (colour variances) to be finite and >= 0, got ", l);
-}
-
 float output_scale(const AugmentOptions& o, int channels, bool train) {
   if (o.pca_rescale && colour_noise_applies(o, channels, train)) return o.scale / (1.f + o.pca_std);
   return o.scale;

@@ -22,7 +22,8 @@ bool colour_noise_applies(const AugmentOptions& o, int channels, bool train);
 
 // Refuses (ValueError, `who` first) colour noise that would silently be zero or NaN: pca_std > 0
 // on a source that is not RGB, or with stats that lack eigenvectors or have an eigenvalue that
-// is negative or not finite.
+// is negative or not finite. Defined in stats.cpp, beside the other checks of
+// what colour statistics must hold.
 void check_colour_noise(const AugmentOptions& o, int channels, const DataStats& stats,
                         const char* who);
 

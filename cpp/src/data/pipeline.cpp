@@ -137,7 +137,7 @@ struct Pipeline::Impl {
                   "Pipeline: subtract_mean_image needs stats with a ", channels, " x ", height,
                   " x ", width, " mean image (got ", stats.mean.size(),
                   " values); run compute_stats on this source");
-    CONVNET_CHECK(a.pca_std >= 0.f, "Pipeline: pca_std ", a.pca_std, " is negative");
+    CONVNET_CHECK(a.pca_std >= 0.f, "Pipeline: pca_std ", a.pca_std, " must be a number >= 0");
     if (opt.train) check_colour_noise(a, channels, stats, "Pipeline");
     batches = opt.drop_last ? count / opt.batch : (count + opt.batch - 1) / opt.batch;
     CONVNET_CHECK(batches > 0, "Pipeline: drop_last with ", count,

@@ -22,6 +22,7 @@
 
 #include "convnet/data.h"
 #include "convnet/error.h"
+#include "data/augment_plan.h"
 
 namespace convnet {
 namespace {
@@ -139,21 +140,26 @@ void accumulate(Partial& p, const float* chw, int channels, size_t plane, double
   p.examples += 1;
 }
 
-// What a loaded file must hold for the colour noise to mean what it says: eigenvalues that can be
-// variances (finite, >= 0) and eigenvectors that are orthonormal, or all zero (a source that is
-// not RGB has none). Vectors scaled by their magnitudes (another common way to store colour
-// PCA) are refused here rather than misused.
-void check_colour_components(const DataStats& s, const std::string& path) {
-  bool any = false;
+bool has_colour_components(const DataStats& s) {
   for (const auto& v : s.eigenvectors)
-    for (float x : v) any = any || x != 0.f;
-  for (size_t i = 0; i < 3; ++i) {
-    const float l = s.eigenvalues[i];
-    CONVNET_CHECK(std::isfinite(l) && l >= 0.f, path,
-                  ": stats file eigenvalues must be finite and >= 0 (colour variances), got ",
+    for (float x : v)
+      if (x != 0.f) return true;
+  return false;  // a source that is not RGB has none
+}
+
+void check_colour_variances(const DataStats& s, const std::string& who) {
+  for (float l : s.eigenvalues)
+    CONVNET_CHECK(std::isfinite(l) && l >= 0.f, who,
+                  ": the stats' eigenvalues must be finite and >= 0 (colour variances), got ",
                   s.eigenvalues[0], ", ", s.eigenvalues[1], ", ", s.eigenvalues[2]);
-  }
-  if (!any) return;
+}
+
+// What a loaded file must hold for the colour noise to mean what it says: eigenvalues that can be
+// variances and eigenvectors that are orthonormal, or none. Vectors scaled by their magnitudes
+// (another common way to store colour PCA) are refused here rather than misused.
+void check_colour_components(const DataStats& s, const std::string& path) {
+  check_colour_variances(s, path);
+  if (!has_colour_components(s)) return;
   for (size_t i = 0; i < 3; ++i)
     for (size_t k = 0; k < 3; ++k) {
       double dot = 0;
@@ -267,6 +273,16 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
     }
   }
   return stats;
+}
+
+void check_colour_noise(const AugmentOptions& o, int channels, const DataStats& stats,
+                        const char* who) {
+  if (!(o.pca_std > 0.f)) return;
+  CONVNET_CHECK(channels == 3, who, ": PCA colour noise (pca_std ", o.pca_std,
+                ") needs RGB images; the source has ", channels, " channel(s)");
+  CONVNET_CHECK(has_colour_components(stats), who, ": PCA colour noise (pca_std ", o.pca_std,
+                ") needs stats with eigenvectors; run compute_stats on this source");
+  check_colour_variances(stats, who);
 }
 
 float parse_scale(const std::string& text, const DataStats& stats) {
