@@ -443,6 +443,9 @@ TEST(Pipeline, RejectsBadOptions) {
   o.augment.pca_std = 0.1f;  // no stats
   EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
   o.augment.pca_std = 0.f;
+  o.augment.pca_rescale = true;  // a rescale for noise that is not there
+  convnet::testing::expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "needs pca_std > 0");
+  o.augment.pca_rescale = false;
   o.augment.subtract_mean_image = true;  // no mean image
   EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
   o.augment.subtract_mean_image = false;

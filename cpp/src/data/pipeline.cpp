@@ -138,6 +138,8 @@ struct Pipeline::Impl {
                   " x ", width, " mean image (got ", stats.mean.size(),
                   " values); run compute_stats on this source");
     CONVNET_CHECK(a.pca_std >= 0.f, "Pipeline: pca_std ", a.pca_std, " must be a number >= 0");
+    CONVNET_CHECK(!a.pca_rescale || a.pca_std > 0.f,
+                  "Pipeline: pca_rescale is the colour noise's rescale; it needs pca_std > 0");
     if (opt.train) check_colour_noise(a, channels, stats, "Pipeline");
     batches = opt.drop_last ? count / opt.batch : (count + opt.batch - 1) / opt.batch;
     CONVNET_CHECK(batches > 0, "Pipeline: drop_last with ", count,
