@@ -60,6 +60,7 @@ py::dict report_dict(const CostReport& r) {
   py::dict d;
   d["objective"] = r.objective;
   d["batch"] = r.batch;
+  d["primary"] = r.primary;
   py::list costs;
   for (const auto& e : r.costs) {
     py::dict c;
@@ -119,7 +120,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property("math", [](const Net& net) { return math_mode_name(net.math_mode()); },
                     [](Net& net, const std::string& m) { net.set_math_mode(parse_math_mode(m)); })
       .def("set_input", [](Net& net, const std::string& name, const py::array& arr) {
-             const bool labels = net.layer(name).type() == "labels";
+             const bool labels = net.layer(name).role() == LayerRole::Labels;
              Tensor t = to_chwn(name, arr, labels);
              net.set_input(name, t);
            }, py::arg("name"), py::arg("array"))
@@ -197,6 +198,9 @@ PYBIND11_MODULE(_core, m) {
                py::dict d;
                d["name"] = l->name();
                d["type"] = l->type();
+               d["role"] = role_name(l->role());
+               d["classifies"] = l->declaration().is_classifier();
+               d["options"] = py::module_::import("json").attr("loads")(l->options_in_effect().dump());
                d["inputs"] = l->inputs();
                d["shape"] = py::make_tuple(s[0], s[1], s[2]);
                d["device"] = net.device_of(l->name()).str();
@@ -248,7 +252,13 @@ PYBIND11_MODULE(_core, m) {
           return out;
         }, py::arg("net"), py::arg("step") = 1e-3, py::arg("samples") = 16,
         py::arg("tolerance") = 2e-2, py::arg("seed") = 7);
-  m.def("layer_types", &layer_types);
+  // Every registered layer type's declaration by name (role, inputs, options with defaults and
+  // help): what convnet.Model builds its methods from.
+  m.def("layer_types", [] {
+    nlohmann::json all = nlohmann::json::object();
+    for (const LayerType* t : registered_layer_types()) all[t->name()] = t->describe();
+    return py::module_::import("json").attr("loads")(all.dump());
+  });
   convnet::python::bind_data(m);
   convnet::python::bind_train(m);
   m.def("cuda_compiled", &cuda_compiled);

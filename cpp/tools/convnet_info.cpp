@@ -31,7 +31,7 @@ static int print_model(const std::string& path, int batch) {
   dummy_labels.fill(0.f);
   for (Layer* l : net.layers()) {
     if (!l->is_input()) continue;
-    if (l->type() == "labels") {
+    if (l->role() == LayerRole::Labels) {
       net.set_input(l->name(), dummy_labels);
     } else {
       Shape s = net.output_shape(l->name());

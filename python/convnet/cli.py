@@ -270,6 +270,27 @@ def cmd_summary(a) -> int:
 
 
 # ---- plot ----
+def cmd_layers(a) -> int:
+    types = _core.layer_types()
+    if a.type and a.type not in types:
+        raise ValueError(f"no layer type '{a.type}' (known: {', '.join(types)})")
+    for name, decl in types.items():
+        if a.type and name != a.type:
+            continue
+        inputs = (", ".join(decl["input_names"]) if decl["input_names"] else
+                  "none" if decl["max_inputs"] == 0 else
+                  f"{decl['min_inputs']} or more" if decl["max_inputs"] < 0 else
+                  f"{decl['min_inputs']}" if decl["min_inputs"] == decl["max_inputs"] else
+                  f"{decl['min_inputs']} to {decl['max_inputs']}")
+        print(f"{name} ({decl['role']}{', classifies' if decl['classifies'] else ''}): {decl['help']}")
+        print(f"  inputs: {inputs}")
+        for o in decl["options"]:
+            given = {"required": "required", "optional": "optional"}.get(o["presence"], f"default {json.dumps(o['default'])}")
+            print(f"  {o['name']:<11} {o['kind']:<7} {given:<20} {o['help']}")
+        print()
+    return 0
+
+
 def cmd_plot(a) -> int:
     from . import plots
 
@@ -380,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, help="input size (zoo models)")
     s.add_argument("--batch", type=int, default=1, help="batch size for the activation memory figure (default 1)")
     s.set_defaults(func=cmd_summary)
+
+    y = sub.add_parser("layers", allow_abbrev=False, help="the layer types, their inputs and options with defaults",
+                       description="Every layer type the engine registers, as its declaration gives it: role, "
+                                   "inputs, and each option's type, default and meaning.")
+    y.add_argument("type", nargs="?", help="one layer type (default: all)")
+    y.set_defaults(func=cmd_layers)
 
     g = sub.add_parser("plot", allow_abbrev=False, help="PNG plots of a run: curves, first-layer filters, predictions",
                        description="Writes curves.png (cost, error, learning rate against epochs), and with a "

@@ -3,8 +3,11 @@ definition that the C++ engine reads (the same format as the files in configs/).
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Iterable
+
+from . import _core
 
 
 class Model:
@@ -20,9 +23,11 @@ class Model:
         h = m.fc("fc2", h, outputs=10)
         m.softmax_cost("cost", h, y)
 
-    Common options: ``device`` (logical device, cuda-convnet's ``gpu=``); for conv and fc the
-    learning hyperparameters ``epsW, epsB, momW, momB, wc, wcB`` and the init ``initW`` (std of
-    the gaussian), ``initB`` (constant bias), ``init`` ("gaussian", "kaiming" or "xavier").
+    There is one method per layer type the engine registers, made from the type's declaration
+    in C++ (``convnet.layer_types()``): its inputs, then its options with their defaults and
+    help (``help(Model.conv)``). Only the options given are written to the definition; the
+    engine applies the defaults. Every method also takes ``device`` (logical device,
+    cuda-convnet's ``gpu=``).
     """
 
     def __init__(self, layers: Iterable[dict] | None = None):
@@ -30,7 +35,7 @@ class Model:
 
     # ---- layer methods ----
     def add(self, name: str, type: str, inputs: str | list[str] | None = None, **options) -> str:
-        """Adds a layer of any type; the typed methods below call this."""
+        """Adds a layer of any type; the typed methods (one per registered type) call this."""
         if any(l["name"] == name for l in self.layers):
             raise ValueError(f"layer '{name}' is defined twice")
         spec = {"name": name, "type": type}
@@ -39,45 +44,6 @@ class Model:
         spec.update({k: v for k, v in options.items() if v is not None})
         self.layers.append(spec)
         return name
-
-    def input(self, name: str, channels: int, size: int | None = None, height: int | None = None,
-              width: int | None = None, **kw) -> str:
-        return self.add(name, "input", None, channels=channels, size=size, height=height, width=width, **kw)
-
-    def labels(self, name: str = "labels", **kw) -> str:
-        return self.add(name, "labels", None, **kw)
-
-    def conv(self, name, inputs, filters, size, stride=1, padding=0, groups=1, neuron="linear", **kw) -> str:
-        return self.add(name, "conv", inputs, filters=filters, size=size, stride=stride, padding=padding,
-                        groups=groups, neuron=neuron, **kw)
-
-    def fc(self, name, inputs, outputs, neuron="linear", **kw) -> str:
-        return self.add(name, "fc", inputs, outputs=outputs, neuron=neuron, **kw)
-
-    def pool(self, name, inputs, size, stride=None, pool="max", ceil=False, **kw) -> str:
-        return self.add(name, "pool", inputs, size=size, stride=stride, pool=pool, ceil=ceil, **kw)
-
-    def lrn(self, name, inputs, size=5, k=2.0, alpha=1e-4, beta=0.75, **kw) -> str:
-        """Cross-map LRN with the AlexNet paper's alpha (not divided by size)."""
-        return self.add(name, "lrn", inputs, size=size, k=k, alpha=alpha, beta=beta, **kw)
-
-    def neuron(self, name, inputs, neuron="relu", **kw) -> str:
-        return self.add(name, "neuron", inputs, neuron=neuron, **kw)
-
-    def dropout(self, name, inputs, rate=0.5, **kw) -> str:
-        return self.add(name, "dropout", inputs, rate=rate, **kw)
-
-    def softmax_cost(self, name, scores, labels, coeff=1.0, **kw) -> str:
-        return self.add(name, "softmax_cost", [scores, labels], coeff=coeff, **kw)
-
-    def concat(self, name, inputs, **kw) -> str:
-        return self.add(name, "concat", inputs, **kw)
-
-    def split(self, name, inputs, start, count, **kw) -> str:
-        return self.add(name, "split", inputs, start=start, count=count, **kw)
-
-    def sum(self, name, inputs, coeffs=None, **kw) -> str:
-        return self.add(name, "sum", inputs, coeffs=coeffs, **kw)
 
     # ---- serialisation ----
     def to_json(self, indent: int | None = 2) -> str:
@@ -109,3 +75,51 @@ class Model:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+def _layer_method(decl: dict):
+    """Model.<type>(name, <inputs>, <options>): a method for one declared layer type."""
+    P = inspect.Parameter
+    type_name, input_names = decl["name"], decl["input_names"]
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("name", P.POSITIONAL_OR_KEYWORD)]
+    if input_names:
+        params += [P(n, P.POSITIONAL_OR_KEYWORD) for n in input_names]
+    elif decl["max_inputs"] != 0:
+        params.append(P("inputs", P.POSITIONAL_OR_KEYWORD))
+    # Required options first (Python's rule), each group in declaration order.
+    options = sorted(decl["options"], key=lambda o: o["presence"] != "required")
+    for o in options:
+        default = {"required": P.empty, "optional": None}.get(o["presence"], o["default"])
+        params.append(P(o["name"], P.POSITIONAL_OR_KEYWORD, default=default))
+    params.append(P("device", P.KEYWORD_ONLY, default=None))
+    signature = inspect.Signature(params)
+
+    def method(self, *args, **kwargs) -> str:
+        try:
+            given = signature.bind(self, *args, **kwargs).arguments  # only what the caller gave
+        except TypeError as e:  # a misspelt or missing option: say which layer and what it takes
+            layer = f"'{args[0]}'" if args else ""
+            known = ", ".join(o["name"] for o in decl["options"]) or "no options"
+            raise TypeError(f"Model.{type_name}({layer}): {e} ({type_name} layers take: {known})") from None
+        given.pop("self")
+        name = given.pop("name")
+        if input_names:
+            inputs = [given.pop(n) for n in input_names]
+        else:
+            inputs = given.pop("inputs", None)
+        return self.add(name, type_name, inputs, **given)
+
+    lines = [decl["help"] + ".", "", "Options (defaults are the engine's):"]
+    for o in decl["options"]:
+        default = {"required": "required", "optional": "optional"}.get(o["presence"], f"default {o['default']!r}")
+        lines.append(f"    {o['name']} ({o['kind']}, {default}): {o['help']}")
+    method.__name__ = method.__qualname__ = type_name
+    method.__signature__ = signature
+    method.__doc__ = "\n".join(lines)
+    return method
+
+
+for _decl in _core.layer_types().values():
+    if hasattr(Model, _decl["name"]):
+        raise RuntimeError(f"layer type '{_decl['name']}' clashes with Model.{_decl['name']}")
+    setattr(Model, _decl["name"], _layer_method(_decl))

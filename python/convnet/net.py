@@ -38,9 +38,11 @@ class Net:
             devices = [devices] * n_logical
         self._net = _core.Net(text, list(devices), seed, math)
         layers = self._net.layers()
-        self.inputs = [l["name"] for l in layers if l["type"] == "input"]
-        self.label_inputs = [l["name"] for l in layers if l["type"] == "labels"]
-        self.cost_layers = [l["name"] for l in layers if l["type"] == "softmax_cost"]
+        self.inputs = [l["name"] for l in layers if l["role"] == "input"]
+        self.label_inputs = [l["name"] for l in layers if l["role"] == "labels"]
+        self.cost_layers = [l["name"] for l in layers if l["role"] == "cost"]
+        # Cost layers whose output is class probabilities (softmax_cost): predict reads the first.
+        self.classifiers = [l["name"] for l in layers if l["classifies"]]
         if cuda_graph:
             self.cuda_graph = True
 
@@ -134,12 +136,16 @@ class Net:
         return stats
 
     def predict(self, x: np.ndarray, output: str | None = None) -> np.ndarray:
-        """Class probabilities (N x K) from the cost layer (or any layer's output, NCHW)."""
+        """Class probabilities (N x K) from the first classifying cost layer (or any layer's
+        output, NCHW)."""
         self._net.set_input(self.inputs[0], x)
         for name in self.label_inputs:  # labels are not needed to predict: feed placeholders
             self._net.set_input(name, np.zeros(len(x), dtype=np.int64))
         self._net.forward(False)
-        name = output or self.cost_layers[0]
+        if output is None and not self.classifiers:
+            raise ValueError("predict: the net has no cost layer that classifies (such as softmax_cost); "
+                             "name a layer with output=")
+        name = output or self.classifiers[0]
         out = self._net.output(name)
         return out.reshape(out.shape[0], -1) if output is None else out
 

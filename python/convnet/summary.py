@@ -9,7 +9,6 @@ is what the engine runs; kernel sizes, strides and groups come from the Net's mo
 
 from __future__ import annotations
 
-import json
 
 from .model import Model
 from .net import Net
@@ -46,23 +45,22 @@ def summary(model_or_net: Model | Net | str, batch: int = 1) -> list[dict]:
     if batch < 1:
         raise ValueError(f"summary: batch must be >= 1, got {batch}")
     net = model_or_net if isinstance(model_or_net, Net) else Net(model_or_net, devices="cpu")
-    options = {l["name"]: l for l in json.loads(net._net.model_json())["layers"]}
 
     rows: list[dict] = []
     by_name: dict[str, dict] = {}
     for layer in net.layers():
         name, kind = layer["name"], layer["type"]
-        opts = options[name]
+        opts = layer["options"]  # as in effect: the engine's defaults filled in
         ins = [by_name[i] for i in layer["inputs"]]
         c, h, w = layer["shape"]
         macs = 0
         if kind == "conv":
             k = opts["size"]
             in_channels = sum(i["shape"][0] for i in ins)
-            macs = h * w * opts["filters"] * (in_channels // opts.get("groups", 1)) * k * k
+            macs = h * w * opts["filters"] * (in_channels // opts["groups"]) * k * k
         elif kind == "fc":
             macs = sum(_values(i["shape"]) for i in ins) * opts["outputs"]
-        rf, jump = _receptive_field(kind, opts, ins)
+        rf, jump = (1, 1) if layer["role"] == "input" else _receptive_field(kind, opts, ins)
         row = dict(name=name, type=kind, inputs=list(layer["inputs"]), device=layer["device"],
                    shape=(c, h, w), params=layer["params"], macs=macs, rf=rf, jump=jump)
         rows.append(row)
@@ -82,8 +80,6 @@ def _values(shape) -> int:
 
 def _receptive_field(kind: str, opts: dict, ins: list[dict]) -> tuple[int | None, int | None]:
     """(rf, jump) of a layer's output from its inputs' (see summary)."""
-    if kind == "input":
-        return 1, 1
     seen = [i for i in ins if i["rf"] is not None]  # labels carry no pixels
     if not seen:
         return None, None
@@ -91,8 +87,8 @@ def _receptive_field(kind: str, opts: dict, ins: list[dict]) -> tuple[int | None
     jump_in = max(i["jump"] for i in seen)
     if kind in ("conv", "pool"):
         k = opts["size"]
-        # The engine's defaults: conv stride 1, pool stride = size.
-        stride = opts.get("stride") or (k if kind == "pool" else 1)
+        stride = opts["stride"] or k  # a pool's stride is optional: the window size
+
         return rf_in + (k - 1) * jump_in, jump_in * stride
     if kind == "fc":
         side = max(max(i["shape"][1], i["shape"][2]) for i in ins)

@@ -275,7 +275,7 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
     net = Net(model, devices=devices, seed=seed, math=math, cuda_graph=cuda_graph)
     # Batches for a GPU input are filled in page-locked memory and go up without a staging copy.
     pinned = any(l["device"].startswith("cuda") for l in net._net.layers()
-                 if l["type"] in ("input", "labels"))
+                 if l["role"] in ("input", "labels"))
     train_pipe, test_pipe = prep.pipelines(batch, seed=seed, workers=workers, pinned=pinned)
     if log is None and save_dir:
         log = os.path.join(save_dir, "log.jsonl")

@@ -60,7 +60,10 @@ def test_unknown_top_level_key():
 
 def test_misspelt_option():
     m = base()
-    m.conv("c1", "data", filters=4, size=3, paddding=1)
+    with pytest.raises(TypeError, match=r"Model.conv\('c1'\): got an unexpected keyword argument 'paddding' "
+                                        r"\(conv layers take: filters, size, stride, padding"):
+        m.conv("c1", "data", filters=4, size=3, paddding=1)
+    m.add("c1", "conv", "data", filters=4, size=3, paddding=1)  # written by hand: the engine says it
     with pytest.raises(ValueError, match=r"layer 'c1': unknown option 'paddding'"):
         convnet.Net(m)
 

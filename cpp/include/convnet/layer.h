@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "convnet/layer_type.h"
 #include "convnet/ops.h"
 #include "convnet/spec.h"
 #include "convnet/tensor.h"
@@ -55,9 +56,14 @@ class Layer {
   const std::string& type() const { return spec_.type; }
   const std::vector<std::string>& inputs() const { return spec_.inputs; }
   const LayerSpec& spec() const { return spec_; }
+  // The declaration this layer was made from (set by make_layer): its role, inputs and options.
+  const LayerType& declaration() const { return *declaration_; }
+  LayerRole role() const { return declaration_->role(); }
+  bool is_cost() const { return role() == LayerRole::Cost; }
+  bool is_input() const { return is_filled_from_outside(role()); }
+  // Every declared option as in effect: as given, else its default (null: optional, not given).
+  nlohmann::json options_in_effect() const;
 
-  // Number of inputs this type accepts: [min, max] (max < 0: unbounded).
-  virtual std::pair<int, int> input_count() const { return {1, 1}; }
   // Checks the input shapes ({C, H, W, N} each), creates parameters on first call, and returns
   // the output shape. Called again when the batch size changes. Errors name the layer.
   virtual Shape setup(const std::vector<Shape>& inputs) = 0;
@@ -72,12 +78,10 @@ class Layer {
                         const PassContext& ctx) = 0;
 
   std::vector<Param>& params() { return params_; }
-  // Cost layers start the backward pass and report statistics of their last forward pass.
-  virtual bool is_cost() const { return false; }
+  // Cost layers (role Cost) report statistics of their last forward pass and their weight in
+  // the objective.
   virtual CostStats cost_stats() const { return {}; }
   virtual float cost_coeff() const { return 0.f; }
-  // Input layers are filled from outside and need no gradient.
-  virtual bool is_input() const { return false; }
 
   // LRN then pooling (AlexNet's conv1 and conv2 blocks): where a pool layer is the only reader
   // of an LRN layer's output, the net skips the pool's backward and has the LRN layer go back
@@ -85,6 +89,7 @@ class Layer {
   // neither written nor allocated. Pool layers give their geometry; LRN layers implement
   // backward_through_pool (pooled and dpooled: the pool's output and its gradient).
   virtual const PoolGeometry* pool_geometry() const { return nullptr; }
+  virtual bool goes_back_through_pool() const { return false; }
   virtual void backward_through_pool(const std::vector<Tensor>& in, const Tensor& out,
                                      const Tensor& pooled, const Tensor& dpooled,
                                      const PoolGeometry& pool, std::vector<Tensor>& din,
@@ -92,27 +97,36 @@ class Layer {
 
  protected:
   // Adds a parameter named "<layer>.<suffix>" with the hyperparameters read from the options
-  // (`eps<Key>`, `mom<Key>`, `wc<Key>`, `init<Key>`, Key = W or B).
+  // (`eps<Key>`, `mom<Key>`, `wc<Key>`, `init<Key>`, Key = W or B; see learning_options()).
   // `fan_in` serves the scaled inits: init="kaiming" gives std sqrt(2 / fan_in), "xavier"
   // sqrt(1 / fan_in); the default "gaussian" takes std = initW (the AlexNet paper: 0.01).
   Param& add_param(const std::string& suffix, Shape shape, bool is_bias, int64_t fan_in);
   std::string where() const { return "layer '" + name() + "' (" + type() + ")"; }
   // The `neuron` option (and `slope` for leaky relu), for the layers that apply one.
-  Neuron read_neuron(const std::string& fallback) const;
+  Neuron read_neuron() const;
   // The gradient before a fused neuron: dout itself for a linear neuron, else dout * f'
   // written into `scratch` (allocated on first use).
   Tensor gradient_before_neuron(const Neuron& neuron, const Tensor& out, const Tensor& dout,
                                 Tensor& scratch) const;
 
   LayerSpec spec_;
+  friend std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
+  const LayerType* declaration_ = nullptr;
   std::vector<Param> params_;
   Device device_;
   Workspace* workspace_ = nullptr;
 };
 
-// Creates the layer for spec.type; throws ValueError naming the layer for an unknown type.
+// Creates the layer for spec.type from its registered declaration; throws ValueError naming the
+// layer for an unknown type or an undeclared option.
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
-// The layer types make_layer knows.
+// The names of the registered layer types.
 std::vector<std::string> layer_types();
+
+// Option groups that several types declare: the learning hyperparameters and initialisation of
+// a layer with weights and biases (read by add_param), and a fused neuron (read by read_neuron)
+// with the type's own default.
+std::vector<OptionDecl> learning_options();
+std::vector<OptionDecl> neuron_options(const std::string& default_neuron);
 
 }  // namespace convnet

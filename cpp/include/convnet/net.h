@@ -21,7 +21,9 @@ struct CostReport {
     std::string layer;
     double cost = 0, top1_error = 0, top5_error = 0;
   };
-  std::vector<Entry> costs;
+  std::vector<Entry> costs;  // error rates are NaN for a cost that does not classify
+  // The entry the trainer reports: the first classifying cost layer's, else the first.
+  size_t primary = 0;
 };
 
 class Net {

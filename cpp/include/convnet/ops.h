@@ -146,6 +146,10 @@ CostStats cost_stats(const Tensor& cases, const Tensor& labels, int classes);
 void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scale,
                            Tensor& dlogits, bool accumulate);
 
+// The sum-of-squares cost (cuda-convnet2's cost.sum2): out[n] = sum over (c, y, x) of
+// x[c, y, x, n]^2, each case's sum taken in double in row order; x {C, H, W, N}, out {1, 1, 1, N}.
+void sum_squares_per_case(const Tensor& x, Tensor& out);
+
 // ---- the SGD update of the AlexNet paper ----
 
 // v <- momentum * v - weight_decay * lr * w - lr * grad;  w <- w + v

@@ -13,23 +13,32 @@
 
 namespace convnet {
 
-// A layer's options, read through typed getters that name the layer in every error. The set of
-// keys read is remembered so that a misspelt option is reported rather than silently ignored.
+class LayerType;
+
+// A layer's options, read through typed getters that name the layer in every error. Once the
+// layer's type is declared (make_layer does it), an absent option reads as the type's declared
+// default, so that each default is written once, in the declaration (convnet/layer_type.h). The
+// set of keys read is remembered so that an option the layer did not use is reported rather than
+// silently ignored.
 class LayerOptions {
  public:
   LayerOptions() = default;
   LayerOptions(std::string layer, nlohmann::json values);
 
+  // Reads from now on go through `type`'s declaration: an undeclared key is an engine bug
+  // (RuntimeError), an absent key reads as its default.
+  void declare(const LayerType* type) { type_ = type; }
+  // Whether the definition gives this key (for options declared optional, whose absence the
+  // layer interprets).
   bool has(const std::string& key) const;
+  // The given value, else the declared default; a missing required option is a ValueError.
   int get_int(const std::string& key) const;
-  int get_int(const std::string& key, int fallback) const;
   double get_float(const std::string& key) const;
-  double get_float(const std::string& key, double fallback) const;
-  bool get_bool(const std::string& key, bool fallback) const;
-  std::string get_string(const std::string& key, const std::string& fallback) const;
+  bool get_bool(const std::string& key) const;
+  std::string get_string(const std::string& key) const;
   std::vector<double> get_floats(const std::string& key) const;  // a number or a list
 
-  // Throws ValueError naming the first option no getter asked for.
+  // Throws ValueError naming the first given option that no getter asked for.
   void reject_unread() const;
   const nlohmann::json& values() const { return values_; }
 
@@ -37,6 +46,7 @@ class LayerOptions {
   const nlohmann::json* find(const std::string& key) const;
   std::string layer_;
   nlohmann::json values_ = nlohmann::json::object();
+  const LayerType* type_ = nullptr;
   // Shared among copies, so that whichever copy a layer reads through, the net sees the reads.
   std::shared_ptr<std::set<std::string>> read_ = std::make_shared<std::set<std::string>>();
 };

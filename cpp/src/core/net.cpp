@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cstring>
 #include <cmath>
 #include <random>
@@ -112,7 +113,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   for (const LayerSpec* s : sorted) {
     auto n = std::make_unique<Node>();
     n->layer = make_layer(*s);
-    auto [lo, hi] = n->layer->input_count();
+    auto [lo, hi] = n->layer->declaration().input_count();
     const int count = static_cast<int>(s->inputs.size());
     CONVNET_CHECK(count >= lo && (hi < 0 || count <= hi), "layer '", s->name, "' (", s->type,
                   ") takes ", lo == hi ? std::to_string(lo) : std::to_string(lo) + (hi < 0 ? " or more" : " to " + std::to_string(hi)),
@@ -138,7 +139,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   for (auto& n : nodes_) {
     if (!n->layer->pool_geometry() || n->producers.size() != 1) continue;
     Node* lrn = n->producers[0];
-    if (lrn->layer->type() == "lrn" && readers[lrn] == 1 && lrn->device == n->device) {
+    if (lrn->layer->goes_back_through_pool() && readers[lrn] == 1 && lrn->device == n->device) {
       lrn->fused_pool = n.get();
       n->backward_in_producer = true;
     }
@@ -211,7 +212,7 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
   fresh_inputs_.insert(name);
   Shape want = n.shape;
   bool ok = batch.shape() == want ||
-            (n.layer->type() == "labels" && batch.numel() == batch_size);
+            (n.layer->role() == LayerRole::Labels && batch.numel() == batch_size);
   CONVNET_CHECK(ok, "input '", name, "': expected a batch of shape ", shape_str(want),
                 " (CHWN), got ", shape_str(batch.shape()));
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
@@ -275,11 +276,18 @@ void Net::run_forward(bool train) {
 CostReport Net::cost_report() const {
   CostReport report;
   report.batch = batch_;
+  bool classifier_seen = false;
   for (auto& n : nodes_) {
     if (!n->layer->is_cost()) continue;
     CostStats s = n->layer->cost_stats();
     CostReport::Entry e{n->layer->name(), s.cost_sum / batch_, double(s.top1_errors) / batch_,
                         double(s.top5_errors) / batch_};
+    if (!n->layer->declaration().is_classifier()) {
+      e.top1_error = e.top5_error = std::numeric_limits<double>::quiet_NaN();
+    } else if (!classifier_seen) {
+      report.primary = report.costs.size();
+      classifier_seen = true;
+    }
     report.objective += n->layer->cost_coeff() * e.cost;
     report.costs.push_back(e);
   }

@@ -303,6 +303,15 @@ void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scal
                                               probs.dim(0), probs.dim(3), accumulate);
 }
 
+void sum_squares_per_case(const Tensor& x, Tensor& out) {
+  activation("sum_squares_per_case", x);
+  same_device("sum_squares_per_case", x, out);
+  CONVNET_CHECK(out.shape() == Shape({1, 1, 1, x.dim(3)}), "sum_squares_per_case: ",
+                shape_str(out.shape()), " for ", x.dim(3), " cases (expected {1, 1, 1, ",
+                x.dim(3), "})");
+  CONVNET_DISPATCH(x, sum_squares_per_case, x.data(), out.data(), x.numel() / x.dim(3), x.dim(3));
+}
+
 void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
                 float weight_decay) {
   same_shape("sgd_update", w, grad);

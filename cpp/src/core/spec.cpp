@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "convnet/error.h"
+#include "convnet/layer_type.h"
 
 namespace convnet {
 
@@ -13,13 +14,34 @@ using nlohmann::json;
 LayerOptions::LayerOptions(std::string layer, json values)
     : layer_(std::move(layer)), values_(std::move(values)) {}
 
-const json* LayerOptions::find(const std::string& key) const {
-  read_->insert(key);
-  auto it = values_.find(key);
-  return it == values_.end() || it->is_null() ? nullptr : &*it;
+// The declaration of `key` when the type is declared; reading an undeclared key is a bug in the
+// layer's file, not the user's mistake.
+static const OptionDecl* declaration(const LayerType* type, const std::string& layer,
+                                     const std::string& key) {
+  if (!type) return nullptr;
+  const OptionDecl* d = type->find_option(key);
+  if (!d)
+    throw RuntimeError("layer '" + layer + "' (" + type->name() + ") reads option '" + key +
+                       "', which its type does not declare");
+  return d;
 }
 
-bool LayerOptions::has(const std::string& key) const { return find(key) != nullptr; }
+bool LayerOptions::has(const std::string& key) const {
+  declaration(type_, layer_, key);
+  read_->insert(key);
+  auto it = values_.find(key);
+  return it != values_.end() && !it->is_null();
+}
+
+const json* LayerOptions::find(const std::string& key) const {
+  const OptionDecl* d = declaration(type_, layer_, key);
+  if (has(key)) return &*values_.find(key);
+  if (!d || d->presence == OptionDecl::Presence::Required) return nullptr;
+  if (d->presence == OptionDecl::Presence::Optional)
+    throw RuntimeError("layer '" + layer_ + "' reads optional option '" + key +
+                       "' without asking whether it is given");
+  return &d->fallback;
+}
 
 int LayerOptions::get_int(const std::string& key) const {
   const json* v = find(key);
@@ -27,10 +49,6 @@ int LayerOptions::get_int(const std::string& key) const {
   CONVNET_CHECK(v->is_number_integer() || (v->is_number() && v->get<double>() == double(int(v->get<double>()))),
                 "layer '", layer_, "': option '", key, "' must be an integer, got ", v->dump());
   return v->is_number_integer() ? v->get<int>() : int(v->get<double>());
-}
-
-int LayerOptions::get_int(const std::string& key, int fallback) const {
-  return has(key) ? get_int(key) : fallback;
 }
 
 double LayerOptions::get_float(const std::string& key) const {
@@ -41,21 +59,17 @@ double LayerOptions::get_float(const std::string& key) const {
   return v->get<double>();
 }
 
-double LayerOptions::get_float(const std::string& key, double fallback) const {
-  return has(key) ? get_float(key) : fallback;
-}
-
-bool LayerOptions::get_bool(const std::string& key, bool fallback) const {
+bool LayerOptions::get_bool(const std::string& key) const {
   const json* v = find(key);
-  if (!v) return fallback;
+  CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
   if (v->is_boolean()) return v->get<bool>();
   if (v->is_number_integer() && (v->get<int>() == 0 || v->get<int>() == 1)) return v->get<int>() == 1;
   throw ValueError("layer '" + layer_ + "': option '" + key + "' must be true or false, got " + v->dump());
 }
 
-std::string LayerOptions::get_string(const std::string& key, const std::string& fallback) const {
+std::string LayerOptions::get_string(const std::string& key) const {
   const json* v = find(key);
-  if (!v) return fallback;
+  CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
   CONVNET_CHECK(v->is_string(), "layer '", layer_, "': option '", key, "' must be a string, got ",
                 v->dump());
   return v->get<std::string>();
@@ -79,6 +93,9 @@ std::vector<double> LayerOptions::get_floats(const std::string& key) const {
 void LayerOptions::reject_unread() const {
   for (auto it = values_.begin(); it != values_.end(); ++it) {
     if (read_->count(it.key())) continue;
+    if (type_ && type_->find_option(it.key()))  // declared, but these settings do not use it
+      throw ValueError("layer '" + layer_ + "': option '" + it.key() +
+                       "' has no effect with the layer's other settings");
     std::string known;
     for (const auto& k : *read_) known += (known.empty() ? "" : ", ") + k;
     throw ValueError("layer '" + layer_ + "': unknown option '" + it.key() +

@@ -51,6 +51,9 @@ CostStats sum_cost_cases(const double* case_cost, const int32_t* case_flags, int
 void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,
                            int classes, int batch, bool accumulate);
 
+// sum2_cost.cpp. x {rows, batch}; out[n] = sum over rows of x[r, n]^2, in double.
+void sum_squares_per_case(const float* x, float* out, int64_t rows, int batch);
+
 // sgd.cpp
 void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
                 float weight_decay);

@@ -154,6 +154,9 @@ void softmax_cost_forward(const float* logits, const float* labels, float* probs
 void softmax_cost_backward(const float* probs, const float* labels, float scale, float* dlogits,
                            int classes, int batch, bool accumulate);
 
+// sum2_cost.cu
+void sum_squares_per_case(const float* x, float* out, int64_t rows, int batch);
+
 // sgd.cu
 void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
                 float weight_decay);

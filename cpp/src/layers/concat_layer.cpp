@@ -1,8 +1,8 @@
 // Channel concat (joins towers) and split (takes a range of channels). In CHWN both are
 // contiguous block copies.
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 #include "layers/join.h"
 
 namespace convnet {
@@ -12,7 +12,6 @@ namespace {
 class ConcatLayer : public Layer {
  public:
   using Layer::Layer;
-  std::pair<int, int> input_count() const override { return {1, -1}; }
   Shape setup(const std::vector<Shape>& in) override {
     Shape out = in[0];
     out[0] = 0;
@@ -65,7 +64,14 @@ class SplitLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_concat_layer(const LayerSpec& s) { return std::make_unique<ConcatLayer>(s); }
-std::unique_ptr<Layer> make_split_layer(const LayerSpec& s) { return std::make_unique<SplitLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("concat", "joins its inputs along channels (towers)")
+        .inputs(1, -1)
+        .make<ConcatLayer>());
+CONVNET_REGISTER_LAYER(
+    LayerType("split", "channels [start, start + count) of its input")
+        .required("start", OptionDecl::Kind::Int, "first channel")
+        .required("count", OptionDecl::Kind::Int, "number of channels")
+        .make<SplitLayer>());
 
 }  // namespace convnet

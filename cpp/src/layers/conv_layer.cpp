@@ -7,8 +7,8 @@
 #include <algorithm>
 
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 #include "layers/join.h"
 
 namespace convnet {
@@ -23,14 +23,13 @@ class ConvLayer : public Layer {
     const LayerOptions& o = spec.options;
     g_.filters = o.get_int("filters");
     g_.size = o.get_int("size");
-    g_.stride = o.get_int("stride", 1);
-    g_.pad = o.get_int("padding", 0);
-    g_.groups = o.get_int("groups", 1);
-    has_bias_ = o.get_bool("bias", true);
-    chunk_rows_option_ = o.get_int("chunk_rows", 0);  // 0: as many output rows as fit the workspace
-    neuron_ = read_neuron("linear");
+    g_.stride = o.get_int("stride");
+    g_.pad = o.get_int("padding");
+    g_.groups = o.get_int("groups");
+    has_bias_ = o.get_bool("bias");
+    chunk_rows_option_ = o.get_int("chunk_rows");
+    neuron_ = read_neuron();
   }
-  std::pair<int, int> input_count() const override { return {1, -1}; }
 
   Shape setup(const std::vector<Shape>& in) override {
     int channels = 0;
@@ -150,6 +149,17 @@ class ConvLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_conv_layer(const LayerSpec& s) { return std::make_unique<ConvLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("conv", "convolution (GEMM), bias and a fused neuron; several inputs are joined")
+        .inputs(1, -1)
+        .required("filters", OptionDecl::Kind::Int, "output channels")
+        .required("size", OptionDecl::Kind::Int, "filter side")
+        .option("stride", 1, "step between filter positions")
+        .option("padding", 0, "zeros added on each side")
+        .option("groups", 1, "channel groups (filters and input channels split evenly)")
+        .option("chunk_rows", 0, "output rows per GEMM chunk (0: as many as fit the workspace)")
+        .options(neuron_options("linear"))
+        .options(learning_options())
+        .make<ConvLayer>());
 
 }  // namespace convnet

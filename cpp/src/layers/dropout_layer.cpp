@@ -5,8 +5,8 @@
 #include <functional>
 
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -15,7 +15,7 @@ namespace {
 class DropoutLayer : public Layer {
  public:
   explicit DropoutLayer(const LayerSpec& spec) : Layer(spec) {
-    rate_ = float(spec.options.get_float("rate", 0.5));
+    rate_ = float(spec.options.get_float("rate"));
     CONVNET_CHECK(rate_ >= 0.f && rate_ < 1.f, where(), ": rate must be in [0, 1), got ", rate_);
     for (unsigned char c : spec.name) salt_ = (salt_ ^ c) * 1099511628211ull;  // FNV-1a: stable everywhere
   }
@@ -37,6 +37,9 @@ class DropoutLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_dropout_layer(const LayerSpec& s) { return std::make_unique<DropoutLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("dropout", "inverted dropout: kept units scaled by 1 / (1 - rate) in training")
+        .option("rate", 0.5, "probability of dropping a unit")
+        .make<DropoutLayer>());
 
 }  // namespace convnet

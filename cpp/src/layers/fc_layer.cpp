@@ -1,8 +1,8 @@
 // Fully connected: y[O, N] = f(W[O, I] * x[I, N] + b). A CHWN activation is already an I x N
 // matrix (I = C*H*W), so no reshaping is needed; several inputs are joined row-wise.
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 #include "layers/join.h"
 
 namespace convnet {
@@ -15,10 +15,9 @@ class FcLayer : public Layer {
     const LayerOptions& o = spec.options;
     outputs_ = o.get_int("outputs");
     CONVNET_CHECK(outputs_ > 0, where(), ": outputs must be > 0, got ", outputs_);
-    has_bias_ = o.get_bool("bias", true);
-    neuron_ = read_neuron("linear");
+    has_bias_ = o.get_bool("bias");
+    neuron_ = read_neuron();
   }
-  std::pair<int, int> input_count() const override { return {1, -1}; }
 
   Shape setup(const std::vector<Shape>& in) override {
     int64_t rows = 0;
@@ -84,6 +83,12 @@ class FcLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_fc_layer(const LayerSpec& s) { return std::make_unique<FcLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("fc", "fully connected, with bias and a fused neuron; several inputs are joined")
+        .inputs(1, -1)
+        .required("outputs", OptionDecl::Kind::Int, "output units")
+        .options(neuron_options("linear"))
+        .options(learning_options())
+        .make<FcLayer>());
 
 }  // namespace convnet

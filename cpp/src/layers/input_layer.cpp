@@ -1,7 +1,7 @@
 // Input layers: "input" holds a batch of images {C, H, W, N}; "labels" holds class indices
 // {1, 1, 1, N}. Both are filled from outside (Net::set_input) and need no gradient.
 #include "convnet/error.h"
-#include "layers/factories.h"
+#include "convnet/layer.h"
 
 namespace convnet {
 
@@ -15,15 +15,13 @@ class InputLayer : public Layer {
       channels_ = height_ = width_ = 1;
     } else {
       channels_ = o.get_int("channels");
-      const int size = o.get_int("size", 0);
-      height_ = o.get_int("height", size);
-      width_ = o.get_int("width", size);
+      const int size = o.has("size") ? o.get_int("size") : 0;
+      height_ = o.has("height") ? o.get_int("height") : size;
+      width_ = o.has("width") ? o.get_int("width") : size;
       CONVNET_CHECK(channels_ > 0 && height_ > 0 && width_ > 0, where(),
                     ": needs channels > 0 and a positive size (or height and width)");
     }
   }
-  std::pair<int, int> input_count() const override { return {0, 0}; }
-  bool is_input() const override { return true; }
 
   // The batch size comes from the data, through Net::set_input; setup receives it as the only
   // "input" shape {N}.
@@ -39,9 +37,31 @@ class InputLayer : public Layer {
   int channels_ = 1, height_ = 1, width_ = 1;
 };
 
+class ImagesLayer : public InputLayer {
+ public:
+  explicit ImagesLayer(const LayerSpec& spec) : InputLayer(spec, false) {}
+};
+
+class LabelsLayer : public InputLayer {
+ public:
+  explicit LabelsLayer(const LayerSpec& spec) : InputLayer(spec, true) {}
+};
+
 }  // namespace
 
-std::unique_ptr<Layer> make_input_layer(const LayerSpec& s) { return std::make_unique<InputLayer>(s, false); }
-std::unique_ptr<Layer> make_labels_layer(const LayerSpec& s) { return std::make_unique<InputLayer>(s, true); }
+CONVNET_REGISTER_LAYER(
+    LayerType("input", "a batch of images {C, H, W, N}, set from outside")
+        .role(LayerRole::Input)
+        .inputs(0, 0)
+        .required("channels", OptionDecl::Kind::Int, "image channels")
+        .optional("size", OptionDecl::Kind::Int, "height and width of square images")
+        .optional("height", OptionDecl::Kind::Int, "image height (default: size)")
+        .optional("width", OptionDecl::Kind::Int, "image width (default: size)")
+        .make<ImagesLayer>());
+CONVNET_REGISTER_LAYER(
+    LayerType("labels", "a batch of class indices {1, 1, 1, N}, set from outside")
+        .role(LayerRole::Labels)
+        .inputs(0, 0)
+        .make<LabelsLayer>());
 
 }  // namespace convnet

@@ -1,11 +1,11 @@
-// The Layer base class, parameter creation from options, the shared workspace and the registry.
+// The Layer base class, parameter creation from options, the shared workspace, the option groups
+// several types declare, and make_layer (a layer from its registered declaration).
 #include "convnet/layer.h"
 
 #include <cmath>
 
 #include "convnet/error.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -38,9 +38,37 @@ void Layer::place(const Device& device, Workspace* workspace) {
   }
 }
 
-Neuron Layer::read_neuron(const std::string& fallback) const {
-  Neuron n = Neuron::parse(spec_.options.get_string("neuron", fallback));
-  if (n.type == NeuronType::LeakyRelu) n.slope = float(spec_.options.get_float("slope", 0.01));
+std::vector<OptionDecl> learning_options() {
+  using K = OptionDecl::Kind;
+  using P = OptionDecl::Presence;
+  return {
+      {"epsW", K::Float, P::Defaulted, 0.01, "learning rate of the weights"},
+      {"epsB", K::Float, P::Defaulted, 0.01, "learning rate of the biases"},
+      {"momW", K::Float, P::Defaulted, 0.9, "momentum of the weights"},
+      {"momB", K::Float, P::Defaulted, 0.9, "momentum of the biases"},
+      {"wc", K::Float, P::Defaulted, 0.0005, "weight decay of the weights"},
+      {"wcB", K::Float, P::Defaulted, 0.0, "weight decay of the biases"},
+      {"init", K::String, P::Defaulted, "gaussian",
+       "weight init: gaussian (std initW), kaiming (std sqrt(2/fan_in)), xavier (sqrt(1/fan_in))"},
+      {"initW", K::Float, P::Defaulted, 0.01, "std of the gaussian weight init"},
+      {"initB", K::Float, P::Defaulted, 0.0, "constant bias init"},
+      {"bias", K::Bool, P::Defaulted, true, "whether the layer has biases"},
+  };
+}
+
+std::vector<OptionDecl> neuron_options(const std::string& default_neuron) {
+  using K = OptionDecl::Kind;
+  using P = OptionDecl::Presence;
+  return {
+      {"neuron", K::String, P::Defaulted, default_neuron,
+       "activation: linear, relu, leaky_relu, tanh, logistic, abs, ..."},
+      {"slope", K::Float, P::Defaulted, 0.01, "negative slope of leaky_relu"},
+  };
+}
+
+Neuron Layer::read_neuron() const {
+  Neuron n = Neuron::parse(spec_.options.get_string("neuron"));
+  if (n.type == NeuronType::LeakyRelu) n.slope = float(spec_.options.get_float("slope"));
   return n;
 }
 
@@ -57,18 +85,18 @@ Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, in
   Param p;
   p.name = name() + "." + suffix;
   const char* key = is_bias ? "B" : "W";
-  p.lr = static_cast<float>(o.get_float(std::string("eps") + key, 0.01));
+  p.lr = static_cast<float>(o.get_float(std::string("eps") + key));
   p.base_lr = p.lr;
-  p.momentum = static_cast<float>(o.get_float(std::string("mom") + key, 0.9));
-  p.weight_decay = static_cast<float>(o.get_float(is_bias ? "wcB" : "wc", is_bias ? 0.0 : 0.0005));
+  p.momentum = static_cast<float>(o.get_float(std::string("mom") + key));
+  p.weight_decay = static_cast<float>(o.get_float(is_bias ? "wcB" : "wc"));
   CONVNET_CHECK(p.lr >= 0 && p.momentum >= 0 && p.weight_decay >= 0, where(),
                 ": learning rate, momentum and weight decay must be >= 0");
   if (is_bias) {
     p.init = Param::Init::Constant;
-    p.init_value = static_cast<float>(o.get_float("initB", 0.0));
+    p.init_value = static_cast<float>(o.get_float("initB"));
   } else {
-    const std::string init = o.get_string("init", "gaussian");
-    const double init_w = o.get_float("initW", 0.01);
+    const std::string init = o.get_string("init");
+    const double init_w = o.get_float("initW");
     p.init = Param::Init::Gaussian;
     if (init == "gaussian") p.init_std = static_cast<float>(init_w);
     else if (init == "kaiming") p.init_std = static_cast<float>(std::sqrt(2.0 / double(fan_in)));
@@ -80,33 +108,42 @@ Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, in
   return params_.back();
 }
 
-using Factory = std::unique_ptr<Layer> (*)(const LayerSpec&);
-static const std::vector<std::pair<std::string, Factory>>& registry() {
-  static const std::vector<std::pair<std::string, Factory>> r = {
-      {"input", make_input_layer},       {"labels", make_labels_layer},
-      {"conv", make_conv_layer},         {"fc", make_fc_layer},
-      {"pool", make_pool_layer},         {"lrn", make_lrn_layer},
-      {"neuron", make_neuron_layer},     {"dropout", make_dropout_layer},
-      {"softmax_cost", make_softmax_cost_layer},
-      {"concat", make_concat_layer},     {"split", make_split_layer},
-      {"sum", make_sum_layer},
-  };
-  return r;
+nlohmann::json Layer::options_in_effect() const {
+  nlohmann::json out = nlohmann::json::object();
+  const nlohmann::json& given = spec_.options.values();
+  for (const OptionDecl& o : declaration_->options()) {
+    auto it = given.find(o.name);
+    out[o.name] = it != given.end() ? *it : o.fallback;
+  }
+  return out;
 }
 
 std::vector<std::string> layer_types() {
   std::vector<std::string> out;
-  for (const auto& [name, f] : registry()) out.push_back(name);
+  for (const LayerType* t : registered_layer_types()) out.push_back(t->name());
   return out;
 }
 
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec) {
-  for (const auto& [name, factory] : registry())
-    if (name == spec.type) return factory(spec);
-  std::string known;
-  for (const auto& t : layer_types()) known += (known.empty() ? "" : ", ") + t;
-  throw ValueError("layer '" + spec.name + "': unknown layer type '" + spec.type +
-                   "' (known types: " + known + ")");
+  const LayerType* type = find_layer_type(spec.type);
+  if (!type) {
+    std::string known;
+    for (const auto& t : layer_types()) known += (known.empty() ? "" : ", ") + t;
+    throw ValueError("layer '" + spec.name + "': unknown layer type '" + spec.type +
+                     "' (known types: " + known + ")");
+  }
+  for (auto it = spec.options.values().begin(); it != spec.options.values().end(); ++it) {
+    if (type->find_option(it.key())) continue;
+    std::string known;
+    for (const OptionDecl& o : type->options()) known += (known.empty() ? "" : ", ") + o.name;
+    throw ValueError("layer '" + spec.name + "': unknown option '" + it.key() + "' (" + spec.type +
+                     " layers take: " + (known.empty() ? "no options" : known) + ")");
+  }
+  LayerSpec declared = spec;  // shares the record of options read with `spec`
+  declared.options.declare(type);
+  std::unique_ptr<Layer> layer = type->factory()(declared);
+  layer->declaration_ = type;
+  return layer;
 }
 
 void Layer::backward_through_pool(const std::vector<Tensor>&, const Tensor&, const Tensor&,

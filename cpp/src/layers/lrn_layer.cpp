@@ -1,8 +1,8 @@
 // Local response normalisation across channels, with the AlexNet paper's constants by default
 // (size 5, k 2, alpha 1e-4, beta 0.75; alpha as the paper writes it, not divided by size).
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -12,10 +12,10 @@ class LrnLayer : public Layer {
  public:
   explicit LrnLayer(const LayerSpec& spec) : Layer(spec) {
     const LayerOptions& o = spec.options;
-    p_.size = o.get_int("size", 5);
-    p_.k = float(o.get_float("k", 2.0));
-    p_.alpha = float(o.get_float("alpha", 1e-4));
-    p_.beta = float(o.get_float("beta", 0.75));
+    p_.size = o.get_int("size");
+    p_.k = float(o.get_float("k"));
+    p_.alpha = float(o.get_float("alpha"));
+    p_.beta = float(o.get_float("beta"));
     CONVNET_CHECK(p_.size >= 1, where(), ": size must be >= 1");
     CONVNET_CHECK(p_.k > 0 && p_.alpha >= 0, where(), ": need k > 0 and alpha >= 0");
   }
@@ -37,6 +37,7 @@ class LrnLayer : public Layer {
     if (din[0].defined()) lrn_backward(in[0], out, denom_, dout, din[0], p_, accumulate[0]);
   }
 
+  bool goes_back_through_pool() const override { return true; }
   void backward_through_pool(const std::vector<Tensor>& in, const Tensor& out, const Tensor& pooled,
                              const Tensor& dpooled, const PoolGeometry& pool,
                              std::vector<Tensor>& din, const std::vector<bool>& accumulate) override {
@@ -54,6 +55,12 @@ class LrnLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_lrn_layer(const LayerSpec& s) { return std::make_unique<LrnLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("lrn", "AlexNet's normalisation across channels: x / (k + alpha * sum x^2)^beta")
+        .option("size", 5, "channels in the window")
+        .option("k", 2.0, "additive constant")
+        .option("alpha", 1e-4, "the paper's alpha (not divided by size)")
+        .option("beta", 0.75, "exponent")
+        .make<LrnLayer>());
 
 }  // namespace convnet

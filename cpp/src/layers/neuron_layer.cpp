@@ -1,6 +1,6 @@
 // A standalone neuron (activation function) layer; conv and fc layers fuse theirs instead.
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -9,7 +9,7 @@ namespace {
 class NeuronLayer : public Layer {
  public:
   explicit NeuronLayer(const LayerSpec& spec) : Layer(spec) {
-    neuron_ = read_neuron("relu");
+    neuron_ = read_neuron();
   }
   Shape setup(const std::vector<Shape>& in) override { return in[0]; }
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
@@ -27,6 +27,9 @@ class NeuronLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_neuron_layer(const LayerSpec& s) { return std::make_unique<NeuronLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("neuron", "an activation function on its own (conv and fc fuse theirs)")
+        .options(neuron_options("relu"))
+        .make<NeuronLayer>());
 
 }  // namespace convnet

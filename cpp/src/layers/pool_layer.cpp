@@ -1,7 +1,7 @@
 // Max or average pooling over square windows, overlapping when stride < size (AlexNet: 3/2).
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -11,13 +11,13 @@ class PoolLayer : public Layer {
  public:
   explicit PoolLayer(const LayerSpec& spec) : Layer(spec) {
     const LayerOptions& o = spec.options;
-    const std::string kind = o.get_string("pool", "max");
+    const std::string kind = o.get_string("pool");
     CONVNET_CHECK(kind == "max" || kind == "avg", where(), ": pool must be \"max\" or \"avg\", got \"",
                   kind, "\"");
     g_.type = kind == "max" ? PoolType::Max : PoolType::Avg;
     g_.size = o.get_int("size");
-    g_.stride = o.get_int("stride", g_.size);
-    g_.ceil_mode = o.get_bool("ceil", false);
+    g_.stride = o.has("stride") ? o.get_int("stride") : g_.size;
+    g_.ceil_mode = o.get_bool("ceil");
   }
 
   Shape setup(const std::vector<Shape>& in) override {
@@ -47,6 +47,12 @@ class PoolLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_pool_layer(const LayerSpec& s) { return std::make_unique<PoolLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("pool", "max or average pooling over square windows")
+        .required("size", OptionDecl::Kind::Int, "window side")
+        .optional("stride", OptionDecl::Kind::Int, "step between windows (default: size)")
+        .option("pool", "max", "max or avg")
+        .option("ceil", false, "round the output size up (cuda-convnet) rather than down")
+        .make<PoolLayer>());
 
 }  // namespace convnet

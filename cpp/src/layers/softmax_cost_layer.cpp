@@ -2,8 +2,8 @@
 // Output: the class probabilities. The cost is the batch mean of -log p[label] times `coeff`,
 // so the gradients that reach the parameters are batch averages (the paper's <dL/dw>).
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -12,10 +12,8 @@ namespace {
 class SoftmaxCostLayer : public Layer {
  public:
   explicit SoftmaxCostLayer(const LayerSpec& spec) : Layer(spec) {
-    coeff_ = float(spec.options.get_float("coeff", 1.0));
+    coeff_ = float(spec.options.get_float("coeff"));
   }
-  std::pair<int, int> input_count() const override { return {2, 2}; }
-  bool is_cost() const override { return true; }
   // Read back when asked (after the pass), so that the forward pass itself never waits for the
   // device.
   CostStats cost_stats() const override {
@@ -58,8 +56,12 @@ class SoftmaxCostLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_softmax_cost_layer(const LayerSpec& s) {
-  return std::make_unique<SoftmaxCostLayer>(s);
-}
+CONVNET_REGISTER_LAYER(
+    LayerType("softmax_cost", "softmax and the multinomial logistic cost (cuda-convnet2's cost.logreg)")
+        .role(LayerRole::Cost)
+        .classifies()
+        .inputs({"scores", "labels"})
+        .option("coeff", 1.0, "weight of this cost in the objective")
+        .make<SoftmaxCostLayer>());
 
 }  // namespace convnet

@@ -1,7 +1,7 @@
 // Elementwise weighted sum of inputs of one shape: out = sum_i coeffs[i] * in[i].
 #include "convnet/error.h"
+#include "convnet/layer.h"
 #include "convnet/ops.h"
-#include "layers/factories.h"
 
 namespace convnet {
 
@@ -13,7 +13,6 @@ class SumLayer : public Layer {
     if (spec.options.has("coeffs"))
       for (double c : spec.options.get_floats("coeffs")) coeffs_.push_back(float(c));
   }
-  std::pair<int, int> input_count() const override { return {1, -1}; }
   Shape setup(const std::vector<Shape>& in) override {
     if (coeffs_.empty()) coeffs_.assign(in.size(), 1.f);
     CONVNET_CHECK(coeffs_.size() == in.size(), where(), ": ", coeffs_.size(), " coeffs for ",
@@ -39,6 +38,10 @@ class SumLayer : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_sum_layer(const LayerSpec& s) { return std::make_unique<SumLayer>(s); }
+CONVNET_REGISTER_LAYER(
+    LayerType("sum", "elementwise weighted sum of inputs of one shape")
+        .inputs(1, -1)
+        .optional("coeffs", OptionDecl::Kind::Floats, "one weight per input (default: all 1)")
+        .make<SumLayer>());
 
 }  // namespace convnet

@@ -18,17 +18,18 @@ Metrics evaluate(Net& net, Pipeline& data, int max_batches) {
     net.set_input(labels, batch.labels);
     const CostReport r = net.forward(false);
     CONVNET_CHECK(!r.costs.empty(), "evaluate: the net has no cost layer");
-    m.add(r.costs[0], r.batch);
+    m.add(r.costs[r.primary], r.batch);
   }
   return m;
 }
 
 namespace {
 
-std::string first_cost_layer(const Net& net) {
+// The 10 views' class probabilities come from the first cost layer that classifies.
+std::string first_classifier(const Net& net) {
   for (Layer* l : net.layers())
-    if (l->is_cost()) return l->name();
-  throw ValueError("evaluate: the net has no cost layer");
+    if (l->declaration().is_classifier()) return l->name();
+  throw ValueError("10-view test: the net has no cost layer that classifies (such as softmax_cost)");
 }
 
 // Cost, top-1 and top-5 error of one example from its averaged class probabilities.
@@ -49,7 +50,7 @@ Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& 
                            const AugmentOptions& augment, int batch,
                            const std::function<void(int64_t, int64_t)>& progress) {
   const auto [input, labels] = input_and_labels(net);
-  const std::string cost = first_cost_layer(net);
+  const std::string cost = first_classifier(net);
   const int c = source.channels(), h = source.height(), w = source.width();
   const int crop = augment.crop > 0 ? augment.crop : std::min(h, w);
   CONVNET_CHECK(crop <= h && crop <= w, "10-view test: crop ", crop, " is larger than the images (",

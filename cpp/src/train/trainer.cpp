@@ -54,8 +54,8 @@ void Metrics::add(const CostReport::Entry& batch_means, int batch) {
 std::pair<std::string, std::string> input_and_labels(const Net& net) {
   std::vector<std::string> inputs, labels;
   for (Layer* l : net.layers()) {
-    if (l->type() == "input") inputs.push_back(l->name());
-    if (l->type() == "labels") labels.push_back(l->name());
+    if (l->role() == LayerRole::Input) inputs.push_back(l->name());
+    if (l->role() == LayerRole::Labels) labels.push_back(l->name());
   }
   CONVNET_CHECK(inputs.size() == 1 && labels.size() == 1,
                 "training needs a net with exactly one input and one labels layer; this one has ",
@@ -262,7 +262,7 @@ Trainer::Result Trainer::run() {
       net_.update();
       ++next_batch_;
       images += r.batch;
-      epoch_sums_.add(r.costs[0], r.batch);
+      epoch_sums_.add(r.costs[r.primary], r.batch);
 
       BatchEvent ev;
       ev.epoch = epoch_ + 1;
@@ -270,7 +270,7 @@ Trainer::Result Trainer::run() {
       ev.batches = batches;
       ev.step = int64_t(net_.step());
       ev.epoch_float = epoch_ + double(next_batch_) / batches;
-      ev.train.add(r.costs[0], r.batch);
+      ev.train.add(r.costs[r.primary], r.batch);
       ev.lr = net_.params().empty() ? 0 : net_.params()[0]->lr;
       ev.grad_norm = grad_norm;
       ev.elapsed_s = elapsed();
