@@ -24,11 +24,12 @@ CLONES = ("[clone .arch_x86_64_v3]", "[clone .arch_x86_64_v4]")
 
 # Instructions beyond the x86-64 baseline (SSE2): every VEX/EVEX one (AVX, AVX2, FMA, AVX-512: their
 # AT&T mnemonics start with v), AVX-512 mask registers, BMI/LZCNT/MOVBE/POPCNT/CRC32 (x86-64-v2,
-# -v3) and the SSE3/SSSE3/SSE4 instructions GCC emits (x86-64-v2).
+# -v3) and the SSE3/SSSE3/SSE4 instructions GCC emits (x86-64-v2). Not tzcnt: GCC emits `rep bsf`
+# for baseline code, which objdump shows as tzcnt and which older CPUs run as bsf.
 BEYOND_BASELINE = re.compile(
     r"^(v(?!err|erw)[a-z0-9]+"
     r"|k(mov|and|andn|or|xor|xnor|not|ortest|test|shiftl|shiftr|unpck|add)[bwdq]?[bwdq]"
-    r"|andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|rorx|sarx|shlx|shrx|lzcnt|tzcnt|movbe"
+    r"|andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|rorx|sarx|shlx|shrx|lzcnt|movbe"
     r"|popcnt|crc32[bwlq]?"
     r"|addsubp[sd]|h(add|sub)p[sd]|lddqu|movddup|movs[hl]dup"
     r"|pshufb|palignr|pabs[bwd]|ph(add|sub)(w|d|sw)|pmaddubsw|pmulhrsw|psign[bwd]"
@@ -70,7 +71,8 @@ def disassembly(path):
 
 def test_only_the_dispatched_clones_use_instructions_beyond_x86_64():
     funcs = disassembly(convnet._core.__file__)
-    assert len(funcs) > 1000, "the module has no symbol table (stripped?): cannot tell functions apart"
+    assert any(name.endswith(CLONES) for name in funcs), \
+        "no clone symbols: the module was stripped (pyproject.toml: install.strip = false)"
     offenders = {name: insn for name, code in funcs.items() if not name.endswith(CLONES)
                  for insn in code if BEYOND_BASELINE.match(insn[0])}
     assert not offenders, ("functions that are not run-time dispatched clones use instructions "
