@@ -142,6 +142,7 @@ def header(args) -> dict:
         "convnet": convnet.__version__,
         "convnet_threads": convnet.num_threads(),
         "convnet_blas": convnet.blas_name(),
+        "convnet_march": convnet.march(),
         "openblas": openblas_config(),
         "torch": torch.__version__ if torch is not None else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
@@ -152,7 +153,8 @@ def header(args) -> dict:
     print(f"cpu      : {info['cpu']} ({info['logical_cpus']} logical CPUs)")
     print(f"threads  : {args.threads} (convnet.num_threads() = {info['convnet_threads']}"
           + (f", torch.get_num_threads() = {info['torch_threads']})" if torch is not None else ")"))
-    print(f"convnet  : {info['convnet']}, BLAS {info['convnet_blas']}, python {info['python']}")
+    print(f"convnet  : {info['convnet']}, BLAS {info['convnet_blas']}, built for {info['convnet_march']} "
+          f"(convnet.march()), python {info['python']}")
     if info["openblas"]:
         print(f"openblas : {info['openblas']}")
         core = info["openblas"].split()[1].lower()

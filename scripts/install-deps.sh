@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what convnet needs to build, test and train on a fresh Debian machine (run as root, or
-# with sudo available). Idempotent: skips what is already there.
+# with sudo available). Idempotent: skips what is already there. `--test` adds what only the tests
+# need: qemu-user, which runs the portable module on emulated CPUs without AVX / AVX-512
+# (tests/python/test_portable.py).
 set -euo pipefail
 
 APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
               libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist python3-dev)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(qemu-user)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

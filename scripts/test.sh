@@ -6,7 +6,7 @@
 # AddressSanitizer. A GPU machine runs them for real: scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc)}
 
@@ -15,7 +15,9 @@ cmake -S . -B build/ci -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build/ci -j "$JOBS"
 ctest --test-dir build/ci --output-on-failure -j "$JOBS"
 
-echo "== Python: pip install . and pytest"
+# pip builds the portable module (pyproject.toml: CONVNET_MARCH=portable), so the Python suite
+# below, tests/python/test_portable.py included, tests a portable build; ctest above a native one.
+echo "== Python: pip install . (portable) and pytest"
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation .
 # Run from tests/ so that `import convnet` finds the installed package, not the source tree.
 cd tests && "$PYTHON" -m pytest -q python

@@ -271,4 +271,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
   m.def("num_threads", &cpu::num_threads);
   m.def("blas_name", &cpu::blas_name);
+  m.def("march", &cpu::march);  // "portable": baseline x86-64, hot loops dispatched at run time
 }

@@ -16,6 +16,9 @@ void set_num_threads(int n);
 int num_threads();
 const char* blas_name();
 
+// march.cpp: the build's CONVNET_MARCH ("native", "portable", ...).
+const char* march();
+
 // im2col.cpp
 void im2col(const float* x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols);
 void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, float* dx);

@@ -6,6 +6,7 @@
 
 #include "convnet/philox.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 
@@ -18,6 +19,7 @@ constexpr int kGroup = 16, kSpan = 4 * kGroup;
 
 // u[t] = philox_uniform(seed, step, 4 * b0 + t) for t in [0, kSpan): block b0 + t / 4, word t % 4,
 // the same 24-bit conversion (the tests hold the two equal).
+CONVNET_CPU_CLONES
 void draw_group(uint64_t b0, uint64_t step, uint64_t seed, float* u) {
   uint32_t word[4][kGroup];
 #pragma omp simd
@@ -47,6 +49,7 @@ inline float keep_or_zero(float v, bool keep) {
 
 }  // namespace
 
+CONVNET_CPU_CLONES
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
                    uint64_t step, bool accumulate) {
   if (rate <= 0.f) {  // nothing dropped: a copy (or an add)

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 
@@ -12,6 +13,7 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 15;
 }  // namespace
 
+CONVNET_CPU_CLONES
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate) {
   if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)

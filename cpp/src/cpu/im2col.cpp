@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 
@@ -21,6 +22,7 @@ void valid_columns(const ConvGeometry& g, int kx, int* lo, int* hi) {
 
 }  // namespace
 
+CONVNET_CPU_CLONES
 void im2col(const float* x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols) {
   const int64_t n = g.batch, row_len = int64_t(oy1 - oy0) * g.out_w * n;
   const int k = g.size, rows = g.group_channels() * k * k;
@@ -53,6 +55,7 @@ void im2col(const float* x, const ConvGeometry& g, int c0, int oy0, int oy1, flo
   }
 }
 
+CONVNET_CPU_CLONES
 void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, float* dx) {
   const int64_t n = g.batch, row_len = int64_t(oy1 - oy0) * g.out_w * n;
   const int k = g.size;

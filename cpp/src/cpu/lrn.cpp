@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 namespace {
@@ -43,6 +44,7 @@ inline float rsqrt(float v) {
 }
 
 // out[b] = d[b]^-beta for b in [0, n). out may alias d. One loop per kind so each vectorises.
+CONVNET_CPU_CLONES
 void neg_pow(const float* d, float* out, int64_t n, float beta, PowKind kind) {
   switch (kind) {
     case PowKind::ThreeQuarters:
@@ -74,6 +76,7 @@ int64_t block_len(int channels) {
 
 }  // namespace
 
+CONVNET_CPU_CLONES
 void lrn_forward(const float* x, float* y, float* denom, int channels, int64_t inner,
                  const LrnParams& p) {
   const int before = p.size / 2, after = p.size - 1 - p.size / 2;  // window(c) = [c-before, c+after]
@@ -106,6 +109,7 @@ void lrn_forward(const float* x, float* y, float* denom, int channels, int64_t i
 
 // dx_j = dy_j * d_j^-beta - 2 alpha beta a_j * sum_{i : j in window(i)} dy_i a_i d_i^(-beta-1),
 // and a_i d_i^(-beta-1) = y_i / d_i, so the sum needs no power.
+CONVNET_CPU_CLONES
 void lrn_backward(const float* x, const float* y, const float* denom, const float* dy, float* dx,
                   int channels, int64_t inner, const LrnParams& p, bool accumulate) {
   const int before = p.size / 2, after = p.size - 1 - p.size / 2;

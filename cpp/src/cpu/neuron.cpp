@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 
@@ -121,6 +122,7 @@ void with_neuron(const Neuron& nr, Fn&& fn) {
 // The loops, as templates on the functor: plain function arguments (not lambda captures) let
 // the compiler keep the pointers in registers and vectorise.
 template <class F>
+CONVNET_CPU_CLONES
 void bias_neuron_loop(float* y, const float* bias, int rows, int64_t inner, F f) {
   const int64_t chunks = (inner + kChunk - 1) / kChunk;
 #pragma omp parallel for collapse(2) schedule(static) if (int64_t(rows) * inner >= kParallelMin)
@@ -136,12 +138,14 @@ void bias_neuron_loop(float* y, const float* bias, int rows, int64_t inner, F f)
 }
 
 template <class F>
+CONVNET_CPU_CLONES
 void forward_loop(const float* x, float* y, int64_t n, F f) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) y[i] = f.f(x[i]);
 }
 
 template <class F>
+CONVNET_CPU_CLONES
 void backward_loop(const float* y, const float* dy, float* dx, int64_t n, bool accumulate, F f) {
   if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
@@ -173,6 +177,7 @@ void neuron_backward(const float* y, const float* dy, float* dx, int64_t n, cons
   with_neuron(nr, [&](auto f) { backward_loop(y, dy, dx, n, accumulate, f); });
 }
 
+CONVNET_CPU_CLONES
 void bias_backward(const float* dy, float* db, int rows, int64_t inner, bool accumulate) {
   // One row per iteration, summed in a fixed order: the result does not depend on the thread
   // count. The sum runs in double: a row can hold 55*55*128 elements.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 namespace {
@@ -18,6 +19,7 @@ inline void window(int o, const PoolGeometry& g, int in, int& lo, int& hi) {
 
 }  // namespace
 
+CONVNET_CPU_CLONES
 void pool_forward(const float* x, float* y, const PoolGeometry& g) {
   const int64_t N = g.batch, W = g.width;
   const int64_t in_plane = int64_t(g.height) * W * N, out_plane = int64_t(g.out_h) * g.out_w * N;
@@ -59,6 +61,7 @@ void pool_forward(const float* x, float* y, const PoolGeometry& g) {
 
 // Gradients scatter into overlapping windows, so the work is split by channel: no two threads
 // ever write the same dx element.
+CONVNET_CPU_CLONES
 void pool_backward(const float* x, const float* y, const float* dy, float* dx,
                    const PoolGeometry& g, bool accumulate) {
   (void)y;  // the max is recomputed from x: no indices are stored, and y is not needed

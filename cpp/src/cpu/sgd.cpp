@@ -1,6 +1,7 @@
 // CPU SGD with momentum and weight decay, the AlexNet paper's rule:
 //   v <- momentum * v - weight_decay * lr * w - lr * grad;   w <- w + v
 #include "cpu/cpu_ops.h"
+#include "cpu/simd_dispatch.h"
 
 namespace convnet::cpu {
 
@@ -9,6 +10,7 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 15;
 }  // namespace
 
+CONVNET_CPU_CLONES
 void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
                 float weight_decay) {
   const float decay = weight_decay * lr;
