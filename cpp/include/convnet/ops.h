@@ -152,12 +152,13 @@ void softmax_cost_backward(const Tensor& probs, const Tensor& labels, float scal
 void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
                 float weight_decay);
 
-// ---- the other solvers (convnet/optimizer.h chooses among them) ----
+// ---- the other solvers (convnet/solver.h chooses among them) ----
 
 // Nesterov momentum (Sutskever et al. 2013, in PyTorch's form), with the velocity kept as SGD
-// keeps it (it holds -lr times PyTorch's buffer, so a checkpoint's velocity means the same):
+// keeps it (at a constant lr it holds -lr times PyTorch's buffer; SGD's and Nesterov's velocity
+// mean the same):
 //   s <- weight_decay * lr * w + lr * grad
-//   v <- momentum * v - s;   w <- w + momentum * v - s      (w on the right: before the step)
+//   v <- momentum * v - s;   w <- w + momentum * v - s      (the second line reads the new v)
 void nesterov_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
                      float weight_decay);
 
