@@ -110,9 +110,10 @@ class Trainer:
     schedule: one schedule for every layer ("plateau[patience=2]"), or per layer group, a dict
     {layer-name prefix: schedule} where "*" matches the rest (first match wins). See
     convnet.Schedule for the forms: constant, step, exp, dexp, linear, plateau (+ warmup).
-    solver: "sgd" (the paper's momentum SGD, the default), "nesterov" or "adamw" (adam_betas,
-    default (0.9, 0.999); adam_eps, default 1e-8); each layer's rates, momentum and weight
-    decay (epsW, momW, wc, ...) and the schedules apply to every solver. Recorded in run_info.
+    solver: "sgd" (the paper's momentum SGD), "nesterov" or "adamw" (adam_betas, default
+    (0.9, 0.999); adam_eps, default 1e-8); None keeps the net's (Net.set_solver; sgd for a new
+    net). Each layer's rates, momentum and weight decay (epsW, momW, wc, ...) and the schedules
+    apply to every solver. Recorded in run_info.
     """
 
     def __init__(self, net: Net, train: _data.Pipeline, test: _data.Pipeline | None = None, *,
@@ -122,7 +123,9 @@ class Trainer:
                  run_info: dict | None = None, solver: str | None = None,
                  adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
         self.net, self.train_data, self.test_data = net, train, test
-        solver_opts = solver_options(solver, adam_betas, adam_eps)
+        # None keeps the net's own solver (sgd for a new net), with its state.
+        keep = solver is None and adam_betas is None and adam_eps is None
+        solver_opts = net._net.solver if keep else solver_options(solver, adam_betas, adam_eps)
         self.save_dir = save_dir
         if log:
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)

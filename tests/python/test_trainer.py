@@ -219,3 +219,14 @@ def test_gradient_buckets_hold_the_gradients(problem, rng):
     for name, offset in zip(b["params"], b["offsets"]):
         g = net.get_grad(name)
         np.testing.assert_array_equal(b["flat"][offset:offset + g.size], g.ravel())
+
+
+def test_trainer_keeps_the_nets_solver_unless_told():
+    prep = DataPrep(DATA)
+    net = convnet.Net(small())
+    net.set_solver("adamw", adam_betas=(0.8, 0.99))
+    train, test = prep.pipelines(32)
+    Trainer(net, train, test, epochs=1, progress=False)
+    assert net.solver["name"] == "adamw" and net.solver["beta1"] == 0.8
+    Trainer(net, train, test, epochs=1, progress=False, solver="nesterov")
+    assert net.solver["name"] == "nesterov"
