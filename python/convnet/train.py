@@ -124,8 +124,8 @@ class Trainer:
                  adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
         self.net, self.train_data, self.test_data = net, train, test
         # None keeps the net's own solver (sgd for a new net), with its state.
-        keep = solver is None and adam_betas is None and adam_eps is None
-        solver_opts = net._net.solver if keep else solver_options(solver, adam_betas, adam_eps)
+        nets_own = solver is None and adam_betas is None and adam_eps is None
+        solver_opts = net._net.solver if nets_own else solver_options(solver, adam_betas, adam_eps)
         self.save_dir = save_dir
         if log:
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
