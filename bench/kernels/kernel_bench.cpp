@@ -613,6 +613,48 @@ Result run_sgd(const Options& o) {
   return r;
 }
 
+Result run_nesterov(const Options& o) {
+  const int64_t n = 60965224;
+  const auto w0 = random_vector(size_t(n), 25), g = random_vector(size_t(n), 26),
+             v0 = random_vector(size_t(n), 27, -0.01f, 0.01f);
+  std::vector<float> w = w0, v = v0;
+  cpu::nesterov_update(w.data(), g.data(), v.data(), n, 0.01f, 0.9f, 0.0005f);
+  Buf d_w(w0), d_g(g), d_v(v0);
+  auto launch = [&] { cu::nesterov_update(d_w.get(), d_g.get(), d_v.get(), n, 0.01f, 0.9f, 0.0005f); };
+  launch();
+  Result r("nesterov_update", std::to_string(n) + " params");
+  r.check = compare(d_w.download(), w, 1e-5, 1e-8);
+  merge(r.check, compare(d_v.download(), v, 1e-5, 1e-8));
+  r.ms = time_ms(launch, o);
+  r.bytes = 4.0 * 5 * double(n);  // read w, g, v; write w, v
+  return r;
+}
+
+Result run_adamw(const Options& o) {
+  const int64_t n = 60965224;
+  const auto w0 = random_vector(size_t(n), 28), g = random_vector(size_t(n), 29),
+             m0 = random_vector(size_t(n), 30, -0.01f, 0.01f), v0 = random_vector(size_t(n), 31, 0.f, 0.01f);
+  std::vector<float> w = w0, m = m0, v = v0;
+  // Step 3 of lr 1e-3, decay 0.01, betas (0.9, 0.999), eps 1e-8 (what ops.cpp passes the kernels).
+  const float keep = float(1.0 - 1e-3 * 0.01), step_size = float(1e-3 / (1.0 - 0.729)),
+              inv_bc2 = float(1.0 / std::sqrt(1.0 - std::pow(0.999, 3)));
+  cpu::adamw_update(w.data(), g.data(), m.data(), v.data(), n, keep, step_size, inv_bc2, 0.9f, 0.1f,
+                    0.999f, 0.001f, 1e-8f);
+  Buf d_w(w0), d_g(g), d_m(m0), d_v(v0);
+  auto launch = [&] {
+    cu::adamw_update(d_w.get(), d_g.get(), d_m.get(), d_v.get(), n, keep, step_size, inv_bc2, 0.9f, 0.1f,
+                     0.999f, 0.001f, 1e-8f);
+  };
+  launch();
+  Result r("adamw_update", std::to_string(n) + " params");
+  r.check = compare(d_w.download(), w, 1e-5, 1e-7);
+  merge(r.check, compare(d_m.download(), m, 1e-5, 1e-8));
+  merge(r.check, compare(d_v.download(), v, 1e-5, 1e-9));
+  r.ms = time_ms(launch, o);
+  r.bytes = 4.0 * 7 * double(n);  // read w, g, m, v; write w, m, v
+  return r;
+}
+
 Result run_axpby(const Options& o) {
   const int64_t n = int64_t(kC1) * kHW1 * kHW1 * o.batch;
   const auto src = random_vector(size_t(n), 23), dst0 = random_vector(size_t(n), 24);
@@ -685,6 +727,8 @@ std::vector<Kernel> kernels() {
   ks.push_back({"softmax_cost_fwd", run_softmax_fwd});
   ks.push_back({"softmax_cost_bwd", run_softmax_bwd});
   ks.push_back({"sgd_update", run_sgd});
+  ks.push_back({"nesterov_update", run_nesterov});
+  ks.push_back({"adamw_update", run_adamw});
   ks.push_back({"axpby_acc", run_axpby});
   const int F = 128, K2 = 48 * 5 * 5;
   auto cols = [](const Options& o) { return 27 * 27 * o.batch; };

@@ -11,6 +11,7 @@
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
 #include "convnet/net.h"
+#include "convnet/solver.h"
 #include "cpu/cpu_ops.h"
 
 namespace py = pybind11;
@@ -114,6 +115,27 @@ py::array_t<float> chwn_to_nchw(const Tensor& t) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "convnet engine core (C++). Use the `convnet` package rather than this module.";
 
+  // The defaults live in SolverOptions alone: None takes them.
+  py::class_<SolverOptions>(m, "SolverOptions")
+      .def(py::init([](std::optional<std::string> name, std::optional<double> beta1,
+                       std::optional<double> beta2, std::optional<double> eps) {
+             SolverOptions o;
+             if (name) o.name = *name;
+             if (beta1) o.beta1 = *beta1;
+             if (beta2) o.beta2 = *beta2;
+             if (eps) o.eps = *eps;
+             o.validate();
+             return o;
+           }), py::arg("name") = py::none(), py::arg("beta1") = py::none(),
+           py::arg("beta2") = py::none(), py::arg("eps") = py::none())
+      .def_readonly("name", &SolverOptions::name)
+      .def_readonly("beta1", &SolverOptions::beta1)
+      .def_readonly("beta2", &SolverOptions::beta2)
+      .def_readonly("eps", &SolverOptions::eps)
+      .def("text", &SolverOptions::text)
+      .def("__repr__", [](const SolverOptions& o) { return "SolverOptions('" + o.text() + "')"; });
+  m.def("solver_names", &solver_names);
+
   py::class_<Net>(m, "Net")
       .def(py::init(&make_net), py::arg("model_json"), py::arg("devices") = std::vector<std::string>{},
            py::arg("seed") = 1, py::arg("math") = "fp32")
@@ -164,7 +186,28 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("get_param", [](Net& net, const std::string& name) { return param_array(net.param(name).value); })
       .def("get_grad", [](Net& net, const std::string& name) { return param_array(net.param(name).grad); })
-      .def("get_velocity", [](Net& net, const std::string& name) { return param_array(net.param(name).velocity); })
+      .def("set_solver", &Net::set_solver, py::arg("options"))
+      .def_property_readonly("solver", [](const Net& net) { return net.solver().options(); })
+      .def_property_readonly("solver_step", [](const Net& net) { return net.solver().step(); })
+      .def("solver_state_names", [](const Net& net) { return net.solver().state_names(); })
+      .def("get_state", [](Net& net, const std::string& name, const std::string& state) {
+             return param_array(net.param(name).state_tensor(state));
+           }, py::arg("name"), py::arg("state"))
+      .def("gradient_buckets", [](const Net& net) {
+             py::list out;
+             for (const Net::GradientBucket& b : net.gradient_buckets()) {
+               py::dict d;
+               d["device"] = b.device.str();
+               std::vector<std::string> names;
+               for (const Param* p : b.params) names.push_back(p->name);
+               d["params"] = names;
+               d["offsets"] = b.offsets;
+               d["flat"] = param_array(b.flat);
+               out.append(d);
+             }
+             return out;
+           }, "Per bucket: its device, its parameters' names and offsets, and a copy of the flat gradient.")
+      .def("get_velocity", [](Net& net, const std::string& name) { return param_array(net.param(name).state_tensor("velocity")); })
       .def("set_param", [](Net& net, const std::string& name, const py::array& arr) {
              Param& p = net.param(name);
              CONVNET_CHECK(py::isinstance<py::array_t<float>>(arr), "parameter '", name,

@@ -112,8 +112,10 @@ void bind_train(py::module_& m) {
                        int test_every, int test_batches,
                        const std::vector<std::pair<std::string, std::string>>& schedules,
                        const std::string& save_dir, int save_every, int keep,
-                       const std::string& log_path, double max_grad_norm, py::object run_info) {
+                       const std::string& log_path, double max_grad_norm, py::object run_info,
+                       std::optional<SolverOptions> solver) {
              TrainerOptions o;
+             if (solver) o.solver = *solver;
              o.epochs = epochs;
              o.test_every = test_every;
              o.test_batches = test_batches;
@@ -138,7 +140,8 @@ void bind_train(py::module_& m) {
            py::arg("test_every") = 0, py::arg("test_batches") = 0,
            py::arg("schedules") = std::vector<std::pair<std::string, std::string>>{{"*", "constant"}},
            py::arg("save_dir") = "", py::arg("save_every") = 0, py::arg("keep") = 3,
-           py::arg("log_path") = "", py::arg("max_grad_norm") = 0.0, py::arg("run_info") = py::none())
+           py::arg("log_path") = "", py::arg("max_grad_norm") = 0.0, py::arg("run_info") = py::none(),
+           py::arg("solver") = py::none())
       .def("resume", [](PyTrainer& t, const std::string& path) { return t.trainer->resume(path); },
            py::arg("checkpoint_or_dir"))
       .def("set_callbacks", [](PyTrainer& t, py::object on_batch, py::object on_test, py::object on_epoch) {
@@ -208,6 +211,8 @@ void bind_train(py::module_& m) {
           d["step"] = meta.step;
           d["seed"] = meta.seed;
           d["state"] = json_to_python(meta.state);
+          d["solver"] = meta.solver;
+          d["solver_step"] = meta.solver_step;
           return d;
         }, py::arg("path"));
   m.def("list_checkpoints", &list_checkpoints, py::arg("dir"));

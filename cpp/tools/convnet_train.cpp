@@ -65,6 +65,10 @@ const std::vector<Option> kOptions = {
                           "pixels' standard deviation (unit-variance input; the paper's gaussian init wants 1)"},
     {"workers", "N", "2", "data loading threads"},
     {"threads", "N", "0", "CPU compute threads (0: all cores)"},
+    {"solver", "NAME", "", "the update rule: sgd (the paper's momentum SGD; the default), nesterov or adamw; every "
+                           "solver takes each layer's epsW/momW/wc and the schedules (adamw's decay is decoupled)"},
+    {"adam-betas", "B1,B2", "", "adamw's moment decay rates (default 0.9,0.999)"},
+    {"adam-eps", "X", "", "adamw's epsilon (default 1e-8)"},
     {"max-grad-norm", "X", "0", "stop when the gradient norm exceeds this (0: only non-finite stops)"},
     {"print-freq", "N", "50", "progress line every N batches"},
     {"help", nullptr, "", "this text"},
@@ -72,7 +76,7 @@ const std::vector<Option> kOptions = {
 
 void usage(std::ostream& out) {
   out << "usage: convnet-train --layer-def MODEL.json [options]\n\n"
-         "Trains a model on a data set with momentum SGD (the engine's trainer, no Python), printing\n"
+         "Trains a model on a data set with momentum SGD or --solver (the engine's trainer, no Python), printing\n"
          "progress, testing each epoch, and writing checkpoints that `convnet test` can read.\n\n";
   for (const Option& o : kOptions) {
     std::string left = std::string("  --") + o.name + (o.value ? std::string(" ") + o.value : "");
@@ -128,6 +132,28 @@ double to_double(const std::map<std::string, std::string>& args, const std::stri
   const double x = std::strtod(v.c_str(), &end);
   CONVNET_CHECK(!v.empty() && *end == '\0', "--", key, " '", v, "' is not a number");
   return x;
+}
+
+// --solver, --adam-betas, --adam-eps; empty values take SolverOptions' defaults.
+SolverOptions parse_solver(const std::map<std::string, std::string>& args) {
+  SolverOptions o;
+  if (!args.at("solver").empty()) o.name = args.at("solver");
+  const std::string& betas = args.at("adam-betas");
+  const bool adam_options = !betas.empty() || !args.at("adam-eps").empty();
+  CONVNET_CHECK(!adam_options || o.name == "adamw", "--adam-betas and --adam-eps apply to --solver adamw only, not '",
+                o.name, "'");
+  if (!betas.empty()) {
+    const auto comma = betas.find(',');
+    const std::string b1 = betas.substr(0, comma), b2 = comma == std::string::npos ? "" : betas.substr(comma + 1);
+    char *end1 = nullptr, *end2 = nullptr;
+    o.beta1 = std::strtod(b1.c_str(), &end1);
+    o.beta2 = std::strtod(b2.c_str(), &end2);
+    CONVNET_CHECK(!b1.empty() && !b2.empty() && *end1 == '\0' && *end2 == '\0', "--adam-betas '", betas,
+                  "' is not two numbers B1,B2 (e.g. 0.9,0.999)");
+  }
+  if (!args.at("adam-eps").empty()) o.eps = to_double(args, "adam-eps");
+  o.validate();
+  return o;
 }
 
 nlohmann::json read_json(const std::string& path, const char* what) {
@@ -253,6 +279,7 @@ int run(int argc, char** argv) {
   o.save_every = to_int(args, "save-freq");
   o.keep = to_int(args, "keep");
   o.max_grad_norm = to_double(args, "max-grad-norm");
+  o.solver = parse_solver(args);
   if (!o.save_dir.empty()) o.log_path = o.save_dir + "/log.jsonl";
   const int source_size = data.train->height() == data.train->width() ? data.train->height() : 0;
   o.run_info = {{"data", args.at("data-path")}, {"image_size", to_int(args, "image-size")},
@@ -271,7 +298,7 @@ int run(int argc, char** argv) {
   std::cout << "convnet-train: " << args.at("layer-def") << " (" << net.parameter_count()
             << " parameters) on " << data.description << ": " << data.train->size() << " training, "
             << data.test->size() << " test images, batch " << po.batch << ", " << o.epochs
-            << " epochs, device " << args.at("device") << std::endl;
+            << " epochs, device " << args.at("device") << ", solver " << o.solver.text() << std::endl;
   const int print_every = std::max(1, to_int(args, "print-freq"));
   trainer.on_batch = [&](const BatchEvent& e) {
     if (e.batch % print_every == 0 || e.batch == e.batches)

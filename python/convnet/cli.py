@@ -65,6 +65,16 @@ def devices_arg(text: str):
     return text.split(",") if "," in text else text
 
 
+def adam_betas_arg(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"'{text}' is not two numbers B1,B2 (e.g. 0.9,0.999)")
+
+
 def parse_groups(items: list[str], default: str) -> list[tuple[str, str]]:
     groups = []
     for item in items or []:
@@ -98,7 +108,8 @@ def cmd_train(a) -> int:
     trainer = Trainer(net, train_pipe, test_pipe, epochs=a.epochs, schedule=parse_groups(a.group, a.schedule),
                       test_every=a.test_every, test_batches=a.test_batches, save_dir=a.save_dir,
                       save_every=a.save_every, keep=a.keep, log=log, max_grad_norm=a.max_grad_norm,
-                      progress="epochs" if a.quiet else True, run_info=dict(prep.info(), batch=a.batch))
+                      progress="epochs" if a.quiet else True, run_info=dict(prep.info(), batch=a.batch),
+                      solver=a.solver, adam_betas=a.adam_betas, adam_eps=a.adam_eps)
     if a.save_dir and _core.latest_checkpoint(a.save_dir) and not a.resume:
         if not a.overwrite:
             raise SystemExit(f"convnet train: {a.save_dir} holds checkpoints of an earlier run: --resume to "
@@ -321,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "'generated[count=512;classes=4;channels=1;size=16]'")
 
     t = sub.add_parser("train", allow_abbrev=False, help="train a model on a data set",
-                       description="Train a model (a JSON model file or a zoo name) with momentum SGD.")
+                       description="Train a model (a JSON model file or a zoo name) with momentum SGD "
+                                   "(or --solver nesterov, adamw).")
     t.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
     t.add_argument("--data", default="fashion-mnist", help=data_help + " (default fashion-mnist)")
     t.add_argument("--epochs", type=int, default=10, help="epochs to train (default 10)")
@@ -370,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "fashion_alexnet, vgg-*; default: the model's own)")
     t.add_argument("--workers", type=int, default=2, help="data loading threads (default 2)")
     t.add_argument("--threads", type=int, default=0, help="CPU compute threads (default: all cores)")
+    solver_defaults = _core.SolverOptions(name="adamw")
+    t.add_argument("--solver", default=_core.SolverOptions().name,
+                   help=f"the update rule: {', '.join(_core.solver_names())} (default "
+                        f"{_core.SolverOptions().name}: the paper's momentum SGD); every solver takes each "
+                        "layer's rates, momentum and weight decay (epsW, momW, wc) and the schedules; "
+                        "adamw's decay is decoupled (w -= lr*wc*w)")
+    t.add_argument("--adam-betas", type=adam_betas_arg, metavar="B1,B2",
+                   help=f"adamw's moment decay rates (default {solver_defaults.beta1:g},{solver_defaults.beta2:g})")
+    t.add_argument("--adam-eps", type=float,
+                   help=f"adamw's epsilon added to the root of the second moment (default {solver_defaults.eps:g})")
     t.add_argument("--max-grad-norm", type=float, default=0.0, help="stop when the gradient norm exceeds this (default: off)")
     t.add_argument("--no-plots", action="store_true", help="do not write curves/filters/predictions PNGs into --save-dir")
     t.add_argument("--quiet", action="store_true", help="no per-batch progress (test and epoch lines only)")

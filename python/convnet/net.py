@@ -13,6 +13,23 @@ from . import _core
 from .model import Model
 
 
+def solver_options(solver: str | None = None, adam_betas: Sequence[float] | None = None,
+                   adam_eps: float | None = None) -> "_core.SolverOptions":
+    """The engine's SolverOptions; None takes its defaults (sgd; AdamW: betas (0.9, 0.999),
+    eps 1e-8, defined in C++ alone). ValueError for an unknown solver (listing the known ones),
+    betas outside [0, 1), or AdamW options given to another solver."""
+    name = solver if solver is not None else _core.SolverOptions().name
+    if name != "adamw" and (adam_betas is not None or adam_eps is not None):
+        raise ValueError(f"adam_betas and adam_eps apply to solver 'adamw' only, not '{name}'")
+    b1 = b2 = None
+    if adam_betas is not None:
+        betas = tuple(adam_betas)
+        if len(betas) != 2:
+            raise ValueError(f"adam_betas takes two numbers (beta1, beta2), got {adam_betas!r}")
+        b1, b2 = float(betas[0]), float(betas[1])
+    return _core.SolverOptions(name, b1, b2, None if adam_eps is None else float(adam_eps))
+
+
 class Net:
     """The engine's network, with the training step as the AlexNet paper writes it.
 
@@ -160,20 +177,43 @@ class Net:
 
     # ---- checkpoints ----
     def save_checkpoint(self, path: str, state: dict | None = None) -> None:
-        """Parameters and momentum (safetensors) with the model definition and `state` as
-        metadata; written atomically (temporary file, fsync, rename)."""
+        """Parameters and the solver's state (momentum; AdamW's moments) in safetensors, with
+        the model definition, the solver and `state` as metadata; written atomically (temporary
+        file, fsync, rename)."""
         _core.save_checkpoint(self._net, path, state)
 
     def load_checkpoint(self, path: str) -> dict:
-        """Loads parameters, momentum, step and seed; returns the stored state. A checkpoint of a
-        different model fails with a ValueError naming the first mismatch."""
+        """Loads parameters, solver state, step and seed; returns the stored state. A checkpoint of
+        a different model, or of another solver, fails with a ValueError naming the mismatch."""
         return _core.load_checkpoint(self._net, path)
+
+    # ---- the solver and the gradient buckets ----
+    def set_solver(self, solver: str | None = None, *, adam_betas: Sequence[float] | None = None,
+                   adam_eps: float | None = None) -> None:
+        """The rule update() applies: "sgd" (the paper's, the default), "nesterov" or "adamw"
+        (with adam_betas, adam_eps). Another solver starts with zero state."""
+        self._net.set_solver(solver_options(solver, adam_betas, adam_eps))
+
+    @property
+    def solver(self) -> dict:
+        """The solver's name, hyperparameters and update counter."""
+        o = self._net.solver
+        return dict(name=o.name, beta1=o.beta1, beta2=o.beta2, eps=o.eps, step=self._net.solver_step)
+
+    def get_solver_state(self, name: str, state: str) -> np.ndarray:
+        """A parameter's solver state tensor ("velocity"; AdamW: "m", "v"), in its shape."""
+        return self._net.get_state(name, state)
+
+    def gradient_buckets(self) -> list[dict]:
+        """Per flat gradient bucket: device, parameter names, their offsets, a copy of `flat`."""
+        return self._net.gradient_buckets()
 
     @classmethod
     def from_checkpoint(cls, path: str, devices: str | Sequence[str] = "cpu", math: str = "fp32") -> "Net":
         """The net a checkpoint was made from (its stored model definition), with its weights."""
         meta = _core.read_checkpoint_meta(path)
         net = cls(meta["model"], devices=devices, seed=meta["seed"], math=math)
+        net._net.set_solver(meta["solver"])
         net.checkpoint_state = net.load_checkpoint(path)
         return net
 

@@ -26,7 +26,7 @@ import numpy as np
 from . import _core
 from . import data as _data
 from .model import Model
-from .net import Net
+from .net import Net, solver_options
 
 DivergenceError = _core.DivergenceError
 Schedule = _core.Schedule
@@ -110,21 +110,29 @@ class Trainer:
     schedule: one schedule for every layer ("plateau[patience=2]"), or per layer group, a dict
     {layer-name prefix: schedule} where "*" matches the rest (first match wins). See
     convnet.Schedule for the forms: constant, step, exp, dexp, linear, plateau (+ warmup).
+    solver: "sgd" (the paper's momentum SGD), "nesterov" or "adamw" (adam_betas, default
+    (0.9, 0.999); adam_eps, default 1e-8); None keeps the net's (Net.set_solver; sgd for a new
+    net). Each layer's rates, momentum and weight decay (epsW, momW, wc, ...) and the schedules
+    apply to every solver. Recorded in run_info.
     """
 
     def __init__(self, net: Net, train: _data.Pipeline, test: _data.Pipeline | None = None, *,
                  epochs: int = 10, schedule="constant", test_every: int = 0, test_batches: int = 0,
                  save_dir: str | None = None, save_every: int = 0, keep: int = 3, log: str | None = None,
                  max_grad_norm: float = 0.0, callbacks: Iterable[Callback] = (), progress: bool | str = True,
-                 run_info: dict | None = None):
+                 run_info: dict | None = None, solver: str | None = None,
+                 adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
         self.net, self.train_data, self.test_data = net, train, test
+        # None keeps the net's own solver (sgd for a new net), with its state.
+        nets_own = solver is None and adam_betas is None and adam_eps is None
+        solver_opts = net._net.solver if nets_own else solver_options(solver, adam_betas, adam_eps)
         self.save_dir = save_dir
         if log:
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
         self._trainer = _core.Trainer(net._net, train._pipe, test._pipe if test is not None else None,
                                       epochs, test_every, test_batches, _schedules(schedule),
                                       save_dir or "", save_every, keep, log or "", max_grad_norm,
-                                      run_info)
+                                      run_info, solver_opts)
         # progress: True, a bar (or lines) per batch and a line per test and epoch; "epochs", only
         # the test and epoch lines; False, nothing.
         self.callbacks = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if progress else [])
@@ -255,10 +263,14 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
           schedule="constant", test_every: int = 0, save_dir: str | None = None, keep: int = 3,
           log: str | None = None, resume: bool | str = False, callbacks: Iterable[Callback] = (),
           progress: bool | str = True, max_grad_norm: float = 0.0, workers: int = 2,
-          cuda_graph: bool = False):
+          cuda_graph: bool = False, solver: str | None = None,
+          adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
     """Builds the net, prepares the data (data set by name, scalar mean subtraction and unit
     variance by default: DataPrep) and trains. Returns (net, result). resume=True continues from the newest
-    checkpoint in save_dir when there is one; a path resumes from that checkpoint."""
+    checkpoint in save_dir when there is one; a path resumes from that checkpoint. solver: "sgd"
+    (default), "nesterov" or "adamw" (adam_betas, adam_eps), as Trainer; a resume needs the
+    checkpoint's solver."""
+    solver_options(solver, adam_betas, adam_eps)  # a bad solver fails before any work
     prep = data if isinstance(data, DataPrep) else DataPrep(data)
     checkpoint = None
     if resume:
@@ -282,7 +294,8 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
     trainer = Trainer(net, train_pipe, test_pipe, epochs=epochs, schedule=schedule,
                       test_every=test_every, save_dir=save_dir, keep=keep, log=log,
                       max_grad_norm=max_grad_norm, callbacks=callbacks, progress=progress,
-                      run_info=dict(prep.info(), batch=batch, seed=seed))
+                      run_info=dict(prep.info(), batch=batch, seed=seed), solver=solver,
+                      adam_betas=adam_betas, adam_eps=adam_eps)
     if checkpoint:
         trainer.resume(checkpoint)
         if progress:

@@ -16,6 +16,7 @@
 #include "convnet/error.h"
 #include "convnet/net.h"
 #include "convnet/safetensors.h"
+#include "convnet/solver.h"
 #include "test_util.h"
 
 namespace convnet::testing {
@@ -300,7 +301,7 @@ void train(Net& net, int first_batch, int steps) {
 // Parameter name -> {value, velocity}.
 std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> snapshot(Net& net) {
   std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> out;
-  for (Param* p : net.params()) out[p->name] = {p->value.to_vector(), p->velocity.to_vector()};
+  for (Param* p : net.params()) out[p->name] = {p->value.to_vector(), p->state_tensor("velocity").to_vector()};
   return out;
 }
 
@@ -342,7 +343,7 @@ TEST(Checkpoint, RoundTripRestoresValuesVelocitiesStepAndState) {
   EXPECT_FALSE(bit_identical(fresh.param("conv1.weights").value.to_vector(),
                              trained.param("conv1.weights").value.to_vector()));
   for (Param* p : trained.params()) {
-    const auto v = p->velocity.to_vector();
+    const auto v = p->state_tensor("velocity").to_vector();
     EXPECT_TRUE(std::any_of(v.begin(), v.end(), [](float x) { return x != 0.f; })) << p->name;
   }
   EXPECT_EQ(load_checkpoint(fresh, path), state);
@@ -596,6 +597,139 @@ TEST(Checkpoint, ResumedTrainingIsBitIdentical) {
   other_seed.set_seed(8);
   train(other_seed, 3, 3);
   EXPECT_NE(snapshot(other_seed), snapshot(straight));
+}
+
+
+// ---- solvers in checkpoints ----
+
+// Every tensor of the net a checkpoint holds, by its name there: values and solver state.
+std::map<std::string, std::vector<float>> all_tensors(Net& net) {
+  std::map<std::string, std::vector<float>> out;
+  for (Param* p : net.params()) {
+    out[p->name] = p->value.to_vector();
+    for (auto& [state, t] : p->state) out[p->name + "." + state] = t.to_vector();
+  }
+  return out;
+}
+
+void expect_bitwise_equal(Net& a, Net& b) {
+  const auto ta = all_tensors(a), tb = all_tensors(b);
+  ASSERT_EQ(ta.size(), tb.size());
+  for (const auto& [name, values] : ta) {
+    ASSERT_TRUE(tb.count(name)) << name;
+    EXPECT_TRUE(bit_identical(values, tb.at(name))) << name;
+  }
+}
+
+TEST(CheckpointSolvers, ResumedTrainingIsBitIdenticalForEverySolver) {
+  const ModelSpec spec = ModelSpec::from_json(kModel);
+  for (const std::string& name : solver_names()) {
+    SCOPED_TRACE(name);
+    const SolverOptions solver{name, 0.8, 0.99, 1e-7};  // betas and eps are used by adamw only
+    ScratchDir dir;
+    const std::string path = dir / "c.safetensors";
+    Net straight(spec, {}, 7);
+    straight.set_solver(solver);
+    train(straight, 0, 6);
+
+    Net first_half(spec, {}, 7);
+    first_half.set_solver(solver);
+    train(first_half, 0, 3);
+    save_checkpoint(first_half, path);
+
+    Net resumed(spec, {}, 99);
+    resumed.set_solver(solver);
+    load_checkpoint(resumed, path);
+    EXPECT_EQ(resumed.solver().step(), 3u);
+    train(resumed, 3, 3);
+    EXPECT_EQ(resumed.solver().step(), 6u);
+    expect_bitwise_equal(resumed, straight);
+  }
+}
+
+TEST(CheckpointSolvers, ForgettingTheStateChangesTheResult) {
+  // Guards the test above: a resume that dropped the solver state (or AdamW's counter) would
+  // not match the uninterrupted run.
+  const ModelSpec spec = ModelSpec::from_json(kModel);
+  for (const std::string& name : {"nesterov", "adamw"}) {
+    SCOPED_TRACE(name);
+    Net straight(spec, {}, 7), resumed(spec, {}, 7);
+    straight.set_solver(SolverOptions{name});
+    resumed.set_solver(SolverOptions{name});
+    train(straight, 0, 6);
+    train(resumed, 0, 3);
+    const uint64_t t = resumed.solver().step();
+    resumed.set_solver(SolverOptions{"sgd"});  // drops the state...
+    resumed.set_solver(SolverOptions{name});
+    resumed.solver().set_step(t);  // ...but keeps the counter
+    train(resumed, 3, 3);
+    EXPECT_NE(all_tensors(resumed), all_tensors(straight));
+  }
+}
+
+TEST(CheckpointSolvers, AdamWStateAndSolverAreSaved) {
+  ScratchDir dir;
+  const std::string path = dir / "c.safetensors";
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  net.set_solver(SolverOptions{"adamw", 0.85, 0.995, 1e-6});
+  train(net, 0, 2);
+  save_checkpoint(net, path);
+  SafetensorsReader reader(path);
+  std::set<std::string> names;
+  for (const auto& [name, entry] : reader.tensors()) names.insert(name);
+  std::set<std::string> want;
+  for (const char* p : {"conv1.weights", "conv1.biases", "fc2.weights", "fc2.biases"})
+    for (const char* suffix : {"", ".m", ".v"}) want.insert(std::string(p) + suffix);
+  EXPECT_EQ(names, want);
+  const json solver = json::parse(reader.metadata().at("convnet.solver"));
+  EXPECT_EQ(solver, json({{"name", "adamw"}, {"beta1", 0.85}, {"beta2", 0.995}, {"eps", 1e-6},
+                          {"step", 2}}));
+  const CheckpointMeta meta = read_checkpoint_meta(path);
+  EXPECT_EQ(meta.solver.name, "adamw");
+  EXPECT_EQ(meta.solver.beta1, 0.85);
+  EXPECT_EQ(meta.solver_step, 2u);
+}
+
+TEST(CheckpointSolvers, AnotherSolverIsRefusedNamingBoth) {
+  ScratchDir dir;
+  const std::string path = dir / "c.safetensors";
+  Net adam(ModelSpec::from_json(kModel), {}, 3);
+  adam.set_solver(SolverOptions{"adamw"});
+  train(adam, 0, 2);
+  save_checkpoint(adam, path);
+  Net sgd(ModelSpec::from_json(kModel), {}, 4);
+  const auto before = all_tensors(sgd);
+  const std::string message = load_error(sgd, path);
+  EXPECT_TRUE(contains(message, "checkpoint '" + path + "': saved by solver 'adamw', but this "
+                                "net's solver is 'sgd'")) << message;
+  EXPECT_EQ(all_tensors(sgd), before);  // unchanged
+  EXPECT_EQ(sgd.step(), 0u);
+}
+
+TEST(CheckpointSolvers, OldCheckpointsWithoutSolverLoadAsSgd) {
+  // A checkpoint as written before solvers were chosen: velocity tensors, no convnet.solver.
+  ScratchDir dir;
+  const std::string path = dir / "c.safetensors", old = dir / "old.safetensors";
+  Net trained(ModelSpec::from_json(kModel), {}, 7);
+  train(trained, 0, 3);
+  save_checkpoint(trained, path);
+  SafetensorsReader reader(path);
+  std::map<std::string, std::vector<float>> values;
+  std::map<std::string, SafetensorsSpan> spans;
+  for (const auto& [name, entry] : reader.tensors()) values[name] = reader.read(name);
+  for (const auto& [name, entry] : reader.tensors()) spans[name] = {entry.shape, values[name].data()};
+  auto metadata = reader.metadata();
+  ASSERT_EQ(metadata.erase("convnet.solver"), 1u);
+  write_safetensors(old, spans, metadata);
+
+  EXPECT_EQ(read_checkpoint_meta(old).solver.name, "sgd");
+  Net fresh(ModelSpec::from_json(kModel), {}, 1);
+  load_checkpoint(fresh, old);
+  expect_bitwise_equal(fresh, trained);
+  EXPECT_EQ(fresh.solver().step(), 3u);  // SGD's counter is the net's step
+  Net adam(ModelSpec::from_json(kModel), {}, 1);
+  adam.set_solver(SolverOptions{"adamw"});
+  EXPECT_TRUE(contains(load_error(adam, old), "saved by solver 'sgd'"));
 }
 
 }  // namespace

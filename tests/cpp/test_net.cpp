@@ -2,10 +2,13 @@
 // gradients through a DAG (shared outputs, joins, splits), and the two-device path.
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
 #include "convnet/net.h"
+#include "convnet/ops.h"
+#include "convnet/solver.h"
 #include "test_util.h"
 
 namespace convnet::testing {
@@ -341,12 +344,126 @@ TEST(NetTraining, SgdFollowsThePaperRule) {
   Param& w = net.param("f.weights");
   auto w0 = w.value.to_vector(), g = w.grad.to_vector();
   net.update();
-  auto w1 = w.value.to_vector(), v = w.velocity.to_vector();
+  auto w1 = w.value.to_vector(), v = w.state_tensor("velocity").to_vector();
   for (size_t i = 0; i < w0.size(); ++i) {
     double want_v = -0.01 * 0.1 * w0[i] - 0.1 * g[i];
     EXPECT_NEAR(v[i], want_v, 1e-7);
     EXPECT_NEAR(w1[i], w0[i] + want_v, 1e-7);
   }
+}
+
+
+// ---- gradient buckets ----
+
+// The bucket's floats: each parameter's gradient at its offset, zero in the gaps.
+std::vector<float> expected_bucket(const Net::GradientBucket& b) {
+  std::vector<float> want(size_t(b.flat.numel()), 0.f);
+  for (size_t k = 0; k < b.params.size(); ++k) {
+    const auto g = b.params[k]->grad.to_vector();
+    std::copy(g.begin(), g.end(), want.begin() + b.offsets[k]);
+  }
+  return want;
+}
+
+TEST(NetBuckets, EveryGradientIsAViewOfItsBucketInBackwardOrder) {
+  Net net(ModelSpec::from_json(kDag), {}, 3);
+  const auto& buckets = net.gradient_buckets();
+  ASSERT_EQ(buckets.size(), 1u);  // a small net: one bucket
+  const Net::GradientBucket& b = buckets[0];
+  EXPECT_EQ(b.device, Device::cpu());
+  // Reverse topological order: f2's parameters first, c1's last.
+  std::vector<std::string> names;
+  for (Param* p : b.params) names.push_back(p->name);
+  EXPECT_EQ(names, (std::vector<std::string>{"f2.biases", "f2.weights", "f1.biases", "f1.weights",
+                                             "c2.biases", "c2.weights", "c1.biases", "c1.weights"}));
+  for (size_t k = 0; k < b.params.size(); ++k) {
+    EXPECT_EQ(b.offsets[k] % Net::kBucketAlign, 0) << names[k];
+    EXPECT_EQ(b.params[k]->grad.data(), b.flat.data() + b.offsets[k]) << names[k];
+    if (k + 1 < b.params.size())
+      EXPECT_GE(b.offsets[k + 1], b.offsets[k] + b.params[k]->value.numel()) << names[k];
+  }
+  feed(net, 6, 2);
+  net.forward(true);
+  net.backward();
+  const auto got = b.flat.to_vector();
+  // The test can fail: the gradients are not all zero.
+  EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](float x) { return x != 0.f; }));
+  EXPECT_EQ(got, expected_bucket(b));
+}
+
+TEST(NetBuckets, HalvingABucketHalvesTheUpdate) {
+  // What an all-reduce average over two replicas does to the bucket must equal halving each
+  // parameter's gradient, for every solver.
+  for (const std::string& solver : solver_names()) {
+    SCOPED_TRACE(solver);
+    Net a(ModelSpec::from_json(kDag), {}, 3), b(ModelSpec::from_json(kDag), {}, 3),
+        full(ModelSpec::from_json(kDag), {}, 3);
+    for (Net* n : {&a, &b, &full}) {
+      n->set_solver(SolverOptions{solver});
+      feed(*n, 6, 2);
+      n->forward(true);
+      n->backward();
+    }
+    for (const Net::GradientBucket& bucket : a.gradient_buckets()) {
+      Tensor flat = bucket.flat;
+      axpby(0.5f, flat, flat, false);
+    }
+    for (Param* p : b.params()) axpby(0.5f, p->grad, p->grad, false);
+    for (Net* n : {&a, &b, &full}) n->update();
+    auto pa = a.params(), pb = b.params(), pf = full.params();
+    bool any_differs = false;
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_EQ(pa[i]->value.to_vector(), pb[i]->value.to_vector()) << pa[i]->name;
+      any_differs |= pa[i]->value.to_vector() != pf[i]->value.to_vector();
+    }
+    // ... and the halving mattered (AdamW is nearly scale-free, but not at eps and decay).
+    EXPECT_TRUE(any_differs);
+  }
+}
+
+TEST(NetBuckets, BucketsNeverMixDevices) {
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "r1" || l.name == "c2" || l.name == "p2" || l.name == "f2") l.device = 1;
+  Net two(spec, {Device::cpu(0), Device::cpu(1)}, 3);
+  std::set<std::string> devices;
+  size_t params = 0;
+  for (const Net::GradientBucket& b : two.gradient_buckets()) {
+    devices.insert(b.device.str());
+    EXPECT_EQ(b.flat.device(), b.device);
+    for (Param* p : b.params) {
+      EXPECT_EQ(p->value.device(), b.device) << p->name;
+      ++params;
+    }
+  }
+  EXPECT_EQ(devices, (std::set<std::string>{Device::cpu(0).str(), Device::cpu(1).str()}));
+  EXPECT_EQ(params, two.params().size());
+  feed(two, 5, 3);
+  two.forward(true);
+  two.backward();
+  for (const Net::GradientBucket& b : two.gradient_buckets())
+    EXPECT_EQ(b.flat.to_vector(), expected_bucket(b)) << b.device.str();
+}
+
+TEST(NetBuckets, LargeParametersSplitTheBuckets) {
+  // fc layers of 4M floats (16 MB) each: two cannot share a 25 MB bucket.
+  const std::string m = R"([
+    {"name":"data","type":"input","channels":1024,"size":2},
+    {"name":"labels","type":"labels"},
+    {"name":"f1","type":"fc","inputs":["data"],"outputs":1024},
+    {"name":"f2","type":"fc","inputs":["f1"],"outputs":4096},
+    {"name":"f3","type":"fc","inputs":["f2"],"outputs":3},
+    {"name":"cost","type":"softmax_cost","inputs":["f3","labels"]}
+  ])";
+  Net net(ModelSpec::from_json(m));
+  const int64_t cap = Net::kBucketBytes / 4;
+  size_t params = 0;
+  for (const Net::GradientBucket& b : net.gradient_buckets()) {
+    EXPECT_TRUE(b.flat.numel() <= cap || b.params.size() == 1) << b.flat.numel();
+    params += b.params.size();
+  }
+  EXPECT_EQ(params, net.params().size());
+  EXPECT_GE(net.gradient_buckets().size(), 2u);
 }
 
 }  // namespace

@@ -137,6 +137,35 @@ def test_errors_name_the_culprit(capsys, tmp_path):
     assert rc == 2 and "scale '1/255' is neither a positive number nor 'std'" in err, err
 
 
+
+def test_solver_option_trains_and_is_recorded(capsys, tmp_path):
+    rc, out, err = run(capsys, "train", "small_convnet", "--data", DATA, "--epochs", "1", "--batch", "32",
+                       "--lr", "0.002", "--solver", "adamw", "--adam-betas", "0.85,0.99", "--adam-eps", "1e-7",
+                       "--save-dir", str(tmp_path / "a"), "--quiet", "--no-plots")
+    assert rc == 0, err
+    from convnet import _core
+    meta = _core.read_checkpoint_meta(_core.latest_checkpoint(str(tmp_path / "a")))
+    assert meta["state"]["run"]["solver"] == {"name": "adamw", "beta1": 0.85, "beta2": 0.99, "eps": 1e-7}
+    assert (meta["solver"].name, meta["solver"].beta1, meta["solver_step"]) == ("adamw", 0.85, 16)
+    # A resume with another solver names both.
+    rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--epochs", "2", "--batch", "32",
+                     "--save-dir", str(tmp_path / "a"), "--resume", "--quiet", "--no-plots")
+    assert rc == 2 and "saved by solver 'adamw', but this net's solver is 'sgd'" in err, err
+
+
+def test_solver_errors_name_the_culprit(capsys):
+    rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--solver", "adam", "--quiet")
+    assert rc == 2 and "unknown solver 'adam' (known: sgd, nesterov, adamw)" in err, err
+    rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--solver", "adamw",
+                     "--adam-betas", "0.9,1.5", "--quiet")
+    assert rc == 2 and "beta2 must be in [0, 1), got 1.5" in err, err
+    rc, _, err = run(capsys, "train", "small_convnet", "--data", DATA, "--adam-eps", "1e-6", "--quiet")
+    assert rc == 2 and "apply to solver 'adamw' only, not 'sgd'" in err, err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "small_convnet", "--data", DATA, "--solver", "adamw", "--adam-betas", "0.9"])
+    assert "'0.9' is not two numbers B1,B2" in capsys.readouterr().err
+
+
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "convnet", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout and "summary" in r.stdout

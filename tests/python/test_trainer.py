@@ -161,3 +161,72 @@ def test_data_sets_by_name_errors(tmp_path):
         DataPrep(str(tmp_path))
     with pytest.raises(ValueError, match="unknown key 'colours'"):
         DataPrep("generated[colours=3]")
+
+
+# ---- solvers ----
+
+def test_solver_options_are_validated_before_training():
+    with pytest.raises(ValueError, match=r"unknown solver 'adam' \(known: sgd, nesterov, adamw\)"):
+        convnet.train(small(), DATA, epochs=1, batch=32, progress=False, solver="adam")
+    with pytest.raises(ValueError, match=r"beta2 must be in \[0, 1\)"):
+        convnet.train(small(), DATA, epochs=1, batch=32, progress=False, solver="adamw",
+                      adam_betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="apply to solver 'adamw' only, not 'nesterov'"):
+        convnet.train(small(), DATA, epochs=1, batch=32, progress=False, solver="nesterov",
+                      adam_eps=1e-6)
+    # The defaults come from the engine.
+    o = convnet._core.SolverOptions()
+    assert (o.name, o.beta1, o.beta2, o.eps) == ("sgd", 0.9, 0.999, 1e-8)
+
+
+@pytest.mark.parametrize("solver", ["nesterov", "adamw"])
+def test_each_solver_resumes_bit_exactly_and_saves_its_state(tmp_path, solver):
+    model = small() if solver != "adamw" else zoo.small_convnet(classes=4, channels=1, size=16, lr=0.002)
+    kw = dict(epochs=2, batch=32, progress=False, solver=solver)
+    whole, result = convnet.train(model, DATA, **kw)
+    assert result["train"]["top1_error"] < 0.5, result  # it learns (chance is 0.75)
+    _, stopped = convnet.train(model, DATA, save_dir=str(tmp_path), callbacks=[Recorder(stop_at_batch=17)], **kw)
+    assert stopped["stopped"]
+    resumed, _ = convnet.train(model, DATA, save_dir=str(tmp_path), resume=True, **kw)
+    states = ["m", "v"] if solver == "adamw" else ["velocity"]
+    for name in whole.param_names():
+        assert np.array_equal(whole.get_param(name), resumed.get_param(name)), name
+        for s in states:
+            assert np.array_equal(whole.get_solver_state(name, s), resumed.get_solver_state(name, s)), (name, s)
+    assert resumed.solver["name"] == solver and resumed.solver["step"] == 24
+
+    path = convnet._core.latest_checkpoint(str(tmp_path))
+    from safetensors import safe_open
+    with safe_open(path, "numpy") as f:
+        meta, keys = f.metadata(), set(f.keys())
+    assert json.loads(meta["convnet.solver"])["name"] == solver
+    assert json.loads(meta["convnet.state"])["run"]["solver"]["name"] == solver
+    assert keys == set(whole.param_names()) | {f"{n}.{s}" for n in whole.param_names() for s in states}
+    # Net.from_checkpoint takes the file's solver; a resume with another is refused, naming both.
+    assert convnet.Net.from_checkpoint(path).solver["name"] == solver
+    with pytest.raises(ValueError, match=f"saved by solver '{solver}', but this net's solver is 'sgd'"):
+        convnet.train(model, DATA, save_dir=str(tmp_path), resume=True, **dict(kw, solver="sgd"))
+
+
+def test_gradient_buckets_hold_the_gradients(problem, rng):
+    net = convnet.Net(small(classes=10))
+    x, y = problem.batch(16, rng)
+    net.forward_backward(x, y)
+    buckets = net.gradient_buckets()
+    assert len(buckets) == 1 and buckets[0]["device"] == "cpu:0"
+    b = buckets[0]
+    assert sorted(b["params"]) == sorted(net.param_names())
+    for name, offset in zip(b["params"], b["offsets"]):
+        g = net.get_grad(name)
+        np.testing.assert_array_equal(b["flat"][offset:offset + g.size], g.ravel())
+
+
+def test_trainer_keeps_the_nets_solver_unless_told():
+    prep = DataPrep(DATA)
+    net = convnet.Net(small())
+    net.set_solver("adamw", adam_betas=(0.8, 0.99))
+    train, test = prep.pipelines(32)
+    Trainer(net, train, test, epochs=1, progress=False)
+    assert net.solver["name"] == "adamw" and net.solver["beta1"] == 0.8
+    Trainer(net, train, test, epochs=1, progress=False, solver="nesterov")
+    assert net.solver["name"] == "nesterov"

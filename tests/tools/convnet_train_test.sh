@@ -63,6 +63,25 @@ python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["layer_params"
   "$WORK/model.json" "$WORK/extra_key.json"
 expect_error "unknown top-level key 'layer_params'" --layer-def "$WORK/extra_key.json" --data-path "$DATA"
 expect_error "multiview-test needs --crop" --layer-def "$WORK/model.json" --data-path "$DATA" --multiview-test
+expect_error "unknown solver 'adam' (known: sgd, nesterov, adamw)" --layer-def "$WORK/model.json" --data-path "$DATA" --solver adam
+expect_error "beta1 must be in \[0, 1)" --layer-def "$WORK/model.json" --data-path "$DATA" --solver adamw --adam-betas 1,0.9
+expect_error "apply to --solver adamw only" --layer-def "$WORK/model.json" --data-path "$DATA" --adam-eps 1e-6
+expect_error "saved by solver 'sgd', but this net's solver is 'nesterov'" --layer-def "$WORK/model.json" \
+  --layer-params "$WORK/params.json" --data-path "$DATA" --mini 32 --resume "$WORK/run" --solver nesterov
+
+# AdamW: trains, and its checkpoint records it.
+"$BIN" --layer-def "$WORK/model.json" --data-path "$DATA" --epochs 2 --mini 32 --solver adamw \
+  --adam-betas 0.9,0.99 --save-path "$WORK/adam" --print-freq 100 > "$WORK/out3.txt"
+cat "$WORK/out3.txt"
+grep -q "done: 2 epochs, step 16" "$WORK/out3.txt" || fail "the adamw run did not finish 2 epochs"
+python3 - "$WORK/adam/ckpt-e0002-b000000.safetensors" <<'PY' || fail "the adamw checkpoint does not record its solver"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+solver = json.loads(header["__metadata__"]["convnet.solver"])
+assert solver["name"] == "adamw" and solver["beta2"] == 0.99 and solver["step"] == 16, solver
+assert "fc2.weights.m" in header and "fc2.weights.v" in header and "fc2.weights.velocity" not in header
+PY
 
 # Colour: random crops, reflections, PCA colour noise, the mean image; 10 classes (chance 0.1).
 python3 "$SRC/scripts/make_shapes.py" "$WORK/shapes" --train 2000 --val 300

@@ -1,10 +1,17 @@
-// Checkpoints: a Net's parameters, momentum buffers, step counter and seed, the model definition
+// Checkpoints: a Net's parameters, its solver's state, step counter and seed, the model definition
 // and the trainer's own state, in one safetensors file (convnet/safetensors.h):
 //
-//   tensors   "<param name>" (e.g. "conv1.weights") and "<param name>.velocity", float32, in
+//   tensors   "<param name>" (e.g. "conv1.weights") and "<param name>.<state>" for each of the
+//             solver's state tensors (SGD, Nesterov: "velocity"; AdamW: "m", "v"), float32, in
 //             the parameter's own shape
 //   metadata  "convnet.format" = "1", "convnet.model" = the model JSON, "convnet.step",
-//             "convnet.seed" (decimal), "convnet.state" = the trainer state as JSON
+//             "convnet.seed" (decimal), "convnet.state" = the trainer state as JSON,
+//             "convnet.solver" = {"name", "beta1", "beta2", "eps", "step"} (JSON; step is the
+//             solver's update counter, AdamW's t)
+//
+// A checkpoint without "convnet.solver" (written before solvers could be chosen) is SGD's, its
+// counter the net's step. Loading needs the net's solver to be the file's (a ValueError names
+// both); the hyperparameters are the net's, as the learning rates are.
 //
 // Resuming bit for bit: the dropout masks are keyed by the Net's seed and step, so
 // load_checkpoint restores both (Net::set_seed, Net::set_step) along with the tensors; a Net
@@ -19,11 +26,11 @@
 
 namespace convnet {
 
-// Writes every parameter's value and velocity and the metadata above to `path`, atomically (a
+// Writes every parameter's value and solver state and the metadata above to `path`, atomically (a
 // failed save leaves the previous file at `path` intact). Throws RuntimeError on I/O failure.
 void save_checkpoint(Net& net, const std::string& path, const nlohmann::json& trainer_state = {});
 
-// Loads values, velocities, the step counter and the seed into `net` (on whatever devices it
+// Loads values, solver state and counter, the step counter and the seed into `net` (on whatever devices it
 // lives) and returns the trainer state. The checkpoint's model must match `net`'s: layer names,
 // types, inputs and options, except the learning hyperparameters (options starting with eps,
 // mom, wc, init: fine-tuning may change them) and the device placement. Otherwise, or for a
@@ -36,6 +43,8 @@ struct CheckpointMeta {
   std::string model_json;
   uint64_t step = 0, seed = 0;
   nlohmann::json state;
+  SolverOptions solver;      // "sgd" for a checkpoint without solver metadata
+  uint64_t solver_step = 0;
 };
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 

@@ -2,6 +2,7 @@
 // Layers are device-agnostic: they hold Tensors and call the ops of convnet/ops.h.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,11 +14,18 @@
 
 namespace convnet {
 
-// A learned parameter with its gradient, momentum buffer and SGD hyperparameters
+// A learned parameter with its gradient, its solver's state and its learning hyperparameters
 // (cuda-convnet's epsW/momW/wc for weights, epsB/momB for biases).
 struct Param {
   std::string name;  // "<layer>.weights" or "<layer>.biases"
-  Tensor value, grad, velocity;
+  Tensor value;
+  // In a Net, a view into its device's gradient bucket (Net::gradient_buckets).
+  Tensor grad;
+  // The solver's per-parameter tensors by name, allocated (zero) by the Net for its solver
+  // (convnet/solver.h): "velocity" for SGD and Nesterov, "m" and "v" for AdamW.
+  std::map<std::string, Tensor> state;
+  // state.at(key), with an error naming the parameter and the state it has.
+  Tensor& state_tensor(const std::string& key);
   float lr = 0.01f, momentum = 0.9f, weight_decay = 0.f;
   // The rate the model definition gives (epsW/epsB); a trainer's schedule sets lr to a multiple
   // of it each step.
@@ -67,7 +75,8 @@ class Layer {
   // Checks the input shapes ({C, H, W, N} each), creates parameters on first call, and returns
   // the output shape. Called again when the batch size changes. Errors name the layer.
   virtual Shape setup(const std::vector<Shape>& inputs) = 0;
-  // Allocates parameters (and their gradient and momentum buffers) on `device`.
+  // Allocates parameters and their gradients on `device` (a Net then makes the gradients views
+  // of its buckets and allocates the solver's state).
   virtual void place(const Device& device, Workspace* workspace);
 
   virtual void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext& ctx) = 0;

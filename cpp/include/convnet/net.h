@@ -1,6 +1,6 @@
 // A Net: the layers of a model definition in topological order, placed on devices, with their
-// activations and gradients. forward / backward / update run one SGD step; the statistics of the
-// cost layers come back from forward.
+// activations and gradients. forward / backward / update run one training step (the update by
+// the net's solver); the statistics of the cost layers come back from forward.
 #pragma once
 #include <map>
 #include <memory>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "convnet/layer.h"
+#include "convnet/solver.h"
 #include "convnet/spec.h"
 
 namespace convnet {
@@ -62,8 +63,31 @@ class Net {
   bool fusion() const { return fusion_; }
   // The LRN layers that go back through their pool while fusion is on.
   std::vector<std::string> fused_layers() const;
-  // One SGD step on every parameter (the paper's rule), learning rates scaled by lr_scale.
+  // One solver step on every parameter (SGD, the paper's rule, unless set_solver chose another),
+  // each parameter's learning rate scaled by lr_scale.
   void update(float lr_scale = 1.f);
+
+  // The solver update() applies (convnet/solver.h; "sgd" until set). Another name gives every
+  // parameter fresh (zero) state and restarts the solver's step counter; the same name only
+  // takes the new hyperparameters and keeps the state. ValueError for invalid options.
+  void set_solver(const SolverOptions& options);
+  Solver& solver() { return *solver_; }
+  const Solver& solver() const { return *solver_; }
+
+  // Parameter gradients live in flat per-device buffers, filled in the order backward produces
+  // them (the parameters in reverse topological order), each up to kBucketBytes unless one
+  // parameter alone is larger; every Param::grad is a view into its bucket. An all-reduce
+  // between backward and update works on the flat tensors. Each parameter starts at a multiple
+  // of kBucketAlign floats; the gaps are zero and stay zero.
+  struct GradientBucket {
+    Device device;
+    Tensor flat;                   // {floats}
+    std::vector<Param*> params;    // in bucket order
+    std::vector<int64_t> offsets;  // of each parameter's gradient in `flat`, in floats
+  };
+  static constexpr int64_t kBucketBytes = int64_t(25) << 20;
+  static constexpr int64_t kBucketAlign = 64;  // floats: 256 bytes, cudaMalloc's alignment
+  const std::vector<GradientBucket>& gradient_buckets() const { return buckets_; }
 
   const Tensor& output(const std::string& layer) const;
   Shape output_shape(const std::string& layer) const;
@@ -100,6 +124,7 @@ class Net {
   struct Node;
   void plan(int batch);
   void initialise_params();
+  void make_gradient_buckets();
   Node& node(const std::string& name) const;
 
   ModelSpec spec_;
@@ -115,6 +140,8 @@ class Net {
   bool profiling_ = false;
   bool fusion_ = true;
   MathMode math_mode_ = MathMode::Fp32;
+  std::unique_ptr<Solver> solver_;
+  std::vector<GradientBucket> buckets_;
   void apply_math_mode();
   void run_forward(bool train);
   CostReport cost_report() const;

@@ -156,6 +156,32 @@ void sum_squares_per_case(const Tensor& x, Tensor& out);
 void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
                 float weight_decay);
 
+// ---- the other solvers (convnet/solver.h chooses among them) ----
+
+// Nesterov momentum (Sutskever et al. 2013, in PyTorch's form), with the velocity kept as SGD
+// keeps it (at a constant lr it holds -lr times PyTorch's buffer; SGD's and Nesterov's velocity
+// mean the same):
+//   s <- weight_decay * lr * w + lr * grad
+//   v <- momentum * v - s;   w <- w + momentum * v - s      (the second line reads the new v)
+void nesterov_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
+                     float weight_decay);
+
+// AdamW (Loshchilov & Hutter; PyTorch's torch.optim.AdamW), `step` = t >= 1 counting this update:
+//   w <- w - lr * weight_decay * w                       (decoupled decay, before the step)
+//   m <- beta1 * m + (1 - beta1) * grad
+//   v <- beta2 * v + (1 - beta2) * grad^2
+//   w <- w - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+// The bias corrections and 1 - beta are computed once per call in double on the host (betas are
+// doubles so that 1 - beta is the float nearest the true value); the kernels evaluate
+//   w <- w * (1 - lr * weight_decay) - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+struct AdamWHyper {
+  float lr = 0, weight_decay = 0;
+  double beta1 = 0.9, beta2 = 0.999;
+  float eps = 1e-8f;
+  uint64_t step = 1;
+};
+void adamw_update(Tensor& w, const Tensor& grad, Tensor& m, Tensor& v, const AdamWHyper& h);
+
 // ---- elementwise and copies ----
 
 // dst (+)= scale * src; shapes may differ as long as the element counts match.

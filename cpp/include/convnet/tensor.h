@@ -43,6 +43,9 @@ class Tensor {
   Tensor channels(int c0, int count) const;
   // Same storage, new shape with the same element count.
   Tensor reshaped(Shape shape) const;
+  // Elements [offset, offset + numel(shape)) of this tensor, in `shape`, sharing its storage
+  // (parameter gradients are such views of their gradient bucket).
+  Tensor view(int64_t offset, Shape shape) const;
 
   // Host <-> tensor copies (the tensor may be on any device).
   void copy_from_host(const float* src);

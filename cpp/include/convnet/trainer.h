@@ -43,6 +43,11 @@ struct TrainerOptions {
   int keep = 3;          // checkpoints kept in save_dir (<= 0: all)
   std::string log_path;  // JSON-lines metrics log, appended to (empty: none)
   double max_grad_norm = 0;  // stop when the gradient norm exceeds it (0: only non-finite stops)
+  // The solver the net trains with (convnet/solver.h): the Trainer sets it on the net (whose
+  // state is kept when the net already has a solver of that name) and records it in run_info
+  // under "solver". A resume needs the checkpoint's solver (its name; changed hyperparameters
+  // are reported).
+  SolverOptions solver;
   // Anything a later `convnet test` or `predict` needs to read the data as training did (data
   // set, mean, scale, crop, class names): stored in every checkpoint's state under "run".
   nlohmann::json run_info = nlohmann::json::object();

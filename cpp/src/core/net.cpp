@@ -154,6 +154,53 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
   initialise_params();
   for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get());
+  make_gradient_buckets();
+  set_solver(SolverOptions{});
+}
+
+void Net::make_gradient_buckets() {
+  // Reverse topological order: the order backward writes the gradients, so that a bucket is
+  // complete (ready for its all-reduce) as early as possible.
+  std::vector<Param*> order = params();
+  std::reverse(order.begin(), order.end());
+  const int64_t cap = kBucketBytes / int64_t(sizeof(float));
+  auto padded = [](int64_t n) { return (n + kBucketAlign - 1) / kBucketAlign * kBucketAlign; };
+  std::vector<GradientBucket> buckets;
+  std::map<std::string, size_t> open;  // device -> the bucket being filled on it
+  std::vector<int64_t> sizes;
+  for (Param* p : order) {
+    const Device d = p->value.device();
+    auto it = open.find(d.str());
+    const int64_t n = padded(p->value.numel());
+    if (it == open.end() || (sizes[it->second] > 0 && sizes[it->second] + n > cap)) {
+      buckets.push_back(GradientBucket{d, Tensor(), {}, {}});
+      sizes.push_back(0);
+      it = open.insert_or_assign(d.str(), buckets.size() - 1).first;
+    }
+    GradientBucket& b = buckets[it->second];
+    b.params.push_back(p);
+    b.offsets.push_back(sizes[it->second]);
+    sizes[it->second] += n;
+  }
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    GradientBucket& b = buckets[i];
+    b.flat = Tensor::zeros({int(sizes[i])}, b.device);
+    for (size_t k = 0; k < b.params.size(); ++k)
+      b.params[k]->grad = b.flat.view(b.offsets[k], b.params[k]->value.shape());
+  }
+  buckets_ = std::move(buckets);
+}
+
+void Net::set_solver(const SolverOptions& options) {
+  if (solver_ && solver_->name() == options.name) {
+    const uint64_t step = solver_->step();
+    solver_ = Solver::make(options);  // validates before anything changes
+    solver_->set_step(step);
+    return;
+  }
+  std::unique_ptr<Solver> s = Solver::make(options);
+  for (Param* p : params()) s->init_state(*p);
+  solver_ = std::move(s);
 }
 
 Net::~Net() = default;
@@ -443,9 +490,9 @@ CostReport Net::forward_backward() {
 }
 
 void Net::update(float lr_scale) {
+  solver_->begin_step();
   for (auto& n : nodes_)
-    for (Param& p : n->layer->params())
-      sgd_update(p.value, p.grad, p.velocity, p.lr * lr_scale, p.momentum, p.weight_decay);
+    for (Param& p : n->layer->params()) solver_->update(p, p.lr * lr_scale);
   ++step_;
 }
 

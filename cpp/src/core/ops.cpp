@@ -2,6 +2,7 @@
 // the implementation of the tensors' device. Backends trust what reaches them.
 #include "convnet/ops.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -318,6 +319,34 @@ void sgd_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float moment
   same_shape("sgd_update", w, v);
   CONVNET_DISPATCH(w, sgd_update, w.data(), grad.data(), v.data(), w.numel(), lr,
                                                     momentum, weight_decay);
+}
+
+void nesterov_update(Tensor& w, const Tensor& grad, Tensor& v, float lr, float momentum,
+                     float weight_decay) {
+  same_shape("nesterov_update", w, grad);
+  same_shape("nesterov_update", w, v);
+  CONVNET_DISPATCH(w, nesterov_update, w.data(), grad.data(), v.data(), w.numel(), lr, momentum,
+                   weight_decay);
+}
+
+void adamw_update(Tensor& w, const Tensor& grad, Tensor& m, Tensor& v, const AdamWHyper& h) {
+  same_shape("adamw_update", w, grad);
+  same_shape("adamw_update", w, m);
+  same_shape("adamw_update", w, v);
+  CONVNET_CHECK(h.step >= 1, "adamw_update: step must be >= 1 (it counts this update), got ", h.step);
+  CONVNET_CHECK(h.beta1 >= 0 && h.beta1 < 1 && h.beta2 >= 0 && h.beta2 < 1,
+                "adamw_update: betas must be in [0, 1), got ", h.beta1, " and ", h.beta2);
+  CONVNET_CHECK(h.eps > 0, "adamw_update: eps must be > 0, got ", h.eps);
+  // The bias corrections in double: beta^t underflows to 0 gracefully for large t.
+  const double t = double(h.step);
+  const double bc1 = 1.0 - std::pow(h.beta1, t);
+  const double bc2 = 1.0 - std::pow(h.beta2, t);
+  const float keep = float(1.0 - double(h.lr) * double(h.weight_decay));
+  const float step_size = float(double(h.lr) / bc1);
+  const float inv_bc2 = float(1.0 / std::sqrt(bc2));
+  CONVNET_DISPATCH(w, adamw_update, w.data(), grad.data(), m.data(), v.data(), w.numel(), keep,
+                   step_size, inv_bc2, float(h.beta1), float(1.0 - h.beta1), float(h.beta2),
+                   float(1.0 - h.beta2), h.eps);
 }
 
 void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate) {

@@ -72,6 +72,16 @@ Tensor Tensor::reshaped(Shape shape) const {
   return v;
 }
 
+Tensor Tensor::view(int64_t offset, Shape shape) const {
+  CONVNET_CHECK(defined(), "view(): undefined tensor");
+  CONVNET_CHECK(offset >= 0 && offset + shape_numel(shape) <= numel(), "view(", offset, ", ",
+                shape_str(shape), "): out of range for a tensor of ", numel(), " elements");
+  Tensor v = *this;
+  v.shape_ = std::move(shape);
+  v.offset_ = offset_ + offset;
+  return v;
+}
+
 void Tensor::copy_from_host(const float* src) {
   copy_bytes(data(), device_, src, Device::cpu(), sizeof(float) * size_t(numel()));
 }

@@ -160,6 +160,13 @@ void sum_squares_per_case(const float* x, float* out, int64_t rows, int batch);
 // sgd.cu
 void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
                 float weight_decay);
+void nesterov_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
+                     float weight_decay);
+// keep = 1 - lr * weight_decay; step_size = lr / (1 - beta1^t); inv_bc2 = 1 / sqrt(1 - beta2^t);
+// c1 = 1 - beta1, c2 = 1 - beta2 (each rounded once from double).
+void adamw_update(float* w, const float* grad, float* m, float* v, int64_t n, float keep,
+                  float step_size, float inv_bc2, float beta1, float c1, float beta2, float c2,
+                  float eps);
 
 // elementwise.cu
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate);

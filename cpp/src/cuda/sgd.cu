@@ -1,7 +1,11 @@
-// CUDA SGD with momentum and weight decay. Reference: cpu/sgd.cpp:
-//   v <- momentum * v - weight_decay * lr * w - lr * grad;   w <- w + v
-// Design: one pass, grid-stride; a thread updates 4 consecutive elements through float4 when all
-// three arrays are 16-byte aligned (the first threads finish the last n % 4), else one element.
+// CUDA solver updates. Reference: cpu/sgd.cpp (formulas in convnet/ops.h):
+//   SGD: v <- momentum * v - weight_decay * lr * w - lr * grad;   w <- w + v
+//   Nesterov: s <- weight_decay * lr * w + lr * grad;  v <- momentum * v - s;  w <- w + momentum * v - s
+//   AdamW: m, v <- their moving averages; w <- w * keep - step_size * m / (sqrt(v) * inv_bc2 + eps)
+// Design: one pass, grid-stride; SGD's thread updates 4 consecutive elements through float4 when
+// all three arrays are 16-byte aligned (the first threads finish the last n % 4), else one
+// element. Nesterov and AdamW run one element per thread: they are memory-bound and called once
+// per parameter per step.
 #include <algorithm>
 #include <cstdint>
 
@@ -65,7 +69,51 @@ __global__ void sgd_kernel4(float* w, const float* grad, float* v, int64_t n, fl
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+__global__ void nesterov_kernel(float* w, const float* grad, float* v, int64_t n, float lr,
+                                float momentum, float decay) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float s = decay * w[i] + lr * grad[i];
+    const float vi = momentum * v[i] - s;
+    v[i] = vi;
+    w[i] += momentum * vi - s;
+  }
+}
+
+__global__ void adamw_kernel(float* w, const float* grad, float* m, float* v, int64_t n,
+                             float keep, float step_size, float inv_bc2, float beta1, float c1,
+                             float beta2, float c2, float eps) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    const float mi = beta1 * m[i] + c1 * g;
+    const float vi = beta2 * v[i] + c2 * (g * g);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * keep - step_size * mi / (sqrtf(vi) * inv_bc2 + eps);
+  }
+}
+
 }  // namespace
+
+void nesterov_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
+                     float weight_decay) {
+  if (n <= 0) return;
+  const float decay = weight_decay * lr;  // as the CPU rounds it
+  nesterov_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(w, grad, v, n, lr, momentum,
+                                                                    decay);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+}
+
+void adamw_update(float* w, const float* grad, float* m, float* v, int64_t n, float keep,
+                  float step_size, float inv_bc2, float beta1, float c1, float beta2, float c2,
+                  float eps) {
+  if (n <= 0) return;
+  adamw_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(w, grad, m, v, n, keep,
+                                                                 step_size, inv_bc2, beta1, c1,
+                                                                 beta2, c2, eps);
+  CONVNET_CUDA_CHECK(cudaGetLastError());
+}
 
 void sgd_update(float* w, const float* grad, float* v, int64_t n, float lr, float momentum,
                 float weight_decay) {

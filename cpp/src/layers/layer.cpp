@@ -34,8 +34,18 @@ void Layer::place(const Device& device, Workspace* workspace) {
       p.value.copy_from(host_value);
     }
     p.grad = Tensor::zeros(p.value.shape(), device);
-    p.velocity = Tensor::zeros(p.value.shape(), device);
   }
+}
+
+Tensor& Param::state_tensor(const std::string& key) {
+  auto it = state.find(key);
+  if (it == state.end()) {
+    std::string have;
+    for (const auto& [k, t] : state) have += (have.empty() ? "" : ", ") + k;
+    throw ValueError("parameter '" + name + "' has no solver state '" + key + "' (it has: " +
+                     (have.empty() ? "none" : have) + ")");
+  }
+  return it->second;
 }
 
 std::vector<OptionDecl> learning_options() {

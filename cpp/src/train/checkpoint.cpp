@@ -1,4 +1,4 @@
-// Checkpoints: a Net's parameters and momentum in a safetensors file, with the model, step, seed
+// Checkpoints: a Net's parameters and solver state in a safetensors file, with the model, step, seed
 // and trainer state as metadata; and a run's folder of them, pruned to the newest few.
 #include "convnet/checkpoint.h"
 
@@ -28,8 +28,12 @@ const char* const kModelKey = "convnet.model";
 const char* const kStepKey = "convnet.step";
 const char* const kSeedKey = "convnet.seed";
 const char* const kStateKey = "convnet.state";
+const char* const kSolverKey = "convnet.solver";
 
-std::string velocity_name(const Param& p) { return p.name + ".velocity"; }
+// "<param>.<state>", e.g. "conv1.weights.velocity".
+std::string state_tensor_name(const Param& p, const std::string& state) {
+  return p.name + "." + state;
+}
 
 std::vector<int64_t> shape64(const Shape& s) { return std::vector<int64_t>(s.begin(), s.end()); }
 
@@ -82,6 +86,24 @@ CheckpointMeta meta_of(const SafetensorsReader& file) {
     bad_checkpoint(file.path(),
                    std::string("metadata 'convnet.state' is not valid JSON: ") + e.what());
   }
+  // Checkpoints from before solvers were chosen have none: they are SGD's (velocity only), and
+  // SGD's counter is the net's step.
+  auto solver = file.metadata().find(kSolverKey);
+  if (solver == file.metadata().end()) {
+    meta.solver_step = meta.step;
+  } else {
+    try {
+      json j = json::parse(solver->second);
+      if (!j.is_object() || !j.contains("step") || !j["step"].is_number_unsigned())
+        throw ValueError("no step counter");
+      meta.solver_step = j["step"].get<uint64_t>();
+      j.erase("step");
+      meta.solver = SolverOptions::from_json(j);
+    } catch (const std::exception& e) {
+      bad_checkpoint(file.path(), std::string("metadata 'convnet.solver' (") + solver->second +
+                                      ") is not a solver: " + e.what());
+    }
+  }
   return meta;
 }
 
@@ -129,7 +151,7 @@ std::string layer_mismatch(const LayerSpec& saved, const LayerSpec& here) {
 
 // ---- tensors ----
 
-// `label` is "" for the value, "velocity " for the momentum buffer.
+// `label` is "" for the value, "<state> " (e.g. "velocity ") for a solver state tensor.
 void check_shape(const SafetensorsReader& file, const std::string& tensor, const Param& p,
                  const std::string& label) {
   if (!file.has(tensor))
@@ -144,13 +166,17 @@ void check_shape(const SafetensorsReader& file, const std::string& tensor, const
                                     " here");
 }
 
-// Every parameter has its value and velocity in the file, in its shape, and nothing else is there.
+// Every parameter has its value and its solver's state tensors in the file, in its shape, and
+// nothing else is there.
 void check_tensors(const SafetensorsReader& file, Net& net) {
   std::set<std::string> expected;
   for (Param* p : net.params()) {
     check_shape(file, p->name, *p, "");
-    check_shape(file, velocity_name(*p), *p, "velocity ");
-    expected.insert({p->name, velocity_name(*p)});
+    expected.insert(p->name);
+    for (const std::string& state : net.solver().state_names()) {
+      check_shape(file, state_tensor_name(*p, state), *p, state + " ");
+      expected.insert(state_tensor_name(*p, state));
+    }
   }
   for (const auto& [name, entry] : file.tensors())
     if (!expected.count(name))
@@ -211,9 +237,13 @@ void save_checkpoint(Net& net, const std::string& path, const json& trainer_stat
   std::map<std::string, SafetensorsSpan> tensors;
   for (Param* p : net.params()) {
     tensors[p->name] = host_span(p->value, copies);
-    tensors[velocity_name(*p)] = host_span(p->velocity, copies);
+    for (const std::string& state : net.solver().state_names())
+      tensors[state_tensor_name(*p, state)] = host_span(p->state_tensor(state), copies);
   }
+  json solver = net.solver().options().to_json();
+  solver["step"] = net.solver().step();
   const std::map<std::string, std::string> metadata = {
+      {kSolverKey, solver.dump()},
       {kFormatKey, kFormat},
       {kModelKey, net.spec().to_json()},
       {kStepKey, std::to_string(net.step())},
@@ -250,12 +280,19 @@ json load_checkpoint(Net& net, const std::string& path) {
   const CheckpointMeta meta = meta_of(file);
   const std::string mismatch = model_mismatch(model_of(file, meta), net.spec());
   if (!mismatch.empty()) bad_checkpoint(path, "made by a different model: " + mismatch);
+  if (meta.solver.name != net.solver().name())
+    bad_checkpoint(path, "saved by solver '" + meta.solver.name + "', but this net's solver is '" +
+                             net.solver().name() + "' (choose solver '" + meta.solver.name +
+                             "' to continue it)");
   check_tensors(file, net);
-  // Everything is validated: only now does the net change.
+  // Everything is validated: only now does the net change. The solver's hyperparameters stay
+  // the net's (as learning rates do); its state and counter are the file's.
   for (Param* p : net.params()) {
     read_into(file, p->name, p->value);
-    read_into(file, velocity_name(*p), p->velocity);
+    for (const std::string& state : net.solver().state_names())
+      read_into(file, state_tensor_name(*p, state), p->state_tensor(state));
   }
+  net.solver().set_step(meta.solver_step);
   net.set_step(meta.step);
   net.set_seed(meta.seed);
   return meta.state;

@@ -69,6 +69,10 @@ Trainer::Trainer(Net& net, Pipeline& train, Pipeline* test, TrainerOptions optio
   CONVNET_CHECK(options_.test_every >= 0 && options_.save_every >= 0 && options_.test_batches >= 0,
                 "test_every, save_every and test_batches must be >= 0");
   std::tie(input_, labels_) = input_and_labels(net_);
+  net_.set_solver(options_.solver);  // validates
+  CONVNET_CHECK(options_.run_info.is_object(), "run_info must be a JSON object, got ",
+                options_.run_info.dump());
+  options_.run_info["solver"] = options_.solver.to_json();
   std::vector<bool> used(options_.schedules.size(), false);
   for (Param* p : net_.params()) {
     int group = -1;
@@ -136,9 +140,12 @@ std::vector<std::string> Trainer::resume(const std::string& checkpoint_or_dir) {
     path = latest_checkpoint(checkpoint_or_dir);
     CONVNET_CHECK(!path.empty(), "nothing to resume: no checkpoint in '", checkpoint_or_dir, "'");
   }
-  net_.set_seed(read_checkpoint_meta(path).seed);
-  const nlohmann::json state = load_checkpoint(net_, path);
+  const CheckpointMeta meta = read_checkpoint_meta(path);
+  net_.set_seed(meta.seed);
+  const nlohmann::json state = load_checkpoint(net_, path);  // refuses another solver
   std::vector<std::string> notes;
+  if (!(meta.solver == options_.solver))
+    notes.push_back("solver changed from " + meta.solver.text() + " to " + options_.solver.text());
   try {
     const int64_t batches = state.at("batches_per_epoch").get<int64_t>();
     CONVNET_CHECK(batches == train_.batches_per_epoch(), "checkpoint '", path, "' was made with ",
@@ -149,7 +156,7 @@ std::vector<std::string> Trainer::resume(const std::string& checkpoint_or_dir) {
     epoch_sums_ = metrics_from(state.at("epoch_train"));
     last_test_ = metrics_from(state.at("last_test"));
     elapsed_before_ = state.at("elapsed_s").get<double>();
-    notes = restore_schedules(state.at("schedules"));
+    for (std::string& note : restore_schedules(state.at("schedules"))) notes.push_back(std::move(note));
   } catch (const nlohmann::json::exception& e) {
     throw ValueError("checkpoint '" + path + "': trainer state is malformed (" + e.what() + ")");
   }
