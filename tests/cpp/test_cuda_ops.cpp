@@ -232,10 +232,10 @@ TEST_P(CudaGemm, MatchesCpu) {
   Tensor c_gpu = c.beta == 0.f ? poisoned(c_shape, gpu()) : make(c_shape, gpu(), c0);
   const Tensor c_before = make(c_shape, Device::cpu(), c_gpu.to_vector());
 
-  gemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.cpu.data(), lda, b.cpu.data(), ldb, c.beta,
-       c_cpu.data(), ldc, Device::cpu());
-  gemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.gpu.data(), lda, b.gpu.data(), ldb, c.beta,
-       c_gpu.data(), ldc, gpu());
+  gemm(c.ta, c.tb, c.alpha, matrix(a.cpu, 0, a_rows, a_cols, lda),
+       matrix(b.cpu, 0, b_rows, b_cols, ldb), c.beta, matrix(c_cpu, 0, c.m, c.n, ldc));
+  gemm(c.ta, c.tb, c.alpha, matrix(a.gpu, 0, a_rows, a_cols, lda),
+       matrix(b.gpu, 0, b_rows, b_cols, ldb), c.beta, matrix(c_gpu, 0, c.m, c.n, ldc));
 
   const auto want_full = c_cpu.to_vector(), got_full = c_gpu.to_vector();
   const auto before = c_before.to_vector();
@@ -267,10 +267,10 @@ TEST(CudaGemmMath, Tf32IsCloseToFp32) {
   Pair a = random_pair({m, k}, 21), b = random_pair({k, n}, 22);
   Tensor c32 = poisoned({m, n}, gpu()), c_tf = poisoned({m, n}, gpu());
   cuda::set_math_mode(0, cuda::MathMode::Fp32);
-  gemm(false, false, m, n, k, 1.f, a.gpu.data(), k, b.gpu.data(), n, 0.f, c32.data(), n, gpu());
+  gemm(false, false, 1.f, matrix(a.gpu, m, k), matrix(b.gpu, k, n), 0.f, matrix(c32, m, n));
   cuda::set_math_mode(0, cuda::MathMode::Tf32);
   EXPECT_EQ(cuda::math_mode(0), cuda::MathMode::Tf32);
-  gemm(false, false, m, n, k, 1.f, a.gpu.data(), k, b.gpu.data(), n, 0.f, c_tf.data(), n, gpu());
+  gemm(false, false, 1.f, matrix(a.gpu, m, k), matrix(b.gpu, k, n), 0.f, matrix(c_tf, m, n));
   // TF32 keeps 10 mantissa bits of the inputs: about 1e-3 relative per product.
   const double err = rel_error(c_tf.to_vector(), c32.to_vector());
   EXPECT_LT(err, 1e-2) << "tf32 GEMM too far from fp32";
@@ -342,8 +342,8 @@ TEST(CudaIm2col, MatchesCpuExactly) {
                      std::to_string(oy0) + ", " + std::to_string(oy1) + ")");
         const int64_t count = g.col_rows() * (oy1 - oy0) * g.out_w * g.batch;
         Pair cols = poisoned_pair({int(count)});
-        im2col(x.cpu, g, c0, oy0, oy1, cols.cpu.data());
-        im2col(x.gpu, g, c0, oy0, oy1, cols.gpu.data());
+        im2col(x.cpu, g, c0, oy0, oy1, cols.cpu);
+        im2col(x.gpu, g, c0, oy0, oy1, cols.gpu);
         EXPECT_TRUE(all_close(cols.gpu, cols.cpu, 0, 0)) << "im2col is a copy: exact";
       }
     }
@@ -365,8 +365,8 @@ TEST(CudaCol2im, MatchesCpu) {
         Pair cols = random_pair({int(count)}, ++seed);
         // col2im adds into dx: start from random values (other groups' channels must keep theirs).
         Pair dx = random_pair(xs, ++seed);
-        col2im(cols.cpu.data(), g, c0, oy0, oy1, dx.cpu);
-        col2im(cols.gpu.data(), g, c0, oy0, oy1, dx.gpu);
+        col2im(cols.cpu, g, c0, oy0, oy1, dx.cpu);
+        col2im(cols.gpu, g, c0, oy0, oy1, dx.gpu);
         // Each element sums at most ceil(size/stride)^2 entries, in any order.
         EXPECT_TRUE(all_close(dx.gpu, dx.cpu, 1e-5, 1e-6));
       }

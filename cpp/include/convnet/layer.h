@@ -39,8 +39,8 @@ struct Param {
 class Workspace {
  public:
   explicit Workspace(Device device) : device_(device) {}
-  // At least `floats` floats; contents undefined. Grows, never shrinks.
-  float* get(int64_t floats, int slot = 0);
+  // `floats` floats of slot `slot` (a flat view); contents undefined. Grows, never shrinks.
+  Tensor get(int64_t floats, int slot = 0);
   int64_t bytes() const;
 
  private:

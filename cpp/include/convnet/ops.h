@@ -62,17 +62,34 @@ struct LrnParams {
 
 // ---- dense linear algebra ----
 
-// C = alpha * op(A) * op(B) + beta * C, row-major, with leading dimensions. All on one device.
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc, const Device& device);
+// A matrix in a tensor's memory: `rows` x `cols`, row-major, consecutive rows `ld` floats apart,
+// the first element `offset` floats into the tensor. A block of a bigger matrix (one group's
+// filters, a chunk of output columns) is a Matrix of that matrix's tensor.
+struct Matrix {
+  Tensor tensor;
+  int64_t offset = 0;
+  int rows = 0, cols = 0, ld = 0;
+};
+// The whole of `t` as rows x cols (rows * cols must be its element count).
+Matrix matrix(const Tensor& t, int rows, int cols);
+// rows x cols of `t` from `offset` on, rows `ld` apart.
+Matrix matrix(const Tensor& t, int64_t offset, int rows, int cols, int ld);
+
+// C = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Checked: each matrix lies within
+// its tensor, the shapes fit, all three are on one device, and C overlaps neither A nor B. With
+// beta = 0, C's old contents are never read.
+void gemm(bool trans_a, bool trans_b, float alpha, const Matrix& a, const Matrix& b, float beta,
+          const Matrix& c);
 
 // ---- convolution pieces (whole batch, CHWN) ----
 
 // cols[(c, ky, kx), (oy - oy0, ox, n)] = x[c0 + c, oy*s - pad + ky, ox*s - pad + kx, n] (0 outside),
-// for c in [0, group_channels) and output rows oy in [oy0, oy1).
-void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols);
+// for c in [0, group_channels) and output rows oy in [oy0, oy1). `cols` holds at least
+// col_rows * (oy1 - oy0) * out_w * N floats (im2col_floats), on x's device, apart from x.
+int64_t im2col_floats(const ConvGeometry& g, int oy0, int oy1);
+void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& cols);
 // The adjoint of im2col: adds every column entry back into dx.
-void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx);
+void col2im(const Tensor& cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx);
 
 // ---- neurons and biases ----
 

@@ -5,7 +5,7 @@
 
 #include "convnet/error.h"
 #ifdef CONVNET_WITH_CUDA
-#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
 #endif
 
 namespace convnet {

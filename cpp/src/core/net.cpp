@@ -13,7 +13,7 @@
 #include "convnet/ops.h"
 #include "core/storage.h"
 #ifdef CONVNET_WITH_CUDA
-#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
 #endif
 
 namespace convnet {

@@ -2,9 +2,11 @@
 // the implementation of the tensors' device. Backends trust what reaches them.
 #include "convnet/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "convnet/error.h"
@@ -43,40 +45,69 @@ int64_t inner_of(const Tensor& t) { return t.numel() / t.dim(0); }
 
 }  // namespace
 
-// Run backend function `fn` with `args` on the backend of `tensor`'s device (made current first).
+// Run backend function `fn` with `args` on the backend of `tensor`'s device (made current first);
+// CONVNET_DISPATCH_VALUE is the same as an expression, for functions that return a value. The
+// two backends declare each function with the same arguments (cpu/cpu_ops.h, cuda/cuda_ops.h).
 #ifdef CONVNET_WITH_CUDA
-#define CONVNET_DISPATCH(tensor, fn, ...)           \
-  do {                                              \
-    if ((tensor).device().is_cpu()) {               \
-      cpu::fn(__VA_ARGS__);                         \
-    } else {                                        \
-      cuda::set_device((tensor).device().index);    \
-      cuda::fn(__VA_ARGS__);                        \
-    }                                               \
-  } while (0)
+#define CONVNET_DISPATCH_VALUE(tensor, fn, ...)                               \
+  ((tensor).device().is_cpu() ? cpu::fn(__VA_ARGS__)                          \
+                              : (cuda::set_device((tensor).device().index), \
+                                 cuda::fn(__VA_ARGS__)))
 #else
-#define CONVNET_DISPATCH(tensor, fn, ...)           \
-  do {                                              \
-    if ((tensor).device().is_cpu()) {               \
-      cpu::fn(__VA_ARGS__);                         \
-    } else {                                        \
-      cuda_missing(#fn);                            \
-    }                                               \
-  } while (0)
+#define CONVNET_DISPATCH_VALUE(tensor, fn, ...)         \
+  ((tensor).device().is_cpu() ? cpu::fn(__VA_ARGS__)    \
+                              : (cuda_missing(#fn), decltype(cpu::fn(__VA_ARGS__))()))
 #endif
+#define CONVNET_DISPATCH(tensor, fn, ...) (void)CONVNET_DISPATCH_VALUE(tensor, fn, __VA_ARGS__)
 
-void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc, const Device& device) {
-  if (device.is_cpu()) {
-    cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else {
-#ifdef CONVNET_WITH_CUDA
-    cuda::set_device(device.index);
-    cuda::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#else
-    cuda_missing("gemm");
-#endif
-  }
+Matrix matrix(const Tensor& t, int rows, int cols) {
+  CONVNET_CHECK(t.defined() && int64_t(rows) * cols == t.numel(), "matrix: ", rows, " x ", cols,
+                " of a tensor of ", t.defined() ? shape_str(t.shape()) : "nothing");
+  return {t, 0, rows, cols, cols};
+}
+
+Matrix matrix(const Tensor& t, int64_t offset, int rows, int cols, int ld) {
+  return {t, offset, rows, cols, ld};
+}
+
+namespace {
+
+// The memory a matrix spans, [first, last) in floats of its device; empty for an empty matrix.
+std::pair<const float*, const float*> span_of(const char* op, const char* name, const Matrix& x) {
+  CONVNET_CHECK(x.tensor.defined(), op, ": ", name, " has no tensor");
+  CONVNET_CHECK(x.offset >= 0 && x.rows >= 0 && x.cols >= 0 && x.ld >= std::max(1, x.cols), op,
+                ": ", name, " is ", x.rows, " x ", x.cols, " at offset ", x.offset, " with ld ", x.ld);
+  const int64_t extent = x.rows == 0 || x.cols == 0 ? 0 : int64_t(x.rows - 1) * x.ld + x.cols;
+  CONVNET_CHECK(x.offset + extent <= x.tensor.numel(), op, ": ", name, " (", x.rows, " x ", x.cols,
+                ", ld ", x.ld, ", offset ", x.offset, ") runs past its tensor of ",
+                x.tensor.numel(), " elements");
+  const float* first = x.tensor.data() + x.offset;
+  return {first, first + extent};
+}
+
+void apart(const char* op, const char* a_name, std::pair<const float*, const float*> a,
+           const char* b_name, std::pair<const float*, const float*> b) {
+  CONVNET_CHECK(a.first == a.second || b.first == b.second || a.second <= b.first ||
+                    b.second <= a.first,
+                op, ": ", a_name, " and ", b_name, " share memory");
+}
+
+}  // namespace
+
+void gemm(bool ta, bool tb, float alpha, const Matrix& a, const Matrix& b, float beta,
+          const Matrix& c) {
+  const auto sa = span_of("gemm", "A", a), sb = span_of("gemm", "B", b), sc = span_of("gemm", "C", c);
+  same_device("gemm", a.tensor, b.tensor);
+  same_device("gemm", a.tensor, c.tensor);
+  const int m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
+  const int kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
+  CONVNET_CHECK(k == kb && c.rows == m && c.cols == n, "gemm: op(A) is ", m, " x ", k, ", op(B) ",
+                kb, " x ", n, ", C ", c.rows, " x ", c.cols);
+  apart("gemm", "C", sc, "A", sa);
+  apart("gemm", "C", sc, "B", sb);
+  Tensor out = c.tensor;  // a handle: C is written through it
+  CONVNET_DISPATCH(out, gemm, ta, tb, m, n, k, alpha, sa.first, a.ld, sb.first, b.ld, beta,
+                   out.data() + c.offset, c.ld);
 }
 
 static void check_conv_input(const char* op, const Tensor& x, const ConvGeometry& g, int c0,
@@ -91,14 +122,31 @@ static void check_conv_input(const char* op, const Tensor& x, const ConvGeometry
                 ") out of range [0, ", g.out_h, ")");
 }
 
-void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, float* cols) {
-  check_conv_input("im2col", x, g, c0, oy0, oy1);
-  CONVNET_DISPATCH(x, im2col, x.data(), g, c0, oy0, oy1, cols);
+int64_t im2col_floats(const ConvGeometry& g, int oy0, int oy1) {
+  return g.col_rows() * int64_t(oy1 - oy0) * g.out_w * g.batch;
 }
 
-void col2im(const float* cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx) {
+// The column buffer of im2col / col2im: big enough, on the activation's device, apart from it.
+static void check_columns(const char* op, const Tensor& cols, const Tensor& x, const ConvGeometry& g,
+                          int oy0, int oy1) {
+  CONVNET_CHECK(cols.defined() && cols.numel() >= im2col_floats(g, oy0, oy1), op, ": the column ",
+                "buffer holds ", cols.defined() ? cols.numel() : 0, " floats, ",
+                im2col_floats(g, oy0, oy1), " needed");
+  same_device(op, cols, x);
+  apart(op, "the columns", {cols.data(), cols.data() + cols.numel()}, "the activation",
+        {x.data(), x.data() + x.numel()});
+}
+
+void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& cols) {
+  check_conv_input("im2col", x, g, c0, oy0, oy1);
+  check_columns("im2col", cols, x, g, oy0, oy1);
+  CONVNET_DISPATCH(x, im2col, x.data(), g, c0, oy0, oy1, cols.data());
+}
+
+void col2im(const Tensor& cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx) {
   check_conv_input("col2im", dx, g, c0, oy0, oy1);
-  CONVNET_DISPATCH(dx, col2im, cols, g, c0, oy0, oy1, dx.data());
+  check_columns("col2im", cols, dx, g, oy0, oy1);
+  CONVNET_DISPATCH(dx, col2im, cols.data(), g, c0, oy0, oy1, dx.data());
 }
 
 void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron) {
@@ -195,6 +243,8 @@ void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, co
   CONVNET_CHECK(dx.data() != x.data() && dx.data() != y.data() && dx.data() != denom.data() &&
                     dx.data() != dpooled.data(),
                 op, ": dx may not share memory with x, y, denom or dpooled");
+  // The one op whose backends differ in kind: the CPU composes its two primitives through
+  // `scratch`; a GPU gathers the pooling gradient inside the LRN kernel (cuda/lrn_pool.cu).
   if (x.device().is_cpu()) {
     same_shape(op, y, scratch);
     for (const Tensor* t : {&x, &y, &denom, &dpooled, static_cast<const Tensor*>(&dx)})
@@ -257,19 +307,11 @@ void softmax_cost_forward(const Tensor& logits, const Tensor& labels, Tensor& pr
                 "view at an odd offset)");
   double* case_cost = reinterpret_cast<double*>(cases.data());
   int32_t* case_flags = reinterpret_cast<int32_t*>(cases.data() + 2 * int64_t(N));
-  if (logits.device().is_cpu()) {
-    check_labels("softmax_cost", labels, logits.dim(0));
-    cpu::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0), N,
-                              case_cost, case_flags);
-    return;
-  }
-#ifdef CONVNET_WITH_CUDA
-  cuda::set_device(logits.device().index);
-  cuda::softmax_cost_forward(logits.data(), labels.data(), probs.data(), logits.dim(0), N,
-                             case_cost, case_flags);
-#else
-  cuda_missing("softmax_cost_forward");
-#endif
+  // The host checks the labels it has at hand; a GPU kernel flags a bad one (see cost_stats)
+  // rather than make the pass wait for the host.
+  if (logits.device().is_cpu()) check_labels("softmax_cost", labels, logits.dim(0));
+  CONVNET_DISPATCH(logits, softmax_cost_forward, logits.data(), labels.data(), probs.data(),
+                   logits.dim(0), N, case_cost, case_flags);
 }
 
 CostStats cost_stats(const Tensor& cases, const Tensor& labels, int classes) {
@@ -358,13 +400,7 @@ void axpby(float scale, const Tensor& src, Tensor& dst, bool accumulate) {
 
 double sum_squares(const Tensor& x) {
   CONVNET_CHECK(x.defined(), "sum_squares: undefined tensor");
-  if (x.device().is_cpu()) return cpu::sum_squares(x.data(), x.numel());
-#ifdef CONVNET_WITH_CUDA
-  cuda::set_device(x.device().index);
-  return cuda::sum_squares(x.data(), x.numel());
-#else
-  cuda_missing("sum_squares");
-#endif
+  return CONVNET_DISPATCH_VALUE(x, sum_squares, x.data(), x.numel());
 }
 
 double sum_squares(const std::vector<const Tensor*>& xs) {
@@ -373,23 +409,13 @@ double sum_squares(const std::vector<const Tensor*>& xs) {
     CONVNET_CHECK(x && x->defined(), "sum_squares: undefined tensor");
     same_device("sum_squares", *xs[0], *x);
   }
-  if (xs[0]->device().is_cpu()) {
-    double total = 0;
-    for (const Tensor* x : xs) total += cpu::sum_squares(x->data(), x->numel());
-    return total;
-  }
-#ifdef CONVNET_WITH_CUDA
-  cuda::set_device(xs[0]->device().index);
   std::vector<const float*> data;
   std::vector<int64_t> counts;
   for (const Tensor* x : xs) {
     data.push_back(x->data());
     counts.push_back(x->numel());
   }
-  return cuda::sum_squares(data, counts);
-#else
-  cuda_missing("sum_squares");
-#endif
+  return CONVNET_DISPATCH_VALUE(*xs[0], sum_squares, data, counts);
 }
 
 }  // namespace convnet

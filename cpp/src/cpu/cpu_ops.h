@@ -3,6 +3,7 @@
 // parallel with OpenMP; GEMM is OpenBLAS (CBLAS). Each .cpp in this folder holds one op family.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "convnet/ops.h"
 
@@ -72,6 +73,8 @@ void adamw_update(float* w, const float* grad, float* m, float* v, int64_t n, fl
 void axpby(float scale, const float* src, float* dst, int64_t n, bool accumulate);
 void fill(float* dst, int64_t n, float value);
 double sum_squares(const float* x, int64_t n);
+// The sum over several arrays (xs[i] holds ns[i] floats), adding each one's sum in order.
+double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_t>& ns);
 void copy(const float* src, float* dst, int64_t n);
 
 }  // namespace convnet::cpu

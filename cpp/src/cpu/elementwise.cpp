@@ -65,4 +65,10 @@ double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
+double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_t>& ns) {
+  double total = 0;
+  for (size_t t = 0; t < xs.size(); ++t) total += sum_squares(xs[t], ns[t]);
+  return total;
+}
+
 }  // namespace convnet::cpu

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "cuda/check.h"
-#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
 
 namespace convnet::cuda {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "cuda/check.h"
-#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
 #include "cuda/graph_nodes.h"
 
 namespace convnet::cuda {

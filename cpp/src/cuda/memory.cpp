@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cuda/check.h"
-#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
 
 // Under cuda_emu (tests/cuda_emu) device memory is host memory. In an AddressSanitizer build of
 // it, the unused tail of each block and every released block are poisoned, so a kernel that runs

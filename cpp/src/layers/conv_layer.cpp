@@ -66,10 +66,11 @@ class ConvLayer : public Layer {
       const int oy1 = std::min(g_.out_h, oy0 + chunk_rows_);
       const int64_t cols_n = int64_t(oy1 - oy0) * g_.out_w * g_.batch;
       for (int grp = 0; grp < g_.groups; ++grp) {
-        const float* cols = columns(x, grp, oy0, oy1, 0);
-        gemm(false, false, fg, int(cols_n), int(k), 1.f, w.data() + grp * fg * k, int(k), cols,
-             int(cols_n), 0.f, out.data() + grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch,
-             int(ohwn), device_);
+        // out[group's filters, chunk's columns] = W_g * cols
+        gemm(false, false, 1.f, matrix(w, grp * fg * k, fg, int(k), int(k)),
+             columns(x, grp, oy0, oy1, 0), 0.f,
+             matrix(out, grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch, fg, int(cols_n),
+                    int(ohwn)));
       }
     }
     bias_neuron_forward(out, has_bias_ ? params_[1].value : Tensor(), neuron_);
@@ -98,20 +99,18 @@ class ConvLayer : public Layer {
       const int oy1 = std::min(g_.out_h, oy0 + chunk_rows_);
       const int64_t cols_n = int64_t(oy1 - oy0) * g_.out_w * g_.batch;
       for (int grp = 0; grp < g_.groups; ++grp) {
-        const float* dy = dpre.data() + grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch;
-        const float* cols = columns(x, grp, oy0, oy1, 0);
+        const Matrix dy = matrix(dpre, grp * fg * ohwn + int64_t(oy0) * g_.out_w * g_.batch, fg,
+                                 int(cols_n), int(ohwn));
         // dW_g (+)= dY_g,chunk * cols^T
-        gemm(false, true, fg, int(k), int(cols_n), 1.f, dy, int(ohwn), cols, int(cols_n),
-             oy0 == 0 ? 0.f : 1.f, dw.data() + grp * fg * k, int(k), device_);
+        gemm(false, true, 1.f, dy, columns(x, grp, oy0, oy1, 0), oy0 == 0 ? 0.f : 1.f,
+             matrix(dw, grp * fg * k, fg, int(k), int(k)));
         if (!need_dx) continue;
-        const float* wg = w.data() + grp * fg * k;
+        const Matrix wg = matrix(w, grp * fg * k, fg, int(k), int(k));
         if (direct_) {  // dx_g += W_g^T dY_g, straight into the input gradient
-          gemm(true, false, int(k), int(cols_n), fg, 1.f, wg, int(k), dy, int(ohwn), 1.f,
-               dx.data() + grp * k * cols_n, int(cols_n), device_);
+          gemm(true, false, 1.f, wg, dy, 1.f, matrix(dx, grp * k * cols_n, int(k), int(cols_n), int(cols_n)));
         } else {
-          float* dcols = workspace_->get(k * cols_n, 1);
-          gemm(true, false, int(k), int(cols_n), fg, 1.f, wg, int(k), dy, int(ohwn), 0.f, dcols,
-               int(cols_n), device_);
+          Tensor dcols = workspace_->get(k * cols_n, 1);
+          gemm(true, false, 1.f, wg, dy, 0.f, matrix(dcols, int(k), int(cols_n)));
           col2im(dcols, g_, grp * g_.group_channels(), oy0, oy1, dx);
         }
       }
@@ -131,13 +130,14 @@ class ConvLayer : public Layer {
       djoined_ = Tensor(joined_.shape(), device_);
     return djoined_;
   }
-  // The column matrix of group `grp` for output rows [oy0, oy1).
-  const float* columns(const Tensor& x, int grp, int oy0, int oy1, int slot) {
+  // The column matrix of group `grp` for output rows [oy0, oy1): col_rows x (rows' columns).
+  Matrix columns(const Tensor& x, int grp, int oy0, int oy1, int slot) {
     const int c0 = grp * g_.group_channels();
-    if (direct_) return x.data() + int64_t(c0) * g_.height * g_.width * g_.batch;
-    float* cols = workspace_->get(g_.col_rows() * (oy1 - oy0) * g_.out_w * g_.batch, slot);
+    const int rows = int(g_.col_rows()), n = int(im2col_floats(g_, oy0, oy1) / rows);
+    if (direct_) return matrix(x, int64_t(c0) * g_.height * g_.width * g_.batch, rows, n, n);
+    Tensor cols = workspace_->get(im2col_floats(g_, oy0, oy1), slot);
     im2col(x, g_, c0, oy0, oy1, cols);
-    return cols;
+    return matrix(cols, rows, n);
   }
 
   ConvGeometry g_;

@@ -37,8 +37,7 @@ class FcLayer : public Layer {
 
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
     const Tensor& x = input(in);
-    gemm(false, false, outputs_, batch_, inputs_, 1.f, params_[0].value.data(), inputs_, x.data(),
-         batch_, 0.f, out.data(), batch_, device_);
+    gemm(false, false, 1.f, weights(params_[0].value), cases(x, inputs_), 0.f, cases(out, outputs_));
     bias_neuron_forward(out, has_bias_ ? params_[1].value : Tensor(), neuron_);
   }
 
@@ -49,25 +48,28 @@ class FcLayer : public Layer {
     if (has_bias_) bias_backward(dpre, params_[1].grad, false);
     const Tensor& x = in.size() == 1 ? in[0] : joined_;
     // dW = dY * x^T
-    gemm(false, true, outputs_, inputs_, batch_, 1.f, dpre.data(), batch_, x.data(), batch_, 0.f,
-         params_[0].grad.data(), inputs_, device_);
+    gemm(false, true, 1.f, cases(dpre, outputs_), cases(x, inputs_), 0.f, weights(params_[0].grad));
     bool need_dx = false;
     for (const Tensor& d : din) need_dx = need_dx || d.defined();
     if (!need_dx) return;
     // dx = W^T * dY
     if (in.size() == 1) {
-      gemm(true, false, inputs_, batch_, outputs_, 1.f, params_[0].value.data(), inputs_,
-           dpre.data(), batch_, accumulate[0] ? 1.f : 0.f, din[0].data(), batch_, device_);
+      gemm(true, false, 1.f, weights(params_[0].value), cases(dpre, outputs_),
+           accumulate[0] ? 1.f : 0.f, cases(din[0], inputs_));
       return;
     }
     if (!djoined_.defined() || djoined_.shape() != joined_.shape())
       djoined_ = Tensor(joined_.shape(), device_);
-    gemm(true, false, inputs_, batch_, outputs_, 1.f, params_[0].value.data(), inputs_,
-         dpre.data(), batch_, 0.f, djoined_.data(), batch_, device_);
+    gemm(true, false, 1.f, weights(params_[0].value), cases(dpre, outputs_), 0.f,
+         cases(djoined_, inputs_));
     split_gradient(djoined_, in, din, accumulate);
   }
 
  private:
+  // The weights (or their gradient) as outputs x inputs, an activation as rows x cases.
+  Matrix weights(const Tensor& w) const { return matrix(w, outputs_, inputs_); }
+  Matrix cases(const Tensor& a, int rows) const { return matrix(a, rows, batch_); }
+
   const Tensor& input(const std::vector<Tensor>& in) {
     if (in.size() == 1) return in[0];
     if (!joined_.defined()) joined_ = Tensor({inputs_, 1, 1, batch_}, device_);

@@ -9,11 +9,11 @@
 
 namespace convnet {
 
-float* Workspace::get(int64_t floats, int slot) {
+Tensor Workspace::get(int64_t floats, int slot) {
   if (slot >= static_cast<int>(slots_.size())) slots_.resize(slot + 1);
   Tensor& t = slots_[slot];
   if (!t.defined() || t.numel() < floats) t = Tensor({static_cast<int>(floats)}, device_);
-  return t.data();
+  return t.view(0, {static_cast<int>(floats)});
 }
 
 int64_t Workspace::bytes() const {
