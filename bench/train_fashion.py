@@ -31,6 +31,8 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 # PyTorch: the same network and training rule (runs under --torch-python).
 # ---------------------------------------------------------------------------------------------
 def read_idx(path: str) -> np.ndarray:
+    # Its own few lines, not convnet.datasets.read_idx: this runs under --torch-python, where
+    # convnet is not installed.
     with gzip.open(path, "rb") as f:
         raw = f.read()
     dims = raw[3]

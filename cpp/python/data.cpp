@@ -1,5 +1,8 @@
 // Bindings for the data pipeline: sources, statistics, augmentation, batches. Batches stay C++
 // tensors (CHWN) on their way into a Net; numpy copies (NCHW) are made only when asked for.
+#include <cstring>
+#include <map>
+
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -54,6 +57,15 @@ void bind_data(py::module_& m) {
              return py::make_tuple(out, label);
            }, py::arg("index"), "Example `index` as (C x H x W float32 in [0, 255], label).");
 
+  m.def("read_idx", [](const std::string& path) {
+          IdxArray a = read_idx(path);
+          const std::map<int, const char*> dtypes = {{0x08, "uint8"}, {0x09, "int8"}, {0x0B, "int16"},
+                                                     {0x0C, "int32"}, {0x0D, "float32"}, {0x0E, "float64"}};
+          std::vector<py::ssize_t> shape(a.dims.begin(), a.dims.end());
+          py::array out(py::dtype(dtypes.at(a.type)), shape);
+          std::memcpy(out.mutable_data(), a.data.data(), a.data.size());
+          return out;
+        }, py::arg("path"), "An IDX file (gzip or raw, any IDX type) as a numpy array.");
   m.def("idx_source", &idx_source, py::arg("images"), py::arg("labels"));
   m.def("folder_source", &folder_source, py::arg("root"), py::arg("size") = 256);
   m.def("image_files_source", &image_files_source, py::arg("paths"), py::arg("size") = 256);
@@ -106,6 +118,9 @@ void bind_data(py::module_& m) {
              return out;
            });
 
+  // The defaults are PipelineOptions' and AugmentOptions' own (the Python wrapper passes only
+  // what its caller gave).
+  const PipelineOptions d;
   py::class_<Pipeline>(m, "Pipeline")
       .def(py::init([](std::shared_ptr<DataSource> source, int batch, bool shuffle, bool train,
                        bool drop_last, uint64_t seed, int workers, int prefetch, int crop,
@@ -128,12 +143,14 @@ void bind_data(py::module_& m) {
                                       subtract_mean_image, mean_value, scale);
              return std::make_unique<Pipeline>(std::move(source), o, stats);
            }),
-           py::arg("source"), py::arg("batch") = 128, py::arg("shuffle") = true,
-           py::arg("train") = true, py::arg("drop_last") = false, py::arg("seed") = 1,
-           py::arg("workers") = 2, py::arg("prefetch") = 4, py::arg("crop") = 0,
-           py::arg("random_crop") = true, py::arg("mirror") = true, py::arg("pca_std") = 0.f,
-           py::arg("pca_rescale") = false, py::arg("subtract_mean_image") = false, py::arg("mean_value") = 0.f,
-           py::arg("scale") = 1.f, py::arg("stats") = DataStats{}, py::arg("pinned") = false)
+           py::arg("source"), py::arg("batch") = d.batch, py::arg("shuffle") = d.shuffle,
+           py::arg("train") = d.train, py::arg("drop_last") = d.drop_last, py::arg("seed") = d.seed,
+           py::arg("workers") = d.workers, py::arg("prefetch") = d.prefetch, py::arg("crop") = d.augment.crop,
+           py::arg("random_crop") = d.augment.random_crop, py::arg("mirror") = d.augment.mirror,
+           py::arg("pca_std") = d.augment.pca_std, py::arg("pca_rescale") = d.augment.pca_rescale,
+           py::arg("subtract_mean_image") = d.augment.subtract_mean_image,
+           py::arg("mean_value") = d.augment.mean_value, py::arg("scale") = d.augment.scale,
+           py::arg("stats") = DataStats{}, py::arg("pinned") = d.pinned_memory)
       .def("next", [](Pipeline& p) -> py::object {
              auto b = std::make_unique<Batch>();
              bool ok;

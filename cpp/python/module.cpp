@@ -10,8 +10,10 @@
 #include "convnet/device.h"
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
+#include "convnet/job.h"
 #include "convnet/net.h"
 #include "convnet/solver.h"
+#include "convnet/trainer.h"
 #include "cpu/cpu_ops.h"
 
 namespace py = pybind11;
@@ -77,10 +79,11 @@ py::dict report_dict(const CostReport& r) {
 
 std::unique_ptr<Net> make_net(const std::string& model_json, const std::vector<std::string>& devices,
                               uint64_t seed, const std::string& math) {
-  std::vector<Device> devs;
-  for (const auto& d : devices) devs.push_back(Device::parse(d));
   const MathMode mode = parse_math_mode(math);
-  auto net = std::make_unique<Net>(ModelSpec::from_json(model_json), devs, seed);
+  const ModelSpec spec = ModelSpec::from_json(model_json);
+  std::string text;  // the commands' --device form: one device for all, or one per logical device
+  for (const auto& d : devices) text += (text.empty() ? "" : ",") + d;
+  auto net = std::make_unique<Net>(spec, text.empty() ? std::vector<Device>{} : parse_devices(text, spec), seed);
   net->set_math_mode(mode);
   return net;
 }
@@ -168,6 +171,15 @@ PYBIND11_MODULE(_core, m) {
              }
              return report_dict(r);
            })
+      .def("train_step", [](Net& net, float lr_scale) {
+             CostReport r;
+             {
+               py::gil_scoped_release release;
+               r = train_step(net, lr_scale);
+             }
+             return report_dict(r);
+           }, py::arg("lr_scale") = 1.f,
+           "forward and backward, the cost checked (DivergenceError, parameters untouched), the update.")
       .def_property("cuda_graph", &Net::cuda_graph, &Net::set_cuda_graph)
       .def_property_readonly("cuda_graph_nodes", &Net::cuda_graph_nodes)
       .def_property("fusion", &Net::fusion, &Net::set_fusion)

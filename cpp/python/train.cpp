@@ -5,6 +5,7 @@
 #include "bindings.h"
 #include "convnet/checkpoint.h"
 #include "convnet/dataset.h"
+#include "convnet/job.h"
 #include "convnet/trainer.h"
 
 namespace py = pybind11;
@@ -88,11 +89,146 @@ std::function<bool(const Event&)> callback(py::object fn, py::dict (*convert)(co
   };
 }
 
+// Python callables (or None) as a trainer's callbacks.
+void set_callbacks(Trainer& t, py::object on_batch, py::object on_test, py::object on_epoch) {
+  t.on_batch = callback<BatchEvent>(on_batch, &batch_event);
+  auto test_cb = callback<TestEvent>(on_test, &test_event);
+  t.on_test = test_cb ? [test_cb](const TestEvent& e) { test_cb(e); } : std::function<void(const TestEvent&)>{};
+  t.on_epoch = callback<EpochEvent>(on_epoch, &epoch_event);
+}
+
+py::dict run_trainer(Trainer& t) {
+  Trainer::Result r;
+  {
+    py::gil_scoped_release release;
+    r = t.run();
+  }
+  py::dict d;
+  d["epochs_done"] = r.epochs_done;
+  d["step"] = r.step;
+  d["train"] = metrics_dict(r.train);
+  d["test"] = r.test.examples ? py::object(metrics_dict(r.test)) : py::object(py::none());
+  d["stopped"] = r.stopped;
+  d["last_checkpoint"] = r.last_checkpoint;
+  d["elapsed_s"] = r.elapsed_s;
+  return d;
+}
+
+// A Python progress(done, total) callable (or None) for C++, taking the GIL for each call.
+std::function<void(int64_t, int64_t)> progress_callback(py::object progress) {
+  if (progress.is_none()) return {};
+  return [progress](int64_t done, int64_t total) {
+    py::gil_scoped_acquire gil;
+    progress(done, total);
+  };
+}
+
 // The Trainer with its pipelines kept alive by the Python objects that own them.
 struct PyTrainer {
   std::unique_ptr<Trainer> trainer;
   py::object net, train, test;  // keep-alive
 };
+
+void bind_job(py::module_& m) {
+  m.def("job_options", [] {
+    py::list out;
+    for (const JobOption& o : job_options()) {
+      py::dict d;
+      d["name"] = o.name;
+      d["aliases"] = o.aliases;
+      d["value"] = o.value;
+      d["default"] = o.fallback;
+    d["help"] = o.help;
+      d["repeatable"] = o.repeatable;
+      d["bare"] = o.bare;
+      out.append(d);
+    }
+    return out;
+  }, "The training job's options (convnet/job.h): name, cuda-convnet2 aliases, value placeholder "
+     "(empty for a flag), default as text, help, repeatable, and the value when given bare.");
+
+  py::class_<DataOptions>(m, "DataOptions")
+      .def(py::init<>())
+      .def_readwrite("data", &DataOptions::data)
+      .def_readwrite("image_size", &DataOptions::image_size)
+      .def_readwrite("crop", &DataOptions::crop)
+      .def_readwrite("mirror", &DataOptions::mirror)
+      .def_readwrite("pca_std", &DataOptions::pca_std)
+      .def_readwrite("pca_rescale", &DataOptions::pca_rescale)
+      .def_readwrite("mean", &DataOptions::mean)
+      .def_readwrite("scale", &DataOptions::scale)
+      .def_readwrite("stats_sample", &DataOptions::stats_sample)
+      .def_readwrite("stats_path", &DataOptions::stats_path);
+
+  py::class_<JobOptions>(m, "JobOptions")
+      .def(py::init(&JobOptions::parse), py::arg("args"),
+           "Reads [(option, value)] pairs as the commands take them (names, aliases and defaults: job_options()).")
+      .def_readonly("data", &JobOptions::data)
+      .def_readonly("print_every", &JobOptions::print_every)
+      .def_readonly("quiet", &JobOptions::quiet)
+      .def_readonly("multiview_test", &JobOptions::multiview_test)
+      .def_readonly("device", &JobOptions::device)
+      .def_readonly("batch", &JobOptions::batch)
+      .def_property_readonly("epochs", [](const JobOptions& o) { return o.trainer.epochs; })
+      .def_property_readonly("save_dir", [](const JobOptions& o) { return o.trainer.save_dir; })
+      .def_property_readonly("log_path", [](const JobOptions& o) { return o.trainer.log_path; });
+
+  py::class_<RunData, std::shared_ptr<RunData>>(m, "RunData")
+      .def(py::init([](const DataOptions& o, py::object progress) {
+             const auto report = progress_callback(progress);
+             py::gil_scoped_release release;
+             return std::make_shared<RunData>(o, report);
+           }), py::arg("options"), py::arg("progress") = py::none())
+      .def_static("of_run", [](py::object run, const std::string& data) {
+             return std::make_shared<RunData>(RunData::of_run(python_to_json(run), data));
+           }, py::arg("run_info"), py::arg("data") = "")
+      .def_property_readonly("options", &RunData::options)
+      .def_property_readonly("train_source", [](const RunData& r) { return r.dataset().train; })
+      .def_property_readonly("test_source", [](const RunData& r) { return r.dataset().test; })
+      .def_property_readonly("description", [](const RunData& r) { return r.dataset().description; })
+      .def_property_readonly("stats", &RunData::stats)
+      .def_property_readonly("mean_value", &RunData::mean_value)
+      .def_property_readonly("scale", &RunData::scale)
+      .def_property_readonly("channels", &RunData::channels)
+      .def_property_readonly("input_size", &RunData::input_size)
+      .def_property_readonly("classes", &RunData::classes)
+      .def("class_names", &RunData::class_names)
+      .def("pipeline", [](const RunData& r, bool train, int batch, uint64_t seed, int workers, bool pinned) {
+             return std::make_unique<Pipeline>(train ? r.dataset().train : r.dataset().test,
+                                               r.pipeline_options(train, batch, seed, workers, pinned), r.stats());
+           }, py::arg("train"), py::arg("batch"), py::arg("seed") = 1, py::arg("workers") = 2,
+           py::arg("pinned") = false, py::keep_alive<0, 1>())
+      .def("info", [](const RunData& r) { return json_to_python(r.info()); });
+
+  py::class_<Job>(m, "Job")
+      .def(py::init([](const std::string& model_json, std::shared_ptr<RunData> data, const JobOptions& o) {
+             const ModelSpec spec = ModelSpec::from_json(model_json);
+             py::gil_scoped_release release;
+             return std::make_unique<Job>(spec, std::move(data), o);
+           }), py::arg("model_json"), py::arg("data"), py::arg("options"))
+      .def_property_readonly("net", &Job::net, py::return_value_policy::reference_internal)
+      .def_property_readonly("test_pipeline", &Job::test_pipeline, py::return_value_policy::reference_internal)
+      .def_property_readonly("resumed_from", &Job::resumed_from)
+      .def_property_readonly("resume_notes", &Job::resume_notes)
+      .def_property_readonly("description", &Job::description)
+      .def("set_callbacks", [](Job& j, py::object on_batch, py::object on_test, py::object on_epoch) {
+             set_callbacks(j.trainer(), on_batch, on_test, on_epoch);
+           }, py::arg("on_batch") = py::none(), py::arg("on_test") = py::none(),
+           py::arg("on_epoch") = py::none())
+      .def("run", [](Job& j) { return run_trainer(j.trainer()); })
+      .def("multiview_test", [](Job& j, py::object progress) {
+             const auto report = progress_callback(progress);
+             Metrics r;
+             {
+               py::gil_scoped_release release;
+               r = j.multiview_test(report);
+             }
+             return metrics_dict(r);
+           }, py::arg("progress") = py::none());
+
+  m.attr("FASHION_MNIST_CLASSES") = fashion_mnist_classes();
+  m.attr("FASHION_MNIST_DIR") = std::string(kFashionMnistDir);
+}
 
 }  // namespace
 
@@ -107,6 +243,7 @@ void bind_train(py::module_& m) {
       .def_property_readonly("text", &Schedule::text)
       .def("__repr__", [](const Schedule& s) { return "Schedule('" + s.text() + "')"; });
 
+  const TrainerOptions d;  // the defaults are TrainerOptions' own
   py::class_<PyTrainer>(m, "Trainer")
       .def(py::init([](py::object net_obj, py::object train_obj, py::object test_obj, int epochs,
                        int test_every, int test_batches,
@@ -136,38 +273,21 @@ void bind_train(py::module_& m) {
              t->test = test_obj;
              return t;
            }),
-           py::arg("net"), py::arg("train"), py::arg("test"), py::arg("epochs"),
-           py::arg("test_every") = 0, py::arg("test_batches") = 0,
+           py::arg("net"), py::arg("train"), py::arg("test"), py::arg("epochs") = d.epochs,
+           py::arg("test_every") = d.test_every, py::arg("test_batches") = d.test_batches,
            py::arg("schedules") = std::vector<std::pair<std::string, std::string>>{{"*", "constant"}},
-           py::arg("save_dir") = "", py::arg("save_every") = 0, py::arg("keep") = 3,
-           py::arg("log_path") = "", py::arg("max_grad_norm") = 0.0, py::arg("run_info") = py::none(),
-           py::arg("solver") = py::none())
+           py::arg("save_dir") = d.save_dir, py::arg("save_every") = d.save_every, py::arg("keep") = d.keep,
+           py::arg("log_path") = d.log_path, py::arg("max_grad_norm") = d.max_grad_norm,
+           py::arg("run_info") = py::none(), py::arg("solver") = py::none())
       .def("resume", [](PyTrainer& t, const std::string& path) { return t.trainer->resume(path); },
            py::arg("checkpoint_or_dir"))
       .def("set_callbacks", [](PyTrainer& t, py::object on_batch, py::object on_test, py::object on_epoch) {
-             t.trainer->on_batch = callback<BatchEvent>(on_batch, &batch_event);
-             auto test_cb = callback<TestEvent>(on_test, &test_event);
-             t.trainer->on_test = test_cb ? [test_cb](const TestEvent& e) { test_cb(e); }
-                                          : std::function<void(const TestEvent&)>{};
-             t.trainer->on_epoch = callback<EpochEvent>(on_epoch, &epoch_event);
+             set_callbacks(*t.trainer, on_batch, on_test, on_epoch);
            }, py::arg("on_batch") = py::none(), py::arg("on_test") = py::none(),
            py::arg("on_epoch") = py::none())
-      .def("run", [](PyTrainer& t) {
-             Trainer::Result r;
-             {
-               py::gil_scoped_release release;
-               r = t.trainer->run();
-             }
-             py::dict d;
-             d["epochs_done"] = r.epochs_done;
-             d["step"] = r.step;
-             d["train"] = metrics_dict(r.train);
-             d["test"] = r.test.examples ? py::object(metrics_dict(r.test)) : py::object(py::none());
-             d["stopped"] = r.stopped;
-             d["last_checkpoint"] = r.last_checkpoint;
-             d["elapsed_s"] = r.elapsed_s;
-             return d;
-           });
+      .def("run", [](PyTrainer& t) { return run_trainer(*t.trainer); });
+
+  bind_job(m);
 
   m.def("evaluate", [](Net& net, Pipeline& data, int max_batches) {
           Metrics r;
@@ -182,12 +302,7 @@ void bind_train(py::module_& m) {
                                  py::object progress) {
           const AugmentOptions a = make_augment(crop, false, false, 0.f, false, subtract_mean_image,
                                                 mean_value, scale);
-          std::function<void(int64_t, int64_t)> report;
-          if (!progress.is_none())
-            report = [progress](int64_t done, int64_t total) {
-              py::gil_scoped_acquire gil;
-              progress(done, total);
-            };
+          const auto report = progress_callback(progress);
           Metrics r;
           {
             py::gil_scoped_release release;

@@ -65,78 +65,69 @@ def devices_arg(text: str):
     return text.split(",") if "," in text else text
 
 
-def adam_betas_arg(text: str) -> tuple[float, float]:
-    parts = text.split(",")
-    try:
-        if len(parts) == 2:
-            return float(parts[0]), float(parts[1])
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"'{text}' is not two numbers B1,B2 (e.g. 0.9,0.999)")
-
-
-def parse_groups(items: list[str], default: str) -> list[tuple[str, str]]:
-    groups = []
-    for item in items or []:
-        prefix, sep, schedule = item.partition("=")
-        if not sep:
-            raise SystemExit(f"convnet: --group '{item}' is not PREFIX=SCHEDULE")
-        groups.append((prefix, schedule))
-    return groups + [("*", default)]
-
-
 # ---- train ----
-def cmd_train(a) -> int:
-    from .net import Net
-    from .train import DataPrep, Trainer
+def job_args(a) -> list[tuple[str, str]]:
+    """The job's options as given on the command line, (name, value) pairs for _core.JobOptions:
+    the ones not given are left to the engine's defaults."""
+    pairs = []
+    for o in _core.job_options():
+        value = getattr(a, o["name"].replace("-", "_"))
+        for v in value if isinstance(value, list) else [] if value is None else [value]:
+            pairs.append((o["name"], v))
+    return pairs
 
-    if a.threads:
-        _core.set_num_threads(a.threads)
-    prep = DataPrep(a.data, image_size=a.image_size, crop=a.crop, mirror=a.mirror,
-                    pca_std=a.pca_std, pca_rescale=a.pca_rescale, mean=a.mean, scale=a.scale)
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The training job's options, as the engine declares them (names, defaults, help): the
+    same table convnet-train reads, so the two commands take the same options."""
+    for o in _core.job_options():
+        default = f" (default {o['default']})" if o["value"] and o["default"] else ""
+        kw = dict(dest=o["name"].replace("-", "_"), default=None, help=o["help"] + default)
+        if not o["value"]:
+            kw.update(action="store_const", const="1")
+        elif o["repeatable"]:
+            kw.update(action="append", metavar=o["value"])
+        elif o["bare"]:
+            kw.update(nargs="?", const=o["bare"], metavar=o["value"])
+        else:
+            kw.update(metavar=o["value"])
+        parser.add_argument("--" + o["name"], **kw)
+
+
+def cmd_train(a) -> int:
+    from .data import Pipeline
+    from .train import DataPrep, ProgressBar, _run, prepare_job
+
+    options = _core.JobOptions(job_args(a))
+    prep = DataPrep._of_options(options.data)
     channels, size, _ = prep.shape
     model = resolve_model(a.model, prep.classes, channels, size, init=a.init)
-    net = Net(model, devices=devices_arg(a.device), seed=a.seed, math=a.math, cuda_graph=a.cuda_graph)
-    if a.lr is not None:
-        for name in net.param_names():
-            net.set_hyperparams(name, lr=a.lr)
-    train_pipe, test_pipe = prep.pipelines(a.batch, seed=a.seed, workers=a.workers)
-    log = a.log or (os.path.join(a.save_dir, "log.jsonl") if a.save_dir else None)
-    print(f"convnet train: {a.model} ({net.parameter_count:,} parameters) on {prep.description}; "
-          f"{len(prep.train_source):,} training and {len(prep.test_source):,} test images, batch {a.batch}, "
-          f"{a.epochs} epochs, device {a.device}, {_core.num_threads()} CPU threads", flush=True)
-    trainer = Trainer(net, train_pipe, test_pipe, epochs=a.epochs, schedule=parse_groups(a.group, a.schedule),
-                      test_every=a.test_every, test_batches=a.test_batches, save_dir=a.save_dir,
-                      save_every=a.save_every, keep=a.keep, log=log, max_grad_norm=a.max_grad_norm,
-                      progress="epochs" if a.quiet else True, run_info=dict(prep.info(), batch=a.batch),
-                      solver=a.solver, adam_betas=a.adam_betas, adam_eps=a.adam_eps)
-    if a.save_dir and _core.latest_checkpoint(a.save_dir) and not a.resume:
-        if not a.overwrite:
-            raise SystemExit(f"convnet train: {a.save_dir} holds checkpoints of an earlier run: --resume to "
-                             "continue it, --overwrite to start again, or another --save-dir")
-        clear_run(a.save_dir)
-    if a.resume:
-        if not a.save_dir and a.resume == "auto":
-            raise SystemExit("convnet: --resume needs --save-dir (or a checkpoint path)")
-        source = a.save_dir if a.resume == "auto" else a.resume
-        if a.resume != "auto" or _core.latest_checkpoint(source):
-            trainer.resume(source)
-            print(f"resumed from {source}", flush=True)
-    result = trainer.run()
+    job, net = prepare_job(model, prep, options)
+    if a.overwrite and options.save_dir:
+        clear_plots(options.save_dir)
+    if job.resumed_from:
+        print(f"resumed from {job.resumed_from} at step {net.step}", flush=True)
+    print(f"convnet train: {a.model} ({job.description})", flush=True)
+    progress = ProgressBar(every=options.print_every, batches=not options.quiet)
+    result = _run(job, [progress])
     test = result["test"]
     acc = f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}" if test else "no test was run"
     print(f"done: {result['epochs_done']} epochs, step {result['step']}, {result['elapsed_s']:.0f} s; {acc}"
           + (f"; checkpoint {result['last_checkpoint']}" if result["last_checkpoint"] else ""), flush=True)
-    if a.save_dir and not a.no_plots and log and os.path.exists(log):
-        write_plots(a.save_dir, log, net, test_pipe, prep.info()["class_names"])
+    if options.multiview_test:
+        m = job.multiview_test(None)
+        print(f"10-view test on {m['examples']} images: cost {m['cost']:.4f}  top-1 error {m['top1_error']:.4f}  "
+              f"top-5 error {m['top5_error']:.4f}  (accuracy {1 - m['top1_error']:.4f})", flush=True)
+    log = options.log_path
+    if options.save_dir and not a.no_plots and log and os.path.exists(log):
+        test_pipe = Pipeline._of_core(job.test_pipeline, prep.test_source)
+        write_plots(options.save_dir, log, net, test_pipe, prep.info()["class_names"])
     return 0
 
 
-def clear_run(run_dir: str) -> None:
-    """Removes an earlier run's checkpoints, log and plots (--overwrite)."""
-    for name in _core.list_checkpoints(run_dir):
-        os.remove(name)
-    for name in ("log.jsonl", "curves.png", "filters.png", "predictions.png"):
+def clear_plots(run_dir: str) -> None:
+    """Removes an earlier run's plots (--overwrite; the engine's job removed its checkpoints and log)."""
+    for name in ("curves.png", "filters.png", "predictions.png"):
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
@@ -178,13 +169,9 @@ def data_of_run(run: dict, spec: str | None = None):
     """The data a run trained on, read the way it read them (crop, mean, scale), or `spec`."""
     from .train import DataPrep
 
-    spec = spec or run.get("data")
-    if not spec:
+    if not (spec or run.get("data")):
         raise SystemExit("convnet: the checkpoint does not say which data it was trained on: give --data")
-    prep = DataPrep(spec, image_size=run.get("image_size", 256), crop=run.get("crop", 0),
-                    mean=run.get("mean", "scalar"), scale=run.get("scale", 1 / 255))
-    prep.mean_value = run.get("mean_value", prep.mean_value)  # the training set's, as trained
-    return prep
+    return DataPrep.of_run(run, spec)
 
 
 def cmd_test(a) -> int:
@@ -327,74 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convnet", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data_help = ("data set: 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder of IDX files, "
-                 "a folder with train/ and val/ class folders of JPEG/PNG images, or "
-                 "'generated[count=512;classes=4;channels=1;size=16]'")
+    data_help = next(o["help"] for o in _core.job_options() if o["name"] == "data")
 
     t = sub.add_parser("train", allow_abbrev=False, help="train a model on a data set",
                        description="Train a model (a JSON model file or a zoo name) with momentum SGD "
                                    "(or --solver nesterov, adamw).")
     t.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
-    t.add_argument("--data", default="fashion-mnist", help=data_help + " (default fashion-mnist)")
-    t.add_argument("--epochs", type=int, default=10, help="epochs to train (default 10)")
-    t.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
-    t.add_argument("--lr", type=float, help="base learning rate of every layer (default: the model's epsW/epsB)")
-    t.add_argument("--schedule", default="constant",
-                   help="learning-rate schedule for every layer: constant, step[every=E;factor=F], "
-                        "exp[tgtFactor=T], dexp[tgtFactor=T;numSteps=N], linear[tgtFactor=T], "
-                        "plateau[factor=0.1;patience=2;threshold=0;maxDrops=3]; any takes warmup=E "
-                        "(default constant: the model's epsW/epsB)")
-    t.add_argument("--group", action="append", metavar="PREFIX=SCHEDULE",
-                   help="a schedule for the layers whose names start with PREFIX (repeatable; "
-                        "first match wins, --schedule covers the rest)")
-    t.add_argument("--test-every", type=int, default=0, help="test every N batches too (default: each epoch's end)")
-    t.add_argument("--test-batches", type=int, default=0, help="test batches per test (default: the whole test set)")
-    t.add_argument("--save-dir", help="folder for checkpoints, the log (log.jsonl) and plots")
-    t.add_argument("--save-every", type=int, default=0, help="checkpoint every N batches too (default: each epoch)")
-    t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 keeps all)")
-    t.add_argument("--resume", nargs="?", const="auto",
-                   help="continue a run: from the newest checkpoint in --save-dir, or from the given file")
-    t.add_argument("--overwrite", action="store_true",
-                   help="start again in a --save-dir that holds an earlier run (its checkpoints, log and plots are deleted)")
-    t.add_argument("--log", help="JSON-lines log of every batch, test and epoch (default SAVE_DIR/log.jsonl)")
-    t.add_argument("--device", default="cpu", help="cpu, cuda:0, or a list for logical devices: cuda:0,cuda:1")
-    t.add_argument("--math", default="fp32", choices=["fp32", "tf32"], help="GPU GEMM precision (default fp32)")
-    t.add_argument("--cuda-graph", action="store_true",
-                   help="replay each step's forward and backward passes as one CUDA graph (one GPU only)")
-    t.add_argument("--seed", type=int, default=1, help="initialisation, data order, dropout (default 1)")
-    t.add_argument("--image-size", type=int, default=256, help="decoded size of folder images (default 256)")
-    t.add_argument("--crop", type=int, default=0, help="random crops of this size in training, centre crop in test (default: none)")
-    t.add_argument("--mirror", action="store_true", help="random horizontal reflections in training")
-    t.add_argument("--pca-std", type=float, default=0.0,
-                   help="AlexNet's PCA colour noise: alpha_i ~ N(0, PCA_STD) times the standard deviation "
-                        "along each RGB principal component (the paper: 0.1; RGB only)")
-    t.add_argument("--pca-rescale", action="store_true",
-                   help="with --pca-std, also multiply training inputs by 1/(1 + PCA_STD), as cuda-convnet2 "
-                        "(default off: it makes training inputs smaller than test inputs)")
-    t.add_argument("--mean", default="scalar", choices=["scalar", "image", "none"],
-                   help="subtract the training set's mean pixel (scalar) or mean image (default scalar)")
-    t.add_argument("--scale", default="std",
-                   help="multiply pixels by this after the mean subtraction: a number, or 'std' for 1 / the "
-                        "training pixels' standard deviation, unit-variance input (default std; the paper's "
-                        "gaussian init wants 1, raw 0-255 values)")
+    add_job_options(t)
     t.add_argument("--init", choices=["gaussian", "kaiming", "xavier"],
                    help="weight init of a zoo model that offers the choice (alexnet_2012, alexnet_one_tower, "
                         "fashion_alexnet, vgg-*; default: the model's own)")
-    t.add_argument("--workers", type=int, default=2, help="data loading threads (default 2)")
-    t.add_argument("--threads", type=int, default=0, help="CPU compute threads (default: all cores)")
-    solver_defaults = _core.SolverOptions(name="adamw")
-    t.add_argument("--solver", default=_core.SolverOptions().name,
-                   help=f"the update rule: {', '.join(_core.solver_names())} (default "
-                        f"{_core.SolverOptions().name}: the paper's momentum SGD); every solver takes each "
-                        "layer's rates, momentum and weight decay (epsW, momW, wc) and the schedules; "
-                        "adamw's decay is decoupled (w -= lr*wc*w)")
-    t.add_argument("--adam-betas", type=adam_betas_arg, metavar="B1,B2",
-                   help=f"adamw's moment decay rates (default {solver_defaults.beta1:g},{solver_defaults.beta2:g})")
-    t.add_argument("--adam-eps", type=float,
-                   help=f"adamw's epsilon added to the root of the second moment (default {solver_defaults.eps:g})")
-    t.add_argument("--max-grad-norm", type=float, default=0.0, help="stop when the gradient norm exceeds this (default: off)")
     t.add_argument("--no-plots", action="store_true", help="do not write curves/filters/predictions PNGs into --save-dir")
-    t.add_argument("--quiet", action="store_true", help="no per-batch progress (test and epoch lines only)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("test", allow_abbrev=False, help="evaluate a checkpoint on its test set",

@@ -41,20 +41,23 @@ def fashion_mnist_source(train: bool = True, root: str = FASHION_MNIST_DIR) -> D
                       os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"))
 
 
-def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) -> DataStats:
-    """Mean image and RGB principal components over `sample` examples (all when 0), with a
-    progress line on stderr for large sources."""
+def stats_progress(quiet_below_s: float = 2.0):
+    """A progress(done, total) reporter for the data statistics, on stderr: a terminal gets one
+    line redrawn twice a second, a log file whole lines every 10 s; nothing when they take less
+    than `quiet_below_s` seconds."""
     start = time.time()
-    last = [0.0]
-    # A terminal gets one line redrawn twice a second; a log file whole lines, every 10 s.
+    last = [start]
     tty = sys.stderr.isatty()
     every = 0.5 if tty else 10.0
+    shown = [False]
 
     def report(done, total):
         now = time.time()
-        if done < total and now - last[0] < every:
+        if done < total and (now - last[0] < every or now - start < quiet_below_s):
             return
-        last[0] = now
+        if done == total and not shown[0] and now - start < quiet_below_s:
+            return
+        last[0], shown[0] = now, True
         rate = done / max(now - start, 1e-9)
         line = f"data statistics: {done}/{total} images ({rate:.0f} images/s)"
         if tty:
@@ -63,28 +66,47 @@ def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) ->
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
-    return _core.compute_stats(source, sample, report if progress else None)
+    return report
+
+
+def compute_stats(source: DataSource, sample: int = 0, progress: bool = True) -> DataStats:
+    """Mean image and RGB principal components over `sample` examples (all when 0), with a
+    progress line on stderr."""
+    return _core.compute_stats(source, sample, stats_progress(quiet_below_s=0) if progress else None)
 
 
 class Pipeline:
     """Shuffles per epoch with `seed`, decodes and augments on `workers` threads into a queue of
     `prefetch` batches. Output is identical for any number of workers. `pinned` puts full-size
     batches in page-locked memory, so that a net whose input is on a GPU uploads them by DMA with
-    no staging copy (needs a GPU)."""
+    no staging copy (needs a GPU). Options left as None take the engine's defaults
+    (PipelineOptions: batch 128, seed 1, 2 workers, 4 batches prefetched, shuffled training
+    batches with random crops and reflections when `crop` is set, no colour noise, scale 1)."""
 
-    def __init__(self, source: DataSource, batch: int = 128, *, shuffle: bool = True,
-                 train: bool = True, drop_last: bool = False, seed: int = 1, workers: int = 2,
-                 prefetch: int = 4, crop: int = 0, random_crop: bool = True, mirror: bool = True,
-                 pca_std: float = 0.0, pca_rescale: bool = False, subtract_mean_image: bool = False,
-                 mean_value: float = 0.0, scale: float = 1.0, stats: DataStats | None = None,
-                 pinned: bool = False):
-        if batch < 1 or workers < 1 or prefetch < 1:
-            raise ValueError(f"batch, workers and prefetch must be >= 1 (got {batch}, {workers}, {prefetch})")
+    def __init__(self, source: DataSource, batch: int | None = None, *, shuffle: bool | None = None,
+                 train: bool | None = None, drop_last: bool | None = None, seed: int | None = None,
+                 workers: int | None = None, prefetch: int | None = None, crop: int | None = None,
+                 random_crop: bool | None = None, mirror: bool | None = None, pca_std: float | None = None,
+                 pca_rescale: bool | None = None, subtract_mean_image: bool | None = None,
+                 mean_value: float | None = None, scale: float | None = None, stats: DataStats | None = None,
+                 pinned: bool | None = None):
+        given = {k: v for k, v in dict(batch=batch, shuffle=shuffle, train=train, drop_last=drop_last, seed=seed,
+                                       workers=workers, prefetch=prefetch, crop=crop, random_crop=random_crop,
+                                       mirror=mirror, pca_std=pca_std, pca_rescale=pca_rescale,
+                                       subtract_mean_image=subtract_mean_image, mean_value=mean_value,
+                                       scale=scale, stats=stats, pinned=pinned).items() if v is not None}
+        for name in ("batch", "workers", "prefetch"):
+            if name in given and given[name] < 1:
+                raise ValueError(f"{name} must be >= 1, got {given[name]}")
         self.source = source
-        self._pipe = _core.Pipeline(source, batch, shuffle, train, drop_last, seed, workers, prefetch,
-                                    crop, random_crop, mirror, pca_std, pca_rescale,
-                                    subtract_mean_image, mean_value, scale, stats if stats is not None else DataStats(),
-                                    pinned)
+        self._pipe = _core.Pipeline(source, **given)
+
+    @classmethod
+    def _of_core(cls, core_pipe, source: DataSource) -> "Pipeline":
+        """A Pipeline around an engine pipeline built elsewhere (RunData, a Job)."""
+        pipe = cls.__new__(cls)
+        pipe.source, pipe._pipe = source, core_pipe
+        return pipe
 
     def epoch(self):
         """Iterates over the batches of the current epoch; the next call continues with the next."""

@@ -6,42 +6,22 @@ real data set. (The C++ data pipeline with augmentation and prefetching is a sep
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 
 import numpy as np
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot"]
+from . import _core
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
+FASHION_MNIST_DIR = _core.FASHION_MNIST_DIR  # the engine's (dataset.h)
+FASHION_MNIST_CLASSES = list(_core.FASHION_MNIST_CLASSES)  # the engine's list
 
 def read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file (optionally gzip-compressed). Raises ValueError naming the file when the
-    magic number, the dimensions or the size are wrong."""
+    """Reads an IDX file (optionally gzip-compressed; any IDX type) with the engine's reader.
+    Raises ValueError naming the file when the magic number, the dimensions or the size are
+    wrong."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such IDX file")
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
-    ndim = data[3]
-    if ndim == 0 or len(data) < 4 + 4 * ndim:
-        raise ValueError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    body = data[4 + 4 * ndim:]
-    if len(body) != expected:
-        raise ValueError(f"{path}: header says {dims} ({expected} bytes of data) but the file holds {len(body)}")
-    return np.frombuffer(body, dtype=dtype).reshape(dims)
+    return _core.read_idx(path)
 
 
 def fashion_mnist(root: str = FASHION_MNIST_DIR):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import math
 from typing import Sequence
 
 import numpy as np
@@ -43,25 +40,27 @@ class Net:
     def __init__(self, model: Model | str, devices: str | Sequence[str] = "cpu", seed: int = 1,
                  math: str = "fp32", cuda_graph: bool = False):
         text = model.to_json() if isinstance(model, Model) else str(model)
-        if isinstance(devices, str):
-            try:
-                doc = json.loads(text)
-            except ValueError as e:
-                raise ValueError(f"model definition is not valid JSON: {e}") from None
-            # Only to count the logical devices: the engine checks the definition itself.
-            layers = doc.get("layers", []) if isinstance(doc, dict) else doc
-            layers = layers if isinstance(layers, list) else []
-            n_logical = 1 + max([l.get("device", 0) if isinstance(l, dict) else 0 for l in layers] or [0])
-            devices = [devices] * n_logical
-        self._net = _core.Net(text, list(devices), seed, math)
+        # A string names the device of every logical device, as the commands' --device does.
+        devices = [devices] if isinstance(devices, str) else list(devices)
+        self._adopt(_core.Net(text, devices, seed, math))
+        if cuda_graph:
+            self.cuda_graph = True
+
+    @classmethod
+    def _of_core(cls, core_net) -> "Net":
+        """A Net around an engine net built elsewhere (a convnet.Job's)."""
+        net = cls.__new__(cls)
+        net._adopt(core_net)
+        return net
+
+    def _adopt(self, core_net) -> None:
+        self._net = core_net
         layers = self._net.layers()
         self.inputs = [l["name"] for l in layers if l["role"] == "input"]
         self.label_inputs = [l["name"] for l in layers if l["role"] == "labels"]
         self.cost_layers = [l["name"] for l in layers if l["role"] == "cost"]
         # Cost layers whose output is class probabilities (softmax_cost): predict reads the first.
         self.classifiers = [l["name"] for l in layers if l["classifies"]]
-        if cuda_graph:
-            self.cuda_graph = True
 
     # ---- one step ----
     def set_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -131,26 +130,15 @@ class Net:
 
         A non-finite cost (the batch holds NaN/Inf, or training diverged) raises
         FloatingPointError before the update, so the parameters are left as they were."""
-        stats = self.forward_backward(x, y)
-        if not math.isfinite(stats["objective"]):
-            bad = ", ".join(f"{c['layer']}={c['cost']}" for c in stats["costs"])
-            where = "the input batch holds NaN or Inf" if not np.isfinite(x).all() else "training diverged"
-            raise FloatingPointError(f"non-finite cost at step {self.step} ({bad}): {where}; "
-                                     "parameters were not updated")
-        self.update(lr_scale)
-        return stats
+        self.set_batch(x, y)
+        return self._net.train_step(lr_scale)
 
     def train_batch(self, batch, lr_scale: float = 1.0) -> dict:
         """A training step on a pipeline Batch (convnet.data.Pipeline), fed without conversion."""
         if len(self.inputs) != 1 or len(self.label_inputs) != 1:
             raise ValueError("train_batch needs a net with one input and one labels layer")
         self._net.set_batch(batch, self.inputs[0], self.label_inputs[0])
-        stats = self._net.forward_backward()
-        if not math.isfinite(stats["objective"]):
-            raise FloatingPointError(f"non-finite cost at step {self.step}: training diverged or the "
-                                     "batch holds NaN/Inf; parameters were not updated")
-        self._net.update(lr_scale)
-        return stats
+        return self._net.train_step(lr_scale)
 
     def predict(self, x: np.ndarray, output: str | None = None) -> np.ndarray:
         """Class probabilities (N x K) from the first classifying cost layer (or any layer's

@@ -21,8 +21,6 @@ import sys
 import time
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
-
 from . import _core
 from . import data as _data
 from .model import Model
@@ -113,13 +111,15 @@ class Trainer:
     solver: "sgd" (the paper's momentum SGD), "nesterov" or "adamw" (adam_betas, default
     (0.9, 0.999); adam_eps, default 1e-8); None keeps the net's (Net.set_solver; sgd for a new
     net). Each layer's rates, momentum and weight decay (epsW, momW, wc, ...) and the schedules
-    apply to every solver. Recorded in run_info.
+    apply to every solver. Recorded in run_info. Options left as None take the engine's defaults
+    (those of `convnet train --help`: 10 epochs, tests at each epoch's end, 3 checkpoints kept).
     """
 
     def __init__(self, net: Net, train: _data.Pipeline, test: _data.Pipeline | None = None, *,
-                 epochs: int = 10, schedule="constant", test_every: int = 0, test_batches: int = 0,
-                 save_dir: str | None = None, save_every: int = 0, keep: int = 3, log: str | None = None,
-                 max_grad_norm: float = 0.0, callbacks: Iterable[Callback] = (), progress: bool | str = True,
+                 epochs: int | None = None, schedule="constant", test_every: int | None = None,
+                 test_batches: int | None = None, save_dir: str | None = None, save_every: int | None = None,
+                 keep: int | None = None, log: str | None = None, max_grad_norm: float | None = None,
+                 callbacks: Iterable[Callback] = (), progress: bool | str = True,
                  run_info: dict | None = None, solver: str | None = None,
                  adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
         self.net, self.train_data, self.test_data = net, train, test
@@ -129,10 +129,13 @@ class Trainer:
         self.save_dir = save_dir
         if log:
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+        # Options left as None take the engine's defaults (TrainerOptions).
+        given = {k: v for k, v in dict(epochs=epochs, test_every=test_every, test_batches=test_batches,
+                                       save_dir=save_dir, save_every=save_every, keep=keep, log_path=log,
+                                       max_grad_norm=max_grad_norm).items() if v is not None}
         self._trainer = _core.Trainer(net._net, train._pipe, test._pipe if test is not None else None,
-                                      epochs, test_every, test_batches, _schedules(schedule),
-                                      save_dir or "", save_every, keep, log or "", max_grad_norm,
-                                      run_info, solver_opts)
+                                      schedules=_schedules(schedule), run_info=run_info, solver=solver_opts,
+                                      **given)
         # progress: True, a bar (or lines) per batch and a line per test and epoch; "epochs", only
         # the test and epoch lines; False, nothing.
         self.callbacks = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if progress else [])
@@ -153,26 +156,7 @@ class Trainer:
         """Trains; returns the last epoch's train metrics, the last test's, the step, whether a
         callback stopped the run, and the last checkpoint. Raises convnet.DivergenceError (a
         FloatingPointError) when the cost or the gradients stop being finite."""
-        cbs = self.callbacks
-
-        def on_batch(e):
-            return all([cb.on_batch(e) is not False for cb in cbs])
-
-        def on_test(e):
-            for cb in cbs:
-                cb.on_test(e)
-
-        def on_epoch(e):
-            return all([cb.on_epoch(e) is not False for cb in cbs])
-
-        self._trainer.set_callbacks(on_batch, on_test, on_epoch)
-        try:
-            return self._trainer.run()
-        finally:
-            for cb in cbs:
-                if isinstance(cb, ProgressBar) and cb.bar is not None:
-                    cb.bar.close()
-                    cb.bar = None
+        return _run(self._trainer, self.callbacks)
 
 
 def evaluate(net: Net, data: _data.Pipeline, max_batches: int = 0) -> dict:
@@ -197,110 +181,161 @@ def evaluate_multiview(net: Net, source, *, crop: int, stats=None, mean_value: f
 
 class DataPrep:
     """How a run reads its data: a data set by name (see open_dataset) and its normalisation,
-    kept in every checkpoint so that `convnet test` and `predict` read images the same way.
+    kept in every checkpoint so that `convnet test` and `predict` read images the same way. The
+    engine's RunData does the work; options left as None take its defaults (`convnet train
+    --help` lists them).
 
     scale: a number, or "std" (the default) for 1 / the training pixels' standard deviation, so
     that the net's input has unit variance in whatever units the pixels come (what kaiming and
     xavier inits assume; the paper's N(0, 0.01) init wants 1, raw 0-255 values)."""
 
-    def __init__(self, spec: str = "fashion-mnist", *, image_size: int = 256, crop: int = 0,
-                 mirror: bool = False, pca_std: float = 0.0, pca_rescale: bool = False,
-                 mean: str = "scalar", scale: float | str = "std", stats_sample: int = 10000,
+    def __init__(self, spec: str | None = None, *, image_size: int | None = None, crop: int | None = None,
+                 mirror: bool | None = None, pca_std: float | None = None, pca_rescale: bool | None = None,
+                 mean: str | None = None, scale: float | str | None = None, stats_sample: int | None = None,
                  stats_path: str | None = None):
-        if mean not in ("scalar", "image", "none"):
-            raise ValueError(f"mean must be 'scalar', 'image' or 'none', not {mean!r}")
-        self.spec, self.image_size, self.crop, self.mirror = spec, image_size, crop, mirror
-        self.pca_std, self.pca_rescale, self.mean = pca_std, pca_rescale, mean
-        self.train_source, self.test_source, self.description = _core.open_dataset(spec, image_size)
-        self.stats = None
-        if stats_path and os.path.exists(stats_path):
-            self.stats = _data.load_stats(stats_path)
-        elif mean != "none" or pca_std > 0 or scale == "std":
-            self.stats = _data.compute_stats(self.train_source, stats_sample,
-                                             progress=len(self.train_source) > 20000)
-            if stats_path:
-                self.stats.save(stats_path)
-        self.mean_value = float(np.mean(self.stats.mean)) if mean == "scalar" else 0.0
-        # The number the pipelines multiply by (what a checkpoint records).
-        self.scale = _core.parse_scale(scale if isinstance(scale, str) else repr(float(scale)),
-                                       self.stats or _data.DataStats())
+        o = _core.DataOptions()
+        if scale is not None and not isinstance(scale, str):
+            scale = repr(float(scale))
+        for name, value in dict(data=spec, image_size=image_size, crop=crop, mirror=mirror, pca_std=pca_std,
+                                pca_rescale=pca_rescale, mean=mean, scale=scale, stats_sample=stats_sample,
+                                stats_path=stats_path).items():
+            if value is not None:
+                setattr(o, name, value)
+        self._adopt(_core.RunData(o, _data.stats_progress()))
+
+    @classmethod
+    def _of_options(cls, options) -> "DataPrep":
+        """From the engine's DataOptions (a JobOptions' data part)."""
+        prep = cls.__new__(cls)
+        prep._adopt(_core.RunData(options, _data.stats_progress()))
+        return prep
+
+    @classmethod
+    def of_run(cls, run: dict, spec: str | None = None) -> "DataPrep":
+        """The data a checkpoint's run trained on (its run_info), read the way it read them
+        (crop, mean, scale and mean value as trained), or the data set `spec` read that way."""
+        prep = cls.__new__(cls)
+        prep._adopt(_core.RunData.of_run(run, spec or ""))
+        return prep
+
+    def _adopt(self, run_data) -> None:
+        self._data = run_data
+        o = run_data.options
+        self.spec, self.image_size, self.crop, self.mirror = o.data, o.image_size, o.crop, o.mirror
+        self.pca_std, self.pca_rescale, self.mean = o.pca_std, o.pca_rescale, o.mean
+        self.train_source, self.test_source = run_data.train_source, run_data.test_source
+        self.description = run_data.description
+        self.stats, self.mean_value, self.scale = run_data.stats, run_data.mean_value, run_data.scale
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(channels, size, size) of the images the net sees."""
-        s = self.train_source
-        size = self.crop or min(s.height, s.width)
-        return s.channels, size, size
+        size = self._data.input_size
+        return self._data.channels, size, size
 
     @property
     def classes(self) -> int:
-        return self.train_source.classes
+        return self._data.classes
 
     def pipelines(self, batch: int, seed: int = 1, workers: int = 2, pinned: bool = False):
         """The training and test pipelines; `pinned` for a net whose input is on a GPU."""
-        common = dict(batch=batch, seed=seed, workers=workers, crop=self.crop, scale=self.scale,
-                      mean_value=self.mean_value, subtract_mean_image=self.mean == "image",
-                      stats=self.stats, pinned=pinned)
-        train = _data.Pipeline(self.train_source, shuffle=True, train=True, mirror=self.mirror,
-                               pca_std=self.pca_std, pca_rescale=self.pca_rescale, **common)
-        test = _data.Pipeline(self.test_source, shuffle=False, train=False, **common)
-        return train, test
+        return tuple(_data.Pipeline._of_core(self._data.pipeline(train, batch, seed, workers, pinned),
+                                             self.train_source if train else self.test_source)
+                     for train in (True, False))
 
     def info(self) -> dict:
-        names = list(self.train_source.class_names())
-        if not names and self.spec == "fashion-mnist":  # IDX files carry no class names
-            from .datasets import FASHION_MNIST_CLASSES
-            names = list(FASHION_MNIST_CLASSES)
-        s = self.train_source
-        return dict(data=self.spec, image_size=self.image_size, source_size=s.height if s.height == s.width else None,
-                    crop=self.crop, mean=self.mean,
-                    mean_value=self.mean_value, scale=self.scale, mirror=self.mirror,
-                    pca_std=self.pca_std, pca_rescale=self.pca_rescale, class_names=names)
+        return self._data.info()
 
 
-def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs: int = 10,
-          batch: int = 128, devices="cpu", seed: int = 1, math: str = "fp32",
-          schedule="constant", test_every: int = 0, save_dir: str | None = None, keep: int = 3,
-          log: str | None = None, resume: bool | str = False, callbacks: Iterable[Callback] = (),
-          progress: bool | str = True, max_grad_norm: float = 0.0, workers: int = 2,
-          cuda_graph: bool = False, solver: str | None = None,
+def _job_args(**options) -> list[tuple[str, str]]:
+    """keyword=value pairs as the commands' (--name, value) pairs: None is left out (the job's
+    default), True/False are flags, lists repeat the option."""
+    pairs = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        name = key.replace("_", "-")
+        for v in value if isinstance(value, list) else [value]:
+            pairs.append((name, ("1" if v else "0") if isinstance(v, bool) else str(v)))
+    return pairs
+
+
+def prepare_job(model: Model | str, data: DataPrep, options) -> tuple[object, Net]:
+    """The run prepared by the engine (its Job: net, pipelines, trainer, run folder, resume) for
+    a model, the data and the job's options (_core.JobOptions); returns (job, net). Lines about
+    schedules changed since a resumed checkpoint go to stderr."""
+    text = model.to_json() if isinstance(model, Model) else str(model)
+    job = _core.Job(text, data._data, options)
+    for note in job.resume_notes:
+        print(f"resume: {note}", file=sys.stderr, flush=True)
+    net = Net._of_core(job.net)  # keeps the job (its owner) alive
+    return job, net
+
+
+def _run(trainer, cbs: list) -> dict:
+    """Runs an engine trainer (or job) with Python callbacks; closes progress bars either way."""
+    def on_batch(e):
+        return all([cb.on_batch(e) is not False for cb in cbs])
+
+    def on_test(e):
+        for cb in cbs:
+            cb.on_test(e)
+
+    def on_epoch(e):
+        return all([cb.on_epoch(e) is not False for cb in cbs])
+
+    trainer.set_callbacks(on_batch, on_test, on_epoch)
+    try:
+        return trainer.run()
+    finally:
+        for cb in cbs:
+            if isinstance(cb, ProgressBar) and cb.bar is not None:
+                cb.bar.close()
+                cb.bar = None
+
+
+def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs: int | None = None,
+          batch: int | None = None, devices: str | Sequence[str] | None = None, seed: int | None = None,
+          math: str | None = None, schedule=None, test_every: int | None = None, save_dir: str | None = None,
+          keep: int | None = None, log: str | None = None, resume: bool | str = False, overwrite: bool = False,
+          callbacks: Iterable[Callback] = (), progress: bool | str = True, max_grad_norm: float | None = None,
+          workers: int | None = None, cuda_graph: bool = False, solver: str | None = None,
           adam_betas: Sequence[float] | None = None, adam_eps: float | None = None):
     """Builds the net, prepares the data (data set by name, scalar mean subtraction and unit
-    variance by default: DataPrep) and trains. Returns (net, result). resume=True continues from the newest
-    checkpoint in save_dir when there is one; a path resumes from that checkpoint. solver: "sgd"
-    (default), "nesterov" or "adamw" (adam_betas, adam_eps), as Trainer; a resume needs the
-    checkpoint's solver."""
+    variance by default: DataPrep) and trains: the engine's Job, as `convnet train` and
+    `convnet-train` run it, so the options and their defaults are theirs (None: the default;
+    `convnet train --help` lists them). Returns (net, result).
+
+    schedule: one schedule for every layer, or {layer-name prefix: schedule} with "*" for the
+    rest. resume=True continues from the newest checkpoint in save_dir when there is one; a path
+    resumes from that checkpoint (file or folder). A save_dir holding another run's checkpoints
+    is an error unless resume or overwrite. solver: "sgd" (default), "nesterov" or "adamw"
+    (adam_betas, adam_eps); a resume needs the checkpoint's solver."""
     solver_options(solver, adam_betas, adam_eps)  # a bad solver fails before any work
     prep = data if isinstance(data, DataPrep) else DataPrep(data)
-    checkpoint = None
-    if resume:
-        path = resume if isinstance(resume, str) else save_dir
-        if path and os.path.isdir(path):
-            checkpoint = _core.latest_checkpoint(path) or None
-        elif path and os.path.isfile(path):
-            checkpoint = path
-        if checkpoint is None and isinstance(resume, str):
-            raise FileNotFoundError(f"nothing to resume: no checkpoint at {resume}")
-    if checkpoint:
-        # The run's seed keys the data order and the dropout masks: a resumed run keeps it.
-        seed = _core.read_checkpoint_meta(checkpoint)["seed"]
-    net = Net(model, devices=devices, seed=seed, math=math, cuda_graph=cuda_graph)
-    # Batches for a GPU input are filled in page-locked memory and go up without a staging copy.
-    pinned = any(l["device"].startswith("cuda") for l in net._net.layers()
-                 if l["role"] in ("input", "labels"))
-    train_pipe, test_pipe = prep.pipelines(batch, seed=seed, workers=workers, pinned=pinned)
-    if log is None and save_dir:
-        log = os.path.join(save_dir, "log.jsonl")
-    trainer = Trainer(net, train_pipe, test_pipe, epochs=epochs, schedule=schedule,
-                      test_every=test_every, save_dir=save_dir, keep=keep, log=log,
-                      max_grad_norm=max_grad_norm, callbacks=callbacks, progress=progress,
-                      run_info=dict(prep.info(), batch=batch, seed=seed), solver=solver,
-                      adam_betas=adam_betas, adam_eps=adam_eps)
-    if checkpoint:
-        trainer.resume(checkpoint)
-        if progress:
-            print(f"resuming from {checkpoint}", file=sys.stderr)
+    if resume is True and not save_dir:
+        raise ValueError("resume=True needs save_dir (or give the checkpoint's path)")
+    if isinstance(resume, str) and not os.path.exists(resume):
+        raise FileNotFoundError(f"nothing to resume: no checkpoint at {resume}")
+    groups, everything = [], schedule
+    if schedule is not None and not isinstance(schedule, str):
+        items = _schedules(schedule)
+        groups = [f"{g}={t}" for g, t in items if g != "*"]
+        everything = dict(items).get("*")
+    if devices is not None and not isinstance(devices, str):
+        devices = ",".join(devices)
+    betas = None if adam_betas is None else ",".join(repr(float(b)) for b in adam_betas)
+    args = _job_args(epochs=epochs, batch=batch, device=devices, seed=seed, math=math, schedule=everything,
+                     group=groups, test_every=test_every, save_dir=save_dir, keep=keep, log=log,
+                     resume="auto" if resume is True else (resume or None), overwrite=overwrite or None,
+                     max_grad_norm=max_grad_norm, workers=workers, cuda_graph=cuda_graph or None, solver=solver,
+                     adam_betas=betas, adam_eps=None if adam_eps is None else repr(float(adam_eps)))
+    # Pipelines and the run info come from the job; the data options are the DataPrep's.
+    cbs = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if progress else [])
+    job, net = prepare_job(model, prep, _core.JobOptions(args))
+    if progress and job.resumed_from:
+        print(f"resuming from {job.resumed_from}", file=sys.stderr)
     start = time.time()
-    result = trainer.run()
+    result = _run(job, cbs)
     result["wall_s"] = time.time() - start
     return net, result

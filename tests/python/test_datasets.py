@@ -42,7 +42,7 @@ def test_wrong_size(tmp_path):
     write_idx(tmp_path / "short", np.zeros((4, 4), np.uint8))
     data = (tmp_path / "short").read_bytes()
     (tmp_path / "short").write_bytes(data[:-3])
-    with pytest.raises(ValueError, match=r"short: header says \(4, 4\) \(16 bytes of data\) but the file holds 13"):
+    with pytest.raises(ValueError, match=r"short: header says 4 x 4 \(16 bytes of data\) but the file holds 13"):
         datasets.read_idx(str(tmp_path / "short"))
 
 

@@ -24,7 +24,9 @@ cat > "$WORK/model.json" <<'JSON'
 JSON
 echo '{"conv1": {"epsW": 0.02, "epsB": 0.02}, "fc2": {"epsW": 0.02, "epsB": 0.02}}' > "$WORK/params.json"
 
-"$BIN" --help | grep -q -- "--layer-params" || fail "--help does not list --layer-params"
+"$BIN" --help > "$WORK/help.txt"
+grep -q -- "--layer-params" "$WORK/help.txt" || fail "--help does not list --layer-params"
+grep -q -- "--batch, --mini N" "$WORK/help.txt" || fail "--help does not show --mini as --batch's alias"
 
 "$BIN" --layer-def "$WORK/model.json" --layer-params "$WORK/params.json" --data-path "$DATA" \
   --epochs 2 --mini 32 --save-path "$WORK/run" --print-freq 4 --schedule "plateau[patience=1]" > "$WORK/out1.txt"
@@ -42,6 +44,12 @@ ls "$WORK/run"/ckpt-e0002-b000000.safetensors > /dev/null || fail "no epoch-2 ch
 cat "$WORK/out2.txt"
 grep -q "resumed from .*ckpt-e0002-b000000.safetensors at step 16" "$WORK/out2.txt" || fail "did not resume at step 16"
 grep -q "done: 3 epochs, step 24" "$WORK/out2.txt" || fail "resumed run did not end at epoch 3, step 24"
+# `convnet train`'s names, and --resume without a path: the newest checkpoint of --save-dir.
+"$BIN" --layer-def "$WORK/model.json" --layer-params "$WORK/params.json" --data "$DATA" \
+  --epochs 4 --batch 32 --save-dir "$WORK/run" --resume --quiet --schedule "plateau[patience=1]" > "$WORK/out2b.txt"
+grep -q "resumed from .*ckpt-e0003-b000000.safetensors at step 24" "$WORK/out2b.txt" || fail "--resume (bare) did not resume"
+grep -q "done: 4 epochs, step 32" "$WORK/out2b.txt" || fail "the bare --resume run did not end at epoch 4, step 32"
+[ "$(grep -c "^4\." "$WORK/out2b.txt")" = 0 ] || fail "--quiet still printed batch lines"
 
 # Bad input: each names the culprit, exit status 2, no crash.
 expect_error() {
@@ -54,6 +62,8 @@ expect_error() {
   grep -q "$want" "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "message lacks '$want' for: $*"; }
 }
 expect_error "unknown option --epoch " --layer-def "$WORK/model.json" --epoch 3
+expect_error "holds checkpoints of an earlier run: --resume to continue it, --overwrite" \
+  --layer-def "$WORK/model.json" --data "$DATA" --save-dir "$WORK/run"
 expect_error "layer-def is required" --epochs 1
 expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json"
 echo '{"conv9": {"epsW": 1}}' > "$WORK/badparams.json"

@@ -42,6 +42,16 @@ class DataSource {
   virtual std::vector<std::string> class_names() const { return {}; }
 };
 
+// An IDX file (gzip-compressed or raw) of any IDX type: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C
+// int32, 0x0D float32, 0x0E float64; elements in host byte order. ValueError naming the file for
+// a bad magic number, a truncated header, or a body of another size than the header says.
+struct IdxArray {
+  int type = 0x08;
+  std::vector<uint32_t> dims;
+  std::vector<uint8_t> data;
+};
+IdxArray read_idx(const std::string& path);
+
 // IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw. A wrong magic number, dimension
 // count or file size is a ValueError naming the file. Images are 1 x H x W.
 std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std::string& labels_path);

@@ -7,6 +7,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "convnet/data.h"
 
@@ -15,9 +16,14 @@ namespace convnet {
 // Where Debian's dataset-fashion-mnist package puts its files.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
+// Fashion-MNIST's class names, in label order (its IDX files carry none).
+const std::vector<std::string>& fashion_mnist_classes();
+
 struct Dataset {
   std::shared_ptr<DataSource> train, test;
   std::string description;  // e.g. "IDX files in /usr/share/datasets/fashion-mnist"
+  // In label order: the training source's, or Fashion-MNIST's for that set (empty when unknown).
+  std::vector<std::string> class_names;
 };
 
 // Opens a data set named as above; `image_size` is the folder sources' decoded size (256 for

@@ -145,6 +145,15 @@ Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& 
                            const AugmentOptions& augment, int batch = 128,
                            const std::function<void(int64_t, int64_t)>& progress = {});
 
+// The one check that a training pass may update: "" when the report's objective is finite, else
+// what is wrong ("the cost is nan"), with " because the input batch holds NaN or Inf" when the
+// net's inputs do (ReLU may hide NaN from the cost, never from the inputs).
+std::string nonfinite_cost(const Net& net, const CostReport& report);
+
+// One training step outside a Trainer, on the batch already fed: forward and backward, the cost
+// checked (DivergenceError saying why, the parameters untouched), the update at lr_scale.
+CostReport train_step(Net& net, float lr_scale = 1.f);
+
 // The names of a net's single input and labels layers; ValueError when it has not exactly one.
 std::pair<std::string, std::string> input_and_labels(const Net& net);
 

@@ -85,52 +85,41 @@ std::vector<uint8_t> read_maybe_gzip(const std::string& path) {
 #endif
 }
 
-// Checks an IDX header of unsigned bytes with `ndim` dimensions and a body of exactly the size
-// the header promises; returns the dimensions. `what` says what the file should hold.
-std::vector<uint32_t> check_idx(const std::string& path, const std::vector<uint8_t>& data,
-                                int ndim, const char* what) {
-  const uint32_t want_magic = 0x00000800u | uint32_t(ndim);
-  const std::string expected =
-      std::string("expected ") + what + " (magic number " + hex32(want_magic) + ")";
-  if (data.size() < 4)
-    throw ValueError(detail::concat(path, ": not an IDX file (only ", data.size(), " bytes); ",
-                                    expected));
-  const uint32_t magic = big_endian32(data.data());
-  if (data[0] != 0 || data[1] != 0)
-    throw ValueError(path + ": not an IDX file (bad magic number " + hex32(magic) + "); " + expected);
-  if (data[2] != 0x08)
-    throw ValueError(detail::concat(path, ": IDX data type 0x", std::hex, int(data[2]), std::dec,
-                                    " is not unsigned bytes (magic number ", hex32(magic), "); ",
-                                    expected));
-  if (data[3] != ndim)
-    throw ValueError(detail::concat(path, ": IDX file has ", int(data[3]),
-                                    " dimensions (magic number ", hex32(magic), "); ", expected));
-  const size_t header = 4 + 4 * size_t(ndim);
-  if (data.size() < header)
-    throw ValueError(detail::concat(path, ": truncated IDX header (", data.size(), " bytes); ",
-                                    expected));
-  std::vector<uint32_t> dims(static_cast<size_t>(ndim));
-  uint64_t body = 1;
-  std::string dims_text;
-  for (int i = 0; i < ndim; ++i) {
-    dims[size_t(i)] = big_endian32(data.data() + 4 + 4 * i);
-    body *= dims[size_t(i)];
-    dims_text += (i ? " x " : "") + std::to_string(dims[size_t(i)]);
+size_t idx_element_size(uint8_t type) {
+  switch (type) {
+    case 0x08: case 0x09: return 1;  // unsigned, signed bytes
+    case 0x0B: return 2;             // int16
+    case 0x0C: case 0x0D: return 4;  // int32, float32
+    case 0x0E: return 8;             // float64
+    default: return 0;
   }
-  if (data.size() - header != body)
-    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", body,
-                                    " bytes of data) but the file holds ", data.size() - header));
-  return dims;
 }
+
+// Checks that an IDX file holds unsigned bytes in `ndim` dimensions; `what` says what it should hold.
+void expect_idx(const IdxArray& a, const std::string& path, int ndim, const char* what) {
+  const uint32_t magic = (uint32_t(a.type) << 8) | uint32_t(a.dims.size());
+  const std::string expected = std::string("expected ") + what + " (magic number " +
+                               hex32(0x00000800u | uint32_t(ndim)) + ")";
+  if (a.type != 0x08)
+    throw ValueError(detail::concat(path, ": IDX data type 0x", std::hex, int(a.type), std::dec,
+                                    " is not unsigned bytes (magic number ", hex32(magic), "); ", expected));
+  if (int(a.dims.size()) != ndim)
+    throw ValueError(detail::concat(path, ": IDX file has ", a.dims.size(), " dimensions (magic number ",
+                                    hex32(magic), "); ", expected));
+}
+
+// read_idx, first checking that the header promises unsigned bytes in `ndim` dimensions (ndim 0:
+// anything); `what` says what the file should hold.
+IdxArray read_idx_expecting(const std::string& path, int ndim, const char* what);
 
 class IdxSource final : public DataSource {
  public:
   IdxSource(const std::string& images_path, const std::string& labels_path)
       : images_path_(images_path), labels_path_(labels_path) {
-    images_ = read_maybe_gzip(images_path);
-    const auto idims = check_idx(images_path, images_, 3, "N x H x W images of unsigned bytes");
-    std::vector<uint8_t> labels = read_maybe_gzip(labels_path);
-    const auto ldims = check_idx(labels_path, labels, 1, "N labels of unsigned bytes");
+    IdxArray images = read_idx_expecting(images_path, 3, "N x H x W images of unsigned bytes");
+    const IdxArray labels = read_idx_expecting(labels_path, 1, "N labels of unsigned bytes");
+    const std::vector<uint32_t>& idims = images.dims;
+    const std::vector<uint32_t>& ldims = labels.dims;
     if (idims[0] != ldims[0])
       throw ValueError(detail::concat(images_path, " holds ", idims[0], " images but ", labels_path,
                                       " holds ", ldims[0], " labels; expected the same count"));
@@ -140,7 +129,8 @@ class IdxSource final : public DataSource {
     count_ = idims[0];
     height_ = int(idims[1]);
     width_ = int(idims[2]);
-    labels_.assign(labels.begin() + 8, labels.end());
+    images_ = std::move(images.data);
+    labels_ = labels.data;
     int max_label = 0;
     for (uint8_t l : labels_) max_label = std::max(max_label, int(l));
     classes_ = max_label + 1;
@@ -156,7 +146,7 @@ class IdxSource final : public DataSource {
     CONVNET_CHECK(index >= 0 && index < count_, "idx_source ", images_path_, ": index ", index,
                   " out of range [0, ", count_, ")");
     const size_t plane = size_t(height_) * size_t(width_);
-    const uint8_t* src = images_.data() + 16 + size_t(index) * plane;  // 16-byte header
+    const uint8_t* src = images_.data() + size_t(index) * plane;
     for (size_t i = 0; i < plane; ++i) chw[i] = float(src[i]);
     return labels_[size_t(index)];
   }
@@ -167,11 +157,50 @@ class IdxSource final : public DataSource {
 
  private:
   std::string images_path_, labels_path_;
-  std::vector<uint8_t> images_;  // the whole file, header included
-  std::vector<uint8_t> labels_;  // the body only
+  std::vector<uint8_t> images_, labels_;  // the files' bodies
   int64_t count_ = 0;
   int height_ = 0, width_ = 0, classes_ = 0;
 };
+
+}  // namespace
+
+IdxArray read_idx(const std::string& path) { return read_idx_expecting(path, 0, nullptr); }
+
+namespace {
+
+IdxArray read_idx_expecting(const std::string& path, int want_ndim, const char* what) {
+  const std::vector<uint8_t> file = read_maybe_gzip(path);
+  if (file.size() < 4)
+    throw ValueError(detail::concat(path, ": not an IDX file (only ", file.size(), " bytes)"));
+  const uint32_t magic = big_endian32(file.data());
+  if (file[0] != 0 || file[1] != 0)
+    throw ValueError(path + ": not an IDX file (bad magic number " + hex32(magic) + ")");
+  IdxArray a;
+  a.type = file[2];
+  const size_t element = idx_element_size(a.type);
+  if (element == 0)
+    throw ValueError(path + ": not an IDX file (unknown data type in magic number " + hex32(magic) + ")");
+  const size_t ndim = file[3], header = 4 + 4 * ndim;
+  if (ndim == 0 || file.size() < header)
+    throw ValueError(detail::concat(path, ": truncated IDX header (", file.size(), " bytes, ", ndim, " dimensions)"));
+  uint64_t count = 1;
+  std::string dims_text;
+  for (size_t i = 0; i < ndim; ++i) {
+    a.dims.push_back(big_endian32(file.data() + 4 + 4 * i));
+    count *= a.dims.back();
+    dims_text += (i ? " x " : "") + std::to_string(a.dims.back());
+  }
+  if (want_ndim) expect_idx(a, path, want_ndim, what);  // what the header says first: the clearer message
+  if (file.size() - header != count * element)
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", count * element,
+                                    " bytes of data) but the file holds ", file.size() - header));
+  a.data.assign(file.begin() + std::ptrdiff_t(header), file.end());
+  // IDX is big-endian; the host (x86, ARM) is little-endian.
+  if (element > 1)
+    for (size_t i = 0; i < a.data.size(); i += element) std::reverse(a.data.begin() + std::ptrdiff_t(i),
+                                                                     a.data.begin() + std::ptrdiff_t(i + element));
+  return a;
+}
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "convnet/error.h"
+#include "convnet/named_params.h"
 
 namespace convnet {
 
@@ -40,21 +41,15 @@ class RangeSource : public DataSource {
 
 Dataset generated(const std::string& spec) {
   std::map<std::string, int64_t> p = {{"count", 512}, {"classes", 4}, {"channels", 1}, {"size", 16}, {"seed", 1}};
-  const auto open = spec.find('[');
-  if (open != std::string::npos) {
-    CONVNET_CHECK(spec.back() == ']', "data set '", spec, "': missing ']'");
-    std::stringstream body(spec.substr(open + 1, spec.size() - open - 2));
-    for (std::string item; std::getline(body, item, ';');) {
-      const auto eq = item.find('=');
-      CONVNET_CHECK(eq != std::string::npos, "data set '", spec, "': '", item, "' is not key=value");
-      const std::string key = item.substr(0, eq);
-      CONVNET_CHECK(p.count(key), "data set '", spec, "': unknown key '", key,
-                    "' (known: count, classes, channels, size, seed)");
-      char* end = nullptr;
-      p[key] = std::strtoll(item.c_str() + eq + 1, &end, 10);
-      CONVNET_CHECK(end && *end == '\0' && p[key] > 0, "data set '", spec, "': ", key,
-                    " must be a positive integer");
-    }
+  const NamedParams parsed = parse_named_params(spec, "data set");
+  CONVNET_CHECK(parsed.name == "generated", "data set '", spec, "': unknown kind '", parsed.name, "'");
+  for (const auto& [key, value] : parsed.params) {
+    CONVNET_CHECK(p.count(key), "data set '", spec, "': unknown key '", key,
+                  "' (known: count, classes, channels, size, seed)");
+    char* end = nullptr;
+    p[key] = std::strtoll(value.c_str(), &end, 10);
+    CONVNET_CHECK(!value.empty() && end && *end == '\0' && p[key] > 0, "data set '", spec, "': ", key,
+                  " must be a positive integer");
   }
   Dataset d;
   const int classes = int(p["classes"]), channels = int(p["channels"]), size = int(p["size"]);
@@ -70,9 +65,8 @@ Dataset generated(const std::string& spec) {
   return d;
 }
 
-}  // namespace
-
-Dataset open_dataset(const std::string& spec, int image_size) {
+// The sources of a data set named as in dataset.h.
+Dataset open_dataset_sources(const std::string& spec, int image_size) {
   if (spec.rfind("generated", 0) == 0) return generated(spec);
   const fs::path dir = spec == "fashion-mnist" ? fs::path(kFashionMnistDir) : fs::path(spec);
   CONVNET_CHECK(fs::is_directory(dir), "data set '", spec, "': ", dir.string(),
@@ -88,7 +82,7 @@ Dataset open_dataset(const std::string& spec, int image_size) {
                     "[.gz] is missing (an IDX data set needs train- and t10k- images and labels)");
     }
     return {idx_source(train_images, files[0]), idx_source(files[1], files[2]),
-            "IDX files in " + dir.string()};
+            "IDX files in " + dir.string(), {}};
   }
   const fs::path train = dir / "train";
   fs::path test = dir / "val";
@@ -98,7 +92,23 @@ Dataset open_dataset(const std::string& spec, int image_size) {
                 "train/ and val/ (or test/) image folders");
   return {folder_source(train.string(), image_size), folder_source(test.string(), image_size),
           "image folders " + train.string() + " and " + test.string() + " at " +
-              std::to_string(image_size) + "x" + std::to_string(image_size)};
+              std::to_string(image_size) + "x" + std::to_string(image_size),
+          {}};
+}
+
+}  // namespace
+
+const std::vector<std::string>& fashion_mnist_classes() {
+  static const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  return names;
+}
+
+Dataset open_dataset(const std::string& spec, int image_size) {
+  Dataset d = open_dataset_sources(spec, image_size);
+  d.class_names = d.train->class_names();
+  if (d.class_names.empty() && spec == "fashion-mnist") d.class_names = fashion_mnist_classes();
+  return d;
 }
 
 }  // namespace convnet

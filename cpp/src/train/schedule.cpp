@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "convnet/error.h"
+#include "convnet/named_params.h"
 
 namespace convnet {
 
@@ -45,40 +46,28 @@ void check_range(const std::string& text, const std::string& key, double v, bool
 }  // namespace
 
 Schedule Schedule::parse(const std::string& text) {
+  const NamedParams spec = parse_named_params(text, "learning-rate schedule");
   const std::string t = trim(text);
-  const auto open = t.find('[');
   Schedule s;
-  s.type_ = trim(t.substr(0, open));
+  s.type_ = spec.name;
   auto d = defaults().find(s.type_);
   CONVNET_CHECK(d != defaults().end(), "unknown learning-rate schedule '", t, "' (known: ",
                 known_types(), ")");
   s.params_ = d->second;
   s.params_["warmup"] = 0;
-  if (open != std::string::npos) {
-    CONVNET_CHECK(t.back() == ']', "learning-rate schedule '", t, "': missing ']' (write ",
-                  s.type_, "[key=value;key=value])");
-    std::stringstream body(t.substr(open + 1, t.size() - open - 2));
-    std::string item;
-    while (std::getline(body, item, ';')) {
-      item = trim(item);
-      if (item.empty()) continue;
-      const auto eq = item.find('=');
-      CONVNET_CHECK(eq != std::string::npos, "learning-rate schedule '", t, "': '", item,
-                    "' is not key=value");
-      const std::string key = trim(item.substr(0, eq)), value = trim(item.substr(eq + 1));
-      auto p = s.params_.find(key);
-      if (p == s.params_.end()) {
-        std::string keys;
-        for (auto& [k, _] : s.params_) keys += (keys.empty() ? "" : ", ") + k;
-        throw ValueError("learning-rate schedule '" + t + "': unknown key '" + key + "' for " +
-                         s.type_ + " (known: " + keys + ")");
-      }
-      char* end = nullptr;
-      const double v = std::strtod(value.c_str(), &end);
-      CONVNET_CHECK(!value.empty() && end && *end == '\0' && std::isfinite(v),
-                    "learning-rate schedule '", t, "': ", key, "='", value, "' is not a number");
-      p->second = v;
+  for (const auto& [key, value] : spec.params) {
+    auto p = s.params_.find(key);
+    if (p == s.params_.end()) {
+      std::string keys;
+      for (auto& [k, _] : s.params_) keys += (keys.empty() ? "" : ", ") + k;
+      throw ValueError("learning-rate schedule '" + t + "': unknown key '" + key + "' for " +
+                       s.type_ + " (known: " + keys + ")");
     }
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    CONVNET_CHECK(!value.empty() && end && *end == '\0' && std::isfinite(v),
+                  "learning-rate schedule '", t, "': ", key, "='", value, "' is not a number");
+    p->second = v;
   }
   for (auto& [k, v] : s.params_) {
     if (k == "tgtFactor") check_range(t, k, v, v > 0, "> 0");

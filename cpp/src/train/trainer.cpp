@@ -32,11 +32,13 @@ Metrics metrics_from(const nlohmann::json& j) {
   return m;
 }
 
-bool all_finite(const Tensor& host) {
-  const float* p = host.data();
-  for (int64_t i = 0; i < host.numel(); ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
+// Non-finite input is the usual cause of a non-finite cost or gradient: say so.
+std::string input_cause(const Net& net) {
+  for (Layer* l : net.layers())
+    if (l->is_input())
+      for (float x : net.output(l->name()).to_vector())
+        if (!std::isfinite(x)) return " because the input batch holds NaN or Inf";
+  return "";
 }
 
 std::string layer_of(const std::string& param) { return param.substr(0, param.rfind('.')); }
@@ -49,6 +51,20 @@ void Metrics::add(const CostReport::Entry& batch_means, int batch) {
   top1_error += (batch_means.top1_error - top1_error) * w;
   top5_error += (batch_means.top5_error - top5_error) * w;
   examples += batch;
+}
+
+std::string nonfinite_cost(const Net& net, const CostReport& report) {
+  if (std::isfinite(report.objective)) return "";
+  return "the cost is " + std::to_string(report.objective) + input_cause(net);
+}
+
+CostReport train_step(Net& net, float lr_scale) {
+  const CostReport r = net.forward_backward();
+  if (const std::string what = nonfinite_cost(net, r); !what.empty())
+    throw DivergenceError("non-finite cost at step " + std::to_string(net.step()) + ": " + what +
+                          "; the parameters were not updated");
+  net.update(lr_scale);
+  return r;
 }
 
 std::pair<std::string, std::string> input_and_labels(const Net& net) {
@@ -254,14 +270,10 @@ Trainer::Result Trainer::run() {
       // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
       const CostReport r = net_.forward_backward();
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
-      // Non-finite input is the usual cause: say so (ReLU may hide NaN from the cost, not from
-      // the gradients).
-      auto cause = [&] { return all_finite(batch.images) ? "" : " because the input batch holds NaN or Inf"; };
-      if (!std::isfinite(r.objective))
-        diverged("the cost is " + std::to_string(r.objective) + cause(), epoch_ + 1, next_batch_ + 1);
+      if (const std::string what = nonfinite_cost(net_, r); !what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
-        diverged("the gradient norm is " + std::to_string(grad_norm) + cause(), epoch_ + 1, next_batch_ + 1);
+        diverged("the gradient norm is " + std::to_string(grad_norm) + input_cause(net_), epoch_ + 1, next_batch_ + 1);
       if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
         diverged("the gradient norm " + std::to_string(grad_norm) + " exceeds the limit " +
                      std::to_string(options_.max_grad_norm),

@@ -1,0 +1,136 @@
+"""One job, three ways in: `convnet train`, `convnet-train` (the C++ binary, with cuda-convnet2's
+option names) and convnet.train() prepare a run in the same engine code (convnet/job.h), so the
+same run through each ends with bit-identical weights; the resume keeps the checkpoint's seed
+whatever --seed says; the options' table is the one both commands read."""
+
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convnet
+from convnet import _core, cli
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = "generated[count=256;classes=4;channels=1;size=16;seed=9]"
+MODEL = {"layers": [
+    {"name": "data", "type": "input", "channels": 1, "size": 14},
+    {"name": "labels", "type": "labels"},
+    {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu",
+     "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
+    {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
+    {"name": "drop1", "type": "dropout", "inputs": ["pool1"], "rate": 0.25},
+    {"name": "fc2", "type": "fc", "inputs": ["drop1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
+    {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]},
+]}
+# Crops, reflections, dropout, a schedule and the seed: everything that could differ between
+# two preparations of a run.
+RUN = ["--epochs", "2", "--crop", "14", "--mirror", "--seed", "3", "--schedule", "step[every=1;factor=0.5]",
+       "--threads", "2"]
+
+
+def convnet_train_binary() -> str:
+    path = os.environ.get("CONVNET_TRAIN") or str(REPO / "build" / "ci" / "convnet-train")
+    if not os.path.isfile(path):
+        pytest.skip(f"convnet-train is not built ({path}; scripts/test.sh builds it, or set CONVNET_TRAIN)")
+    return path
+
+
+def tensors(checkpoint: str) -> dict:
+    """Every tensor of a safetensors checkpoint as raw bytes, by name."""
+    with open(checkpoint, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    return {k: body[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+
+
+def batch_costs(log: str) -> list:
+    return [e["cost"] for e in map(json.loads, open(log)) if e["event"] == "batch"]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.json"
+    path.write_text(json.dumps(MODEL))
+    return str(path)
+
+
+def test_the_same_run_through_each_front_end_gives_bit_identical_weights(model_file, tmp_path, capsys):
+    binary = convnet_train_binary()
+    # convnet-train with cuda-convnet2's names (--data-path, --mini, --save-path, --test-freq).
+    r = subprocess.run([binary, "--layer-def", model_file, "--data-path", DATA, "--mini", "32", "--test-freq", "4",
+                        "--save-path", str(tmp_path / "binary"), "--quiet", *RUN], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rc = cli.main(["train", model_file, "--data", DATA, "--batch", "32", "--test-every", "4",
+                   "--save-dir", str(tmp_path / "cli"), "--quiet", "--no-plots", *RUN])
+    assert rc == 0, capsys.readouterr().err
+    prep = convnet.DataPrep(DATA, crop=14, mirror=True)
+    convnet.train(json.dumps(MODEL), prep, epochs=2, batch=32, seed=3, test_every=4,
+                  schedule="step[every=1;factor=0.5]", save_dir=str(tmp_path / "api"), progress=False)
+
+    runs = {name: _core.latest_checkpoint(str(tmp_path / name)) for name in ("binary", "cli", "api")}
+    assert all(p.endswith("ckpt-e0002-b000000.safetensors") for p in runs.values()), runs
+    reference = tensors(runs["binary"])
+    assert {"conv1.weights", "fc2.weights", "fc2.weights.velocity"} <= set(reference)
+    for name in ("cli", "api"):
+        other = tensors(runs[name])
+        assert other.keys() == reference.keys()
+        different = [k for k in reference if other[k] != reference[k]]
+        assert not different, f"{name}: tensors differ from convnet-train's: {different}"
+        assert batch_costs(str(tmp_path / name / "log.jsonl")) == batch_costs(str(tmp_path / "binary" / "log.jsonl"))
+    # The weights did move: the comparison is not of two initialisations.
+    start = convnet.Net(json.dumps(MODEL), seed=3).get_param("fc2.weights")
+    trained = np.frombuffer(reference["fc2.weights"], np.float32)
+    assert np.abs(trained - start.ravel()).max() > 1e-3
+
+
+def test_convnet_train_resumes_with_the_checkpoints_seed(model_file, tmp_path, capsys):
+    """A resumed run keeps its seed (data order, dropout masks), whatever --seed the resuming
+    command gives: it ends where the uninterrupted run ends, bit for bit."""
+    common = ["train", model_file, "--data", DATA, "--batch", "32", "--quiet", "--no-plots", "--crop", "14",
+              "--mirror", "--threads", "2"]
+    assert cli.main([*common, "--epochs", "2", "--seed", "3", "--save-dir", str(tmp_path / "whole")]) == 0
+    assert cli.main([*common, "--epochs", "1", "--seed", "3", "--save-dir", str(tmp_path / "split")]) == 0
+    assert cli.main([*common, "--epochs", "2", "--seed", "7", "--save-dir", str(tmp_path / "split"), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at step 8" in out, out
+    whole = tensors(_core.latest_checkpoint(str(tmp_path / "whole")))
+    split = tensors(_core.latest_checkpoint(str(tmp_path / "split")))
+    assert whole == split
+
+
+def test_both_commands_read_one_table_of_options():
+    binary = convnet_train_binary()
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+    parser_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for o in _core.job_options():
+        assert f"--{o['name']}" in help_text and f"--{o['name']}" in parser_text, o["name"]
+        for alias in o["aliases"]:
+            assert f"--{alias}" in help_text, alias
+    names = {o["name"] for o in _core.job_options()}
+    assert {"batch", "save-dir", "test-every", "resume", "overwrite", "multiview-test"} <= names
+    aliases = {a: o["name"] for o in _core.job_options() for a in o["aliases"]}
+    assert aliases == {"data-path": "data", "mini": "batch", "test-freq": "test-every", "save-path": "save-dir",
+                       "save-freq": "save-every"}
+
+
+def test_job_options_name_the_culprit():
+    with pytest.raises(ValueError, match="unknown option --epoch "):
+        _core.JobOptions([("epoch", "3")])
+    with pytest.raises(ValueError, match="--batch 'x' is not a whole number >= 1"):
+        _core.JobOptions([("mini", "x")])
+    with pytest.raises(ValueError, match="--mirror is a flag"):
+        _core.JobOptions([("mirror", "yes")])
+    with pytest.raises(ValueError, match="--group 'conv' is not PREFIX=SCHEDULE"):
+        _core.JobOptions([("group", "conv")])
+    with pytest.raises(ValueError, match="--resume without a PATH needs --save-dir"):
+        _core.JobOptions([("resume", "")])
+    with pytest.raises(ValueError, match="--multiview-test needs --crop"):
+        _core.JobOptions([("multiview-test", "1")])
+    o = _core.JobOptions([("mini", "64"), ("batch", "16"), ("group", "conv=exp"), ("group", "fc=linear")])
+    assert o.batch == 16  # the later one wins
