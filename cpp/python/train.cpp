@@ -138,7 +138,7 @@ void bind_job(py::module_& m) {
       d["aliases"] = o.aliases;
       d["value"] = o.value;
       d["default"] = o.fallback;
-    d["help"] = o.help;
+      d["help"] = o.help;
       d["repeatable"] = o.repeatable;
       d["bare"] = o.bare;
       out.append(d);

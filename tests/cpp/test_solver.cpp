@@ -22,6 +22,15 @@ using testing::to_double;
 
 // ---- float64 references, from the formulas ----
 
+// v <- m v - wd lr w - lr g;  w <- w + v (the paper's SGD).
+void sgd_ref(std::vector<double>& w, std::vector<double>& v, const std::vector<double>& g, double lr,
+             double m, double wd) {
+  for (size_t i = 0; i < w.size(); ++i) {
+    v[i] = m * v[i] - wd * lr * w[i] - lr * g[i];
+    w[i] += v[i];
+  }
+}
+
 // s = wd lr w + lr g;  v <- m v - s;  w <- w + m v - s.
 void nesterov_ref(std::vector<double>& w, std::vector<double>& v, const std::vector<double>& g,
                   double lr, double m, double wd) {
@@ -67,24 +76,37 @@ TEST(CpuNesterov, TwoStepsByHand) {
   EXPECT_NEAR(w[0], 0.782566, 1e-7);
 }
 
-TEST(CpuNesterov, StepsMatchReference) {
+// The two rules that keep a velocity, each kernel against its float64 formula.
+struct MomentumRule {
+  const char* name;
+  void (*kernel)(float* w, const float* grad, float* v, int64_t n, float lr, float momentum, float decay);
+  void (*reference)(std::vector<double>& w, std::vector<double>& v, const std::vector<double>& g, double lr,
+                    double m, double wd);
+};
+const MomentumRule kMomentumRules[] = {{"sgd", cpu::sgd_update, sgd_ref},
+                                       {"nesterov", cpu::nesterov_update, nesterov_ref}};
+
+TEST(CpuMomentumRules, StepsMatchReference) {
   struct Hyper {
     float lr, momentum, decay;
   };
+  // AlexNet's values, and larger ones under which a wrong decay or momentum term shows.
   const Hyper hypers[] = {{0.01f, 0.9f, 0.0005f}, {0.3f, 0.5f, 0.2f}};
-  uint32_t seed = 1;
-  for (size_t n : {size_t(1), size_t(7), size_t(1001), size_t(100003)}) {
-    for (const Hyper& h : hypers) {
-      SCOPED_TRACE("n=" + std::to_string(n) + " lr=" + std::to_string(h.lr));
-      auto w = random_vector(n, seed++);
-      auto v = random_vector(n, seed++, -0.1f, 0.1f);
-      auto wd = to_double(w), vd = to_double(v);
-      for (int step = 0; step < 3; ++step) {
-        const auto g = random_vector(n, seed++);
-        cpu::nesterov_update(w.data(), g.data(), v.data(), int64_t(n), h.lr, h.momentum, h.decay);
-        nesterov_ref(wd, vd, to_double(g), h.lr, h.momentum, h.decay);
-        expect_close(v, vd, 1e-5, 1e-7, "velocity");
-        expect_close(w, wd, 1e-5, 1e-7, "weights");
+  for (const MomentumRule& rule : kMomentumRules) {
+    uint32_t seed = 1;
+    for (size_t n : {size_t(1), size_t(7), size_t(1001), size_t(100003)}) {
+      for (const Hyper& h : hypers) {
+        SCOPED_TRACE(std::string(rule.name) + " n=" + std::to_string(n) + " lr=" + std::to_string(h.lr));
+        auto w = random_vector(n, seed++);
+        auto v = random_vector(n, seed++, -0.1f, 0.1f);  // a nonzero velocity from earlier steps
+        auto wd = to_double(w), vd = to_double(v);
+        for (int step = 0; step < 3; ++step) {
+          const auto g = random_vector(n, seed++);
+          rule.kernel(w.data(), g.data(), v.data(), int64_t(n), h.lr, h.momentum, h.decay);
+          rule.reference(wd, vd, to_double(g), h.lr, h.momentum, h.decay);
+          expect_close(v, vd, 1e-5, 1e-7, "velocity");
+          expect_close(w, wd, 1e-5, 1e-7, "weights");
+        }
       }
     }
   }

@@ -105,6 +105,12 @@ TEST(Trainer, LearnsLogsAndCallsBack) {
     ++batches;
     EXPECT_EQ(e.batches, 30);
     EXPECT_TRUE(std::isfinite(e.grad_norm) && e.grad_norm > 0);
+    // The norm of this step's gradients (still in place after the update), summed per parameter
+    // in float64: the trainer's sum over the gradient buckets gives the same.
+    double sum = 0;
+    for (Param* p : net.params())
+      for (float g : p->grad.to_vector()) sum += double(g) * g;
+    EXPECT_NEAR(e.grad_norm, std::sqrt(sum), 1e-6 * std::sqrt(sum));
     return true;
   };
   t.on_test = [&](const TestEvent&) { ++tests; };

@@ -75,9 +75,10 @@ class Layer {
   // Checks the input shapes ({C, H, W, N} each), creates parameters on first call, and returns
   // the output shape. Called again when the batch size changes. Errors name the layer.
   virtual Shape setup(const std::vector<Shape>& inputs) = 0;
-  // Allocates parameters and their gradients on `device` (a Net then makes the gradients views
-  // of its buckets and allocates the solver's state).
-  virtual void place(const Device& device, Workspace* workspace);
+  // Moves the parameters to `device` and, with own_gradients, allocates their gradients there (a
+  // layer used alone; a Net passes false and makes the gradients views of its buckets, so that
+  // no second copy of every gradient is ever allocated).
+  virtual void place(const Device& device, Workspace* workspace, bool own_gradients = true);
 
   virtual void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext& ctx) = 0;
   // din[i] is undefined when input i needs no gradient. accumulate[i]: add into din[i] rather

@@ -117,8 +117,8 @@ class Trainer {
                    const std::function<double()>& elapsed);
   std::string save(int64_t epoch, int64_t batch, const Metrics& epoch_train);
   void log(const nlohmann::json& line);
-  // Sum of squares of every gradient: one reduction per device (one sync per GPU), the devices
-  // in order of first appearance.
+  // Sum of squares of every gradient, over the net's gradient buckets: one reduction per device
+  // (one sync per GPU), the devices in order of first appearance.
   double gradient_sum_squares();
   [[noreturn]] void diverged(const std::string& what, int64_t epoch, int64_t batch);
 

@@ -153,7 +153,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   plan(1);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
   initialise_params();
-  for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get());
+  for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get(), /*own_gradients=*/false);
   make_gradient_buckets();
   set_solver(SolverOptions{});
 }

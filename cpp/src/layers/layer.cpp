@@ -24,7 +24,7 @@ int64_t Workspace::bytes() const {
 
 Layer::Layer(const LayerSpec& spec) : spec_(spec) {}
 
-void Layer::place(const Device& device, Workspace* workspace) {
+void Layer::place(const Device& device, Workspace* workspace, bool own_gradients) {
   device_ = device;
   workspace_ = workspace;
   for (Param& p : params_) {
@@ -33,7 +33,7 @@ void Layer::place(const Device& device, Workspace* workspace) {
       p.value = Tensor(host_value.shape(), device);
       p.value.copy_from(host_value);
     }
-    p.grad = Tensor::zeros(p.value.shape(), device);
+    p.grad = own_gradients ? Tensor::zeros(p.value.shape(), device) : Tensor();
   }
 }
 

@@ -222,19 +222,20 @@ std::vector<std::string> Trainer::restore_schedules(const nlohmann::json& saved)
 }
 
 double Trainer::gradient_sum_squares() {
+  // The gradient buckets (flat, their padding zero), grouped by device: one reduction per device.
   std::vector<Device> devices;
-  std::vector<std::vector<const Tensor*>> grads;
-  for (Param* p : net_.params()) {
+  std::vector<std::vector<const Tensor*>> flats;
+  for (const Net::GradientBucket& b : net_.gradient_buckets()) {
     size_t d = 0;
-    while (d < devices.size() && devices[d] != p->grad.device()) ++d;
+    while (d < devices.size() && devices[d] != b.device) ++d;
     if (d == devices.size()) {
-      devices.push_back(p->grad.device());
-      grads.emplace_back();
+      devices.push_back(b.device);
+      flats.emplace_back();
     }
-    grads[d].push_back(&p->grad);
+    flats[d].push_back(&b.flat);
   }
   double total = 0;
-  for (const auto& on_one_device : grads) total += sum_squares(on_one_device);
+  for (const auto& on_one_device : flats) total += sum_squares(on_one_device);
   return total;
 }
 
