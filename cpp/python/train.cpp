@@ -7,6 +7,7 @@
 #include "convnet/dataset.h"
 #include "convnet/job.h"
 #include "convnet/trainer.h"
+#include "convnet/world.h"
 
 namespace py = pybind11;
 
@@ -226,6 +227,12 @@ void bind_job(py::module_& m) {
              return metrics_dict(r);
            }, py::arg("progress") = py::none());
 
+  m.def("mpi_compiled", &mpi_compiled, "Whether this build can train across processes (MPI).");
+  m.def("world_rank", [] { return World::get().rank(); },
+        "This process's rank in an MPI run (0 when not started by an MPI launcher).");
+  m.def("world_size", [] { return World::get().size(); }, "The processes of an MPI run (1 otherwise).");
+  m.def("abort_world", [](int code) { World::get().abort(code); }, py::arg("code"),
+        "Ends every rank of an MPI run at once (so that none waits for this one); else exits.");
   m.attr("FASHION_MNIST_CLASSES") = fashion_mnist_classes();
   m.attr("FASHION_MNIST_DIR") = std::string(kFashionMnistDir);
 }

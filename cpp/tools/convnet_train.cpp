@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "convnet/job.h"
+#include "convnet/world.h"
 
 using namespace convnet;
 
@@ -165,9 +166,15 @@ int run(int argc, char** argv) {
   const JobOptions options = JobOptions::parse(args.job);
   const ModelSpec spec = load_model(args.layer_def, args.layer_params);
   auto data = std::make_shared<RunData>(options.data, [](int64_t done, int64_t total) {
-    if (done == total) std::printf("data statistics over %lld training images\n", (long long)total);
+    if (done == total && World::get().rank() == 0)
+      std::printf("data statistics over %lld training images\n", (long long)total);
   });
   Job job(spec, data, options);
+  const World& world = World::get();
+  if (world.rank() != 0) {  // rank 0 speaks for the run
+    job.run();
+    return 0;
+  }
   for (const std::string& note : job.resume_notes()) std::cout << "resume: " << note << "\n";
   if (!job.resumed_from().empty())
     std::cout << "resumed from " << job.resumed_from() << " at step " << job.net().step() << std::endl;
@@ -187,14 +194,21 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
+// An error ends every rank of an MPI run at once (so that none waits for this one), saying which.
+int fail(int code, const char* kind, const std::exception& e) {
+  const World& world = World::get();
+  std::cerr << "convnet-train" << (world.distributed() ? " (" + world.where() + ")" : "") << ": " << kind
+            << e.what() << std::endl;
+  if (world.distributed()) World::get().abort(code);
+  return code;
+}
+
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const DivergenceError& e) {
-    std::cerr << "convnet-train: " << e.what() << std::endl;
-    return 3;
+    return fail(3, "", e);
   } catch (const std::exception& e) {
-    std::cerr << "convnet-train: error: " << e.what() << std::endl;
-    return 2;
+    return fail(2, "error: ", e);
   }
 }

@@ -103,6 +103,9 @@ def cmd_train(a) -> int:
     channels, size, _ = prep.shape
     model = resolve_model(a.model, prep.classes, channels, size, init=a.init)
     job, net = prepare_job(model, prep, options)
+    if _core.world_rank() != 0:  # rank 0 speaks for an MPI run and writes its files
+        job.run()
+        return 0
     if a.overwrite and options.save_dir:
         clear_plots(options.save_dir)
     if job.resumed_from:
@@ -375,7 +378,10 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, _core.DataError) as e:
-        print(f"convnet {args.command}: error: {e}", file=sys.stderr)
+        where = f" (rank {_core.world_rank()} of {_core.world_size()})" if _core.world_size() > 1 else ""
+        print(f"convnet {args.command}{where}: error: {e}", file=sys.stderr, flush=True)
+        if _core.world_size() > 1:  # end every rank now: the others would wait for this one
+            _core.abort_world(2)
         return 2
     except KeyboardInterrupt:
         print(f"convnet {args.command}: interrupted", file=sys.stderr)

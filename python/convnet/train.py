@@ -201,13 +201,13 @@ class DataPrep:
                                 stats_path=stats_path).items():
             if value is not None:
                 setattr(o, name, value)
-        self._adopt(_core.RunData(o, _data.stats_progress()))
+        self._adopt(_core.RunData(o, _stats_progress()))
 
     @classmethod
     def _of_options(cls, options) -> "DataPrep":
         """From the engine's DataOptions (a JobOptions' data part)."""
         prep = cls.__new__(cls)
-        prep._adopt(_core.RunData(options, _data.stats_progress()))
+        prep._adopt(_core.RunData(options, _stats_progress()))
         return prep
 
     @classmethod
@@ -245,6 +245,11 @@ class DataPrep:
 
     def info(self) -> dict:
         return self._data.info()
+
+
+def _stats_progress():
+    """The statistics' progress line, from rank 0 alone in an MPI run."""
+    return _data.stats_progress() if _core.world_rank() == 0 else None
 
 
 def _job_args(**options) -> list[tuple[str, str]]:
@@ -331,9 +336,11 @@ def train(model: Model | str, data: str | DataPrep = "fashion-mnist", *, epochs:
                      max_grad_norm=max_grad_norm, workers=workers, cuda_graph=cuda_graph or None, solver=solver,
                      adam_betas=betas, adam_eps=None if adam_eps is None else repr(float(adam_eps)))
     # Pipelines and the run info come from the job; the data options are the DataPrep's.
-    cbs = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if progress else [])
+    # In an MPI run, rank 0 alone shows progress.
+    shown = progress and _core.world_rank() == 0
+    cbs = list(callbacks) + ([ProgressBar(batches=progress != "epochs")] if shown else [])
     job, net = prepare_job(model, prep, _core.JobOptions(args))
-    if progress and job.resumed_from:
+    if shown and job.resumed_from:
         print(f"resuming from {job.resumed_from}", file=sys.stderr)
     start = time.time()
     result = _run(job, cbs)

@@ -178,6 +178,65 @@ TEST(Pipeline, IdenticalBatchesForAnyWorkerCountAndPrefetch) {
   EXPECT_NE(std::memcmp(other[0].images.data(), reference[0].images.data(), sizeof(float) * 32 * 3 * 16 * 16), 0);
 }
 
+// Data parallelism's shards: the parts of every global batch, side by side, are the whole batch
+// bit for bit (the same order, the same augmentation of each example), for 2 and 4 shards, with
+// a last partial batch split as evenly as it goes.
+TEST(Pipeline, ShardsSideBySideAreTheWholeBatch) {
+  auto src = generated_source(300, 5, 3, 20, 7);
+  const DataStats stats = compute_stats(*src);
+  PipelineOptions o;
+  o.batch = 32;
+  o.augment.crop = 16;
+  o.augment.mirror = true;
+  o.augment.pca_std = 0.1f;
+  o.augment.scale = 1.f / 255;
+  const auto whole = run(src, o, stats, 2);
+  for (int shards : {2, 4}) {
+    std::vector<std::vector<Batch>> parts;
+    for (int s = 0; s < shards; ++s) {
+      PipelineOptions so = o;
+      so.shard = s;
+      so.shards = shards;
+      so.workers = 1 + s % 3;  // any worker count
+      parts.push_back(run(src, so, stats, 2));
+      ASSERT_EQ(parts.back().size(), whole.size());
+    }
+    for (size_t i = 0; i < whole.size(); ++i) {
+      const Batch& w = whole[i];
+      const int64_t n = w.images.dim(3), rows = w.images.numel() / n;
+      int64_t next = 0;
+      for (int s = 0; s < shards; ++s) {
+        const Batch& b = parts[size_t(s)][i];
+        const int64_t m = b.images.dim(3);
+        SCOPED_TRACE("shards " + std::to_string(shards) + ", batch " + std::to_string(i) + ", shard " +
+                     std::to_string(s));
+        EXPECT_EQ(b.first_example, next);
+        EXPECT_EQ(b.global_size, n);
+        EXPECT_EQ(m, (s + 1) * n / shards - s * n / shards);
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_EQ(std::memcmp(b.images.data() + r * m, w.images.data() + r * n + next, sizeof(float) * size_t(m)), 0)
+              << "row " << r;
+        ASSERT_EQ(std::memcmp(b.labels.data(), w.labels.data() + next, sizeof(float) * size_t(m)), 0);
+        next += m;
+      }
+      EXPECT_EQ(next, n);
+    }
+  }
+  // A batch that does not split evenly, a shard that does not exist, a last batch too small.
+  PipelineOptions bad = o;
+  bad.shards = 3;
+  convnet::testing::expect_throw_containing<ValueError>([&] { Pipeline p(src, bad, stats); },
+                                                        "a batch of 32 does not split into 3 equal shards");
+  bad.shards = 2;
+  bad.shard = 2;
+  convnet::testing::expect_throw_containing<ValueError>([&] { Pipeline p(src, bad, stats); }, "shard 2 of 2");
+  bad.shard = 0;
+  bad.batch = 8;
+  bad.shards = 8;
+  convnet::testing::expect_throw_containing<ValueError>([&] { Pipeline p(generated_source(20, 2, 3, 20), bad, stats); },
+                                                        "the last batch, of 4 examples, leaves some of the 8 shards none");
+}
+
 TEST(Pipeline, PartialLastBatchOrDropLast) {
   auto o = plain_options(10);
   {

@@ -134,3 +134,41 @@ def test_job_options_name_the_culprit():
         _core.JobOptions([("multiview-test", "1")])
     o = _core.JobOptions([("mini", "64"), ("batch", "16"), ("group", "conv=exp"), ("group", "fc=linear")])
     assert o.batch == 16  # the later one wins
+
+
+def test_mpirun_two_ranks_of_convnet_train_equal_one_process(tmp_path, capsys):
+    """`mpirun -np 2 python -m convnet train`: each rank trains on half of every batch and the
+    gradients are summed over the ranks, so the weights are those of one process trained on the
+    whole batches, up to float32 summation order; rank 0 alone reports and writes. (No dropout:
+    its masks are keyed by the position in the batch, not yet by the example.)"""
+    import shutil
+    import sys
+    mpirun = shutil.which("mpirun")
+    if not (_core.mpi_compiled() and mpirun):
+        pytest.skip("this build has no MPI, or mpirun is missing (scripts/install-deps.sh installs Open MPI)")
+    model = dict(MODEL, layers=[dict(l, inputs=["pool1"]) if l["name"] == "fc2" else l
+                                for l in MODEL["layers"] if l["type"] != "dropout"])
+    model_file = tmp_path / "model.json"
+    model_file.write_text(json.dumps(model))
+    args = ["train", str(model_file), "--data", DATA, "--batch", "32", "--epochs", "2", "--mirror", "--crop", "14",
+            "--threads", "1", "--quiet", "--no-plots"]
+    assert cli.main([*args, "--save-dir", str(tmp_path / "one")]) == 0
+    # Root may run Open MPI only when told; --oversubscribe: CI's machine may have fewer slots.
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    r = subprocess.run([mpirun, "-np", "2", "--oversubscribe", sys.executable, "-m", "convnet", *args,
+                        "--save-dir", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done: 2 epochs, step 16") == 1 and "2 processes, 16 images each" in r.stdout, r.stdout
+    one = tensors(_core.latest_checkpoint(str(tmp_path / "one")))
+    two = tensors(_core.latest_checkpoint(str(tmp_path / "two")))
+    assert one.keys() == two.keys()
+    for name in one:
+        a, b = np.frombuffer(one[name], np.float32), np.frombuffer(two[name], np.float32)
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
+    epochs = [e for e in map(json.loads, open(tmp_path / "two" / "log.jsonl")) if e["event"] == "epoch"]
+    assert [len(set(e["weight_hashes"])) for e in epochs] == [1, 1] and len(epochs[0]["weight_hashes"]) == 2
+    # An error in the ranks ends them all, promptly, naming the rank.
+    r = subprocess.run([mpirun, "-np", "2", "--oversubscribe", sys.executable, "-m", "convnet", *args,
+                        "--batch", "31"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "does not split over 2 processes" in r.stderr and "(rank " in r.stderr, r.stderr

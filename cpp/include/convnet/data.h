@@ -136,6 +136,9 @@ struct Batch {
   Tensor images, labels;
   int64_t epoch = 0, index = 0;  // which batch of which epoch
   int64_t skipped = 0;           // examples of this batch that failed to load and were replaced
+  // With PipelineOptions::shards > 1 this is one shard of a global batch: its examples are
+  // [first_example, first_example + size) of the global batch's global_size (else 0 and size).
+  int64_t first_example = 0, global_size = 0;
   // With PipelineOptions::reuse_batch_memory: the tensors go back to the pipeline for reuse when
   // the last copy of this Batch is destroyed (a Tensor copied out of it does not hold them).
   std::shared_ptr<void> memory_lease;
@@ -159,6 +162,13 @@ struct PipelineOptions {
   // slow, so it needs reuse_batch_memory (each buffer is locked once); a last partial batch is
   // plain memory. Needs the CUDA backend and a GPU.
   bool pinned_memory = false;
+  // Data parallelism: `batch` is the global batch, split in `shards` contiguous parts of
+  // batch / shards examples (it must divide), of which this pipeline yields part `shard`; every
+  // shard pipeline with the same seed sees the same epoch order and augments each example as
+  // the whole one does, so the shards of a batch, side by side, are the whole batch bit for bit.
+  // A last partial batch of n examples is split as evenly as it goes: part s gets
+  // [s*n/shards, (s+1)*n/shards).
+  int shard = 0, shards = 1;
   AugmentOptions augment;
 };
 

@@ -98,8 +98,9 @@ class RunData {
   std::vector<std::string> class_names() const;
   // The pipeline's augmentation for training or test.
   AugmentOptions augment(bool train) const;
-  PipelineOptions pipeline_options(bool train, int batch, uint64_t seed, int workers,
-                                   bool pinned) const;
+  // `shard` of `shards` for data parallelism across processes (the Job's ranks).
+  PipelineOptions pipeline_options(bool train, int batch, uint64_t seed, int workers, bool pinned,
+                                   int shard = 0, int shards = 1) const;
   // What `convnet test` and `predict` need to read data as training did (run_info's data part).
   nlohmann::json info() const;
 
@@ -118,7 +119,10 @@ std::vector<Device> parse_devices(const std::string& text, const ModelSpec& mode
 class Job {
  public:
   // Prepares the run (see the top of this file). With options.resume it continues the
-  // checkpoint's run: the net is built with its seed and the trainer restored from it.
+  // checkpoint's run: the net is built with its seed and the trainer restored from it. Under an
+  // MPI launcher (convnet/world.h) every rank prepares the same run and reads its shard of each
+  // global batch of options.batch (which must divide by the ranks); a resume needs the world
+  // size its checkpoint was written with.
   // ValueError when save_dir holds checkpoints of another run and neither resume nor overwrite
   // is set (overwrite removes them and the log).
   Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobOptions& options);

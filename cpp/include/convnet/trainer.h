@@ -13,6 +13,7 @@
 #include "convnet/error.h"
 #include "convnet/net.h"
 #include "convnet/schedule.h"
+#include "convnet/world.h"
 
 namespace convnet {
 
@@ -73,6 +74,9 @@ struct EpochEvent {
   std::string checkpoint;  // written at this epoch's end ("" when none)
 };
 
+// Under an MPI launcher (convnet/world.h) each rank's Trainer trains on its shard of every
+// global batch (its train Pipeline's shard), the gradients summed over the ranks before each
+// update; the metrics it reports are the global batch's, and rank 0 alone logs and checkpoints.
 class Trainer {
  public:
   // `test` may be null. Both pipelines yield batches for the net's single input and labels
@@ -120,9 +124,14 @@ class Trainer {
   // Sum of squares of every gradient, over the net's gradient buckets: one reduction per device
   // (one sync per GPU), the devices in order of first appearance.
   double gradient_sum_squares();
+  // Data parallelism: weights this rank's gradients by its share of the global batch and sums
+  // them over the ranks (every bucket; host memory).
+  void reduce_gradients(double share);
+  uint64_t weights_hash() const;
   [[noreturn]] void diverged(const std::string& what, int64_t epoch, int64_t batch);
 
   Net& net_;
+  World& world_ = World::get();
   Pipeline& train_;
   Pipeline* test_;
   TrainerOptions options_;

@@ -109,6 +109,8 @@ void Tensor::fill(float value) {
 #ifdef CONVNET_WITH_CUDA
     cuda::set_device(device_.index);
     cuda::fill(data(), numel(), value);
+#else
+    throw RuntimeError("Tensor::fill: a tensor on " + device_.str() + " in a build without CUDA");
 #endif
   }
 }

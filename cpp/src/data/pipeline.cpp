@@ -115,6 +115,10 @@ struct Pipeline::Impl {
     CONVNET_CHECK(opt.batch >= 1, "Pipeline: batch ", opt.batch, " must be at least 1");
     CONVNET_CHECK(opt.workers >= 1, "Pipeline: workers ", opt.workers, " must be at least 1");
     CONVNET_CHECK(opt.prefetch >= 1, "Pipeline: prefetch ", opt.prefetch, " must be at least 1");
+    CONVNET_CHECK(opt.shards >= 1 && opt.shard >= 0 && opt.shard < opt.shards, "Pipeline: shard ", opt.shard,
+                  " of ", opt.shards, " does not exist (shards are numbered from 0)");
+    CONVNET_CHECK(opt.batch % opt.shards == 0, "Pipeline: a batch of ", opt.batch, " does not split into ",
+                  opt.shards, " equal shards (choose a batch divisible by ", opt.shards, ")");
     CONVNET_CHECK(!opt.pinned_memory || opt.reuse_batch_memory,
                   "Pipeline: pinned_memory needs reuse_batch_memory (page-locking each batch anew "
                   "would cost more than the copy it saves)");
@@ -144,6 +148,9 @@ struct Pipeline::Impl {
     batches = opt.drop_last ? count / opt.batch : (count + opt.batch - 1) / opt.batch;
     CONVNET_CHECK(batches > 0, "Pipeline: drop_last with ", count,
                   " examples leaves no batch of ", opt.batch);
+    const int64_t last = count % opt.batch;
+    CONVNET_CHECK(opt.drop_last || last == 0 || last >= opt.shards, "Pipeline: the last batch, of ", last,
+                  " examples, leaves some of the ", opt.shards, " shards none (set drop_last)");
     slots.resize(size_t(opt.prefetch));
   }
 
@@ -234,7 +241,7 @@ struct Pipeline::Impl {
 
   // The batch's tensors: reused ones from the pool when allowed and the batch is full-size.
   void allocate(int n, Batch& out) {
-    const bool reuse = opt.reuse_batch_memory && n == opt.batch;
+    const bool reuse = opt.reuse_batch_memory && n == opt.batch / opt.shards;
     std::pair<Tensor, Tensor> buffers;
     if (reuse) {
       std::lock_guard<std::mutex> lock(pool->mutex);
@@ -270,14 +277,19 @@ struct Pipeline::Impl {
   bool build(int64_t seq, uint64_t gen, Scratch& scratch, Batch& out) {
     const int64_t e = seq / batches, index = seq % batches;
     const auto order = order_for(e);
-    const int64_t first = index * opt.batch;
-    const int n = int(std::min<int64_t>(opt.batch, count - first));
+    // This shard's part [lo, lo + n) of the global batch's n_global examples.
+    const int64_t n_global = std::min<int64_t>(opt.batch, count - index * opt.batch);
+    const int64_t lo = opt.shard * n_global / opt.shards;
+    const int64_t first = index * opt.batch + lo;
+    const int n = int((opt.shard + 1) * n_global / opt.shards - lo);
     const size_t in_size = size_t(channels) * size_t(height) * size_t(width);
     const size_t window_size = 4 * size_t(out_h) * size_t(out_w);
     allocate(n, out);
     out.epoch = e;
     out.index = index;
     out.skipped = 0;
+    out.first_example = lo;
+    out.global_size = n_global;
     float* labels = out.labels.data();
     GroupTarget target;
     target.images = out.images.data();

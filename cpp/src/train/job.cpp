@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "convnet/checkpoint.h"
+#include "convnet/world.h"
 #include "cpu/cpu_ops.h"
 
 namespace convnet {
@@ -76,8 +77,10 @@ AugmentOptions RunData::augment(bool train) const {
 }
 
 PipelineOptions RunData::pipeline_options(bool train, int batch, uint64_t seed, int workers,
-                                          bool pinned) const {
+                                          bool pinned, int shard, int shards) const {
   PipelineOptions p;
+  p.shard = shard;
+  p.shards = shards;
   p.batch = batch;
   p.train = train;
   p.shuffle = train;
@@ -146,13 +149,30 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   const JobOptions& o = options_;
   if (o.threads > 0) cpu::set_num_threads(o.threads);
   TrainerOptions t = o.trainer;
+  const World& world = World::get();
+  CONVNET_CHECK(o.batch % world.size() == 0, "--batch ", o.batch, " does not split over ", world.size(),
+                " processes: the global batch must be a multiple of the number of ranks");
   resumed_from_ = checkpoint_to_resume(o.resume, t.save_dir);
-  if (resumed_from_.empty()) claim_run_folder(t, o.overwrite);
-  // The run's seed keys the data order and the dropout masks: a resumed run keeps it.
-  const uint64_t seed = resumed_from_.empty() ? o.seed : read_checkpoint_meta(resumed_from_).seed;
+  if (resumed_from_.empty() && world.rank() == 0) claim_run_folder(t, o.overwrite);
+  uint64_t seed = o.seed;
+  if (!resumed_from_.empty()) {
+    const CheckpointMeta meta = read_checkpoint_meta(resumed_from_);
+    // The run's seed keys the data order and the dropout masks: a resumed run keeps it.
+    seed = meta.seed;
+    const nlohmann::json run = meta.state.is_object() ? meta.state.value("run", nlohmann::json::object())
+                                                      : nlohmann::json::object();
+    const int saved_world = run.value("world_size", 1);
+    CONVNET_CHECK(saved_world == world.size(), "--resume: ", resumed_from_, " was written by a run of ",
+                  saved_world, " process(es); resume it with as many (mpirun -np ", saved_world, "), not ",
+                  world.size(), ": each rank's share of every batch would change");
+  }
 
   // The net first: a GPU that is not there is named by it before a pipeline asks for one.
-  net_ = std::make_unique<Net>(model, parse_devices(o.device, model), seed);
+  const std::vector<Device> devices = parse_devices(o.device, model);
+  for (const Device& d : devices)
+    CONVNET_CHECK(!world.distributed() || d.is_cpu(), "data parallelism across processes sums gradients in "
+                  "host memory: ", d.str(), " needs NCCL, which this build does not use yet");
+  net_ = std::make_unique<Net>(model, devices, seed);
   net_->set_math_mode(o.math);
   net_->set_cuda_graph(o.cuda_graph);
   if (o.lr)
@@ -163,16 +183,18 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   for (Layer* l : net_->layers())
     if (l->is_input() && net_->device_of(l->name()).is_cuda()) pinned = true;
   const Dataset& d = data_->dataset();
-  train_ = std::make_unique<Pipeline>(d.train, data_->pipeline_options(true, o.batch, seed, o.workers, pinned),
-                                      data_->stats());
+  train_ = std::make_unique<Pipeline>(
+      d.train, data_->pipeline_options(true, o.batch, seed, o.workers, pinned, world.rank(), world.size()),
+      data_->stats());
   test_ = std::make_unique<Pipeline>(d.test, data_->pipeline_options(false, o.batch, seed, o.workers, pinned),
                                      data_->stats());
 
   t.run_info = data_->info();
   t.run_info["batch"] = o.batch;
   t.run_info["seed"] = seed;
-  if (!t.save_dir.empty()) fs::create_directories(t.save_dir);
-  if (!t.log_path.empty() && fs::path(t.log_path).has_parent_path())
+  t.run_info["world_size"] = world.size();
+  if (!t.save_dir.empty() && world.rank() == 0) fs::create_directories(t.save_dir);
+  if (!t.log_path.empty() && world.rank() == 0 && fs::path(t.log_path).has_parent_path())
     fs::create_directories(fs::path(t.log_path).parent_path());
   trainer_ = std::make_unique<Trainer>(*net_, *train_, test_.get(), std::move(t));
   if (!resumed_from_.empty()) resume_notes_ = trainer_->resume(resumed_from_);
@@ -187,6 +209,9 @@ std::string Job::description() const {
       << " training and " << d.test->size() << " test images, batch " << options_.batch << ", "
       << options_.trainer.epochs << " epochs, device " << options_.device << ", solver "
       << trainer_->options().solver.text() << ", " << cpu::num_threads() << " CPU threads";
+  const World& world = World::get();
+  if (world.distributed())
+    out << "; " << world.size() << " processes, " << options_.batch / world.size() << " images each";
   return out.str();
 }
 

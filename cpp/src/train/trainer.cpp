@@ -131,14 +131,14 @@ Metrics Trainer::run_test(int64_t epoch, int64_t batch, double epoch_float,
 }
 
 void Trainer::log(const nlohmann::json& line) {
-  if (options_.log_path.empty()) return;
+  if (options_.log_path.empty() || world_.rank() != 0) return;
   std::ofstream out(options_.log_path, std::ios::app);
   CONVNET_CHECK(bool(out), "cannot open the log file '", options_.log_path, "' for appending");
   out << line.dump() << '\n';  // one short write per line: a crash leaves whole lines
 }
 
 std::string Trainer::save(int64_t epoch, int64_t batch, const Metrics& epoch_train) {
-  if (options_.save_dir.empty()) return "";
+  if (options_.save_dir.empty() || world_.rank() != 0) return "";
   nlohmann::json schedules = nlohmann::json::array();
   for (auto& [group, s] : options_.schedules) schedules.push_back({{"group", group}, {"state", s.state()}});
   const nlohmann::json state = {
@@ -221,6 +221,30 @@ std::vector<std::string> Trainer::restore_schedules(const nlohmann::json& saved)
   return notes;
 }
 
+void Trainer::reduce_gradients(double share) {
+  // Each rank's gradients are of the mean over its share of the global batch: weighted by that
+  // share and summed, they are the gradients of the global batch's mean.
+  for (const Net::GradientBucket& b : net_.gradient_buckets()) {
+    Tensor flat = b.flat;
+    CONVNET_CHECK(flat.device().is_cpu(), "data parallelism across processes sums host gradients; ",
+                  b.device.str(), " needs NCCL, which this build does not use yet");
+    float* p = flat.data();
+    const float w = float(share);
+    for (int64_t i = 0; i < flat.numel(); ++i) p[i] *= w;
+    world_.all_reduce_sum(flat);
+  }
+}
+
+uint64_t Trainer::weights_hash() const {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a over every parameter's bytes, in order
+  for (Param* p : const_cast<Net&>(net_).params()) {
+    const std::vector<float> v = p->value.to_vector();
+    const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+    for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  }
+  return h;
+}
+
 double Trainer::gradient_sum_squares() {
   // The gradient buckets (flat, their padding zero), grouped by device: one reduction per device.
   std::vector<Device> devices;
@@ -271,7 +295,24 @@ Trainer::Result Trainer::run() {
       // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
       const CostReport r = net_.forward_backward();
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
-      if (const std::string what = nonfinite_cost(net_, r); !what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
+      // This step's metrics (of the whole global batch when the ranks share it) and whether
+      // any rank's cost is not finite: every rank then stops together.
+      CostReport::Entry step_metrics = r.costs[r.primary];
+      int step_batch = r.batch;
+      std::string what = nonfinite_cost(net_, r);
+      if (world_.distributed()) {
+        const double share = double(r.batch) / double(batch.global_size);
+        std::vector<double> v = {step_metrics.cost * share, step_metrics.top1_error * share,
+                                 step_metrics.top5_error * share, what.empty() ? 0.0 : 1.0};
+        world_.all_reduce_sum(v);
+        step_metrics.cost = v[0];
+        step_metrics.top1_error = v[1];
+        step_metrics.top5_error = v[2];
+        step_batch = int(batch.global_size);
+        if (what.empty() && v[3] > 0) what = "the cost is not finite on another rank";
+      }
+      if (!what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
+      if (world_.distributed()) reduce_gradients(double(r.batch) / double(batch.global_size));
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + input_cause(net_), epoch_ + 1, next_batch_ + 1);
@@ -281,8 +322,8 @@ Trainer::Result Trainer::run() {
                  epoch_ + 1, next_batch_ + 1);
       net_.update();
       ++next_batch_;
-      images += r.batch;
-      epoch_sums_.add(r.costs[r.primary], r.batch);
+      images += step_batch;
+      epoch_sums_.add(step_metrics, step_batch);
 
       BatchEvent ev;
       ev.epoch = epoch_ + 1;
@@ -290,7 +331,7 @@ Trainer::Result Trainer::run() {
       ev.batches = batches;
       ev.step = int64_t(net_.step());
       ev.epoch_float = epoch_ + double(next_batch_) / batches;
-      ev.train.add(r.costs[r.primary], r.batch);
+      ev.train.add(step_metrics, step_batch);
       ev.lr = net_.params().empty() ? 0 : net_.params()[0]->lr;
       ev.grad_norm = grad_norm;
       ev.elapsed_s = elapsed();
@@ -300,6 +341,11 @@ Trainer::Result Trainer::run() {
            {"top5_error", ev.train.top5_error}, {"lr", ev.lr}, {"grad_norm", grad_norm},
            {"elapsed_s", ev.elapsed_s}, {"images_per_s", ev.images_per_s}});
       bool go_on = on_batch ? on_batch(ev) : true;
+      if (world_.distributed()) {  // one rank asking to stop stops them all, after the same batch
+        std::vector<double> stop = {go_on ? 0.0 : 1.0};
+        world_.all_reduce_sum(stop);
+        go_on = stop[0] == 0;
+      }
 
       if (test_ && options_.test_every > 0 && next_batch_ % options_.test_every == 0 && next_batch_ < batches) {
         run_test(epoch_ + 1, next_batch_, ev.epoch_float, elapsed);
@@ -335,6 +381,13 @@ Trainer::Result Trainer::run() {
       line["test_cost"] = ee.test.cost;
       line["test_top1_error"] = ee.test.top1_error;
       line["test_top5_error"] = ee.test.top5_error;
+    }
+    if (world_.distributed()) {  // every rank's weights, which must be the same
+      const std::vector<uint64_t> hashes = world_.all_gather(weights_hash());
+      line["weight_hashes"] = hashes;
+      for (size_t k = 1; k < hashes.size(); ++k)
+        CONVNET_CHECK(hashes[k] == hashes[0], "after epoch ", ee.epoch, " the weights of rank ", k,
+                      " differ from rank 0's: the ranks no longer train one model");
     }
     log(line);
     result.train = ee.train;

@@ -1,0 +1,46 @@
+// The processes of a run: MPI's world when the program was started by an MPI launcher
+// (`mpirun -np K ...`: Open MPI, MPICH and Slurm's PMI set the environment it is known by), else
+// a world of one. Data-parallel training (convnet/job.h) shards each global batch over the ranks
+// and sums the gradients with all_reduce_sum; rank 0 alone writes checkpoints and logs.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "convnet/tensor.h"
+
+namespace convnet {
+
+class World {
+ public:
+  // The one world of this process; initialises MPI on first use when launched by MPI
+  // (RuntimeError when this build has no MPI: the message says how to build it with).
+  static World& get();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool distributed() const { return size_ > 1; }
+  // "rank 1 of 4" for messages ("" in a world of one).
+  std::string where() const;
+
+  // Sums a host tensor over every rank, in place (a blocking MPI_Allreduce).
+  void all_reduce_sum(Tensor& host);
+  // Sums numbers over every rank, in place.
+  void all_reduce_sum(std::vector<double>& values);
+  // Every rank's value, in rank order (on every rank).
+  std::vector<uint64_t> all_gather(uint64_t value);
+  // Ends every rank of the run at once (MPI_Abort), so that none waits forever for one that
+  // failed; in a world of one, exits.
+  [[noreturn]] void abort(int code);
+
+ private:
+  World();
+  ~World();
+  int rank_ = 0, size_ = 1;
+  bool mpi_ = false;
+};
+
+// Whether this build can run across processes (it was built with MPI).
+bool mpi_compiled();
+
+}  // namespace convnet

@@ -1,0 +1,118 @@
+#include "convnet/world.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "convnet/error.h"
+#ifdef CONVNET_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace convnet {
+
+namespace {
+
+// The size the launcher announces, 0 when none did (Open MPI, PMIx, MPICH / Slurm's PMI).
+int launched_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
+#ifdef CONVNET_WITH_MPI
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw RuntimeError(std::string(what) + " failed: " + std::string(text, size_t(length)));
+}
+#endif
+
+}  // namespace
+
+bool mpi_compiled() {
+#ifdef CONVNET_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+World& World::get() {
+  static World world;
+  return world;
+}
+
+World::World() {
+  const int launched = launched_size();
+  if (launched <= 1) return;
+#ifdef CONVNET_WITH_MPI
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    int provided = 0;
+    // Only the thread that runs the trainer talks to MPI.
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  }
+  mpi_ = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // An error in one rank must end the run, not leave the others waiting in a collective.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+#else
+  throw RuntimeError("started by an MPI launcher with " + std::to_string(launched) +
+                     " processes, but this build of convnet has no MPI (apt-get install libopenmpi-dev "
+                     "and rebuild)");
+#endif
+}
+
+World::~World() {
+#ifdef CONVNET_WITH_MPI
+  int finalised = 0;
+  if (mpi_ && (MPI_Finalized(&finalised), !finalised)) MPI_Finalize();
+#endif
+}
+
+std::string World::where() const {
+  return distributed() ? "rank " + std::to_string(rank_) + " of " + std::to_string(size_) : "";
+}
+
+void World::all_reduce_sum(Tensor& host) {
+  CONVNET_CHECK(host.device().is_cpu(), "World::all_reduce_sum: a tensor on ", host.device().str(),
+                " (MPI sums host memory; GPUs need NCCL)");
+  if (!distributed()) return;
+#ifdef CONVNET_WITH_MPI
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, host.data(), int(host.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce");
+#endif
+}
+
+void World::all_reduce_sum(std::vector<double>& values) {
+  if (!distributed()) return;
+#ifdef CONVNET_WITH_MPI
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(), int(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce");
+#endif
+}
+
+std::vector<uint64_t> World::all_gather(uint64_t value) {
+  std::vector<uint64_t> all(size_t(size_), value);
+#ifdef CONVNET_WITH_MPI
+  if (distributed())
+    check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD),
+              "MPI_Allgather");
+#endif
+  return all;
+}
+
+void World::abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+#ifdef CONVNET_WITH_MPI
+  if (distributed()) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::_Exit(code);
+}
+
+}  // namespace convnet

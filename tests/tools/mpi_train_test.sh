@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# ctest: data parallelism over MPI. `mpirun -np 2 convnet-train` (each rank half of every batch,
+# gradients summed over the ranks) ends with the weights of one process trained on the whole
+# batches, up to float32 summation order; both ranks' weights agree (the log's hashes); rank 0
+# alone writes; a resume with another number of processes and a batch that does not split are
+# refused, every rank exiting non-zero without a hang.
+#   mpi_train_test.sh BINARY MPIEXEC
+set -euo pipefail
+BIN=$1
+MPIEXEC=$2
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+# CI runs as root; Open MPI refuses root unless told, and a 2-core machine needs --oversubscribe
+# only when it has fewer slots than ranks.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(timeout 300 "$MPIEXEC" -np 2 --oversubscribe)
+DATA="generated[count=256;classes=4;channels=1;size=16;seed=9]"
+
+cat > "$WORK/model.json" <<'JSON'
+{"layers": [
+  {"name": "data", "type": "input", "channels": 1, "size": 16},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu",
+   "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
+  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
+  {"name": "fc2", "type": "fc", "inputs": ["pool1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]}
+]}
+JSON
+COMMON=(--layer-def "$WORK/model.json" --data "$DATA" --batch 32 --epochs 2 --mirror --threads 1 --quiet)
+
+"$BIN" "${COMMON[@]}" --save-dir "$WORK/one" > "$WORK/one.txt"
+"${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --save-dir "$WORK/two" > "$WORK/two.txt" 2>&1 || { cat "$WORK/two.txt"; fail "mpirun -np 2 failed"; }
+cat "$WORK/two.txt"
+grep -q "2 processes, 16 images each" "$WORK/two.txt" || fail "the run does not say it has 2 processes"
+[ "$(grep -c '^done: 2 epochs, step 16' "$WORK/two.txt")" = 1 ] || fail "not exactly one rank (0) reported the end"
+ls "$WORK/two"/ckpt-e0002-b000000.safetensors > /dev/null || fail "no epoch-2 checkpoint from rank 0"
+
+python3 - "$WORK/one" "$WORK/two" <<'PY' || fail "2 ranks do not train what 1 process trains"
+import array, json, struct, sys
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for k, v in header.items():
+        if k != "__metadata__":
+            a = array.array("f")
+            a.frombytes(body[v["data_offsets"][0]:v["data_offsets"][1]])
+            out[k] = a
+    return out, json.loads(header["__metadata__"]["convnet.state"]) if "convnet.state" in header["__metadata__"] else None
+one, _ = tensors(sys.argv[1] + "/ckpt-e0002-b000000.safetensors")
+two, _ = tensors(sys.argv[2] + "/ckpt-e0002-b000000.safetensors")
+assert one.keys() == two.keys(), (one.keys(), two.keys())
+for k in one:
+    scale = max(abs(x) for x in one[k])
+    diff = max(abs(a - b) for a, b in zip(one[k], two[k]))
+    print(f"{k}: max |difference| {diff:.3g} (largest value {scale:.3g})")
+    assert diff <= 1e-4 * scale, k
+# Both ranks' weights agreed at each epoch's end; the batch costs are the global batches'.
+log2 = [json.loads(l) for l in open(sys.argv[2] + "/log.jsonl")]
+log1 = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
+epochs = [e for e in log2 if e["event"] == "epoch"]
+assert len(epochs) == 2 and all(len(e["weight_hashes"]) == 2 and len(set(e["weight_hashes"])) == 1 for e in epochs), epochs
+c1 = [e["cost"] for e in log1 if e["event"] == "batch"]
+c2 = [e["cost"] for e in log2 if e["event"] == "batch"]
+assert len(c1) == len(c2) == 16 and max(abs(a - b) for a, b in zip(c1, c2)) < 1e-4 * max(c1), (c1, c2)
+PY
+
+# Refusals: every rank exits non-zero, promptly.
+set +e
+"$BIN" "${COMMON[@]}" --save-dir "$WORK/two" --resume --epochs 3 > "$WORK/err1.txt" 2>&1
+rc=$?
+set -e
+[ $rc = 2 ] || fail "a 1-process resume of a 2-process run exited $rc"
+grep -q "was written by a run of 2 process(es)" "$WORK/err1.txt" || { cat "$WORK/err1.txt"; fail "no world-size message"; }
+set +e
+"${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --batch 31 > "$WORK/err2.txt" 2>&1
+rc=$?
+set -e
+[ $rc != 0 ] && [ $rc != 124 ] || fail "mpirun with --batch 31 exited $rc (124: it hung)"
+grep -q "does not split over 2 processes" "$WORK/err2.txt" || { cat "$WORK/err2.txt"; fail "no batch message"; }
+echo "mpi: all checks passed"
