@@ -523,10 +523,10 @@ Result run_dropout(const Options& o) {
   const int64_t n = int64_t(4096) * o.batch;
   auto in = random_vector(size_t(n), 15, 0.25f, 1.25f);  // nonzero: a zero output is a dropped unit
   std::vector<float> want(static_cast<size_t>(n));
-  cpu::dropout_apply(in.data(), want.data(), n, 0.5f, 1234, 7, false);
+  cpu::dropout_apply(in.data(), want.data(), n, 0.5f, 1234, 7, false, 0, 0, 0);
   Buf d_in(in), d_out(static_cast<size_t>(n));
   d_out.poison();
-  auto launch = [&] { cu::dropout_apply(d_in.get(), d_out.get(), n, 0.5f, 1234, 7, false); };
+  auto launch = [&] { cu::dropout_apply(d_in.get(), d_out.get(), n, 0.5f, 1234, 7, false, 0, 0, 0); };
   launch();
   Result r("dropout", dims({4096, o.batch}) + " rate 0.5");
   r.check = compare(d_out.download(), want, 1e-6, 0);  // the mask must be exactly the CPU's

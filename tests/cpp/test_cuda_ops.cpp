@@ -739,6 +739,28 @@ std::vector<float> nonzero_values(size_t n, uint32_t seed) {
   return v;
 }
 
+TEST(CudaDropout, ShardOfAGlobalBatchMatchesCpuExactly) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t vseed = 1300;
+  for (int batch : {5, 64})
+    for (int first : {0, 1, 3})
+      for (bool acc : {false, true}) {
+        SCOPED_TRACE("batch " + std::to_string(batch) + " first " + std::to_string(first) +
+                     (acc ? " accumulate" : " overwrite"));
+        const Shape s = {9, 2, 3, batch};
+        const BatchShard shard{first, batch + first + 7};
+        Pair in = pair_of(s, nonzero_values(size_t(9 * 2 * 3 * batch), ++vseed));
+        Pair out = grad_out_pair(s, acc, ++vseed);
+        dropout_apply(in.cpu, out.cpu, 0.5f, 11, 4, acc, shard);
+        dropout_apply(in.gpu, out.gpu, 0.5f, 11, 4, acc, shard);
+        const auto got = out.gpu.to_vector(), want = out.cpu.to_vector();
+        EXPECT_TRUE(all_close(got, want, 1e-6, 0));
+        int64_t mask_diff = 0;
+        for (size_t k = 0; k < got.size(); ++k) mask_diff += (got[k] == 0.f) != (want[k] == 0.f);
+        EXPECT_EQ(mask_diff, 0);
+      }
+}
+
 TEST(CudaDropout, MaskAndValuesMatchCpuExactly) {
   CONVNET_REQUIRE_GPU();
   struct Case {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "convnet/error.h"
+#include "convnet/ops.h"
 #include "convnet/philox.h"
 #include "cpu/cpu_ops.h"
 #include "test_util.h"
@@ -68,7 +70,7 @@ std::vector<double> ref_dropout(const std::vector<double>& in, double rate, uint
 
 std::vector<float> run(const std::vector<float>& in, float rate, uint64_t seed, uint64_t step) {
   std::vector<float> out(in.size(), std::nanf(""));  // garbage: must not be read
-  cpu::dropout_apply(in.data(), out.data(), int64_t(in.size()), rate, seed, step, false);
+  cpu::dropout_apply(in.data(), out.data(), int64_t(in.size()), rate, seed, step, false, 0, 0, 0);
   return out;
 }
 
@@ -85,6 +87,42 @@ TEST(CpuDropout, MatchesReference) {
       expect_close(out, ref_dropout(to_double(in), rate, seed, step), 1e-6, 0, "dropout");
     }
   }
+}
+
+// Data parallelism: a shard of a global batch draws each example's mask by its place in the
+// global batch, so shards side by side drop what the whole batch drops (rows of any width: the
+// shards start anywhere in a Philox block of four).
+TEST(CpuDropout, ShardsSideBySideDropWhatTheWholeBatchDrops) {
+  for (int batch : {6, 24, 130}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    const Shape whole_shape = {7, 3, 2, batch};
+    Tensor whole({whole_shape}, Device::cpu()), whole_out(whole_shape, Device::cpu());
+    const auto values = random_vector(size_t(whole.numel()), uint32_t(batch), -2.f, 2.f);
+    whole.copy_from_host(values.data());
+    dropout_apply(whole, whole_out, 0.5f, 99, 5, false);
+    const auto want = whole_out.to_vector();
+    const int64_t rows = whole.numel() / batch;
+    for (int shards : {2, 3}) {
+      for (int s = 0; s < shards; ++s) {
+        const int first = s * batch / shards, n = (s + 1) * batch / shards - first;
+        Tensor part({7, 3, 2, n}, Device::cpu()), part_out({7, 3, 2, n}, Device::cpu());
+        std::vector<float> v(size_t(part.numel()));
+        for (int64_t r = 0; r < rows; ++r)
+          for (int c = 0; c < n; ++c) v[size_t(r * n + c)] = values[size_t(r * batch + first + c)];
+        part.copy_from_host(v.data());
+        dropout_apply(part, part_out, 0.5f, 99, 5, false, BatchShard{first, batch});
+        const auto got = part_out.to_vector();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int c = 0; c < n; ++c)
+            ASSERT_EQ(got[size_t(r * n + c)], want[size_t(r * batch + first + c)])
+                << shards << " shards, shard " << s << ", row " << r << ", example " << c;
+      }
+    }
+  }
+  Tensor x({2, 1, 1, 8}, Device::cpu()), y({2, 1, 1, 8}, Device::cpu());
+  x.fill(1.f);
+  convnet::testing::expect_throw_containing<ValueError>(
+      [&] { dropout_apply(x, y, 0.5f, 1, 1, false, BatchShard{4, 10}); }, "does not fit a global batch of 10");
 }
 
 TEST(CpuDropout, KeptValuesScaledAndDroppedValuesZero) {
@@ -175,7 +213,7 @@ TEST(CpuDropout, Accumulate) {
     auto dy = random_vector(n, 7);
     auto base = random_vector(n, 8, -3.f, 3.f);
     auto acc = base;
-    cpu::dropout_apply(dy.data(), acc.data(), int64_t(n), rate, 1, 2, true);
+    cpu::dropout_apply(dy.data(), acc.data(), int64_t(n), rate, 1, 2, true, 0, 0, 0);
     auto want = ref_dropout(to_double(dy), rate, 1, 2);
     for (size_t i = 0; i < n; ++i) want[i] += base[i];
     expect_close(acc, want, 1e-6, 1e-6, "accumulate");

@@ -136,21 +136,17 @@ def test_job_options_name_the_culprit():
     assert o.batch == 16  # the later one wins
 
 
-def test_mpirun_two_ranks_of_convnet_train_equal_one_process(tmp_path, capsys):
+def test_mpirun_two_ranks_of_convnet_train_equal_one_process(model_file, tmp_path, capsys):
     """`mpirun -np 2 python -m convnet train`: each rank trains on half of every batch and the
     gradients are summed over the ranks, so the weights are those of one process trained on the
-    whole batches, up to float32 summation order; rank 0 alone reports and writes. (No dropout:
-    its masks are keyed by the position in the batch, not yet by the example.)"""
+    whole batches, up to float32 summation order (dropout included: each example's mask is keyed
+    by its place in the global batch); rank 0 alone reports and writes."""
     import shutil
     import sys
     mpirun = shutil.which("mpirun")
     if not (_core.mpi_compiled() and mpirun):
         pytest.skip("this build has no MPI, or mpirun is missing (scripts/install-deps.sh installs Open MPI)")
-    model = dict(MODEL, layers=[dict(l, inputs=["pool1"]) if l["name"] == "fc2" else l
-                                for l in MODEL["layers"] if l["type"] != "dropout"])
-    model_file = tmp_path / "model.json"
-    model_file.write_text(json.dumps(model))
-    args = ["train", str(model_file), "--data", DATA, "--batch", "32", "--epochs", "2", "--mirror", "--crop", "14",
+    args = ["train", model_file, "--data", DATA, "--batch", "32", "--epochs", "2", "--mirror", "--crop", "14",
             "--threads", "1", "--quiet", "--no-plots"]
     assert cli.main([*args, "--save-dir", str(tmp_path / "one")]) == 0
     # Root may run Open MPI only when told; --oversubscribe: CI's machine may have fewer slots.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ctest: data parallelism over MPI. `mpirun -np 2 convnet-train` (each rank half of every batch,
 # gradients summed over the ranks) ends with the weights of one process trained on the whole
-# batches, up to float32 summation order; both ranks' weights agree (the log's hashes); rank 0
+# batches, up to float32 summation order, dropout included (masks keyed by the example's place
+# in the global batch); both ranks' weights agree (the log's hashes); rank 0
 # alone writes; a resume with another number of processes and a batch that does not split are
 # refused, every rank exiting non-zero without a hang.
 #   mpi_train_test.sh BINARY MPIEXEC
@@ -24,7 +25,8 @@ cat > "$WORK/model.json" <<'JSON'
   {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu",
    "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
   {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
-  {"name": "fc2", "type": "fc", "inputs": ["pool1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
+  {"name": "drop1", "type": "dropout", "inputs": ["pool1"], "rate": 0.25},
+  {"name": "fc2", "type": "fc", "inputs": ["drop1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
   {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]}
 ]}
 JSON

@@ -53,6 +53,7 @@ struct PassContext {
   bool train = true;
   uint64_t seed = 0;  // the net's seed (dropout masks)
   uint64_t step = 0;  // the training step (dropout masks differ per step)
+  BatchShard shard;   // where this batch lies in a data-parallel global batch (dropout masks)
 };
 
 class Layer {

@@ -103,6 +103,9 @@ class Net {
   uint64_t step() const { return step_; }
   void set_step(uint64_t step) { step_ = step; }
   uint64_t seed() const { return seed_; }
+  // Where the batch just fed lies in a data-parallel global batch (dropout draws each example's
+  // mask by its place there). set_input resets it to the default, the whole batch.
+  void set_batch_shard(const BatchShard& shard) { shard_ = shard; }
   // The seed keys the dropout masks too: a resumed run sets the checkpoint's seed.
   void set_seed(uint64_t seed);
   // cuBLAS math on this net's GPUs (fp32 by default; the CPU always computes in fp32).
@@ -130,6 +133,7 @@ class Net {
   ModelSpec spec_;
   std::vector<Device> devices_;
   uint64_t seed_ = 1, step_ = 0;
+  BatchShard shard_;
   int batch_ = 0;
   std::vector<std::unique_ptr<Node>> nodes_;   // in topological order
   std::vector<Layer*> order_;

@@ -132,10 +132,19 @@ void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, co
 
 // ---- dropout (inverted: kept units scaled by 1/(1-rate) in training; identity at test) ----
 
-// out = in * mask / (1 - rate), where mask[i] = 1 when philox_uniform(seed, step, i) >= rate.
-// The mask is never stored: the backward pass calls this again with the same seed and step.
+// Where a batch lies in the global batch that data parallelism splits: its N examples are
+// [first, first + N) of `global` (global 0: it is the whole batch).
+struct BatchShard {
+  int64_t first = 0, global = 0;
+};
+
+// out = in * mask / (1 - rate). The mask of element (r, n) of an activation whose last dimension
+// is the batch (row r, example n) is philox_uniform(seed, step, r * G + first + n) >= rate, G the
+// global batch: keyed by the example, not by its place in this shard, so that K shards draw what
+// the whole batch draws (with the whole batch, the counter is simply the element's index). The
+// mask is never stored: the backward pass calls this again with the same seed, step and shard.
 void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
-                   bool accumulate);
+                   bool accumulate, const BatchShard& shard = {});
 
 // ---- softmax with multinomial logistic cost ----
 

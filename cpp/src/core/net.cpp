@@ -248,6 +248,7 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
   CONVNET_CHECK(n.layer->is_input(), "layer '", name, "' is a '", n.layer->type(),
                 "' layer, not an input or labels layer");
   const int batch_size = batch.ndim() == 0 ? 0 : batch.shape().back();
+  shard_ = BatchShard{};  // a new batch is a whole one until set_batch_shard says otherwise
   CONVNET_CHECK(batch_size > 0, "input '", name, "': empty batch ", shape_str(batch.shape()));
   if (batch_size != batch_) {
     for (const std::string& other : fresh_inputs_)
@@ -290,7 +291,7 @@ CostReport Net::forward(bool train) {
 }
 
 void Net::run_forward(bool train) {
-  last_pass_ = PassContext{train, seed_, step_};
+  last_pass_ = PassContext{train, seed_, step_, shard_};
   fresh_inputs_.clear();
   apply_math_mode();
   for (auto& n : nodes_) {
@@ -477,7 +478,7 @@ CostReport Net::forward_backward() {
       }
       g.math = math_mode_;
     }
-    last_pass_ = PassContext{true, seed_, step_};
+    last_pass_ = PassContext{true, seed_, step_, shard_};
     fresh_inputs_.clear();
     g.step->set_dropout_step(step_);
     g.step->launch();

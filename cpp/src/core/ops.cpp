@@ -264,11 +264,15 @@ void lrn_pool_backward(const Tensor& x, const Tensor& y, const Tensor& denom, co
 }
 
 void dropout_apply(const Tensor& in, Tensor& out, float rate, uint64_t seed, uint64_t step,
-                   bool accumulate) {
+                   bool accumulate, const BatchShard& shard) {
   same_shape("dropout", in, out);
   CONVNET_CHECK(rate >= 0.f && rate < 1.f, "dropout: rate must be in [0, 1), got ", rate);
-  CONVNET_DISPATCH(in, dropout_apply, in.data(), out.data(), in.numel(), rate,
-                                                     seed, step, accumulate);
+  const int64_t batch = in.shape().empty() ? 0 : in.shape().back();
+  const int64_t global = shard.global ? shard.global : batch;
+  CONVNET_CHECK(shard.first >= 0 && shard.first + batch <= global, "dropout: a shard of ", batch,
+                " examples from ", shard.first, " does not fit a global batch of ", global);
+  CONVNET_DISPATCH(in, dropout_apply, in.data(), out.data(), in.numel(), rate, seed, step, accumulate,
+                   batch, global, shard.first);
 }
 
 static void check_cost(const char* op, const Tensor& probs, const Tensor& labels) {

@@ -43,8 +43,10 @@ void pool_backward(const float* x, const float* y, const float* dy, float* dx,
                    const PoolGeometry& g, bool accumulate);
 
 // dropout.cpp
+// The element at row r, column c of `cols`-wide rows (the batch) draws counter
+// r * global_cols + offset + c (ops.h BatchShard); cols == global_cols, offset 0: counter i.
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
-                   uint64_t step, bool accumulate);
+                   uint64_t step, bool accumulate, int64_t cols, int64_t global_cols, int64_t offset);
 
 // softmax_cost.cpp. logits/probs {K, N}; labels N floats already checked to lie in [0, K).
 // Each case's cost goes to case_cost[n], its error flags (bit 0 top-1, bit 1 top-5) to

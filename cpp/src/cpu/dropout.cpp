@@ -1,4 +1,5 @@
-// CPU dropout (inverted): out = in * mask / (1 - rate), mask[i] = philox_uniform(seed, step, i) >= rate.
+// CPU dropout (inverted): out = in * mask / (1 - rate), mask[i] = philox_uniform(seed, step, i) >= rate,
+// i the element's index in the global batch (ops.h BatchShard).
 // The mask is recomputed from (seed, step) rather than stored, so this one function is both the
 // forward pass (on activations) and the backward pass (on gradients).
 #include <algorithm>
@@ -51,7 +52,7 @@ inline float keep_or_zero(float v, bool keep) {
 
 CONVNET_CPU_CLONES
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
-                   uint64_t step, bool accumulate) {
+                   uint64_t step, bool accumulate, int64_t cols, int64_t global_cols, int64_t offset) {
   if (rate <= 0.f) {  // nothing dropped: a copy (or an add)
     if (accumulate) axpby(1.f, in, out, n, true);
     else copy(in, out, n);
@@ -59,21 +60,39 @@ void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t 
   }
   // rate >= 1 drops everything: the products are then inf or NaN, but all masked to 0.
   const float scale = 1.f / (1.f - rate);
-  // Drawing a group of Philox blocks at once vectorises; philox_uniform per element would make
-  // four calls per block, one lane at a time.
-  const int64_t groups = (n + kSpan - 1) / kSpan;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t g = 0; g < groups; ++g) {
-    float u[kSpan];
-    draw_group(uint64_t(g) * kGroup, step, seed, u);
-    const int64_t i0 = g * kSpan;
-    const int cnt = int(std::min<int64_t>(kSpan, n - i0));
-    const float* src = in + i0;
-    float* dst = out + i0;
+  auto apply = [&](const float* src, float* dst, const float* u, int cnt) {
     if (accumulate) {
       for (int t = 0; t < cnt; ++t) dst[t] += keep_or_zero(src[t] * scale, u[t] >= rate);
     } else {
       for (int t = 0; t < cnt; ++t) dst[t] = keep_or_zero(src[t] * scale, u[t] >= rate);
+    }
+  };
+  if (cols <= 0 || (global_cols == cols && offset == 0)) {
+    // The whole batch: element i draws counter i. Drawing a group of Philox blocks at once
+    // vectorises; philox_uniform per element would make four calls per block, one lane at a time.
+    const int64_t groups = (n + kSpan - 1) / kSpan;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t g = 0; g < groups; ++g) {
+      float u[kSpan];
+      draw_group(uint64_t(g) * kGroup, step, seed, u);
+      const int64_t i0 = g * kSpan;
+      apply(in + i0, out + i0, u, int(std::min<int64_t>(kSpan, n - i0)));
+    }
+    return;
+  }
+  // A shard of a global batch: row r's counters start at r * global_cols + offset, anywhere in a
+  // Philox block, so each run of a row takes the group that holds its first counter.
+  const int64_t rows = n / cols;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    float u[kSpan];
+    for (int64_t c = 0; c < cols;) {
+      const uint64_t counter = uint64_t(r * global_cols + offset + c), b0 = counter / 4;
+      draw_group(b0, step, seed, u);
+      const int skip = int(counter - 4 * b0);
+      const int cnt = int(std::min<int64_t>(kSpan - skip, cols - c));
+      apply(in + r * cols + c, out + r * cols + c, u + skip, cnt);
+      c += cnt;
     }
   }
 }

@@ -51,8 +51,10 @@ void lrn_pool_backward(const float* x, const float* y, const float* denom, const
                        float* dx, const LrnParams& lp, const PoolGeometry& g, bool accumulate);
 
 // dropout.cu
+// The element at row r, column c of `cols`-wide rows (the batch) draws counter
+// r * global_cols + offset + c (ops.h BatchShard); cols == global_cols, offset 0: counter i.
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
-                   uint64_t step, bool accumulate);
+                   uint64_t step, bool accumulate, int64_t cols, int64_t global_cols, int64_t offset);
 
 // softmax_cost.cu. Labels are not checked beforehand: a case whose label is no class index gets
 // flag bit 2 (cost_stats reports it), and nothing is read out of bounds.

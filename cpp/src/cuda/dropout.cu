@@ -1,5 +1,6 @@
 // CUDA dropout (inverted). Reference: cpu/dropout.cpp: out (+)= in * mask / (1 - rate), with
-// mask[i] = philox_uniform(seed, step, i) >= rate, bit-identical to the CPU's mask.
+// mask[i] = philox_uniform(seed, step, i) >= rate, bit-identical to the CPU's mask (i the
+// element's counter in the global batch; a shard's elements take one thread each).
 // Design: a thread owns one Philox block b (grid-stride): one philox4x32_10 call gives words
 // 0..3 for elements 4b..4b+3, moved as one float4 when in and out are 16-byte aligned.
 // The step is a kernel argument: a captured graph gets it patched before each replay
@@ -23,6 +24,10 @@ struct DropArgs {
   int64_t n;
   float rate, scale;
   uint32_t seed_lo, seed_hi, step_lo, step_hi;
+  // A shard of a global batch (ops.h BatchShard): element (r, c) of cols-wide rows draws counter
+  // r * global_cols + offset + c. sharded false: element i draws counter i.
+  bool sharded;
+  int64_t cols, global_cols, offset;
 };
 
 // Element 4b + w's draw, as philox_uniform converts word w of counter block b.
@@ -73,15 +78,31 @@ __host__ __device__ __forceinline__ void dropout_block(const float* in, float* o
 
 template <bool kAccumulate, bool kVec>
 __global__ void dropout_kernel(const float* in, float* out, DropArgs a) {
+  if (a.sharded) {  // one element per thread, each drawing its own counter's block
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < a.n; i += int64_t(gridDim.x) * blockDim.x) {
+      const int64_t r = i / a.cols;
+      const uint64_t counter = uint64_t(r * a.global_cols + a.offset + (i - r * a.cols)), b = counter >> 2;
+      const Philox4 p = philox4x32_10(uint32_t(b), uint32_t(b >> 32), a.step_lo, a.step_hi, a.seed_lo, a.seed_hi);
+      const float m = masked(in[i], p.v[counter & 3], a);
+      if (kAccumulate) out[i] += m;
+      else out[i] = m;
+    }
+    return;
+  }
   const int64_t blocks = (a.n + 3) >> 2;
   for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < blocks;
        b += int64_t(gridDim.x) * blockDim.x)
     dropout_block<kAccumulate, kVec>(in, out, b, a);
 }
 
-DropArgs drop_args(int64_t n, float rate, uint64_t seed, uint64_t step) {
+DropArgs drop_args(int64_t n, float rate, uint64_t seed, uint64_t step, int64_t cols, int64_t global_cols,
+                   int64_t offset) {
   DropArgs a;
   a.n = n;
+  a.sharded = cols > 0 && (global_cols != cols || offset != 0);
+  a.cols = cols;
+  a.global_cols = global_cols;
+  a.offset = offset;
   a.rate = rate;
   a.scale = 1.f / (1.f - rate);  // as the CPU rounds it
   a.seed_lo = uint32_t(seed);
@@ -128,6 +149,9 @@ void launch(const float* in, float* out, const DropArgs& a, dim3 grid, cudaStrea
     d.n = a.n;
     d.rate = a.rate;
     d.seed = uint64_t(a.seed_lo) | (uint64_t(a.seed_hi) << 32);
+    d.cols = a.cols;
+    d.global_cols = a.global_cols;
+    d.offset = a.offset;
     capture_sink->push_back(d);
   }
 }
@@ -135,15 +159,15 @@ void launch(const float* in, float* out, const DropArgs& a, dim3 grid, cudaStrea
 }  // namespace
 
 void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t seed,
-                   uint64_t step, bool accumulate) {
+                   uint64_t step, bool accumulate, int64_t cols, int64_t global_cols, int64_t offset) {
   if (n <= 0) return;
   if (rate <= 0.f) {  // nothing dropped: a copy (or an add)
     if (accumulate) axpby(1.f, in, out, n, true);
     else copy(in, out, n);
     return;
   }
-  const DropArgs a = drop_args(n, rate, seed, step);
-  const int64_t pblocks = (n + 3) / 4;
+  const DropArgs a = drop_args(n, rate, seed, step, cols, global_cols, offset);
+  const int64_t pblocks = a.sharded ? n : (n + 3) / 4;  // threads: per element, or per Philox block
   const dim3 grid(unsigned(std::min<int64_t>((pblocks + kThreads - 1) / kThreads, kMaxBlocks)));
   const bool vec = aligned16(in) && aligned16(out);
   cudaStream_t s = current_stream();
@@ -159,7 +183,7 @@ void dropout_apply(const float* in, float* out, int64_t n, float rate, uint64_t 
 void record_dropout_launches(std::vector<DropoutNode>* sink) { capture_sink = sink; }
 
 void patch_dropout_step(cudaGraphExec_t exec, const DropoutNode& d, uint64_t step) {
-  DropArgs a = drop_args(d.n, d.rate, d.seed, step);
+  DropArgs a = drop_args(d.n, d.rate, d.seed, step, d.cols, d.global_cols, d.offset);
   const float* in = d.in;
   float* out = d.out;
   void* args[] = {&in, &out, &a};

@@ -18,6 +18,7 @@ struct DropoutNode {
   int64_t n = 0;
   float rate = 0;
   uint64_t seed = 0;
+  int64_t cols = 0, global_cols = 0, offset = 0;  // the batch shard (dropout.cu DropArgs)
 };
 
 // While `sink` is set, this thread's dropout launches (on a capturing stream) are appended to it;

@@ -21,13 +21,14 @@ class DropoutLayer : public Layer {
   }
   Shape setup(const std::vector<Shape>& in) override { return in[0]; }
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext& ctx) override {
-    dropout_apply(in[0], out, ctx.train ? rate_ : 0.f, ctx.seed ^ salt_, ctx.step, false);
+    dropout_apply(in[0], out, ctx.train ? rate_ : 0.f, ctx.seed ^ salt_, ctx.step, false, ctx.shard);
   }
   void backward(const std::vector<Tensor>&, const Tensor&, const Tensor& dout,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
                 const PassContext& ctx) override {
     if (din[0].defined())
-      dropout_apply(dout, din[0], ctx.train ? rate_ : 0.f, ctx.seed ^ salt_, ctx.step, accumulate[0]);
+      dropout_apply(dout, din[0], ctx.train ? rate_ : 0.f, ctx.seed ^ salt_, ctx.step, accumulate[0],
+                    ctx.shard);
   }
 
  private:

@@ -292,6 +292,7 @@ Trainer::Result Trainer::run() {
       set_rates(epoch_float);
       net_.set_input(input_, batch.images);
       net_.set_input(labels_, batch.labels);
+      net_.set_batch_shard({batch.first_example, batch.global_size});
       // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
       const CostReport r = net_.forward_backward();
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
