@@ -84,4 +84,27 @@ rc=$?
 set -e
 [ $rc != 0 ] && [ $rc != 124 ] || fail "mpirun with --batch 31 exited $rc (124: it hung)"
 grep -q "does not split over 2 processes" "$WORK/err2.txt" || { cat "$WORK/err2.txt"; fail "no batch message"; }
+# A rank killed mid-run: mpirun ends the other one within seconds, exits non-zero, and the last
+# complete checkpoint (rank 0 writes each atomically) still loads into a resume.
+"${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --data "generated[count=4096;classes=4;channels=1;size=16;seed=9]" \
+  --epochs 50 --save-every 4 --save-dir "$WORK/killed" > "$WORK/killed.txt" 2>&1 &
+runner=$!
+for _ in $(seq 600); do
+  ls "$WORK/killed"/ckpt-*.safetensors > /dev/null 2>&1 && break
+  sleep 0.1
+done
+ls "$WORK/killed"/ckpt-*.safetensors > /dev/null 2>&1 || fail "the long run wrote no checkpoint"
+pkill -9 -n -f -- "--save-dir $WORK/killed" || fail "no rank to kill"
+killed_at=$(date +%s)
+set +e
+wait $runner
+rc=$?
+set -e
+took=$(( $(date +%s) - killed_at ))
+[ $rc != 0 ] || fail "mpirun exited 0 after a rank was killed"
+[ $took -le 30 ] || fail "the other rank took ${took} s to end"
+echo "killed one rank: mpirun exited $rc, ${took} s later"
+"${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --data "generated[count=4096;classes=4;channels=1;size=16;seed=9]" \
+  --epochs 1 --save-dir "$WORK/killed" --resume > "$WORK/resumed.txt" 2>&1 || { cat "$WORK/resumed.txt"; fail "the surviving checkpoint does not resume"; }
+grep -q "resumed from" "$WORK/resumed.txt" || fail "no resume after the kill"
 echo "mpi: all checks passed"

@@ -313,7 +313,12 @@ Trainer::Result Trainer::run() {
         if (what.empty() && v[3] > 0) what = "the cost is not finite on another rank";
       }
       if (!what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
-      if (world_.distributed()) reduce_gradients(double(r.batch) / double(batch.global_size));
+      double allreduce_s = 0;
+      if (world_.distributed()) {
+        const auto t0 = Clock::now();
+        reduce_gradients(double(r.batch) / double(batch.global_size));
+        allreduce_s = seconds_since(t0);
+      }
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + input_cause(net_), epoch_ + 1, next_batch_ + 1);
@@ -337,10 +342,13 @@ Trainer::Result Trainer::run() {
       ev.grad_norm = grad_norm;
       ev.elapsed_s = elapsed();
       ev.images_per_s = images / std::max(1e-9, seconds_since(epoch_t0));
-      log({{"event", "batch"}, {"epoch", ev.epoch}, {"batch", ev.batch}, {"step", ev.step},
-           {"epoch_float", ev.epoch_float}, {"cost", ev.train.cost}, {"top1_error", ev.train.top1_error},
-           {"top5_error", ev.train.top5_error}, {"lr", ev.lr}, {"grad_norm", grad_norm},
-           {"elapsed_s", ev.elapsed_s}, {"images_per_s", ev.images_per_s}});
+      nlohmann::json line = {{"event", "batch"}, {"epoch", ev.epoch}, {"batch", ev.batch}, {"step", ev.step},
+                             {"epoch_float", ev.epoch_float}, {"cost", ev.train.cost},
+                             {"top1_error", ev.train.top1_error}, {"top5_error", ev.train.top5_error},
+                             {"lr", ev.lr}, {"grad_norm", grad_norm}, {"elapsed_s", ev.elapsed_s},
+                             {"images_per_s", ev.images_per_s}};
+      if (world_.distributed()) line["allreduce_s"] = allreduce_s;  // rank 0's wait and sum
+      log(line);
       bool go_on = on_batch ? on_batch(ev) : true;
       if (world_.distributed()) {  // one rank asking to stop stops them all, after the same batch
         std::vector<double> stop = {go_on ? 0.0 : 1.0};

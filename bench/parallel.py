@@ -1,0 +1,83 @@
+"""Data parallelism across processes on the CPU: convnet-train under `mpirun -np K` against one
+process, the same global batch, the same model and data.
+
+What it measures
+    For K = 1 and 2 (or --ranks), `mpirun -np K convnet-train` with --threads 1 per rank trains
+    --batches global batches of --batch generated images (the model: configs/fashion_alexnet.json
+    at 28x28, 10 classes, unless --model) and reads rank 0's log: images/s over the batches after
+    the first two (warm-up), and for K > 1 the time rank 0 spends in the gradient all-reduce
+    (waiting for the slower rank included). It prints images/s, the speed-up over K = 1, the
+    scaling efficiency (speed-up / K) and the all-reduce's share of a step. The all-reduce is not
+    yet overlapped with backward, so none of it is hidden.
+
+    python3 bench/parallel.py [--binary build/ci/convnet-train] [--ranks 1,2] [--batch 128]
+
+The issue's target on a 2-core machine: 2 ranks of 1 thread at least 1.8x one rank of 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run(binary: str, ranks: int, model: str, batch: int, batches: int, size: int, channels: int) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        data = f"generated[count={batch * batches};classes=10;channels={channels};size={size};seed=3]"
+        cmd = [binary, "--layer-def", model, "--data", data, "--batch", str(batch), "--epochs", "1",
+               "--threads", "1", "--workers", "1", "--quiet", "--log", os.path.join(work, "log.jsonl"),
+               "--scale", "1", "--mean", "none"]
+        if ranks > 1:
+            env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+            cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "core", *cmd]
+        else:
+            env = dict(os.environ)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            sys.exit(f"parallel.py: {' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
+        events = [json.loads(line) for line in open(os.path.join(work, "log.jsonl"))]
+    steps = [e for e in events if e["event"] == "batch"]
+    # Per-step wall time from the log's elapsed times; the first two steps are warm-up.
+    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps[1:], steps[2:])]
+    step_s = statistics.median(times)
+    allreduce = statistics.median([s["allreduce_s"] for s in steps[2:]]) if ranks > 1 else 0.0
+    return {"ranks": ranks, "step_s": step_s, "images_per_s": batch / step_s, "allreduce_s": allreduce}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--binary", default=os.path.join(ROOT, "build", "ci", "convnet-train"))
+    p.add_argument("--model", default=os.path.join(ROOT, "configs", "fashion_alexnet.json"))
+    p.add_argument("--size", type=int, default=28, help="the model's input side (default 28)")
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--ranks", default="1,2", help="process counts to compare (default 1,2)")
+    p.add_argument("--batch", type=int, default=128, help="the global batch (default 128)")
+    p.add_argument("--batches", type=int, default=12, help="global batches per run (default 12)")
+    p.add_argument("--json", help="also write the results here")
+    a = p.parse_args()
+    if not os.path.isfile(a.binary):
+        sys.exit(f"parallel.py: {a.binary} not found: build it (cmake --build build/ci)")
+    results = [run(a.binary, int(k), a.model, a.batch, a.batches, a.size, a.channels) for k in a.ranks.split(",")]
+    base = results[0]["images_per_s"] * 1 / results[0]["ranks"]
+    print(f"{os.path.basename(a.model)}, global batch {a.batch}, 1 thread per rank, {os.cpu_count()} cores")
+    print(f"{'ranks':>5} {'ms/step':>9} {'images/s':>9} {'speed-up':>9} {'efficiency':>10} {'all-reduce ms':>14} {'share':>6}")
+    for r in results:
+        speedup = r["images_per_s"] / (base * 1)
+        print(f"{r['ranks']:>5} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.1f} {speedup:>9.2f} "
+              f"{speedup / r['ranks']:>10.2f} {1000 * r['allreduce_s']:>14.2f} {r['allreduce_s'] / r['step_s']:>6.1%}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
