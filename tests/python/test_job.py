@@ -17,16 +17,10 @@ from convnet import _core, cli
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = "generated[count=256;classes=4;channels=1;size=16;seed=9]"
-MODEL = {"layers": [
-    {"name": "data", "type": "input", "channels": 1, "size": 14},
-    {"name": "labels", "type": "labels"},
-    {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu",
-     "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
-    {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
-    {"name": "drop1", "type": "dropout", "inputs": ["pool1"], "rate": 0.25},
-    {"name": "fc2", "type": "fc", "inputs": ["drop1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
-    {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]},
-]}
+# Conv, pool, dropout, fc (tests/data/dropout_net_16.json, shared with the MPI ctest), read
+# here at a 14-pixel crop.
+MODEL = json.loads((REPO / "tests" / "data" / "dropout_net_16.json").read_text())
+MODEL["layers"][0]["size"] = 14
 # Crops, reflections, dropout, a schedule and the seed: everything that could differ between
 # two preparations of a run.
 RUN = ["--epochs", "2", "--crop", "14", "--mirror", "--seed", "3", "--schedule", "step[every=1;factor=0.5]",

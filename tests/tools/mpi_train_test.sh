@@ -18,19 +18,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN=(timeout 300 "$MPIEXEC" -np 2 --oversubscribe)
 DATA="generated[count=256;classes=4;channels=1;size=16;seed=9]"
 
-cat > "$WORK/model.json" <<'JSON'
-{"layers": [
-  {"name": "data", "type": "input", "channels": 1, "size": 16},
-  {"name": "labels", "type": "labels"},
-  {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 8, "size": 3, "padding": 1, "neuron": "relu",
-   "init": "kaiming", "epsW": 0.02, "epsB": 0.02},
-  {"name": "pool1", "type": "pool", "inputs": ["conv1"], "size": 3, "stride": 2},
-  {"name": "drop1", "type": "dropout", "inputs": ["pool1"], "rate": 0.25},
-  {"name": "fc2", "type": "fc", "inputs": ["drop1"], "outputs": 4, "init": "xavier", "epsW": 0.02, "epsB": 0.02},
-  {"name": "cost", "type": "softmax_cost", "inputs": ["fc2", "labels"]}
-]}
-JSON
-COMMON=(--layer-def "$WORK/model.json" --data "$DATA" --batch 32 --epochs 2 --mirror --threads 1 --quiet)
+MODEL=$(dirname "$0")/../data/dropout_net_16.json  # conv, pool, dropout, fc
+COMMON=(--layer-def "$MODEL" --data "$DATA" --batch 32 --epochs 2 --mirror --threads 1 --quiet)
 
 "$BIN" "${COMMON[@]}" --save-dir "$WORK/one" > "$WORK/one.txt"
 "${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --save-dir "$WORK/two" > "$WORK/two.txt" 2>&1 || { cat "$WORK/two.txt"; fail "mpirun -np 2 failed"; }
