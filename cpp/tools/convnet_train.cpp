@@ -207,7 +207,10 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const DivergenceError& e) {
-    return fail(3, "", e);
+    // Every rank decides a divergence together (the trainer sums the checks): rank 0 says where,
+    // with its checkpoint, and all end normally.
+    if (World::get().rank() == 0) std::cerr << "convnet-train: " << e.what() << std::endl;
+    return 3;
   } catch (const std::exception& e) {
     return fail(2, "error: ", e);
   }

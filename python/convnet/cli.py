@@ -377,6 +377,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except _core.DivergenceError as e:
+        # Every rank of an MPI run decides a divergence together: rank 0 says where, all end.
+        if _core.world_rank() == 0:
+            print(f"convnet {args.command}: error: {e}", file=sys.stderr, flush=True)
+        return 3
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, _core.DataError) as e:
         where = f" (rank {_core.world_rank()} of {_core.world_size()})" if _core.world_size() > 1 else ""
         print(f"convnet {args.command}{where}: error: {e}", file=sys.stderr, flush=True)

@@ -113,6 +113,15 @@ def test_both_commands_read_one_table_of_options():
                        "save-freq": "save-every"}
 
 
+def test_both_commands_exit_3_on_divergence_and_name_the_checkpoint(model_file, tmp_path, capsys):
+    binary = convnet_train_binary()
+    args = ["--data", DATA, "--batch", "32", "--crop", "14", "--quiet", "--max-grad-norm", "1e-9"]
+    r = subprocess.run([binary, "--layer-def", model_file, *args], capture_output=True, text=True)
+    assert r.returncode == 3 and "exceeds the limit" in r.stderr, r.stderr
+    assert cli.main(["train", model_file, *args, "--no-plots"]) == 3
+    assert "exceeds the limit" in capsys.readouterr().err
+
+
 def test_job_options_name_the_culprit():
     with pytest.raises(ValueError, match="unknown option --epoch "):
         _core.JobOptions([("epoch", "3")])

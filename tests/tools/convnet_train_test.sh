@@ -62,6 +62,8 @@ expect_error() {
   grep -q "$want" "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "message lacks '$want' for: $*"; }
 }
 expect_error "unknown option --epoch " --layer-def "$WORK/model.json" --epoch 3
+expect_error "the model's input 'data' takes 1x16x16 images, the data gives 1x20x20 (--crop N" \
+  --layer-def "$WORK/model.json" --data "generated[count=64;size=20]"
 expect_error "holds checkpoints of an earlier run: --resume to continue it, --overwrite" \
   --layer-def "$WORK/model.json" --data "$DATA" --save-dir "$WORK/run"
 expect_error "layer-def is required" --epochs 1

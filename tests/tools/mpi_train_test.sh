@@ -73,6 +73,14 @@ rc=$?
 set -e
 [ $rc != 0 ] && [ $rc != 124 ] || fail "mpirun with --batch 31 exited $rc (124: it hung)"
 grep -q "does not split over 2 processes" "$WORK/err2.txt" || { cat "$WORK/err2.txt"; fail "no batch message"; }
+# A divergence is decided by all ranks together: they all exit 3, rank 0 alone says where.
+set +e
+"${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --max-grad-norm 1e-9 > "$WORK/err3.txt" 2>&1
+rc=$?
+set -e
+[ $rc = 3 ] || { cat "$WORK/err3.txt"; fail "a divergence under mpirun exited $rc, not 3"; }
+[ "$(grep -c 'exceeds the limit' "$WORK/err3.txt")" = 1 ] || { cat "$WORK/err3.txt"; fail "not one divergence message"; }
+
 # A rank killed mid-run: mpirun ends the other one within seconds, exits non-zero, and the last
 # complete checkpoint (rank 0 writes each atomically) still loads into a resume.
 "${MPIRUN[@]}" "$BIN" "${COMMON[@]}" --data "generated[count=4096;classes=4;channels=1;size=16;seed=9]" \

@@ -182,6 +182,13 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   bool pinned = false;
   for (Layer* l : net_->layers())
     if (l->is_input() && net_->device_of(l->name()).is_cuda()) pinned = true;
+  // The model's input against the data, now rather than at the first batch.
+  const std::string input = input_and_labels(*net_).first;
+  const Shape want = net_->output_shape(input);
+  const int side = data_->input_size();
+  CONVNET_CHECK(want[0] == data_->channels() && want[1] == side && want[2] == side, "the model's input '", input,
+                "' takes ", want[0], "x", want[1], "x", want[2], " images, the data gives ", data_->channels(), "x",
+                side, "x", side, data_->options().crop ? "" : " (--crop N takes N x N crops)");
   const Dataset& d = data_->dataset();
   train_ = std::make_unique<Pipeline>(
       d.train, data_->pipeline_options(true, o.batch, seed, o.workers, pinned, world.rank(), world.size()),
