@@ -5,10 +5,11 @@ What it measures
     For K = 1 and 2 (or --ranks), `mpirun -np K convnet-train` with --threads 1 per rank trains
     --batches global batches of --batch generated images (the model: configs/fashion_alexnet.json
     at 28x28, 10 classes, unless --model) and reads rank 0's log: images/s over the batches after
-    the first two (warm-up), and for K > 1 the time rank 0 spends in the gradient all-reduce
-    (waiting for the slower rank included). It prints images/s, the speed-up over K = 1, the
-    scaling efficiency (speed-up / K) and the all-reduce's share of a step. The all-reduce is not
-    yet overlapped with backward, so none of it is hidden.
+    the first two (warm-up), and for K > 1 the part of the gradient all-reduce
+    that is left after backward (each bucket's sum starts during backward, as soon as the bucket
+    is final; the rest, waiting for the slower rank included, is what this shows). It prints
+    images/s, the speed-up over K = 1, the scaling efficiency (speed-up / K) and that unhidden
+    all-reduce time's share of a step.
 
     python3 bench/parallel.py [--binary build/ci/convnet-train] [--ranks 1,2] [--batch 128]
 

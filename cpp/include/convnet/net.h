@@ -2,6 +2,7 @@
 // activations and gradients. forward / backward / update run one training step (the update by
 // the net's solver); the statistics of the cost layers come back from forward.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -88,6 +89,10 @@ class Net {
   static constexpr int64_t kBucketBytes = int64_t(25) << 20;
   static constexpr int64_t kBucketAlign = 64;  // floats: 256 bytes, cudaMalloc's alignment
   const std::vector<GradientBucket>& gradient_buckets() const { return buckets_; }
+  // Called during backward with a bucket's index as soon as every gradient in it is final (in
+  // bucket order, which is backward's), so that its all-reduce can start while backward goes
+  // on. Not called when the passes replay a CUDA graph; an empty function: none.
+  void set_bucket_ready_hook(std::function<void(size_t)> hook) { bucket_ready_ = std::move(hook); }
 
   const Tensor& output(const std::string& layer) const;
   Shape output_shape(const std::string& layer) const;
@@ -128,6 +133,10 @@ class Net {
   void plan(int batch);
   void initialise_params();
   void make_gradient_buckets();
+  void backward_node(Node& n);
+  // After node n's backward: its parameters' gradients are final; calls the hook for buckets now
+  // complete.
+  void gradients_done(Node& n);
   Node& node(const std::string& name) const;
 
   ModelSpec spec_;
@@ -146,6 +155,9 @@ class Net {
   MathMode math_mode_ = MathMode::Fp32;
   std::unique_ptr<Solver> solver_;
   std::vector<GradientBucket> buckets_;
+  std::map<const Param*, size_t> bucket_of_;   // each parameter's bucket
+  std::vector<size_t> bucket_waiting_;         // its parameters not yet final in this backward
+  std::function<void(size_t)> bucket_ready_;
   void apply_math_mode();
   void run_forward(bool train);
   CostReport cost_report() const;

@@ -124,9 +124,9 @@ class Trainer {
   // Sum of squares of every gradient, over the net's gradient buckets: one reduction per device
   // (one sync per GPU), the devices in order of first appearance.
   double gradient_sum_squares();
-  // Data parallelism: weights this rank's gradients by its share of the global batch and sums
-  // them over the ranks (every bucket; host memory).
-  void reduce_gradients(double share);
+  // Data parallelism: weights this rank's gradients in a bucket by its share of the global batch
+  // and starts their sum over the ranks (host memory; World::finish_all_reduces ends it).
+  void start_gradient_sum(size_t bucket, double share);
   uint64_t weights_hash() const;
   [[noreturn]] void diverged(const std::string& what, int64_t epoch, int64_t batch);
 

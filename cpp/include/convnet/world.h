@@ -4,6 +4,7 @@
 // and sums the gradients with all_reduce_sum; rank 0 alone writes checkpoints and logs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,12 @@ class World {
 
   // Sums a host tensor over every rank, in place (a blocking MPI_Allreduce).
   void all_reduce_sum(Tensor& host);
+  // The same, started now (MPI_Iallreduce) and finished by finish_all_reduces; progress() lets
+  // MPI move the started sums on meanwhile (it moves only inside MPI calls). Every rank starts
+  // the same sums in the same order; the tensor must stay as it is until they finish.
+  void start_all_reduce_sum(Tensor& host);
+  void progress();
+  void finish_all_reduces();
   // Sums numbers over every rank, in place.
   void all_reduce_sum(std::vector<double>& values);
   // Every rank's value, in rank order (on every rank).
@@ -38,6 +45,8 @@ class World {
   ~World();
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
+  struct Pending;  // the started sums (MPI requests)
+  std::unique_ptr<Pending> pending_;
 };
 
 // Whether this build can run across processes (it was built with MPI).

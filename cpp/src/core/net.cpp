@@ -160,19 +160,25 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
 
 void Net::make_gradient_buckets() {
   // Reverse topological order: the order backward writes the gradients, so that a bucket is
-  // complete (ready for its all-reduce) as early as possible.
+  // complete (ready for its all-reduce) as early as possible. A layer's parameters stay in one
+  // bucket: they become final together, so splitting them would only hold the first bucket back.
   std::vector<Param*> order = params();
   std::reverse(order.begin(), order.end());
   const int64_t cap = kBucketBytes / int64_t(sizeof(float));
   auto padded = [](int64_t n) { return (n + kBucketAlign - 1) / kBucketAlign * kBucketAlign; };
+  auto layer_of = [](const Param* p) { return p->name.substr(0, p->name.rfind('.')); };
   std::vector<GradientBucket> buckets;
   std::map<std::string, size_t> open;  // device -> the bucket being filled on it
   std::vector<int64_t> sizes;
-  for (Param* p : order) {
+  for (size_t k = 0; k < order.size(); ++k) {
+    Param* p = order[k];
     const Device d = p->value.device();
     auto it = open.find(d.str());
-    const int64_t n = padded(p->value.numel());
-    if (it == open.end() || (sizes[it->second] > 0 && sizes[it->second] + n > cap)) {
+    const bool layer_starts = k == 0 || layer_of(order[k - 1]) != layer_of(p);
+    int64_t n = 0;  // the whole layer's size where it starts
+    for (size_t j = k; j < order.size() && (j == k || layer_of(order[j]) == layer_of(p)); ++j)
+      n += padded(order[j]->value.numel());
+    if (it == open.end() || (layer_starts && sizes[it->second] > 0 && sizes[it->second] + n > cap)) {
       buckets.push_back(GradientBucket{d, Tensor(), {}, {}});
       sizes.push_back(0);
       it = open.insert_or_assign(d.str(), buckets.size() - 1).first;
@@ -180,13 +186,15 @@ void Net::make_gradient_buckets() {
     GradientBucket& b = buckets[it->second];
     b.params.push_back(p);
     b.offsets.push_back(sizes[it->second]);
-    sizes[it->second] += n;
+    sizes[it->second] += padded(p->value.numel());
   }
   for (size_t i = 0; i < buckets.size(); ++i) {
     GradientBucket& b = buckets[i];
     b.flat = Tensor::zeros({int(sizes[i])}, b.device);
-    for (size_t k = 0; k < b.params.size(); ++k)
+    for (size_t k = 0; k < b.params.size(); ++k) {
       b.params[k]->grad = b.flat.view(b.offsets[k], b.params[k]->value.shape());
+      bucket_of_[b.params[k]] = i;
+    }
   }
   buckets_ = std::move(buckets);
 }
@@ -345,64 +353,77 @@ CostReport Net::cost_report() const {
 void Net::backward() {
   apply_math_mode();
   for (auto& n : nodes_) n->grad_written = false;
+  bucket_waiting_.assign(buckets_.size(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) bucket_waiting_[b] = buckets_[b].params.size();
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
-    Node& n = **it;
-    if (n.layer->is_input()) continue;
-    if (!n.layer->is_cost() && !n.grad_written) {  // no gradient reaches this layer
-      for (Param& p : n.layer->params()) p.grad.fill(0.f);
+    backward_node(**it);
+    if (bucket_ready_ && !use_graph_) gradients_done(**it);
+  }
+}
+
+void Net::gradients_done(Node& n) {
+  for (Param& p : n.layer->params()) {
+    const size_t b = bucket_of_.at(&p);
+    if (--bucket_waiting_[b] == 0) bucket_ready_(b);
+  }
+}
+
+void Net::backward_node(Node& n) {
+  if (n.layer->is_input()) return;
+  if (!n.layer->is_cost() && !n.grad_written) {  // no gradient reaches this layer
+    for (Param& p : n.layer->params()) p.grad.fill(0.f);
+    return;
+  }
+  if (fusion_ && n.backward_in_producer) {  // the LRN before it goes back through both
+    n.producers[0]->grad_written = true;
+    return;
+  }
+  std::vector<Tensor> in, din;
+  std::vector<bool> accumulate;
+  for (size_t i = 0; i < n.producers.size(); ++i) {
+    Node* p = n.producers[i];
+    const bool cross = p->device != n.device;
+    in.push_back(cross ? n.mirrors[i] : p->out);
+    if (!p->needs_grad) {
+      din.emplace_back();
+      accumulate.push_back(false);
       continue;
     }
-    if (fusion_ && n.backward_in_producer) {  // the LRN before it goes back through both
-      n.producers[0]->grad_written = true;
-      continue;
-    }
-    std::vector<Tensor> in, din;
-    std::vector<bool> accumulate;
-    for (size_t i = 0; i < n.producers.size(); ++i) {
-      Node* p = n.producers[i];
-      const bool cross = p->device != n.device;
-      in.push_back(cross ? n.mirrors[i] : p->out);
-      if (!p->needs_grad) {
-        din.emplace_back();
-        accumulate.push_back(false);
-        continue;
-      }
-      if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
-      if (cross) {
-        if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(p->shape, n.device);
-        din.push_back(n.mirror_grads[i]);
-        accumulate.push_back(false);
-      } else {
-        din.push_back(p->grad);
-        accumulate.push_back(p->grad_written);
-      }
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    if (fusion_ && n.fused_pool) {
-      const Node& pool = *n.fused_pool;
-      n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
-                                     din, accumulate);
+    if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
+    if (cross) {
+      if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(p->shape, n.device);
+      din.push_back(n.mirror_grads[i]);
+      accumulate.push_back(false);
     } else {
-      n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+      din.push_back(p->grad);
+      accumulate.push_back(p->grad_written);
     }
-    if (profiling_) {
-      n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      ++n.time.backward_calls;
-    }
-    for (size_t i = 0; i < n.producers.size(); ++i) {
-      Node* p = n.producers[i];
-      if (!p->needs_grad) continue;
-      if (p->device != n.device) {  // bring the gradient home across the device edge
-        if (!p->grad_written) {
-          p->grad.copy_from(n.mirror_grads[i]);
-        } else {
-          if (!n.staged_grads[i].defined()) n.staged_grads[i] = Tensor(p->shape, p->device);
-          n.staged_grads[i].copy_from(n.mirror_grads[i]);
-          axpby(1.f, n.staged_grads[i], p->grad, true);
-        }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (fusion_ && n.fused_pool) {
+    const Node& pool = *n.fused_pool;
+    n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
+                                   din, accumulate);
+  } else {
+    n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+  }
+  if (profiling_) {
+    n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ++n.time.backward_calls;
+  }
+  for (size_t i = 0; i < n.producers.size(); ++i) {
+    Node* p = n.producers[i];
+    if (!p->needs_grad) continue;
+    if (p->device != n.device) {  // bring the gradient home across the device edge
+      if (!p->grad_written) {
+        p->grad.copy_from(n.mirror_grads[i]);
+      } else {
+        if (!n.staged_grads[i].defined()) n.staged_grads[i] = Tensor(p->shape, p->device);
+        n.staged_grads[i].copy_from(n.mirror_grads[i]);
+        axpby(1.f, n.staged_grads[i], p->grad, true);
       }
-      p->grad_written = true;
     }
+    p->grad_written = true;
   }
 }
 

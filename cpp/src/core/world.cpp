@@ -31,6 +31,12 @@ void check_mpi(int code, const char* what) {
 
 }  // namespace
 
+struct World::Pending {
+#ifdef CONVNET_WITH_MPI
+  std::vector<MPI_Request> requests;
+#endif
+};
+
 bool mpi_compiled() {
 #ifdef CONVNET_WITH_MPI
   return true;
@@ -44,7 +50,7 @@ World& World::get() {
   return world;
 }
 
-World::World() {
+World::World() : pending_(std::make_unique<Pending>()) {
   const int launched = launched_size();
   if (launched <= 1) return;
 #ifdef CONVNET_WITH_MPI
@@ -85,6 +91,36 @@ void World::all_reduce_sum(Tensor& host) {
 #ifdef CONVNET_WITH_MPI
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, host.data(), int(host.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
             "MPI_Allreduce");
+#endif
+}
+
+void World::start_all_reduce_sum(Tensor& host) {
+  CONVNET_CHECK(host.device().is_cpu(), "World::start_all_reduce_sum: a tensor on ", host.device().str(),
+                " (MPI sums host memory; GPUs need NCCL)");
+  if (!distributed()) return;
+#ifdef CONVNET_WITH_MPI
+  pending_->requests.emplace_back();
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, host.data(), int(host.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                           &pending_->requests.back()),
+            "MPI_Iallreduce");
+#endif
+}
+
+void World::progress() {
+#ifdef CONVNET_WITH_MPI
+  if (pending_->requests.empty()) return;
+  int done = 0;
+  check_mpi(MPI_Testall(int(pending_->requests.size()), pending_->requests.data(), &done, MPI_STATUSES_IGNORE),
+            "MPI_Testall");
+#endif
+}
+
+void World::finish_all_reduces() {
+#ifdef CONVNET_WITH_MPI
+  if (pending_->requests.empty()) return;
+  std::vector<MPI_Request> requests = std::move(pending_->requests);
+  pending_->requests.clear();
+  check_mpi(MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
 #endif
 }
 

@@ -221,18 +221,17 @@ std::vector<std::string> Trainer::restore_schedules(const nlohmann::json& saved)
   return notes;
 }
 
-void Trainer::reduce_gradients(double share) {
+void Trainer::start_gradient_sum(size_t bucket, double share) {
   // Each rank's gradients are of the mean over its share of the global batch: weighted by that
   // share and summed, they are the gradients of the global batch's mean.
-  for (const Net::GradientBucket& b : net_.gradient_buckets()) {
-    Tensor flat = b.flat;
-    CONVNET_CHECK(flat.device().is_cpu(), "data parallelism across processes sums host gradients; ",
-                  b.device.str(), " needs NCCL, which this build does not use yet");
-    float* p = flat.data();
-    const float w = float(share);
-    for (int64_t i = 0; i < flat.numel(); ++i) p[i] *= w;
-    world_.all_reduce_sum(flat);
-  }
+  const Net::GradientBucket& b = net_.gradient_buckets()[bucket];
+  Tensor flat = b.flat;
+  CONVNET_CHECK(flat.device().is_cpu(), "data parallelism across processes sums host gradients; ",
+                b.device.str(), " needs NCCL, which this build does not use yet");
+  float* p = flat.data();
+  const float w = float(share);
+  for (int64_t i = 0; i < flat.numel(); ++i) p[i] *= w;
+  world_.start_all_reduce_sum(flat);
 }
 
 uint64_t Trainer::weights_hash() const {
@@ -293,8 +292,30 @@ Trainer::Result Trainer::run() {
       net_.set_input(input_, batch.images);
       net_.set_input(labels_, batch.labels);
       net_.set_batch_shard({batch.first_example, batch.global_size});
+      // Data parallelism: each gradient bucket's sum over the ranks starts as soon as backward
+      // has finished it, while backward goes on with the rest.
+      const double share = batch.global_size ? double(batch.images.dim(3)) / double(batch.global_size) : 1.0;
+      std::vector<bool> started(net_.gradient_buckets().size(), false);
+      struct HookGuard {  // the hook captures this step's locals: never leave it behind
+        Net& net;
+        ~HookGuard() { net.set_bucket_ready_hook({}); }
+      } guard{net_};
+      if (world_.distributed())
+        net_.set_bucket_ready_hook([&](size_t b) {
+          start_gradient_sum(b, share);
+          started[b] = true;
+          world_.progress();
+        });
       // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
       const CostReport r = net_.forward_backward();
+      double allreduce_s = 0;  // what is left of the sums after backward: the part not hidden
+      if (world_.distributed()) {
+        const auto t0 = Clock::now();
+        for (size_t b = 0; b < started.size(); ++b)
+          if (!started[b]) start_gradient_sum(b, share);  // a CUDA graph's replay calls no hook
+        world_.finish_all_reduces();
+        allreduce_s = seconds_since(t0);
+      }
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
       // This step's metrics (of the whole global batch when the ranks share it) and whether
       // any rank's cost is not finite: every rank then stops together.
@@ -302,7 +323,6 @@ Trainer::Result Trainer::run() {
       int step_batch = r.batch;
       std::string what = nonfinite_cost(net_, r);
       if (world_.distributed()) {
-        const double share = double(r.batch) / double(batch.global_size);
         std::vector<double> v = {step_metrics.cost * share, step_metrics.top1_error * share,
                                  step_metrics.top5_error * share, what.empty() ? 0.0 : 1.0};
         world_.all_reduce_sum(v);
@@ -313,12 +333,7 @@ Trainer::Result Trainer::run() {
         if (what.empty() && v[3] > 0) what = "the cost is not finite on another rank";
       }
       if (!what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
-      double allreduce_s = 0;
-      if (world_.distributed()) {
-        const auto t0 = Clock::now();
-        reduce_gradients(double(r.batch) / double(batch.global_size));
-        allreduce_s = seconds_since(t0);
-      }
+
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + input_cause(net_), epoch_ + 1, next_batch_ + 1);
@@ -347,7 +362,7 @@ Trainer::Result Trainer::run() {
                              {"top1_error", ev.train.top1_error}, {"top5_error", ev.train.top5_error},
                              {"lr", ev.lr}, {"grad_norm", grad_norm}, {"elapsed_s", ev.elapsed_s},
                              {"images_per_s", ev.images_per_s}};
-      if (world_.distributed()) line["allreduce_s"] = allreduce_s;  // rank 0's wait and sum
+      if (world_.distributed()) line["allreduce_s"] = allreduce_s;  // rank 0's wait after backward
       log(line);
       bool go_on = on_batch ? on_batch(ev) : true;
       if (world_.distributed()) {  // one rank asking to stop stops them all, after the same batch
