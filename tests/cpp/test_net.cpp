@@ -445,19 +445,21 @@ TEST(NetBuckets, BucketsNeverMixDevices) {
     EXPECT_EQ(b.flat.to_vector(), expected_bucket(b)) << b.device.str();
 }
 
+// fc layers of 4M floats (16 MB) each: two cannot share a 25 MB bucket.
+const char* const kLargeFc = R"([
+  {"name":"data","type":"input","channels":1024,"size":2},
+  {"name":"labels","type":"labels"},
+  {"name":"f1","type":"fc","inputs":["data"],"outputs":1024},
+  {"name":"f2","type":"fc","inputs":["f1"],"outputs":4096},
+  {"name":"f3","type":"fc","inputs":["f2"],"outputs":3},
+  {"name":"cost","type":"softmax_cost","inputs":["f3","labels"]}
+])";
+
 // The hook an all-reduce starts from: once per bucket per backward, in backward, and only when
 // every gradient in the bucket is final (its contents then equal what backward ends with); on
 // the whole DAG (several buckets once the cap is small: each parameter its own).
 TEST(NetBuckets, ReadyHookFiresOncePerBucketWithItsGradientsFinal) {
-  const std::string m = R"([
-    {"name":"data","type":"input","channels":1024,"size":2},
-    {"name":"labels","type":"labels"},
-    {"name":"f1","type":"fc","inputs":["data"],"outputs":1024},
-    {"name":"f2","type":"fc","inputs":["f1"],"outputs":4096},
-    {"name":"f3","type":"fc","inputs":["f2"],"outputs":3},
-    {"name":"cost","type":"softmax_cost","inputs":["f3","labels"]}
-  ])";
-  Net net(ModelSpec::from_json(m));
+  Net net(ModelSpec::from_json(kLargeFc));
   const size_t buckets = net.gradient_buckets().size();
   ASSERT_GE(buckets, 2u);
   Tensor x({1024, 2, 2, 3}, Device::cpu());
@@ -491,16 +493,7 @@ TEST(NetBuckets, ReadyHookFiresOncePerBucketWithItsGradientsFinal) {
 }
 
 TEST(NetBuckets, LargeParametersSplitTheBuckets) {
-  // fc layers of 4M floats (16 MB) each: two cannot share a 25 MB bucket.
-  const std::string m = R"([
-    {"name":"data","type":"input","channels":1024,"size":2},
-    {"name":"labels","type":"labels"},
-    {"name":"f1","type":"fc","inputs":["data"],"outputs":1024},
-    {"name":"f2","type":"fc","inputs":["f1"],"outputs":4096},
-    {"name":"f3","type":"fc","inputs":["f2"],"outputs":3},
-    {"name":"cost","type":"softmax_cost","inputs":["f3","labels"]}
-  ])";
-  Net net(ModelSpec::from_json(m));
+  Net net(ModelSpec::from_json(kLargeFc));
   const int64_t cap = Net::kBucketBytes / 4;
   size_t params = 0;
   for (const Net::GradientBucket& b : net.gradient_buckets()) {

@@ -124,10 +124,14 @@ class Trainer {
   // Sum of squares of every gradient, over the net's gradient buckets: one reduction per device
   // (one sync per GPU), the devices in order of first appearance.
   double gradient_sum_squares();
-  // Data parallelism: weights this rank's gradients in a bucket by its share of the global batch
-  // and starts their sum over the ranks (host memory; World::finish_all_reduces ends it).
+  // Data parallelism: forward and backward with each gradient bucket's sum over the ranks
+  // started as soon as backward has finished the bucket; returns with every sum done, wait_s the
+  // time they took after backward (the part not hidden behind it).
+  CostReport forward_backward_summed(double share, double& wait_s);
+  // Weights this rank's gradients in a bucket by its share of the global batch and starts their
+  // sum over the ranks (host memory; World::finish_all_reduces ends it).
   void start_gradient_sum(size_t bucket, double share);
-  uint64_t weights_hash() const;
+  uint64_t weights_hash();
   [[noreturn]] void diverged(const std::string& what, int64_t epoch, int64_t batch);
 
   Net& net_;

@@ -1,7 +1,7 @@
 // The processes of a run: MPI's world when the program was started by an MPI launcher
 // (`mpirun -np K ...`: Open MPI, MPICH and Slurm's PMI set the environment it is known by), else
 // a world of one. Data-parallel training (convnet/job.h) shards each global batch over the ranks
-// and sums the gradients with all_reduce_sum; rank 0 alone writes checkpoints and logs.
+// and sums the gradients with start_all_reduce_sum; rank 0 alone writes checkpoints and logs.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -24,11 +24,10 @@ class World {
   // "rank 1 of 4" for messages ("" in a world of one).
   std::string where() const;
 
-  // Sums a host tensor over every rank, in place (a blocking MPI_Allreduce).
-  void all_reduce_sum(Tensor& host);
-  // The same, started now (MPI_Iallreduce) and finished by finish_all_reduces; progress() lets
-  // MPI move the started sums on meanwhile (it moves only inside MPI calls). Every rank starts
-  // the same sums in the same order; the tensor must stay as it is until they finish.
+  // Starts summing a host tensor over every rank, in place (MPI_Iallreduce); finish_all_reduces
+  // waits for every started sum, and progress() lets MPI move them on meanwhile (it moves only
+  // inside MPI calls). Every rank starts the same sums in the same order; the tensor must stay
+  // as it is until they finish.
   void start_all_reduce_sum(Tensor& host);
   void progress();
   void finish_all_reduces();

@@ -195,6 +195,7 @@ void Net::make_gradient_buckets() {
       b.params[k]->grad = b.flat.view(b.offsets[k], b.params[k]->value.shape());
       bucket_of_[b.params[k]] = i;
     }
+    bucket_waiting_.assign(buckets.size(), 0);
   }
   buckets_ = std::move(buckets);
 }
@@ -353,11 +354,12 @@ CostReport Net::cost_report() const {
 void Net::backward() {
   apply_math_mode();
   for (auto& n : nodes_) n->grad_written = false;
-  bucket_waiting_.assign(buckets_.size(), 0);
-  for (size_t b = 0; b < buckets_.size(); ++b) bucket_waiting_[b] = buckets_[b].params.size();
+  const bool hooked = bucket_ready_ && !use_graph_;
+  if (hooked)
+    for (size_t b = 0; b < buckets_.size(); ++b) bucket_waiting_[b] = buckets_[b].params.size();
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     backward_node(**it);
-    if (bucket_ready_ && !use_graph_) gradients_done(**it);
+    if (hooked) gradients_done(**it);
   }
 }
 

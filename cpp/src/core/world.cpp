@@ -84,16 +84,6 @@ std::string World::where() const {
   return distributed() ? "rank " + std::to_string(rank_) + " of " + std::to_string(size_) : "";
 }
 
-void World::all_reduce_sum(Tensor& host) {
-  CONVNET_CHECK(host.device().is_cpu(), "World::all_reduce_sum: a tensor on ", host.device().str(),
-                " (MPI sums host memory; GPUs need NCCL)");
-  if (!distributed()) return;
-#ifdef CONVNET_WITH_MPI
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, host.data(), int(host.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-            "MPI_Allreduce");
-#endif
-}
-
 void World::start_all_reduce_sum(Tensor& host) {
   CONVNET_CHECK(host.device().is_cpu(), "World::start_all_reduce_sum: a tensor on ", host.device().str(),
                 " (MPI sums host memory; GPUs need NCCL)");

@@ -221,6 +221,27 @@ std::vector<std::string> Trainer::restore_schedules(const nlohmann::json& saved)
   return notes;
 }
 
+CostReport Trainer::forward_backward_summed(double share, double& wait_s) {
+  std::vector<bool> started(net_.gradient_buckets().size(), false);
+  struct HookGuard {  // the hook captures this call's locals: never leave it behind
+    Net& net;
+    ~HookGuard() { net.set_bucket_ready_hook({}); }
+  } guard{net_};
+  net_.set_bucket_ready_hook([&](size_t b) {
+    start_gradient_sum(b, share);
+    started[b] = true;
+    world_.progress();
+  });
+  // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
+  const CostReport r = net_.forward_backward();
+  const auto t0 = Clock::now();
+  for (size_t b = 0; b < started.size(); ++b)
+    if (!started[b]) start_gradient_sum(b, share);  // a CUDA graph's replay calls no hook
+  world_.finish_all_reduces();
+  wait_s = seconds_since(t0);
+  return r;
+}
+
 void Trainer::start_gradient_sum(size_t bucket, double share) {
   // Each rank's gradients are of the mean over its share of the global batch: weighted by that
   // share and summed, they are the gradients of the global batch's mean.
@@ -234,9 +255,9 @@ void Trainer::start_gradient_sum(size_t bucket, double share) {
   world_.start_all_reduce_sum(flat);
 }
 
-uint64_t Trainer::weights_hash() const {
+uint64_t Trainer::weights_hash() {
   uint64_t h = 14695981039346656037ull;  // FNV-1a over every parameter's bytes, in order
-  for (Param* p : const_cast<Net&>(net_).params()) {
+  for (Param* p : net_.params()) {
     const std::vector<float> v = p->value.to_vector();
     const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
     for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
@@ -292,30 +313,11 @@ Trainer::Result Trainer::run() {
       net_.set_input(input_, batch.images);
       net_.set_input(labels_, batch.labels);
       net_.set_batch_shard({batch.first_example, batch.global_size});
-      // Data parallelism: each gradient bucket's sum over the ranks starts as soon as backward
-      // has finished it, while backward goes on with the rest.
+      // This rank's share of the global batch (1 when it is the whole batch).
       const double share = batch.global_size ? double(batch.images.dim(3)) / double(batch.global_size) : 1.0;
-      std::vector<bool> started(net_.gradient_buckets().size(), false);
-      struct HookGuard {  // the hook captures this step's locals: never leave it behind
-        Net& net;
-        ~HookGuard() { net.set_bucket_ready_hook({}); }
-      } guard{net_};
-      if (world_.distributed())
-        net_.set_bucket_ready_hook([&](size_t b) {
-          start_gradient_sum(b, share);
-          started[b] = true;
-          world_.progress();
-        });
-      // Both passes at once (one CUDA graph launch when the net has them on); no update yet.
-      const CostReport r = net_.forward_backward();
-      double allreduce_s = 0;  // what is left of the sums after backward: the part not hidden
-      if (world_.distributed()) {
-        const auto t0 = Clock::now();
-        for (size_t b = 0; b < started.size(); ++b)
-          if (!started[b]) start_gradient_sum(b, share);  // a CUDA graph's replay calls no hook
-        world_.finish_all_reduces();
-        allreduce_s = seconds_since(t0);
-      }
+      double allreduce_s = 0;  // the gradient sums' wait after backward (data parallelism)
+      const CostReport r = world_.distributed() ? forward_backward_summed(share, allreduce_s)
+                                                : net_.forward_backward();
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
       // This step's metrics (of the whole global batch when the ranks share it) and whether
       // any rank's cost is not finite: every rank then stops together.
