@@ -14,6 +14,15 @@ What it measures
     python3 bench/parallel.py [--binary build/ci/convnet-train] [--ranks 1,2] [--batch 128]
 
 The issue's target on a 2-core machine: 2 ranks of 1 thread at least 1.8x one rank of 1 thread.
+
+Towers at once (--towers)
+    One process, AlexNet-2012 (configs/alexnet_2012.json, 3x224x224, two towers on logical
+    devices 0 and 1) on one CPU device with --threads 2 against its towers on two CPU devices
+    (--device cpu:0,cpu:1) with one thread each, side by side: images/s and the ratio. The
+    target: two towers no slower than one device. --trace FILE also writes the two-device run's
+    step timeline (Chrome trace JSON).
+
+    python3 bench/parallel.py --towers [--batch 32] [--batches 6]
 """
 
 from __future__ import annotations
@@ -30,12 +39,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def run(binary: str, ranks: int, model: str, batch: int, batches: int, size: int, channels: int) -> dict:
+def run(binary: str, ranks: int, model: str, batch: int, batches: int, size: int, channels: int,
+        device: str = "cpu", threads: int = 1, extra: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as work:
         data = f"generated[count={batch * batches};classes=10;channels={channels};size={size};seed=3]"
         cmd = [binary, "--layer-def", model, "--data", data, "--batch", str(batch), "--epochs", "1",
-               "--threads", "1", "--workers", "1", "--quiet", "--log", os.path.join(work, "log.jsonl"),
-               "--scale", "1", "--mean", "none"]
+               "--threads", str(threads), "--device", device, "--workers", "1", "--quiet",
+               "--log", os.path.join(work, "log.jsonl"), "--scale", "1", "--mean", "none", *(extra or [])]
         if ranks > 1:
             env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
             cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "core", *cmd]
@@ -50,7 +60,21 @@ def run(binary: str, ranks: int, model: str, batch: int, batches: int, size: int
     times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps[1:], steps[2:])]
     step_s = statistics.median(times)
     allreduce = statistics.median([s["allreduce_s"] for s in steps[2:]]) if ranks > 1 else 0.0
-    return {"ranks": ranks, "step_s": step_s, "images_per_s": batch / step_s, "allreduce_s": allreduce}
+    return {"ranks": ranks, "device": device, "threads": threads, "step_s": step_s,
+            "images_per_s": batch / step_s, "allreduce_s": allreduce}
+
+
+def towers(a: argparse.Namespace) -> list[dict]:
+    model = os.path.join(ROOT, "configs", "alexnet_2012.json")
+    one = run(a.binary, 1, model, a.batch, a.batches, 224, 3, device="cpu", threads=2)
+    trace = ["--trace", os.path.abspath(a.trace)] if a.trace else []
+    two = run(a.binary, 1, model, a.batch, a.batches, 224, 3, device="cpu:0,cpu:1", threads=2, extra=trace)
+    print(f"alexnet_2012.json, batch {a.batch}, {os.cpu_count()} cores, median of {a.batches - 2} steps")
+    print(f"{'devices':>24} {'ms/step':>9} {'images/s':>9} {'ratio':>6}")
+    for r, what in ((one, "cpu (2 threads)"), (two, "cpu:0,cpu:1 (1 thread each)")):
+        print(f"{what:>24} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.2f} "
+              f"{r['images_per_s'] / one['images_per_s']:>6.2f}")
+    return [one, two]
 
 
 def main() -> int:
@@ -63,9 +87,17 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=128, help="the global batch (default 128)")
     p.add_argument("--batches", type=int, default=12, help="global batches per run (default 12)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--towers", action="store_true", help="AlexNet-2012's towers side by side against one device")
+    p.add_argument("--trace", help="with --towers: the two-device run's step timeline (Chrome trace JSON)")
     a = p.parse_args()
     if not os.path.isfile(a.binary):
         sys.exit(f"parallel.py: {a.binary} not found: build it (cmake --build build/ci)")
+    if a.towers:
+        results = towers(a)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return 0
     results = [run(a.binary, int(k), a.model, a.batch, a.batches, a.size, a.channels) for k in a.ranks.split(",")]
     base = results[0]["images_per_s"] * 1 / results[0]["ranks"]
     print(f"{os.path.basename(a.model)}, global batch {a.batch}, 1 thread per rank, {os.cpu_count()} cores")

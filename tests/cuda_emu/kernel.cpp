@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -297,6 +298,10 @@ uint64_t shfl_down_bits(uint64_t bits, int delta) {
 
 void run_kernel(Kernel& k, int device) {
   check_kernel_pointers(k, device);
+  // One kernel at a time in the process: the block being run, its fibers' stacks and the
+  // threadIdx/blockIdx of the kernel code are shared (host threads of several devices launch).
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
   const dim3 g = k.config.grid;
   // Blocks too go in reverse under CUDA_EMU_ORDER=reverse: two blocks writing one element, or one
   // reading what another writes, then give a different result.

@@ -95,6 +95,51 @@ assert solver["name"] == "adamw" and solver["beta2"] == 0.99 and solver["step"] 
 assert "fc2.weights.m" in header and "fc2.weights.v" in header and "fc2.weights.velocity" not in header
 PY
 
+# Two towers side by side (AlexNet-2012's layout in miniature): on cpu:0,cpu:1 they train what one
+# device trains (every batch's cost and the final test the same), and --trace writes the timeline.
+cat > "$WORK/towers.json" <<'JSON'
+{"layers": [
+  {"name": "data", "type": "input", "channels": 1, "size": 16},
+  {"name": "labels", "type": "labels"},
+  {"name": "conv1a", "type": "conv", "inputs": ["data"], "filters": 6, "size": 3, "padding": 1, "neuron": "relu", "init": "kaiming", "device": 0},
+  {"name": "pool1a", "type": "pool", "inputs": ["conv1a"], "size": 3, "stride": 2, "device": 0},
+  {"name": "conv1b", "type": "conv", "inputs": ["data"], "filters": 6, "size": 3, "padding": 1, "neuron": "relu", "init": "kaiming", "device": 1},
+  {"name": "pool1b", "type": "pool", "inputs": ["conv1b"], "size": 3, "stride": 2, "device": 1},
+  {"name": "fc2a", "type": "fc", "inputs": ["pool1a", "pool1b"], "outputs": 16, "neuron": "relu", "init": "kaiming", "device": 0},
+  {"name": "drop2a", "type": "dropout", "inputs": ["fc2a"], "rate": 0.25, "device": 0},
+  {"name": "fc2b", "type": "fc", "inputs": ["pool1a", "pool1b"], "outputs": 16, "neuron": "relu", "init": "kaiming", "device": 1},
+  {"name": "drop2b", "type": "dropout", "inputs": ["fc2b"], "rate": 0.25, "device": 1},
+  {"name": "fc3", "type": "fc", "inputs": ["drop2a", "drop2b"], "outputs": 4, "init": "xavier"},
+  {"name": "cost", "type": "softmax_cost", "inputs": ["fc3", "labels"]}
+]}
+JSON
+for dev in cpu cpu:0,cpu:1; do
+  "$BIN" --layer-def "$WORK/towers.json" --data "$DATA" --batch 32 --epochs 2 --device "$dev" --threads 2 \
+    --quiet --log "$WORK/towers-$dev.jsonl" --trace "$WORK/trace-$dev.json" > "$WORK/towers-$dev.txt"
+done
+grep -q "2 devices side by side (1 thread(s) per CPU device)" "$WORK/towers-cpu:0,cpu:1.txt" \
+  || fail "towers: the description does not say the devices run side by side"
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+def log(dev):
+    return [json.loads(l) for l in open(f"{work}/towers-{dev}.jsonl")]
+one, two = log("cpu"), log("cpu:0,cpu:1")
+costs = lambda ev: [e["cost"] for e in ev if e["event"] == "batch"]
+assert len(costs(one)) == 16 and costs(one) == costs(two), (costs(one), costs(two))
+tests = lambda ev: [e["test_cost"] for e in ev if e["event"] == "epoch"]
+assert tests(one) == tests(two), (tests(one), tests(two))
+assert [e for e in two if e["event"] == "trace"][0]["steps"] == 3
+events = json.load(open(f"{work}/trace-cpu:0,cpu:1.json"))["traceEvents"]
+tracks = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+assert sorted(tracks.values()) == ["cpu:0", "cpu:1", "host"], tracks
+spans = [e for e in events if e["ph"] == "X"]
+by = lambda track, cat: [e["name"] for e in spans if tracks[e["tid"]] == track and e["cat"] == cat]
+assert by("cpu:1", "forward").count("conv1b") == 3 and by("cpu:0", "backward").count("fc3") == 3
+assert by("host", "step").count("forward + backward") == 3 and by("host", "step").count("update") == 3
+assert "gradient from fc2b" in by("cpu:0", "copy"), by("cpu:0", "copy")
+PY
+
 # Colour: random crops, reflections, PCA colour noise, the mean image; 10 classes (chance 0.1).
 python3 "$SRC/scripts/make_shapes.py" "$WORK/shapes" --train 2000 --val 300
 cat > "$WORK/colour.json" <<'JSON'

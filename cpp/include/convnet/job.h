@@ -59,6 +59,7 @@ struct JobOptions {
   int batch = 0;
   uint64_t seed = 0;
   int workers = 0, threads = 0;      // threads 0: all cores
+  int device_threads = 0;            // per CPU device side by side (0: threads split evenly)
   std::string device;                // "cpu", "cuda:0", "cuda:0,cuda:1"
   MathMode math = MathMode::Fp32;
   bool cuda_graph = false;

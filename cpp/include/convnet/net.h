@@ -2,6 +2,7 @@
 // activations and gradients. forward / backward / update run one training step (the update by
 // the net's solver); the statistics of the cost layers come back from forward.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +15,9 @@
 #include "convnet/spec.h"
 
 namespace convnet {
+
+class DeviceThreads;
+class Trace;
 
 struct CostReport {
   double objective = 0;  // sum over cost layers of coeff * mean cost
@@ -90,8 +94,10 @@ class Net {
   static constexpr int64_t kBucketAlign = 64;  // floats: 256 bytes, cudaMalloc's alignment
   const std::vector<GradientBucket>& gradient_buckets() const { return buckets_; }
   // Called during backward with a bucket's index as soon as every gradient in it is final (in
-  // bucket order, which is backward's), so that its all-reduce can start while backward goes
-  // on. Not called when the passes replay a CUDA graph; an empty function: none.
+  // bucket order, which is backward's, on the thread that called backward, even while devices
+  // run side by side: MPI collectives must start in the same order on every rank), so that its
+  // all-reduce can start while backward goes on. Not called when the passes replay a CUDA
+  // graph; an empty function: none.
   void set_bucket_ready_hook(std::function<void(size_t)> hook) { bucket_ready_ = std::move(hook); }
 
   const Tensor& output(const std::string& layer) const;
@@ -117,6 +123,23 @@ class Net {
   void set_math_mode(MathMode mode) { math_mode_ = mode; }
   MathMode math_mode() const { return math_mode_; }
 
+  // The distinct physical devices the layers are on, in order of first use. With more than one,
+  // each runs its layers on its own host thread, side by side with the others: a layer waits
+  // only for the layers it reads (cross-device edges are copies ordered by events), and in
+  // backward for its readers on other devices, whose gradients for it are added last (in
+  // reverse topological order). The numbers are those of one device except for that order of
+  // summation, which matters only where a layer has three readers or more; they never depend
+  // on timing.
+  const std::vector<Device>& physical_devices() const { return physical_; }
+  // OpenMP threads of each CPU device while several run side by side (0, the default: the
+  // process's threads split evenly among the CPU devices).
+  void set_device_threads(int threads) { device_threads_ = threads; }
+  int threads_per_cpu_device() const;
+  // Records a span for every layer's forward and backward (and every gradient brought across a
+  // device edge) into `trace`, until set_trace(nullptr). On a GPU each span waits for the
+  // layer's kernels, so it shows device time at the cost of a synchronisation per layer.
+  void set_trace(Trace* trace) { trace_ = trace; }
+
   // Per-layer wall time, accumulated over passes while profiling is on (for finding where a
   // step's time goes). On a GPU device the times include waiting for the device. A pool layer
   // whose LRN goes back through it (set_fusion) counts no backward calls: the LRN's include it.
@@ -133,7 +156,15 @@ class Net {
   void plan(int batch);
   void initialise_params();
   void make_gradient_buckets();
+  void forward_node(Node& n);
   void backward_node(Node& n);
+  // On n's device thread, before n's backward: adds the gradients its readers on other devices
+  // computed for it (after the readers' own, on n's device, were written in place).
+  void receive_output_grads(Node& n);
+  // Runs job(slot) on every physical device's thread (with the CPU devices' thread shares).
+  void run_on_devices(size_t events, const std::function<void(int)>& job,
+                      const std::function<void()>& host_work = {});
+  void record(const Node& n, const char* phase, double start_us, const std::string& what = {});
   // After node n's backward: its parameters' gradients are final; calls the hook for buckets now
   // complete.
   void gradients_done(Node& n);
@@ -148,6 +179,10 @@ class Net {
   std::vector<Layer*> order_;
   std::map<std::string, Node*> by_name_;
   std::map<std::string, std::unique_ptr<Workspace>> workspaces_;  // per physical device
+  std::vector<Device> physical_;
+  std::unique_ptr<DeviceThreads> threads_;
+  int device_threads_ = 0;
+  Trace* trace_ = nullptr;
   PassContext last_pass_;
   std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
   bool profiling_ = false;
@@ -157,6 +192,7 @@ class Net {
   std::vector<GradientBucket> buckets_;
   std::map<const Param*, size_t> bucket_of_;   // each parameter's bucket
   std::vector<size_t> bucket_waiting_;         // its parameters not yet final in this backward
+  std::unique_ptr<std::atomic<bool>[]> bucket_final_;  // set by device threads, read by the host
   std::function<void(size_t)> bucket_ready_;
   void apply_math_mode();
   void run_forward(bool train);

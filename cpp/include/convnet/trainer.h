@@ -13,6 +13,7 @@
 #include "convnet/error.h"
 #include "convnet/net.h"
 #include "convnet/schedule.h"
+#include "convnet/trace.h"
 #include "convnet/world.h"
 
 namespace convnet {
@@ -44,6 +45,11 @@ struct TrainerOptions {
   int keep = 3;          // checkpoints kept in save_dir (<= 0: all)
   std::string log_path;  // JSON-lines metrics log, appended to (empty: none)
   double max_grad_norm = 0;  // stop when the gradient norm exceeds it (0: only non-finite stops)
+  // A timeline of kTraceSteps training steps (after the run's first, which allocates), written
+  // here as Chrome trace JSON by rank 0: every layer on its device's track, the step's phases on
+  // the host's (empty: none).
+  std::string trace_path;
+  static constexpr int kTraceSteps = 3;
   // The solver the net trains with (convnet/solver.h): the Trainer sets it on the net (whose
   // state is kept when the net already has a solver of that name) and records it in run_info
   // under "solver". A resume needs the checkpoint's solver (its name; changed hyperparameters
@@ -145,6 +151,11 @@ class Trainer {
   int64_t epoch_ = 0, next_batch_ = 0;
   Metrics epoch_sums_, last_test_;
   double elapsed_before_ = 0;  // training time of the run before a resume
+  // The step timeline (options_.trace_path): steps trained by this run() and the trace.
+  int64_t steps_run_ = 0;
+  std::unique_ptr<Trace> trace_;
+  void trace_span(const char* name, double start_us);
+  void write_trace();
   std::string last_checkpoint_;
 };
 

@@ -11,7 +11,10 @@
 
 #include "convnet/error.h"
 #include "convnet/ops.h"
+#include "convnet/trace.h"
+#include "core/device_threads.h"
 #include "core/storage.h"
+#include "cpu/cpu_ops.h"
 #ifdef CONVNET_WITH_CUDA
 #include "cuda/runtime.h"
 #endif
@@ -23,10 +26,16 @@ namespace convnet {
 struct Net::Node {
   std::unique_ptr<Layer> layer;
   Device device;
+  size_t index = 0;          // in topological order
+  int slot = 0;              // its device's thread (Net::physical_)
   std::vector<Node*> producers;
+  // Readers on other devices, with the index of this node among their inputs, in reverse
+  // topological order: the order their gradients for this node are added.
+  std::vector<std::pair<Node*, size_t>> cross_readers;
   Shape shape;
   Tensor out, grad;
   bool grad_written = false;
+  bool wrote_input_grads = false;  // its last backward wrote the gradients of its inputs
   bool needs_grad = false;   // some layer upstream has parameters
   // LRN -> pool fusion (set_fusion): on the LRN node, the pool that alone reads it; on that
   // pool's node, whether its backward is left to the LRN.
@@ -128,10 +137,15 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     }
     for (const std::string& in : s->inputs) n->producers.push_back(by_name_.at(in));
     n->needs_grad = !n->layer->is_input();
+    n->index = nodes_.size();
     by_name_[s->name] = n.get();
     order_.push_back(n->layer.get());
     nodes_.push_back(std::move(n));
   }
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it)
+    for (size_t i = 0; i < (*it)->producers.size(); ++i)
+      if ((*it)->producers[i]->device != (*it)->device)
+        (*it)->producers[i]->cross_readers.emplace_back(it->get(), i);
   // LRN layers whose only reader is a pool layer on the same device go back through it.
   std::map<const Node*, int> readers;
   for (auto& n : nodes_)
@@ -146,9 +160,14 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   }
   for (auto& n : nodes_) {
     const std::string key = n->device.str();
-    if (!workspaces_.count(key)) require_available(n->device);
-    if (!workspaces_.count(key)) workspaces_[key] = std::make_unique<Workspace>(n->device);
+    if (!workspaces_.count(key)) {
+      require_available(n->device);
+      workspaces_[key] = std::make_unique<Workspace>(n->device);
+      physical_.push_back(n->device);
+    }
+    n->slot = int(std::find(physical_.begin(), physical_.end(), n->device) - physical_.begin());
   }
+  threads_ = std::make_unique<DeviceThreads>(int(physical_.size()));
 
   plan(1);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
@@ -195,8 +214,9 @@ void Net::make_gradient_buckets() {
       b.params[k]->grad = b.flat.view(b.offsets[k], b.params[k]->value.shape());
       bucket_of_[b.params[k]] = i;
     }
-    bucket_waiting_.assign(buckets.size(), 0);
   }
+  bucket_waiting_.assign(buckets.size(), 0);
+  bucket_final_ = std::make_unique<std::atomic<bool>[]>(buckets.size());
   buckets_ = std::move(buckets);
 }
 
@@ -303,31 +323,45 @@ void Net::run_forward(bool train) {
   last_pass_ = PassContext{train, seed_, step_, shard_};
   fresh_inputs_.clear();
   apply_math_mode();
-  for (auto& n : nodes_) {
-    if (n->layer->is_input()) {
+  for (auto& n : nodes_)
+    if (n->layer->is_input())
       CONVNET_CHECK(n->out.defined(), "input '", n->layer->name(),
                     "' has no data for this batch: call set_input first");
+  // Every device's thread walks the whole order and runs its own layers; a cross-device edge
+  // waits for its producer's forward (event k: node k's forward is done) and copies.
+  const size_t count = nodes_.size();
+  run_on_devices(count, [&](int slot) {
+    for (size_t k = 0; k < count; ++k) {
+      Node& n = *nodes_[k];
+      if (n.slot != slot) continue;
+      if (!n.layer->is_input()) forward_node(n);
+      threads_->signal(k);
+    }
+  });
+}
+
+void Net::forward_node(Node& n) {
+  const double t0 = trace_ ? trace_->now_us() : 0;
+  std::vector<Tensor> in;
+  for (size_t i = 0; i < n.producers.size(); ++i) {
+    Node* p = n.producers[i];
+    if (p->device == n.device) {
+      in.push_back(p->out);
       continue;
     }
-    std::vector<Tensor> in;
-    for (size_t i = 0; i < n->producers.size(); ++i) {
-      Node* p = n->producers[i];
-      if (p->device == n->device) {
-        in.push_back(p->out);
-      } else {  // cross-device edge: an explicit copy
-        if (!n->mirrors[i].defined()) n->mirrors[i] = Tensor(p->shape, n->device);
-        n->mirrors[i].copy_from(p->out);
-        in.push_back(n->mirrors[i]);
-      }
-    }
-    if (!n->out.defined()) n->out = Tensor(n->shape, n->device);
-    const auto t0 = std::chrono::steady_clock::now();
-    n->layer->forward(in, n->out, last_pass_);
-    if (profiling_) {
-      n->time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      ++n->time.forward_calls;
-    }
+    threads_->wait(p->index);  // cross-device edge: an explicit copy
+    if (!n.mirrors[i].defined()) n.mirrors[i] = Tensor(p->shape, n.device);
+    n.mirrors[i].copy_from(p->out);
+    in.push_back(n.mirrors[i]);
   }
+  if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
+  const auto start = std::chrono::steady_clock::now();
+  n.layer->forward(in, n.out, last_pass_);
+  if (profiling_) {
+    n.time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    ++n.time.forward_calls;
+  }
+  record(n, "forward", t0);
 }
 
 CostReport Net::cost_report() const {
@@ -353,21 +387,47 @@ CostReport Net::cost_report() const {
 
 void Net::backward() {
   apply_math_mode();
-  for (auto& n : nodes_) n->grad_written = false;
+  for (auto& n : nodes_) n->grad_written = n->wrote_input_grads = false;
   const bool hooked = bucket_ready_ && !use_graph_;
+  size_t next_ready = 0;  // the hook is called in bucket order, on this thread
   if (hooked)
-    for (size_t b = 0; b < buckets_.size(); ++b) bucket_waiting_[b] = buckets_[b].params.size();
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
-    backward_node(**it);
-    if (hooked) gradients_done(**it);
-  }
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      bucket_waiting_[b] = buckets_[b].params.size();
+      bucket_final_[b].store(false);
+    }
+  auto call_hook = [&] {
+    while (next_ready < buckets_.size() && bucket_final_[next_ready].load(std::memory_order_acquire))
+      bucket_ready_(next_ready++);
+  };
+  // In reverse order, each device's thread runs its own layers' backward; just before a layer's,
+  // it adds the gradients that its readers on other devices computed for it (event k: node k's
+  // backward is done), as late as possible so that the towers wait for each other least.
+  const size_t count = nodes_.size();
+  run_on_devices(
+      count,
+      [&](int slot) {
+        for (size_t k = count; k-- > 0;) {
+          Node& n = *nodes_[k];
+          if (n.slot != slot) continue;
+          receive_output_grads(n);
+          backward_node(n);
+          if (hooked) gradients_done(n);
+          threads_->signal(k);
+        }
+      },
+      hooked ? std::function<void()>(call_hook) : std::function<void()>());
 }
 
 void Net::gradients_done(Node& n) {
+  bool any = false;
   for (Param& p : n.layer->params()) {
     const size_t b = bucket_of_.at(&p);
-    if (--bucket_waiting_[b] == 0) bucket_ready_(b);
+    if (--bucket_waiting_[b] == 0) {
+      bucket_final_[b].store(true, std::memory_order_release);
+      any = true;
+    }
   }
+  if (any) threads_->wake_host();
 }
 
 void Net::backward_node(Node& n) {
@@ -380,6 +440,7 @@ void Net::backward_node(Node& n) {
     n.producers[0]->grad_written = true;
     return;
   }
+  const double t0 = trace_ ? trace_->now_us() : 0;
   std::vector<Tensor> in, din;
   std::vector<bool> accumulate;
   for (size_t i = 0; i < n.producers.size(); ++i) {
@@ -391,17 +452,17 @@ void Net::backward_node(Node& n) {
       accumulate.push_back(false);
       continue;
     }
-    if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
-    if (cross) {
+    if (cross) {  // computed here; the producer's thread brings it home (receive_output_grads)
       if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(p->shape, n.device);
       din.push_back(n.mirror_grads[i]);
       accumulate.push_back(false);
     } else {
+      if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
       din.push_back(p->grad);
       accumulate.push_back(p->grad_written);
     }
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto start = std::chrono::steady_clock::now();
   if (fusion_ && n.fused_pool) {
     const Node& pool = *n.fused_pool;
     n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
@@ -410,23 +471,62 @@ void Net::backward_node(Node& n) {
     n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
   }
   if (profiling_) {
-    n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     ++n.time.backward_calls;
   }
+  n.wrote_input_grads = true;
   for (size_t i = 0; i < n.producers.size(); ++i) {
     Node* p = n.producers[i];
-    if (!p->needs_grad) continue;
-    if (p->device != n.device) {  // bring the gradient home across the device edge
-      if (!p->grad_written) {
-        p->grad.copy_from(n.mirror_grads[i]);
-      } else {
-        if (!n.staged_grads[i].defined()) n.staged_grads[i] = Tensor(p->shape, p->device);
-        n.staged_grads[i].copy_from(n.mirror_grads[i]);
-        axpby(1.f, n.staged_grads[i], p->grad, true);
-      }
-    }
-    p->grad_written = true;
+    if (p->needs_grad && p->device == n.device) p->grad_written = true;
   }
+  record(n, "backward", t0);
+}
+
+void Net::receive_output_grads(Node& n) {
+  if (!n.needs_grad) return;
+  for (auto [reader, i] : n.cross_readers) {  // in reverse topological order
+    threads_->wait(reader->index);
+    if (!reader->wrote_input_grads) continue;  // no gradient reached the reader: none for n
+    const double t0 = trace_ ? trace_->now_us() : 0;
+    if (!n.grad.defined()) n.grad = Tensor(n.shape, n.device);
+    if (!n.grad_written) {
+      n.grad.copy_from(reader->mirror_grads[i]);
+    } else {
+      if (!reader->staged_grads[i].defined()) reader->staged_grads[i] = Tensor(n.shape, n.device);
+      reader->staged_grads[i].copy_from(reader->mirror_grads[i]);
+      axpby(1.f, reader->staged_grads[i], n.grad, true);
+    }
+    n.grad_written = true;
+    record(n, "copy", t0, "gradient from " + reader->layer->name());
+  }
+}
+
+void Net::run_on_devices(size_t events, const std::function<void(int)>& job,
+                         const std::function<void()>& host_work) {
+  // CPU devices side by side share the cores: each runs its OpenMP loops on its share.
+  const int share = threads_per_cpu_device();
+  const bool side_by_side = physical_.size() > 1;
+  threads_->run(events, [&](int slot) {
+    if (side_by_side && physical_[size_t(slot)].is_cpu()) cpu::set_num_threads(share);
+    job(slot);
+  }, host_work);
+}
+
+int Net::threads_per_cpu_device() const {
+  if (physical_.size() == 1) return cpu::num_threads();
+  if (device_threads_ > 0) return device_threads_;
+  int cpu_devices = 0;
+  for (const Device& d : physical_) cpu_devices += d.is_cpu();
+  return std::max(1, cpu::num_threads() / std::max(1, cpu_devices));
+}
+
+void Net::record(const Node& n, const char* phase, double start_us, const std::string& what) {
+  if (!trace_) return;
+#ifdef CONVNET_WITH_CUDA
+  if (n.device.is_cuda()) cuda::synchronize(n.device.index);  // the span ends with the kernels
+#endif
+  trace_->add(Trace::Span{n.device.str(), what.empty() ? n.layer->name() : what, phase, start_us,
+                          trace_->now_us()});
 }
 
 void Net::set_seed(uint64_t seed) {

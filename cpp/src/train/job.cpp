@@ -174,6 +174,7 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
                   "host memory: ", d.str(), " needs NCCL, which this build does not use yet");
   net_ = std::make_unique<Net>(model, devices, seed);
   net_->set_math_mode(o.math);
+  net_->set_device_threads(o.device_threads);
   net_->set_cuda_graph(o.cuda_graph);
   if (o.lr)
     for (Param* p : net_->params()) p->lr = p->base_lr = *o.lr;
@@ -216,6 +217,9 @@ std::string Job::description() const {
       << " training and " << d.test->size() << " test images, batch " << options_.batch << ", "
       << options_.trainer.epochs << " epochs, device " << options_.device << ", solver "
       << trainer_->options().solver.text() << ", " << cpu::num_threads() << " CPU threads";
+  if (net_->physical_devices().size() > 1)
+    out << "; " << net_->physical_devices().size() << " devices side by side ("
+        << net_->threads_per_cpu_device() << " thread(s) per CPU device)";
   const World& world = World::get();
   if (world.distributed())
     out << "; " << world.size() << " processes, " << options_.batch / world.size() << " images each";

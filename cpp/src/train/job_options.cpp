@@ -91,6 +91,12 @@ std::vector<JobOption> make_table() {
       flag("cuda-graph", "replay each step's forward and backward passes as one CUDA graph (one GPU only)"),
       option("workers", "N", std::to_string(pipe.workers), "data loading threads"),
       option("threads", "N", "0", "CPU compute threads (0: all cores)"),
+      option("device-threads", "N", "0",
+             "threads of each CPU device when several run side by side (--device cpu:0,cpu:1; 0: --threads "
+             "split evenly)"),
+      option("trace", "FILE", "",
+             "write a timeline of " + std::to_string(TrainerOptions::kTraceSteps) +
+                 " training steps (every layer on its device, the step's phases) as Chrome trace JSON, for Perfetto"),
       option("print-freq", "N", "50", "progress line every N batches"),
       flag("quiet", "no per-batch progress (the test and epoch lines only)"),
   };
@@ -215,6 +221,7 @@ JobOptions JobOptions::parse(const std::vector<std::pair<std::string, std::strin
   j.seed = uint64_t(whole(v, "seed"));
   j.workers = whole(v, "workers", 1);
   j.threads = whole(v, "threads");
+  j.device_threads = whole(v, "device-threads");
   j.device = v.at("device");
   j.math = parse_math_mode(v.at("math"));
   j.cuda_graph = on("cuda-graph");
@@ -240,6 +247,7 @@ JobOptions JobOptions::parse(const std::vector<std::pair<std::string, std::strin
   t.keep = whole(v, "keep");
   t.log_path = v.at("log").empty() && !t.save_dir.empty() ? t.save_dir + "/log.jsonl" : v.at("log");
   t.max_grad_norm = real(v, "max-grad-norm");
+  t.trace_path = v.at("trace");
   CONVNET_CHECK(t.max_grad_norm >= 0, "--max-grad-norm ", t.max_grad_norm, " must be >= 0");
   t.solver = solver_of(v);
   CONVNET_CHECK(j.resume != "auto" || !t.save_dir.empty(), "--resume without a PATH needs --save-dir");

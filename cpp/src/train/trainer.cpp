@@ -237,9 +237,21 @@ CostReport Trainer::forward_backward_summed(double share, double& wait_s) {
   const auto t0 = Clock::now();
   for (size_t b = 0; b < started.size(); ++b)
     if (!started[b]) start_gradient_sum(b, share);  // a CUDA graph's replay calls no hook
+  const double span_us = trace_ ? trace_->now_us() : 0;
   world_.finish_all_reduces();
   wait_s = seconds_since(t0);
+  if (trace_) trace_span("all-reduce wait", span_us);
   return r;
+}
+
+void Trainer::write_trace() {
+  trace_->write(options_.trace_path);
+  log({{"event", "trace"}, {"path", options_.trace_path}, {"steps", steps_run_ - 1}});
+  trace_.reset();
+}
+
+void Trainer::trace_span(const char* name, double start_us) {
+  trace_->add(Trace::Span{"host", name, "step", start_us, trace_->now_us()});
 }
 
 void Trainer::start_gradient_sum(size_t bucket, double share) {
@@ -307,7 +319,15 @@ Trainer::Result Trainer::run() {
     const auto epoch_t0 = Clock::now();
     train_.start_epoch(epoch_, next_batch_);
     int64_t images = 0;
-    while (train_.next(batch)) {
+    for (;;) {
+      // This step's timeline (--trace): from the second step of the run, kTraceSteps of them.
+      const bool tracing = !options_.trace_path.empty() && world_.rank() == 0 && steps_run_ >= 1 &&
+                           steps_run_ <= TrainerOptions::kTraceSteps;
+      if (tracing && !trace_) trace_ = std::make_unique<Trace>();
+      net_.set_trace(tracing ? trace_.get() : nullptr);
+      double span_us = trace_ ? trace_->now_us() : 0;
+      if (!train_.next(batch)) break;
+      if (tracing) trace_span("data", span_us);
       const double epoch_float = epoch_ + double(next_batch_) / batches;
       set_rates(epoch_float);
       net_.set_input(input_, batch.images);
@@ -316,8 +336,10 @@ Trainer::Result Trainer::run() {
       // This rank's share of the global batch (1 when it is the whole batch).
       const double share = batch.global_size ? double(batch.images.dim(3)) / double(batch.global_size) : 1.0;
       double allreduce_s = 0;  // the gradient sums' wait after backward (data parallelism)
+      if (tracing) span_us = trace_->now_us();
       const CostReport r = world_.distributed() ? forward_backward_summed(share, allreduce_s)
                                                 : net_.forward_backward();
+      if (tracing) trace_span("forward + backward", span_us);
       CONVNET_CHECK(!r.costs.empty(), "training needs a cost layer");
       // This step's metrics (of the whole global batch when the ranks share it) and whether
       // any rank's cost is not finite: every rank then stops together.
@@ -343,8 +365,13 @@ Trainer::Result Trainer::run() {
         diverged("the gradient norm " + std::to_string(grad_norm) + " exceeds the limit " +
                      std::to_string(options_.max_grad_norm),
                  epoch_ + 1, next_batch_ + 1);
+      if (tracing) span_us = trace_->now_us();
       net_.update();
+      if (tracing) trace_span("update", span_us);
       ++next_batch_;
+      ++steps_run_;
+      net_.set_trace(nullptr);  // tests are not part of the timeline
+      if (tracing && steps_run_ == TrainerOptions::kTraceSteps + 1) write_trace();
       images += step_batch;
       epoch_sums_.add(step_metrics, step_batch);
 
@@ -424,6 +451,7 @@ Trainer::Result Trainer::run() {
       break;
     }
   }
+  if (trace_) write_trace();  // the run ended before the last traced step
   result.epochs_done = epoch_;
   result.step = int64_t(net_.step());
   result.test = last_test_;
