@@ -24,9 +24,7 @@ static void print_build() {
 
 static int print_model(const std::string& path, int batch) {
   ModelSpec spec = ModelSpec::from_file(path);
-  int logical = 1;
-  for (const auto& l : spec.layers) logical = std::max(logical, l.device + 1);
-  Net net(spec, std::vector<Device>(size_t(logical), Device::cpu()));
+  Net net(spec, std::vector<Device>(size_t(spec.logical_devices()), Device::cpu()));
   Tensor dummy_labels({batch}, Device::cpu());
   dummy_labels.fill(0.f);
   for (Layer* l : net.layers()) {

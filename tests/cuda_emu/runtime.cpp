@@ -286,6 +286,23 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   return cudaSuccess;
 }
 
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                              size_t width, size_t height, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (width > dst_pitch || width > src_pitch) return fail(cudaErrorInvalidValue);
+  // Each side's whole span (first row's start to last row's end) is checked as one copy would be.
+  const size_t dst_span = dst_pitch * (height - 1) + width, src_span = src_pitch * (height - 1) + width;
+  const int d = device_of(dst, dst_span), s = device_of(src, src_span);
+  auto plain_host = [](const void* p) { return device_of(p, 1) < 0; };
+  if (kind != cudaMemcpyDefault) return fail(cudaErrorInvalidValue);  // all convnet uses
+  if (!((d >= 0 || plain_host(dst)) && (s >= 0 || plain_host(src)))) return fail(cudaErrorInvalidValue);
+  submit_host_work(stream, "2-D memcpy", [=] {
+    for (size_t r = 0; r < height; ++r)
+      std::memmove(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
+  });
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
                                 size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;

@@ -54,6 +54,10 @@ struct PassContext {
   uint64_t seed = 0;  // the net's seed (dropout masks)
   uint64_t step = 0;  // the training step (dropout masks differ per step)
   BatchShard shard;   // where this batch lies in a data-parallel global batch (dropout masks)
+  // The batch a cost layer's mean is over: the net's whole batch, of which a replica of a
+  // data-parallel layer sees a part (0: the layer's own batch).
+  int objective_batch = 0;
+  float mean_over(int own_batch) const { return float(objective_batch ? objective_batch : own_batch); }
 };
 
 class Layer {

@@ -157,6 +157,11 @@ class Net {
   void initialise_params();
   void make_gradient_buckets();
   void forward_node(Node& n);
+  // The pass's context as node n sees it (a replica: its examples' place in the batch).
+  PassContext context(const Node& n) const;
+  // On a replicated layer's primary, after its backward: adds the other replicas' parameter
+  // gradients to its own, in replica order.
+  void sum_replica_grads(Node& n);
   void backward_node(Node& n);
   // On n's device thread, before n's backward: adds the gradients its readers on other devices
   // computed for it (after the readers' own, on n's device, were written in place).

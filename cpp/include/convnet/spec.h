@@ -56,6 +56,10 @@ struct LayerSpec {
   std::string type;
   std::vector<std::string> inputs;
   int device = 0;  // logical device (cuda-convnet's gpu=); the Net maps it to a physical one
+  // A layer given several logical devices ("device": [0, 1, 2, 3], cuda-convnet2's gpu=0,1,2,3)
+  // is replicated, data parallel: replica r runs on replicas[r] with the r-th equal part of the
+  // batch. Empty: one copy on `device`. When set, device == replicas[0].
+  std::vector<int> replicas;
   LayerOptions options;
 };
 
@@ -65,6 +69,8 @@ struct ModelSpec {
   // Throws ValueError on malformed JSON or a layer without name/type, naming the layer.
   static ModelSpec from_json(const std::string& text);
   static ModelSpec from_file(const std::string& path);
+  // How many logical devices the layers name (1 + the highest).
+  int logical_devices() const;
   std::string to_json(int indent = 2) const;
 };
 

@@ -53,6 +53,11 @@ class Tensor {
   std::vector<float> to_vector() const;
   // Copy from a tensor of the same element count, on any device.
   void copy_from(const Tensor& src);
+  // Examples [src_first, src_first + count) of `src` (the last dimension is the batch) into
+  // examples [first, first + count) of this tensor, on any two devices; both have the same
+  // elements per example. How data-parallel replicas take their part of a batch and give back
+  // theirs.
+  void copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count);
   void fill(float value);
 
  private:

@@ -6,6 +6,7 @@
 #include <limits>
 #include <cstring>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -28,10 +29,22 @@ struct Net::Node {
   Device device;
   size_t index = 0;          // in topological order
   int slot = 0;              // its device's thread (Net::physical_)
+  // A replicated (data-parallel) layer has one node per replica, consecutive in the order; each
+  // node of the layer points to the same group, replica 0 (the primary) first. The primary owns
+  // the parameters the net trains; the others copy them before each forward pass.
+  std::shared_ptr<std::vector<Node*>> group;
+  int replica = 0;
+  int first = 0, count = 0;  // the examples of the batch it computes: [first, first + count)
+  // Per input: the producing node. aligned[i]: it computes the same examples (the producer's
+  // replica of the same index, or the producer itself when neither is replicated); otherwise
+  // producers[i] is the producer's primary and the input gathers its examples from the
+  // producer's replicas.
   std::vector<Node*> producers;
-  // Readers on other devices, with the index of this node among their inputs, in reverse
+  std::vector<char> aligned;
+  // Readers that do not read this node's output in place (on another device, or computing
+  // other examples), with the index of this node's layer among their inputs, in reverse
   // topological order: the order their gradients for this node are added.
-  std::vector<std::pair<Node*, size_t>> cross_readers;
+  std::vector<std::pair<Node*, size_t>> remote_readers;
   Shape shape;
   Tensor out, grad;
   bool grad_written = false;
@@ -43,7 +56,16 @@ struct Net::Node {
   bool backward_in_producer = false;
   PinnedBuffer staging;      // input layers on a GPU: pageable batches go up through it
   Net::LayerTime time;
-  std::vector<Tensor> mirrors, mirror_grads, staged_grads;  // per input; defined only across devices
+  std::vector<Tensor> mirrors, mirror_grads;  // per input; defined unless it is read in place
+  Tensor receive_staging;  // gradients from remote readers on their way into grad
+  std::vector<Tensor> replica_grad_staging;  // the primary's: other replicas' gradients arrive here
+  Tensor gathered;                           // the primary's: every replica's output, for output()
+
+  bool primary() const { return replica == 0; }
+  bool replicated() const { return group->size() > 1; }
+  Node& replica_node(size_t r) const { return *(*group)[r]; }
+  // Reads input i where it lies: the same examples on the same device.
+  bool in_place(size_t i) const { return aligned[i] && producers[i]->device == device; }
 };
 
 // The captured forward_backward of a net whose layers all live on one GPU.
@@ -69,6 +91,12 @@ void gaussian_fill(std::vector<float>& v, float std_dev, uint64_t seed) {
     v[i] = float(std_dev * r * std::cos(two_pi * u2));
     if (i + 1 < v.size()) v[i + 1] = float(std_dev * r * std::sin(two_pi * u2));
   }
+}
+
+// The shape of an activation (the batch last) for another batch size.
+Shape with_batch(Shape shape, int batch) {
+  shape.back() = batch;
+  return shape;
 }
 
 uint64_t name_hash(const std::string& s, uint64_t seed) {
@@ -118,34 +146,60 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     }
   }
 
-  // Layers, devices, edges.
+  // Layers, devices, edges: one node per replica.
   for (const LayerSpec* s : sorted) {
-    auto n = std::make_unique<Node>();
-    n->layer = make_layer(*s);
-    auto [lo, hi] = n->layer->declaration().input_count();
-    const int count = static_cast<int>(s->inputs.size());
-    CONVNET_CHECK(count >= lo && (hi < 0 || count <= hi), "layer '", s->name, "' (", s->type,
-                  ") takes ", lo == hi ? std::to_string(lo) : std::to_string(lo) + (hi < 0 ? " or more" : " to " + std::to_string(hi)),
-                  " input(s), got ", count);
-    if (devices_.empty()) {
-      n->device = Device::cpu();
-    } else {
-      CONVNET_CHECK(s->device < static_cast<int>(devices_.size()), "layer '", s->name,
-                    "' is placed on logical device ", s->device, " but only ", devices_.size(),
-                    " device(s) were given");
-      n->device = devices_[s->device];
+    const std::vector<int> logical = s->replicas.empty() ? std::vector<int>{s->device} : s->replicas;
+    auto group = std::make_shared<std::vector<Node*>>();
+    for (size_t r = 0; r < logical.size(); ++r) {
+      auto n = std::make_unique<Node>();
+      n->layer = make_layer(*s);
+      if (r == 0) {
+        auto [lo, hi] = n->layer->declaration().input_count();
+        const int count = static_cast<int>(s->inputs.size());
+        CONVNET_CHECK(count >= lo && (hi < 0 || count <= hi), "layer '", s->name, "' (", s->type,
+                      ") takes ", lo == hi ? std::to_string(lo) : std::to_string(lo) + (hi < 0 ? " or more" : " to " + std::to_string(hi)),
+                      " input(s), got ", count);
+        CONVNET_CHECK(logical.size() == 1 || !n->layer->is_input(), "layer '", s->name, "' is an ",
+                      s->type, " layer and cannot be replicated: the layers that read it take their part of "
+                      "its batch");
+      }
+      if (devices_.empty()) {  // everything on the CPU
+        n->device = Device::cpu();
+      } else {
+        CONVNET_CHECK(logical[r] < static_cast<int>(devices_.size()), "layer '", s->name,
+                      "' is placed on logical device ", logical[r], " but only ", devices_.size(),
+                      " device(s) were given");
+        n->device = devices_[size_t(logical[r])];
+      }
+      n->group = group;
+      n->replica = int(r);
+      group->push_back(n.get());
+      for (const std::string& in : s->inputs) {
+        Node* producer = by_name_.at(in);
+        const bool aligned = producer->group->size() == logical.size();
+        n->producers.push_back(aligned ? &producer->replica_node(r) : producer);
+        n->aligned.push_back(aligned);
+      }
+      n->needs_grad = !n->layer->is_input();
+      n->index = nodes_.size();
+      if (r == 0) {
+        by_name_[s->name] = n.get();
+        order_.push_back(n->layer.get());
+      }
+      nodes_.push_back(std::move(n));
     }
-    for (const std::string& in : s->inputs) n->producers.push_back(by_name_.at(in));
-    n->needs_grad = !n->layer->is_input();
-    n->index = nodes_.size();
-    by_name_[s->name] = n.get();
-    order_.push_back(n->layer.get());
-    nodes_.push_back(std::move(n));
   }
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it)
-    for (size_t i = 0; i < (*it)->producers.size(); ++i)
-      if ((*it)->producers[i]->device != (*it)->device)
-        (*it)->producers[i]->cross_readers.emplace_back(it->get(), i);
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+    Node& reader = **it;
+    for (size_t i = 0; i < reader.producers.size(); ++i) {
+      if (reader.in_place(i)) continue;
+      if (reader.aligned[i]) {
+        reader.producers[i]->remote_readers.emplace_back(&reader, i);
+      } else {  // it reads examples of any of the producer's replicas
+        for (Node* p : *reader.producers[i]->group) p->remote_readers.emplace_back(&reader, i);
+      }
+    }
+  }
   // LRN layers whose only reader is a pool layer on the same device go back through it.
   std::map<const Node*, int> readers;
   for (auto& n : nodes_)
@@ -153,7 +207,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   for (auto& n : nodes_) {
     if (!n->layer->pool_geometry() || n->producers.size() != 1) continue;
     Node* lrn = n->producers[0];
-    if (lrn->layer->goes_back_through_pool() && readers[lrn] == 1 && lrn->device == n->device) {
+    if (lrn->layer->goes_back_through_pool() && readers[lrn] == 1 && n->in_place(0)) {
       lrn->fused_pool = n.get();
       n->backward_in_producer = true;
     }
@@ -169,11 +223,16 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   }
   threads_ = std::make_unique<DeviceThreads>(int(physical_.size()));
 
-  plan(1);  // validates every size and creates the parameters
+  int unit = 1;  // the smallest batch every replicated layer splits
+  for (auto& n : nodes_) unit = std::lcm(unit, int(n->group->size()));
+  plan(unit);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
   initialise_params();
   for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get(), /*own_gradients=*/false);
-  make_gradient_buckets();
+  make_gradient_buckets();  // the primaries' gradients; the other replicas' are their own
+  for (auto& n : nodes_)
+    if (!n->primary())
+      for (Param& p : n->layer->params()) p.grad = Tensor::zeros(p.value.shape(), n->device);
   set_solver(SolverOptions{});
 }
 
@@ -237,18 +296,25 @@ Net::~Net() = default;
 void Net::plan(int batch) {
   drop_graph();  // its buffers are about to be replaced
   for (auto& n : nodes_) {
+    const int replicas = int(n->group->size());
+    CONVNET_CHECK(batch % replicas == 0, "layer '", n->layer->name(), "' has ", replicas,
+                  " replicas: a batch of ", batch, " does not split into ", replicas,
+                  " equal parts (give a multiple of ", replicas, ")");
+    n->count = batch / replicas;
+    n->first = n->replica * n->count;
     std::vector<Shape> in;
     if (n->layer->is_input()) {
       in.push_back({batch});
     } else {
-      for (Node* p : n->producers) in.push_back(p->shape);
+      for (Node* p : n->producers) in.push_back(with_batch(p->shape, n->count));
     }
     n->shape = n->layer->setup(in);
+    n->gathered = Tensor();
     n->out = Tensor();
     n->grad = Tensor();
     n->mirrors.assign(n->producers.size(), Tensor());
     n->mirror_grads.assign(n->producers.size(), Tensor());
-    n->staged_grads.assign(n->producers.size(), Tensor());
+    n->receive_staging = Tensor();
   }
   batch_ = batch;
 }
@@ -340,23 +406,49 @@ void Net::run_forward(bool train) {
   });
 }
 
+PassContext Net::context(const Node& n) const {
+  PassContext ctx = last_pass_;
+  if (n.replicated()) {  // its examples' place in the batch, and the batch the costs average
+    ctx.shard.first += n.first;
+    if (ctx.shard.global == 0) ctx.shard.global = batch_;
+    ctx.objective_batch = batch_;
+  }
+  return ctx;
+}
+
 void Net::forward_node(Node& n) {
   const double t0 = trace_ ? trace_->now_us() : 0;
+  if (!n.primary()) {  // a replica computes with the primary's current parameters
+    std::vector<Param>& mine = n.layer->params();
+    const std::vector<Param>& theirs = n.replica_node(0).layer->params();
+    for (size_t k = 0; k < mine.size(); ++k) mine[k].value.copy_from(theirs[k].value);
+  }
   std::vector<Tensor> in;
   for (size_t i = 0; i < n.producers.size(); ++i) {
     Node* p = n.producers[i];
-    if (p->device == n.device) {
+    if (n.in_place(i)) {
       in.push_back(p->out);
       continue;
     }
-    threads_->wait(p->index);  // cross-device edge: an explicit copy
-    if (!n.mirrors[i].defined()) n.mirrors[i] = Tensor(p->shape, n.device);
-    n.mirrors[i].copy_from(p->out);
-    in.push_back(n.mirrors[i]);
+    Tensor& mirror = n.mirrors[i];  // another device's output, or other replicas' examples
+    if (!mirror.defined()) mirror = Tensor(with_batch(p->shape, n.count), n.device);
+    if (n.aligned[i]) {
+      threads_->wait(p->index);
+      mirror.copy_from(p->out);
+    } else {
+      for (Node* source : *p->group) {
+        const int lo = std::max(n.first, source->first);
+        const int hi = std::min(n.first + n.count, source->first + source->count);
+        if (lo >= hi) continue;
+        threads_->wait(source->index);
+        mirror.copy_examples(lo - n.first, source->out, lo - source->first, hi - lo);
+      }
+    }
+    in.push_back(mirror);
   }
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
   const auto start = std::chrono::steady_clock::now();
-  n.layer->forward(in, n.out, last_pass_);
+  n.layer->forward(in, n.out, context(n));
   if (profiling_) {
     n.time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     ++n.time.forward_calls;
@@ -369,8 +461,14 @@ CostReport Net::cost_report() const {
   report.batch = batch_;
   bool classifier_seen = false;
   for (auto& n : nodes_) {
-    if (!n->layer->is_cost()) continue;
-    CostStats s = n->layer->cost_stats();
+    if (!n->layer->is_cost() || !n->primary()) continue;
+    CostStats s;  // summed over the replicas: each has its part of the batch
+    for (Node* r : *n->group) {
+      const CostStats part = r->layer->cost_stats();
+      s.cost_sum += part.cost_sum;
+      s.top1_errors += part.top1_errors;
+      s.top5_errors += part.top5_errors;
+    }
     CostReport::Entry e{n->layer->name(), s.cost_sum / batch_, double(s.top1_errors) / batch_,
                         double(s.top5_errors) / batch_};
     if (!n->layer->declaration().is_classifier()) {
@@ -401,7 +499,8 @@ void Net::backward() {
   };
   // In reverse order, each device's thread runs its own layers' backward; just before a layer's,
   // it adds the gradients that its readers on other devices computed for it (event k: node k's
-  // backward is done), as late as possible so that the towers wait for each other least.
+  // backward is done), as late as possible so that the towers wait for each other least. A
+  // replicated layer's primary then sums the other replicas' parameter gradients into its own.
   const size_t count = nodes_.size();
   run_on_devices(
       count,
@@ -411,11 +510,29 @@ void Net::backward() {
           if (n.slot != slot) continue;
           receive_output_grads(n);
           backward_node(n);
-          if (hooked) gradients_done(n);
+          if (n.primary() && n.replicated()) sum_replica_grads(n);
+          if (hooked && n.primary()) gradients_done(n);
           threads_->signal(k);
         }
       },
       hooked ? std::function<void()>(call_hook) : std::function<void()>());
+}
+
+void Net::sum_replica_grads(Node& n) {
+  const double t0 = trace_ ? trace_->now_us() : 0;
+  std::vector<Param>& sums = n.layer->params();
+  n.replica_grad_staging.resize(sums.size());
+  for (size_t r = 1; r < n.group->size(); ++r) {  // in replica order: the same sums every time
+    Node& other = n.replica_node(r);
+    threads_->wait(other.index);
+    for (size_t k = 0; k < sums.size(); ++k) {
+      Tensor& staged = n.replica_grad_staging[k];
+      if (!staged.defined()) staged = Tensor(sums[k].value.shape(), n.device);
+      staged.copy_from(other.layer->params()[k].grad);
+      axpby(1.f, staged, sums[k].grad, true);
+    }
+  }
+  if (!sums.empty()) record(n, "copy", t0, "sum of replicas' gradients");
 }
 
 void Net::gradients_done(Node& n) {
@@ -445,7 +562,7 @@ void Net::backward_node(Node& n) {
   std::vector<bool> accumulate;
   for (size_t i = 0; i < n.producers.size(); ++i) {
     Node* p = n.producers[i];
-    const bool cross = p->device != n.device;
+    const bool cross = !n.in_place(i);
     in.push_back(cross ? n.mirrors[i] : p->out);
     if (!p->needs_grad) {
       din.emplace_back();
@@ -453,7 +570,7 @@ void Net::backward_node(Node& n) {
       continue;
     }
     if (cross) {  // computed here; the producer's thread brings it home (receive_output_grads)
-      if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(p->shape, n.device);
+      if (!n.mirror_grads[i].defined()) n.mirror_grads[i] = Tensor(with_batch(p->shape, n.count), n.device);
       din.push_back(n.mirror_grads[i]);
       accumulate.push_back(false);
     } else {
@@ -468,7 +585,7 @@ void Net::backward_node(Node& n) {
     n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
                                    din, accumulate);
   } else {
-    n.layer->backward(in, n.out, n.grad, din, accumulate, last_pass_);
+    n.layer->backward(in, n.out, n.grad, din, accumulate, context(n));
   }
   if (profiling_) {
     n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -477,27 +594,48 @@ void Net::backward_node(Node& n) {
   n.wrote_input_grads = true;
   for (size_t i = 0; i < n.producers.size(); ++i) {
     Node* p = n.producers[i];
-    if (p->needs_grad && p->device == n.device) p->grad_written = true;
+    if (p->needs_grad && n.in_place(i)) p->grad_written = true;
   }
   record(n, "backward", t0);
 }
 
 void Net::receive_output_grads(Node& n) {
   if (!n.needs_grad) return;
-  for (auto [reader, i] : n.cross_readers) {  // in reverse topological order
-    threads_->wait(reader->index);
-    if (!reader->wrote_input_grads) continue;  // no gradient reached the reader: none for n
+  const auto& readers = n.remote_readers;  // in reverse topological order
+  for (size_t a = 0, b = 0; a < readers.size(); a = b) {
+    // One reading layer's input i: those of its replicas that read n's examples.
+    const size_t i = readers[a].second;
+    std::vector<Node*> from;
+    for (b = a; b < readers.size() && readers[b].first->group == readers[a].first->group &&
+                readers[b].second == i;
+         ++b) {
+      Node* reader = readers[b].first;
+      if (std::max(n.first, reader->first) < std::min(n.first + n.count, reader->first + reader->count))
+        from.push_back(reader);
+    }
+    bool any = false, all = true;
+    for (Node* reader : from) {
+      threads_->wait(reader->index);
+      any = any || reader->wrote_input_grads;
+      all = all && reader->wrote_input_grads;
+    }
+    if (!any) continue;  // no gradient reached the readers: none for n
     const double t0 = trace_ ? trace_->now_us() : 0;
     if (!n.grad.defined()) n.grad = Tensor(n.shape, n.device);
-    if (!n.grad_written) {
-      n.grad.copy_from(reader->mirror_grads[i]);
-    } else {
-      if (!reader->staged_grads[i].defined()) reader->staged_grads[i] = Tensor(n.shape, n.device);
-      reader->staged_grads[i].copy_from(reader->mirror_grads[i]);
-      axpby(1.f, reader->staged_grads[i], n.grad, true);
+    // Straight into the gradient when it is the first to arrive, else through staging.
+    Tensor& to = n.grad_written ? n.receive_staging : n.grad;
+    if (!to.defined()) to = Tensor(n.shape, n.device);
+    if (!all) to.fill(0.f);  // the examples of a reader no gradient reached
+    for (Node* reader : from) {
+      if (!reader->wrote_input_grads) continue;
+      const int lo = std::max(n.first, reader->first);
+      const int hi = std::min(n.first + n.count, reader->first + reader->count);
+      if (reader->count == n.count && lo == n.first) to.copy_from(reader->mirror_grads[i]);
+      else to.copy_examples(lo - n.first, reader->mirror_grads[i], lo - reader->first, hi - lo);
     }
+    if (n.grad_written) axpby(1.f, n.receive_staging, n.grad, true);
     n.grad_written = true;
-    record(n, "copy", t0, "gradient from " + reader->layer->name());
+    record(n, "copy", t0, "gradient from " + from.front()->layer->name());
   }
 }
 
@@ -525,8 +663,9 @@ void Net::record(const Node& n, const char* phase, double start_us, const std::s
 #ifdef CONVNET_WITH_CUDA
   if (n.device.is_cuda()) cuda::synchronize(n.device.index);  // the span ends with the kernels
 #endif
-  trace_->add(Trace::Span{n.device.str(), what.empty() ? n.layer->name() : what, phase, start_us,
-                          trace_->now_us()});
+  std::string name = what.empty() ? n.layer->name() : what;
+  if (n.replicated()) name += " [replica " + std::to_string(n.replica) + "]";
+  trace_->add(Trace::Span{n.device.str(), name, phase, start_us, trace_->now_us()});
 }
 
 void Net::set_seed(uint64_t seed) {
@@ -564,7 +703,7 @@ std::vector<std::string> Net::fused_layers() const {
   std::vector<std::string> out;
   if (fusion_)
     for (auto& n : nodes_)
-      if (n->fused_pool) out.push_back(n->layer->name());
+      if (n->fused_pool && n->primary()) out.push_back(n->layer->name());
   return out;
 }
 
@@ -615,15 +754,18 @@ CostReport Net::forward_backward() {
 
 void Net::update(float lr_scale) {
   solver_->begin_step();
-  for (auto& n : nodes_)
-    for (Param& p : n->layer->params()) solver_->update(p, p.lr * lr_scale);
+  for (Param* p : params()) solver_->update(*p, p->lr * lr_scale);
   ++step_;
 }
 
 const Tensor& Net::output(const std::string& layer) const {
-  const Node& n = node(layer);
+  Node& n = node(layer);
   CONVNET_CHECK(n.out.defined(), "layer '", layer, "' has no output yet: run forward first");
-  return n.out;
+  if (!n.replicated()) return n.out;
+  // A replicated layer's output is its replicas' parts, gathered on the primary's device.
+  if (!n.gathered.defined()) n.gathered = Tensor(with_batch(n.shape, batch_), n.device);
+  for (Node* r : *n.group) n.gathered.copy_examples(r->first, r->out, 0, r->count);
+  return n.gathered;
 }
 
 void Net::set_profiling(bool on) {
@@ -632,8 +774,16 @@ void Net::set_profiling(bool on) {
 }
 
 std::vector<Net::LayerTime> Net::layer_times() const {
-  std::vector<LayerTime> out;
+  std::vector<LayerTime> out;  // a replicated layer's: the sums over its replicas
   for (auto& n : nodes_) {
+    if (!n->primary()) {
+      LayerTime& t = out.back();
+      t.forward_ms += n->time.forward_ms;
+      t.backward_ms += n->time.backward_ms;
+      t.forward_calls += n->time.forward_calls;
+      t.backward_calls += n->time.backward_calls;
+      continue;
+    }
     LayerTime t = n->time;
     t.layer = n->layer->name();
     out.push_back(t);
@@ -641,12 +791,15 @@ std::vector<Net::LayerTime> Net::layer_times() const {
   return out;
 }
 
-Shape Net::output_shape(const std::string& layer) const { return node(layer).shape; }
+Shape Net::output_shape(const std::string& layer) const {
+  return with_batch(node(layer).shape, batch_);
+}
 
 std::vector<Param*> Net::params() {
-  std::vector<Param*> out;
+  std::vector<Param*> out;  // the primaries': the other replicas copy them
   for (auto& n : nodes_)
-    for (Param& p : n->layer->params()) out.push_back(&p);
+    if (n->primary())
+      for (Param& p : n->layer->params()) out.push_back(&p);
   return out;
 }
 
@@ -659,7 +812,8 @@ Param& Net::param(const std::string& name) {
 int64_t Net::parameter_count() const {
   int64_t total = 0;
   for (auto& n : nodes_)
-    for (const Param& p : n->layer->params()) total += p.value.numel();
+    if (n->primary())
+      for (const Param& p : n->layer->params()) total += p.value.numel();
   return total;
 }
 

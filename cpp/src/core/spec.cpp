@@ -1,6 +1,7 @@
 // Model definitions: JSON in, LayerSpecs out, with errors that name the layer and the option.
 #include "convnet/spec.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -148,9 +149,27 @@ ModelSpec ModelSpec::from_json(const std::string& text) {
       options.erase("inputs");
     }
     if (l.contains("device")) {
-      CONVNET_CHECK(l["device"].is_number_integer() && l["device"].get<int>() >= 0, "layer '",
-                    s.name, "': \"device\" must be a logical device number >= 0");
-      s.device = l["device"].get<int>();
+      const json& d = l["device"];
+      auto logical = [&](const json& e) {
+        CONVNET_CHECK(e.is_number_integer() && e.get<int>() >= 0, "layer '", s.name,
+                      "': \"device\" must be a logical device number >= 0, or a list of them "
+                      "(one per replica)");
+        return e.get<int>();
+      };
+      if (d.is_array()) {
+        CONVNET_CHECK(!d.empty(), "layer '", s.name, "': \"device\" is an empty list");
+        for (const json& e : d) {
+          const int k = logical(e);
+          CONVNET_CHECK(std::find(s.replicas.begin(), s.replicas.end(), k) == s.replicas.end(),
+                        "layer '", s.name, "': logical device ", k,
+                        " is named twice in \"device\": each replica needs a device of its own");
+          s.replicas.push_back(k);
+        }
+        s.device = s.replicas[0];
+        if (s.replicas.size() == 1) s.replicas.clear();
+      } else {
+        s.device = logical(d);
+      }
       options.erase("device");
     }
     s.options = LayerOptions(s.name, options);
@@ -171,6 +190,15 @@ ModelSpec ModelSpec::from_file(const std::string& path) {
   }
 }
 
+int ModelSpec::logical_devices() const {
+  int count = 1;
+  for (const LayerSpec& l : layers) {
+    count = std::max(count, l.device + 1);
+    for (int d : l.replicas) count = std::max(count, d + 1);
+  }
+  return count;
+}
+
 std::string ModelSpec::to_json(int indent) const {
   json out = json::array();
   for (const LayerSpec& s : layers) {
@@ -178,7 +206,8 @@ std::string ModelSpec::to_json(int indent) const {
     l["name"] = s.name;
     l["type"] = s.type;
     if (!s.inputs.empty()) l["inputs"] = s.inputs;
-    if (s.device != 0) l["device"] = s.device;
+    if (!s.replicas.empty()) l["device"] = s.replicas;
+    else if (s.device != 0) l["device"] = s.device;
     out.push_back(std::move(l));
   }
   return json{{"layers", out}}.dump(indent);

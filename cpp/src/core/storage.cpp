@@ -99,4 +99,19 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
 #endif
 }
 
+void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows) {
+  if (width == 0 || rows == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    for (size_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
+    return;
+  }
+#ifdef CONVNET_WITH_CUDA
+  cuda::copy_rows(dst, dst_device, dst_pitch, src, src_device, src_pitch, width, rows);
+#else
+  no_cuda("copying to or from a CUDA device");
+#endif
+}
+
 }  // namespace convnet

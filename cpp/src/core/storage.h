@@ -41,6 +41,10 @@ class PinnedBuffer {
   size_t bytes_ = 0;
 };
 
+// Copies `rows` rows of `width` bytes, each starting `src_pitch` bytes after the last in src and
+// `dst_pitch` bytes in dst, between any two devices (a block of columns of a matrix).
+void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows);
 // Copies `bytes` from src on src_device to dst on dst_device (host, CUDA, or across them).
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes);

@@ -102,6 +102,19 @@ void Tensor::copy_from(const Tensor& src) {
   copy_bytes(data(), device_, src.data(), src.device_, sizeof(float) * size_t(numel()));
 }
 
+void Tensor::copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count) {
+  CONVNET_CHECK(ndim() > 0 && src.ndim() > 0, "copy_examples: an undefined or empty tensor");
+  const int64_t n = shape_.back(), src_n = src.shape_.back();
+  CONVNET_CHECK(numel() / n == src.numel() / src_n, "copy_examples: ", shape_str(src.shape_), " into ",
+                shape_str(shape_), " (elements per example differ)");
+  CONVNET_CHECK(count >= 0 && first >= 0 && src_first >= 0 && first + count <= n && src_first + count <= src_n,
+                "copy_examples: examples [", src_first, ", ", src_first + count, ") of ", shape_str(src.shape_),
+                " into [", first, ", ", first + count, ") of ", shape_str(shape_));
+  const size_t row = sizeof(float);
+  copy_rows(data() + first, device_, size_t(n) * row, src.data() + src_first, src.device_, size_t(src_n) * row,
+            size_t(count) * row, size_t(numel() / n));
+}
+
 void Tensor::fill(float value) {
   if (device_.is_cpu()) {
     cpu::fill(data(), numel(), value);

@@ -244,4 +244,18 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
   synchronize(device);
 }
 
+void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows) {
+  // Ordered as copy() orders a copy between the same two devices: the source's pending kernels
+  // first, then the copy on the destination's stream (or the one device's), done on return
+  // unless it stays on one GPU.
+  const bool one_gpu = dst_device.is_cuda() && src_device.is_cuda() && dst_device.index == src_device.index;
+  if (src_device.is_cuda() && !one_gpu) synchronize(src_device.index);
+  const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  set_device(device);
+  CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
+                                       stream(device)));
+  if (!one_gpu) synchronize(device);
+}
+
 }  // namespace convnet::cuda

@@ -63,6 +63,9 @@ void release_pinned(void* ptr) noexcept;
 // What the driver says of a host address: page-locked memory it can copy by DMA (for tests).
 bool is_page_locked(const void* host_ptr);
 
+// A block of rows (storage.h copy_rows), with copy's ordering.
+void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows);
 // Any direction among host and CUDA devices. Host<->device copies are synchronous with respect
 // to the host; device<->device copies are ordered on the destination's compute stream.
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,

@@ -42,10 +42,10 @@ class SoftmaxCostLayer : public Layer {
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor&,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
-                const PassContext&) override {
+                const PassContext& ctx) override {
     if (!din[0].defined()) return;
     Tensor dscores = din[0].reshaped(out.shape());
-    softmax_cost_backward(out, in[1], coeff_ / float(out.dim(3)), dscores, accumulate[0]);
+    softmax_cost_backward(out, in[1], coeff_ / ctx.mean_over(out.dim(3)), dscores, accumulate[0]);
   }
 
  private:

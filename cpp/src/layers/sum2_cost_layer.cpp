@@ -36,8 +36,8 @@ class Sum2CostLayer : public Layer {
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor&,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
-                const PassContext&) override {
-    if (din[0].defined()) axpby(2.f * coeff_ / float(out.dim(3)), in[0], din[0], accumulate[0]);
+                const PassContext& ctx) override {
+    if (din[0].defined()) axpby(2.f * coeff_ / ctx.mean_over(out.dim(3)), in[0], din[0], accumulate[0]);
   }
 
  private:

@@ -109,9 +109,7 @@ std::vector<Device> parse_devices(const std::string& text, const ModelSpec& mode
   std::stringstream in(text);
   for (std::string d; std::getline(in, d, ',');) devices.push_back(Device::parse(d));
   CONVNET_CHECK(!devices.empty(), "no device given (cpu, cuda:0, or a list: cuda:0,cuda:1)");
-  int logical = 1;
-  for (const LayerSpec& l : model.layers) logical = std::max(logical, l.device + 1);
-  if (devices.size() == 1) devices.assign(size_t(logical), devices[0]);
+  if (devices.size() == 1) devices.assign(size_t(model.logical_devices()), devices[0]);
   return devices;
 }
 
