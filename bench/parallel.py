@@ -23,6 +23,24 @@ Towers at once (--towers)
     step timeline (Chrome trace JSON).
 
     python3 bench/parallel.py --towers [--batch 32] [--batches 6]
+
+Replicas in one process (--replicas)
+    fashion_alexnet (or --model) with every layer but the inputs replicated over logical
+    devices 0 and 1 ("device": [0, 1]) on --device cpu:0,cpu:1 (one thread each) against the
+    model unreplicated on one CPU device with --threads 2: images/s and the ratio.
+
+    python3 bench/parallel.py --replicas [--batch 128] [--batches 12]
+
+Projection (--project)
+    From AlexNet-2012's measured one-process step time on this machine and its gradient bytes,
+    the step time of K data-parallel workers with a ring all-reduce (each worker sends and
+    receives 2 (K-1)/K of the bytes; --hidden: the share of that time hidden behind backward)
+    for K = 2, 4, 8 over the bandwidths listed, as speed-ups over one worker with the same
+    global batch. CPU hosts use the step time measured here; GPUs take --gpu-step-ms (no GPU
+    has been measured yet: the figure is an assumption, printed as such). Krizhevsky 2014
+    reports 6.25x on 8 GPUs for the hybrid, whose fc layers are not all-reduced.
+
+    python3 bench/parallel.py --project [--hidden 0.9] [--gpu-step-ms 100]
 """
 
 from __future__ import annotations
@@ -77,6 +95,56 @@ def towers(a: argparse.Namespace) -> list[dict]:
     return [one, two]
 
 
+def replicas(a: argparse.Namespace) -> list[dict]:
+    with open(a.model) as f:
+        spec = json.load(f)
+    for layer in spec["layers"]:
+        if layer["type"] not in ("input", "labels"):
+            layer["device"] = [0, 1]
+    with tempfile.TemporaryDirectory() as work:
+        replicated = os.path.join(work, "replicated.json")
+        with open(replicated, "w") as f:
+            json.dump(spec, f)
+        one = run(a.binary, 1, a.model, a.batch, a.batches, a.size, a.channels, device="cpu", threads=2)
+        two = run(a.binary, 1, replicated, a.batch, a.batches, a.size, a.channels, device="cpu:0,cpu:1", threads=2)
+    print(f"{os.path.basename(a.model)}, batch {a.batch}, {os.cpu_count()} cores, median of {a.batches - 2} steps")
+    print(f"{'devices':>34} {'ms/step':>9} {'images/s':>9} {'ratio':>6}")
+    for r, what in ((one, "cpu (2 threads)"), (two, "2 replicas on cpu:0,cpu:1 (1 each)")):
+        print(f"{what:>34} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.2f} "
+              f"{r['images_per_s'] / one['images_per_s']:>6.2f}")
+    return [one, two]
+
+
+def ring_allreduce_s(workers: int, nbytes: float, bytes_per_s: float) -> float:
+    """Time of a ring all-reduce of nbytes over `workers`: each sends 2 (K-1)/K of the bytes."""
+    return 2 * (workers - 1) / workers * nbytes / bytes_per_s
+
+
+def project(a: argparse.Namespace) -> dict:
+    model = os.path.join(ROOT, "configs", "alexnet_2012.json")
+    measured = run(a.binary, 1, model, a.batch, a.batches, 224, 3, device="cpu", threads=os.cpu_count() or 1)
+    params = 60_965_224  # AlexNet-2012's parameters (tests/cpp/test_net.cpp checks the count)
+    nbytes = 4.0 * params
+    links = [("10 Gb/s Ethernet", 10e9 / 8), ("100 Gb/s InfiniBand", 100e9 / 8),
+             ("NVLink 4 (H100, ~450 GB/s per direction)", 450e9)]
+    rows = []
+    print(f"AlexNet-2012, {params} parameters = {nbytes / 1e6:.0f} MB of gradients per step; "
+          f"share hidden behind backward assumed {a.hidden:.0%}")
+    for label, step_s in ((f"CPU host (measured here, batch {a.batch})", measured["step_s"]),
+                          (f"GPU (ASSUMED {a.gpu_step_ms:.0f} ms/step; not measured)", a.gpu_step_ms / 1000)):
+        print(f"\n{label}: one worker {1000 * step_s:.1f} ms/step")
+        print(f"{'link':>42} " + " ".join(f"{'K=' + str(k):>8}" for k in (2, 4, 8)))
+        for name, bw in links:
+            speedups = []
+            for k in (2, 4, 8):
+                exposed = (1 - a.hidden) * ring_allreduce_s(k, nbytes, bw)
+                speedups.append(step_s / (step_s / k + exposed))
+            rows.append({"worker": label, "link": name, "speedups": speedups})
+            print(f"{name:>42} " + " ".join(f"{x:>7.2f}x" for x in speedups))
+    print("\nKrizhevsky 2014 (the hybrid, 8 GPUs): 6.25x")
+    return {"measured_step_s": measured["step_s"], "rows": rows}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "ci", "convnet-train"))
@@ -89,11 +157,18 @@ def main() -> int:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--towers", action="store_true", help="AlexNet-2012's towers side by side against one device")
     p.add_argument("--trace", help="with --towers: the two-device run's step timeline (Chrome trace JSON)")
+    p.add_argument("--replicas", action="store_true", help="2 replicas in one process against one device")
+    p.add_argument("--project", action="store_true", help="project AlexNet-2012 to 2, 4, 8 workers")
+    p.add_argument("--hidden", type=float, default=0.9,
+                   help="with --project: share of the all-reduce hidden behind backward (default 0.9)")
+    p.add_argument("--gpu-step-ms", type=float, default=100.0,
+                   help="with --project: the ASSUMED one-GPU step time in ms (default 100)")
     a = p.parse_args()
     if not os.path.isfile(a.binary):
         sys.exit(f"parallel.py: {a.binary} not found: build it (cmake --build build/ci)")
-    if a.towers:
-        results = towers(a)
+    mode = towers if a.towers else replicas if a.replicas else project if a.project else None
+    if mode:
+        results = mode(a)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(results, f, indent=1)

@@ -27,7 +27,8 @@ class Model:
     in C++ (``convnet.layer_types()``): its inputs, then its options with their defaults and
     help (``help(Model.conv)``). Only the options given are written to the definition; the
     engine applies the defaults. Every method also takes ``device`` (logical device,
-    cuda-convnet's ``gpu=``).
+    cuda-convnet's ``gpu=``; a list of them replicates the layer, data parallel: each replica
+    computes its part of the batch, as cuda-convnet2's ``gpu=0,1,2,3``).
     """
 
     def __init__(self, layers: Iterable[dict] | None = None):

@@ -1193,6 +1193,24 @@ TEST(CudaNet, TwoTowersOnTwoGpusMatchCpu) {
   }
 }
 
+// The hybrid (tests/data/hybrid_4dev.json: replicated convolutions, model-parallel fc layers,
+// concatenations across devices) with its four logical devices on two GPUs, two replicas each,
+// against the same placement on CPU devices.
+TEST(CudaNet, ReplicasAndTheHybridOnGpusMatchCpu) {
+  CONVNET_REQUIRE_GPU();
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 CUDA devices, " << cuda_device_count() << " visible";
+  const auto spec = ModelSpec::from_file(std::string(CONVNET_SOURCE_DIR) + "/tests/data/hybrid_4dev.json");
+  Net cpu(spec, {Device::cpu(0), Device::cpu(1), Device::cpu(2), Device::cpu(3)}, 3);
+  Net two(spec, {Device::cuda(0), Device::cuda(1), Device::cuda(0), Device::cuda(1)}, 3);
+  two.set_math_mode(MathMode::Fp32);
+  same_start(cpu, two);
+  StepTolerance tol;
+  tol.grad = 1e-4;
+  for (int step = 0; step < 2; ++step)
+    compare_step(cpu, two, make_batch(3, 12, 8, 5, 90 + uint32_t(step), -128.f, 128.f), tol);
+}
+
 void train_step(Net& net, const Batch& b) {
   feed(net, b);
   net.forward(true);

@@ -30,32 +30,11 @@ std::string data_parallel(const std::string& replicas) {
 ])";
 }
 
-// layers-imagenet-4gpu-data-model.cfg in miniature: conv layers on all four devices, one fc layer
-// per device reading every replica's examples, dropout, each fc's output concatenated on every
-// device (the cfg's pass1a-d: cuda-convnet2's `pass` is a concatenation), a second model-parallel
-// fc stage, and the classifier on device 0.
-const char* kHybrid = R"([
-  {"name":"data","type":"input","channels":3,"size":12},
-  {"name":"labels","type":"labels"},
-  {"name":"conv1","type":"conv","inputs":["data"],"filters":8,"size":3,"padding":1,"neuron":"relu","initW":0.1,"initB":0.1,"device":[0,1,2,3]},
-  {"name":"rnorm1","type":"lrn","inputs":["conv1"],"size":3,"alpha":0.01,"k":2,"device":[0,1,2,3]},
-  {"name":"pool1","type":"pool","inputs":["rnorm1"],"size":2,"stride":2,"device":[0,1,2,3]},
-  {"name":"fc1a","type":"fc","inputs":["pool1"],"outputs":6,"neuron":"relu","initW":0.05,"initB":0.1,"device":0},
-  {"name":"fc1b","type":"fc","inputs":["pool1"],"outputs":6,"neuron":"relu","initW":0.05,"initB":0.1,"device":1},
-  {"name":"fc1c","type":"fc","inputs":["pool1"],"outputs":6,"neuron":"relu","initW":0.05,"initB":0.1,"device":2},
-  {"name":"fc1d","type":"fc","inputs":["pool1"],"outputs":6,"neuron":"relu","initW":0.05,"initB":0.1,"device":3},
-  {"name":"drop1a","type":"dropout","inputs":["fc1a"],"rate":0.5,"device":0},
-  {"name":"drop1b","type":"dropout","inputs":["fc1b"],"rate":0.5,"device":1},
-  {"name":"drop1c","type":"dropout","inputs":["fc1c"],"rate":0.5,"device":2},
-  {"name":"drop1d","type":"dropout","inputs":["fc1d"],"rate":0.5,"device":3},
-  {"name":"pass1a","type":"concat","inputs":["drop1a","drop1b","drop1c","drop1d"],"device":0},
-  {"name":"pass1b","type":"concat","inputs":["drop1a","drop1b","drop1c","drop1d"],"device":1},
-  {"name":"fc2a","type":"fc","inputs":["pass1a"],"outputs":8,"neuron":"relu","initW":0.05,"initB":0.1,"device":0},
-  {"name":"fc2b","type":"fc","inputs":["pass1b"],"outputs":8,"neuron":"relu","initW":0.05,"initB":0.1,"device":1},
-  {"name":"pass2a","type":"concat","inputs":["fc2a","fc2b"],"device":0},
-  {"name":"fc3","type":"fc","inputs":["pass2a"],"outputs":5,"initW":0.05,"device":0},
-  {"name":"cost","type":"softmax_cost","inputs":["fc3","labels"],"device":0}
-])";
+// layers-imagenet-4gpu-data-model.cfg in miniature (tests/data/hybrid_4dev.json): conv layers on
+// all four devices, one fc layer per device reading every replica's examples, dropout, each fc's
+// output concatenated on two devices (the cfg's pass1a-d: cuda-convnet2's `pass` is a
+// concatenation), a second model-parallel fc stage, and the classifier on device 0.
+ModelSpec hybrid() { return ModelSpec::from_file(std::string(CONVNET_SOURCE_DIR) + "/tests/data/hybrid_4dev.json"); }
 
 std::vector<Device> cpus(int count) {
   std::vector<Device> d;
@@ -137,10 +116,10 @@ ModelSpec on_one_device(ModelSpec spec) {
 }
 
 TEST(Replicas, TheHybridTrainsWhatOneDeviceTrains) {
-  Net one(on_one_device(ModelSpec::from_json(kHybrid)), {}, 9);
-  Net hybrid(ModelSpec::from_json(kHybrid), cpus(4), 9);
-  ASSERT_EQ(hybrid.physical_devices().size(), 4u);
-  expect_same_training(one, hybrid, 4);
+  Net one(on_one_device(hybrid()), {}, 9);
+  Net four(hybrid(), cpus(4), 9);
+  ASSERT_EQ(four.physical_devices().size(), 4u);
+  expect_same_training(one, four, 4);
 }
 
 // The replicas' parts of a replicated layer's output are the examples one device computes for
