@@ -29,7 +29,7 @@ cmake -S . -B build/emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCONVNET_CUDA=EMULA
   -Dpybind11_DIR="$("$PYTHON" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
 rm -rf build/emu/python/convnet && mkdir -p build/emu/python && cp -r python/convnet build/emu/python/
 rm -f build/emu/python/convnet/_core*.so
-cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench _core
+cmake --build build/emu -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench convnet-train _core
 ctest --test-dir build/emu --output-on-failure -j "$JOBS" -R 'Cuda'
 # Threads (and blocks) in reverse order: a kernel or test that reads another thread's write
 # without a barrier, or races between blocks, gets a different answer than in the run above.
@@ -44,4 +44,4 @@ cmake -S . -B build/emu-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVNE
 cmake --build build/emu-asan -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench
 # The whole-AlexNet tests take minutes each under ASan; the plain emulated run above has them.
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/emu-asan --output-on-failure -j "$JOBS" -R 'Cuda' \
-  -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers'
+  -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers|MpiNccl'

@@ -19,16 +19,21 @@ class World {
   static World& get();
 
   int rank() const { return rank_; }
+  // The rank among the processes on this host (the launcher's OMPI_COMM_WORLD_LOCAL_RANK,
+  // MPI_LOCALRANKID or SLURM_LOCALID; 0 when none says): which GPU a rank takes by default.
+  int local_rank() const;
   int size() const { return size_; }
   bool distributed() const { return size_ > 1; }
   // "rank 1 of 4" for messages ("" in a world of one).
   std::string where() const;
 
-  // Starts summing a host tensor over every rank, in place (MPI_Iallreduce); finish_all_reduces
-  // waits for every started sum, and progress() lets MPI move them on meanwhile (it moves only
-  // inside MPI calls). Every rank starts the same sums in the same order; the tensor must stay
-  // as it is until they finish.
-  void start_all_reduce_sum(Tensor& host);
+  // Starts summing a tensor over every rank, in place: host memory with MPI_Iallreduce, a GPU's
+  // with NCCL on the GPU's compute stream (the first sum on a GPU creates its communicator,
+  // collectively, from an id rank 0 broadcasts over MPI). finish_all_reduces waits for every
+  // started sum, and progress() lets MPI move them on meanwhile (it moves only inside MPI
+  // calls). Every rank starts the same sums in the same order; the tensor must stay as it is
+  // until they finish.
+  void start_all_reduce_sum(Tensor& tensor);
   void progress();
   void finish_all_reduces();
   // Sums numbers over every rank, in place.
@@ -48,7 +53,9 @@ class World {
   std::unique_ptr<Pending> pending_;
 };
 
-// Whether this build can run across processes (it was built with MPI).
+// Whether this build can run across processes (it was built with MPI), and sum gradients on GPUs
+// across them (built with NCCL too).
 bool mpi_compiled();
+bool nccl_compiled();
 
 }  // namespace convnet

@@ -1,11 +1,15 @@
 #include "convnet/world.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
 #include "convnet/error.h"
 #ifdef CONVNET_WITH_MPI
 #include <mpi.h>
+#endif
+#ifdef CONVNET_WITH_NCCL
+#include "cuda/runtime.h"
 #endif
 
 namespace convnet {
@@ -35,6 +39,7 @@ struct World::Pending {
 #ifdef CONVNET_WITH_MPI
   std::vector<MPI_Request> requests;
 #endif
+  std::vector<int> gpus;  // the GPUs with NCCL sums queued on their streams
 };
 
 bool mpi_compiled() {
@@ -80,17 +85,47 @@ World::~World() {
 #endif
 }
 
+int World::local_rank() const {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
 std::string World::where() const {
   return distributed() ? "rank " + std::to_string(rank_) + " of " + std::to_string(size_) : "";
 }
 
-void World::start_all_reduce_sum(Tensor& host) {
-  CONVNET_CHECK(host.device().is_cpu(), "World::start_all_reduce_sum: a tensor on ", host.device().str(),
-                " (MPI sums host memory; GPUs need NCCL)");
+bool nccl_compiled() {
+#ifdef CONVNET_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+void World::start_all_reduce_sum(Tensor& t) {
   if (!distributed()) return;
+  if (t.device().is_cuda()) {
+#ifdef CONVNET_WITH_NCCL
+    const int device = t.device().index;
+    if (!cuda::nccl_ready(device)) {  // the first sum on this GPU makes its communicator
+      cuda::NcclId id{};
+      if (rank_ == 0) id = cuda::nccl_unique_id();
+      check_mpi(MPI_Bcast(id.bytes, int(sizeof id.bytes), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+      cuda::nccl_init(id, rank_, size_, device);
+    }
+    cuda::nccl_all_reduce_sum(t.data(), size_t(t.numel()), device);
+    if (std::find(pending_->gpus.begin(), pending_->gpus.end(), device) == pending_->gpus.end())
+      pending_->gpus.push_back(device);
+    return;
+#else
+    throw RuntimeError("summing gradients on " + t.device().str() +
+                       " across processes needs NCCL, which this build of convnet does not have");
+#endif
+  }
 #ifdef CONVNET_WITH_MPI
   pending_->requests.emplace_back();
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, host.data(), int(host.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, t.data(), int(t.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
                            &pending_->requests.back()),
             "MPI_Iallreduce");
 #endif
@@ -106,6 +141,10 @@ void World::progress() {
 }
 
 void World::finish_all_reduces() {
+#ifdef CONVNET_WITH_NCCL
+  for (int device : pending_->gpus) cuda::synchronize(device);
+  pending_->gpus.clear();
+#endif
 #ifdef CONVNET_WITH_MPI
   if (pending_->requests.empty()) return;
   std::vector<MPI_Request> requests = std::move(pending_->requests);

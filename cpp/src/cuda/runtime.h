@@ -27,6 +27,17 @@ cudaStream_t stream(int device);
 cudaStream_t current_stream();
 void synchronize(int device);
 
+// NCCL across MPI ranks (nccl.cpp; only in builds with CONVNET_WITH_NCCL). nccl_init is
+// collective: every rank calls it with rank 0's id, for the same device order.
+struct NcclId {
+  char bytes[128];  // NCCL_UNIQUE_ID_BYTES
+};
+NcclId nccl_unique_id();
+bool nccl_ready(int device);
+void nccl_init(const NcclId& id, int rank, int size, int device);
+// Sums `count` floats over the ranks in place, queued on the device's compute stream.
+void nccl_all_reduce_sum(float* data, size_t count, int device);
+
 // The caching allocator: freed blocks are kept per device and size class and reused, so the
 // steady-state training step makes no cudaMalloc. release() never synchronises: blocks are
 // reused only in stream order on the compute stream.

@@ -166,10 +166,14 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   }
 
   // The net first: a GPU that is not there is named by it before a pipeline asks for one.
-  const std::vector<Device> devices = parse_devices(o.device, model);
+  // Under MPI, a bare "cuda" is this rank's own GPU: its rank among the ranks of its host.
+  const bool own_gpu = world.distributed() && (o.device == "cuda" || o.device == "gpu");
+  const std::vector<Device> devices =
+      parse_devices(own_gpu ? "cuda:" + std::to_string(world.local_rank()) : o.device, model);
   for (const Device& d : devices)
-    CONVNET_CHECK(!world.distributed() || d.is_cpu(), "data parallelism across processes sums gradients in "
-                  "host memory: ", d.str(), " needs NCCL, which this build does not use yet");
+    CONVNET_CHECK(!world.distributed() || d.is_cpu() || nccl_compiled(), "data parallelism across processes "
+                  "on ", d.str(), " sums gradients with NCCL, which this build of convnet does not have "
+                  "(it needs MPI and NCCL when it is built)");
   net_ = std::make_unique<Net>(model, devices, seed);
   net_->set_math_mode(o.math);
   net_->set_device_threads(o.device_threads);

@@ -257,13 +257,8 @@ void Trainer::trace_span(const char* name, double start_us) {
 void Trainer::start_gradient_sum(size_t bucket, double share) {
   // Each rank's gradients are of the mean over its share of the global batch: weighted by that
   // share and summed, they are the gradients of the global batch's mean.
-  const Net::GradientBucket& b = net_.gradient_buckets()[bucket];
-  Tensor flat = b.flat;
-  CONVNET_CHECK(flat.device().is_cpu(), "data parallelism across processes sums host gradients; ",
-                b.device.str(), " needs NCCL, which this build does not use yet");
-  float* p = flat.data();
-  const float w = float(share);
-  for (int64_t i = 0; i < flat.numel(); ++i) p[i] *= w;
+  Tensor flat = net_.gradient_buckets()[bucket].flat;
+  if (share != 1.0) axpby(float(share), flat, flat, false);  // on the bucket's device
   world_.start_all_reduce_sum(flat);
 }
 

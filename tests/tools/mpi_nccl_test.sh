@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# ctest (cuda_emu builds): data parallelism across processes on GPUs. `mpirun -np 2 convnet-train
+# --device cuda` (each rank its own GPU, cuda:<local rank>; each rank half of every batch; the
+# gradient buckets summed by NCCL on the GPUs' streams, its communicator's id broadcast over MPI)
+# ends with the weights of one process trained on one GPU with the whole batches, up to float32
+# summation order, dropout included. Under cuda_emu the NCCL calls are the emulator's (summed
+# with MPI on its host memory): this proves the host logic, not NCCL itself.
+#   mpi_nccl_test.sh BINARY MPIEXEC
+set -euo pipefail
+BIN=$1
+MPIEXEC=$2
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MODEL=$(dirname "$0")/../data/dropout_net_16.json  # conv, pool, dropout, fc
+COMMON=(--layer-def "$MODEL" --data "generated[count=128;classes=4;channels=1;size=16;seed=9]" --batch 32
+        --epochs 1 --mirror --threads 1 --quiet)
+
+"$BIN" "${COMMON[@]}" --device cuda:0 --save-dir "$WORK/one" > "$WORK/one.txt"
+timeout 300 "$MPIEXEC" -np 2 --oversubscribe "$BIN" "${COMMON[@]}" --device cuda --save-dir "$WORK/two" \
+  > "$WORK/two.txt" 2>&1 || { cat "$WORK/two.txt"; fail "mpirun -np 2 failed"; }
+cat "$WORK/two.txt"
+grep -q "2 processes, 16 images each" "$WORK/two.txt" || fail "the run does not say it has 2 processes"
+python3 - "$WORK/one" "$WORK/two" <<'PY' || fail "2 ranks on 2 GPUs do not train what 1 GPU trains"
+import array, json, struct, sys
+def tensors(path):
+    with open(path + "/ckpt-e0001-b000000.safetensors", "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for k, v in header.items():
+        if k != "__metadata__":
+            a = array.array("f")
+            a.frombytes(body[v["data_offsets"][0]:v["data_offsets"][1]])
+            out[k] = a
+    return out
+one, two = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert one.keys() == two.keys()
+for k in one:
+    scale = max(abs(x) for x in one[k])
+    diff = max(abs(a - b) for a, b in zip(one[k], two[k]))
+    print(f"{k}: max |difference| {diff:.3g} (largest value {scale:.3g})")
+    assert diff <= 1e-4 * scale, k
+log = [json.loads(l) for l in open(sys.argv[2] + "/log.jsonl")]
+epoch = [e for e in log if e["event"] == "epoch"][0]
+assert len(epoch["weight_hashes"]) == 2 and len(set(epoch["weight_hashes"])) == 1, epoch
+PY
+echo "mpi_nccl_test: 2 ranks on 2 GPUs equal one GPU"
