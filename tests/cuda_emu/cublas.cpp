@@ -101,7 +101,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     CUDA_EMU_SGEMM(CblasColMajor, transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
                    transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al,
                    tf32 ? a32.data() : a, lda, tf32 ? b32.data() : b, ldb, be, c, ldc);
-  });
+  }, {{a, false}, {b, false}, {c, true}});
   return CUBLAS_STATUS_SUCCESS;
 }
 

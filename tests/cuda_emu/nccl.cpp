@@ -47,7 +47,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
   cuda_emu::submit_host_work(stream, "ncclAllReduce", [=] {
     const void* in = sendbuff == recvbuff ? MPI_IN_PLACE : sendbuff;
     MPI_Allreduce(in, recvbuff, int(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-  });
+  }, {{sendbuff, false}, {recvbuff, true}});
   return ncclSuccess;
 }
 

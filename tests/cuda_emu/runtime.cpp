@@ -15,16 +15,23 @@ namespace cuda_emu {
 void run_kernel(Kernel& kernel, int device);  // kernel.cpp
 }
 
+// What the stream-order checker knows: per agent (a stream; agent 0 is the host and its legacy
+// default streams), how much of its work is known to have finished.
+using VectorClock = std::map<int, uint64_t>;
+
 struct CUstream_st {
   int device = 0;
   cuda_emu_graph* capture = nullptr;  // the graph being captured, if any
   bool invalidated = false;           // a forbidden call during the capture
+  int agent = 0;                      // 0: a legacy default stream, the host's own order
+  VectorClock clock;                  // the work this stream's next item comes after
 };
 
 struct cuda_emu_node {
   std::shared_ptr<cuda_emu::Kernel> kernel;  // a kernel node, or
   std::function<void()> work;                // a copy or a GEMM
   std::string what;
+  std::vector<cuda_emu::MemoryUse> uses;     // of `work`
 };
 
 struct cuda_emu_graph {
@@ -36,6 +43,7 @@ struct cuda_emu_graph {
 struct cuda_emu_event {
   std::chrono::steady_clock::time_point when;
   bool recorded = false;
+  VectorClock clock;  // the work recorded before it
 };
 
 struct cuda_emu_graph_exec {
@@ -99,12 +107,104 @@ void* allocate(size_t bytes, int device, unsigned char fill) {
   return p;
 }
 
+// ---- the stream-order checker ----
+// On a GPU, work on two streams runs in any order unless an event (cudaEventRecord +
+// cudaStreamWaitEvent) or a host synchronisation orders it. The emulator runs each item the
+// moment it is submitted, so a missing wait would give the right answer here and a race on a
+// GPU. So every item gets a vector clock (what it is known to come after), and each use of an
+// allocation is checked against the last write to it (and a write against the reads since) by
+// another agent: one not ordered before it is reported as the race it would be. Kernels'
+// pointer arguments count as writes (the emulator cannot tell a const argument), copies and
+// GEMMs say which operand they write. One mutex: the device threads submit side by side.
+std::mutex order_mutex;
+VectorClock host_clock;  // what the host knows has finished (its own work: agent 0)
+int agents = 1;
+std::vector<CUstream_st*> streams_made;
+struct Use {
+  int agent = -1;  // -1: none
+  uint64_t seq = 0;
+  std::string what;
+};
+struct Uses {
+  Use write;
+  std::map<int, Use> reads;
+};
+std::map<uintptr_t, Uses>& uses() {
+  static std::map<uintptr_t, Uses> u;
+  return u;
+}
+
+void merge(VectorClock& into, const VectorClock& from) {
+  for (const auto& [agent, seq] : from) into[agent] = std::max(into[agent], seq);
+}
+uint64_t known(const VectorClock& c, int agent) {
+  auto it = c.find(agent);
+  return it == c.end() ? 0 : it->second;
+}
+std::string agent_name(int agent) {
+  return agent == 0 ? "the host's default stream" : "stream #" + std::to_string(agent);
+}
+
+void forget_uses(uintptr_t base) {
+  std::lock_guard<std::mutex> lock(order_mutex);
+  uses().erase(base);
+}
+
+// A work item about to run on stream s: its agent and clock (caller holds order_mutex).
+std::pair<int, VectorClock> begin_item(CUstream_st* s) {
+  if (s->agent == 0) {
+    ++host_clock[0];
+    return {0, host_clock};
+  }
+  merge(s->clock, host_clock);  // the host submits it after everything it knows has finished
+  ++s->clock[s->agent];
+  return {s->agent, s->clock};
+}
+
+void check_uses(CUstream_st* s, const std::string& what, const std::vector<MemoryUse>& list) {
+  if (list.empty()) return;
+  std::lock_guard<std::mutex> lock(order_mutex);
+  const auto [agent, clock] = begin_item(s);
+  for (const MemoryUse& m : list) {
+    uintptr_t base = 0;
+    {
+      std::lock_guard<std::mutex> memory(memory_mutex);
+      const uintptr_t p = reinterpret_cast<uintptr_t>(m.ptr);
+      auto& a = allocations();
+      auto it = a.upper_bound(p);
+      if (it == a.begin()) continue;
+      --it;
+      if (p >= it->first + std::max<size_t>(it->second.bytes, 1) || it->second.device < 0) continue;
+      base = it->first;
+    }
+    Uses& u = uses()[base];
+    auto unordered = [&](const Use& x) {
+      return x.agent >= 0 && x.agent != agent && x.seq > known(clock, x.agent);
+    };
+    auto race = [&](const Use& x, const char* did) {
+      throw std::logic_error("cuda_emu: " + what + " on " + agent_name(agent) + " uses memory that " + x.what +
+                             " on " + agent_name(x.agent) + " " + did +
+                             " with no event wait or synchronisation between them: a race on a GPU");
+    };
+    if (unordered(u.write)) race(u.write, "writes");
+    if (m.write) {
+      for (const auto& [other, r] : u.reads)
+        if (unordered(r)) race(r, "reads");
+      u.write = Use{agent, known(clock, agent), what};
+      u.reads.clear();
+    } else {
+      u.reads[agent] = Use{agent, known(clock, agent), what};
+    }
+  }
+}
+
 cudaError_t release(void* ptr, bool pinned) {
   if (!ptr) return cudaSuccess;
   std::lock_guard<std::mutex> lock(memory_mutex);
   auto& a = allocations();
   auto it = a.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == a.end() || (it->second.device < 0) != pinned) return fail(cudaErrorInvalidValue);
+  forget_uses(it->first);
   a.erase(it);
   std::free(ptr);
   return cudaSuccess;
@@ -127,9 +227,20 @@ void add_node(CUstream_st* s, std::unique_ptr<cuda_emu_node> node) {
   s->capture->nodes.push_back(std::move(node));
 }
 
-void run_node(cuda_emu_node& node, int device) {
-  if (node.kernel) run_kernel(*node.kernel, device);
-  else node.work();
+std::vector<MemoryUse> kernel_uses(const Kernel& k) {
+  std::vector<MemoryUse> out;
+  k.pointer_args([&](const void* p, int) { out.push_back(MemoryUse{p, true}); });
+  return out;
+}
+
+void run_node(cuda_emu_node& node, CUstream_st* s) {
+  if (node.kernel) {
+    check_uses(s, std::string("kernel launched at ") + node.kernel->where, kernel_uses(*node.kernel));
+    run_kernel(*node.kernel, s->device);
+  } else {
+    check_uses(s, node.what, node.uses);
+    node.work();
+  }
 }
 
 [[noreturn]] void misuse(const std::string& what) { throw std::logic_error("cuda_emu: " + what); }
@@ -177,18 +288,23 @@ void submit(std::shared_ptr<Kernel> kernel) {
     add_node(s, std::move(node));
     return;
   }
+  check_kernel_pointers(*kernel, s->device);  // before the order: a foreign pointer says more
+  check_uses(s, std::string("kernel launched at ") + kernel->where, kernel_uses(*kernel));
   run_kernel(*kernel, s->device);
 }
 
-void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work) {
+void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work,
+                      std::vector<MemoryUse> uses) {
   CUstream_st* s = stream_or_default(stream);
   if (s->capture) {
     auto node = std::make_unique<cuda_emu_node>();
     node->work = std::move(work);
     node->what = what;
+    node->uses = std::move(uses);
     add_node(s, std::move(node));
     return;
   }
+  check_uses(s, what, uses);
   work();
 }
 
@@ -282,7 +398,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
       break;
   }
   if (!ok) return fail(cudaErrorInvalidValue);
-  submit_host_work(stream, "memcpy", [=] { std::memmove(dst, src, bytes); });
+  submit_host_work(stream, "memcpy", [=] { std::memmove(dst, src, bytes); }, {{src, false}, {dst, true}});
   return cudaSuccess;
 }
 
@@ -299,7 +415,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dst_pitch, const void* src, size
   submit_host_work(stream, "2-D memcpy", [=] {
     for (size_t r = 0; r < height; ++r)
       std::memmove(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
-  });
+  }, {{src, false}, {dst, true}});
   return cudaSuccess;
 }
 
@@ -308,12 +424,14 @@ cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int 
   if (bytes == 0) return cudaSuccess;
   if (!on_device(dst, bytes, dst_device) || !on_device(src, bytes, src_device))
     return fail(cudaErrorInvalidValue);
-  submit_host_work(stream, "peer memcpy", [=] { std::memmove(dst, src, bytes); });
+  submit_host_work(stream, "peer memcpy", [=] { std::memmove(dst, src, bytes); }, {{src, false}, {dst, true}});
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
-  *stream = new CUstream_st{current_device, nullptr, false};
+  std::lock_guard<std::mutex> lock(order_mutex);
+  *stream = new CUstream_st{current_device, nullptr, false, agents++, {}};
+  streams_made.push_back(*stream);
   return cudaSuccess;
 }
 
@@ -323,6 +441,23 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     s->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
   }
+  std::lock_guard<std::mutex> lock(order_mutex);
+  merge(host_clock, s->clock);  // the host now knows the stream's work has finished
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  CUstream_st* s = stream_or_default(stream);
+  std::lock_guard<std::mutex> lock(order_mutex);
+  merge(s->agent == 0 ? host_clock : s->clock, event->clock);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(order_mutex);
+  merge(host_clock, event->clock);
   return cudaSuccess;
 }
 
@@ -384,7 +519,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return fail(cudaErrorInvalidValue);
   if (s->capture) return fail(cudaErrorStreamCaptureUnsupported);
   if (s->device != exec->device) return fail(cudaErrorInvalidValue);
-  for (auto& n : exec->nodes) run_node(n, exec->device);
+  for (auto& n : exec->nodes) run_node(n, s);
   return cudaSuccess;
 }
 
@@ -439,7 +574,12 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
   return fail(cudaErrorInvalidValue);
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }
+cudaError_t cudaDeviceSynchronize() {
+  std::lock_guard<std::mutex> lock(order_mutex);
+  for (CUstream_st* s : streams_made)
+    if (s->device == current_device) merge(host_clock, s->clock);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new cuda_emu_event;
@@ -453,9 +593,12 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
-  if (stream_or_default(stream)->capture) return fail(cudaErrorStreamCaptureUnsupported);
+  CUstream_st* s = stream_or_default(stream);
+  if (s->capture) return fail(cudaErrorStreamCaptureUnsupported);
   event->when = std::chrono::steady_clock::now();
   event->recorded = true;
+  std::lock_guard<std::mutex> lock(order_mutex);
+  event->clock = s->agent == 0 ? host_clock : s->clock;
   return cudaSuccess;
 }
 
@@ -471,6 +614,6 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (bytes && device_of(ptr, bytes) < 0) return fail(cudaErrorInvalidValue);
-  submit_host_work(nullptr, "memset", [=] { std::memset(ptr, value, bytes); });
+  submit_host_work(nullptr, "memset", [=] { std::memset(ptr, value, bytes); }, {{ptr, true}});
   return cudaSuccess;
 }

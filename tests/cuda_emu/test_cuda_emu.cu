@@ -60,9 +60,12 @@ T* device_array(size_t n) {
   return static_cast<T*>(p);
 }
 
+// After every stream of the device has finished (the legacy stream waits for none of the
+// non-blocking ones: without the synchronisation the stream-order checker reports a race).
 template <class T>
 std::vector<T> to_host(const T* d, size_t n) {
   std::vector<T> h(n);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(cudaMemcpyAsync(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost, nullptr), cudaSuccess);
   return h;
 }
@@ -129,6 +132,45 @@ TEST(CudaEmu, KernelArgumentsMustBeMemoryOfTheDevice) {
               std::string::npos) << e.what();
   }
   cudaFree(on1);
+}
+
+// Two streams writing one buffer: on a GPU their kernels may run in either order unless an event
+// orders them. The emulator runs them in program order, so without its stream-order checker a
+// missing wait would pass here; with it, the second launch is reported as the race it is, and
+// the same launches ordered by an event, or by the host's synchronisation, are accepted.
+TEST(CudaEmu, AMissingEventWaitIsCaught) {
+  cudaStream_t a = nullptr, b = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  float* d = device_array<float>(4);
+  scale_kernel<<<1, 4, 0, a>>>(d, 4, 2.f);
+  try {
+    scale_kernel<<<1, 4, 0, b>>>(d, 4, 3.f);
+    FAIL() << "a kernel on stream b used what stream a's kernel writes, with nothing ordering them";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("with no event wait or synchronisation between them"), std::string::npos)
+        << e.what();
+  }
+  cudaEvent_t done = nullptr;
+  ASSERT_EQ(cudaEventCreate(&done), cudaSuccess);
+  scale_kernel<<<1, 4, 0, a>>>(d, 4, 2.f);
+  ASSERT_EQ(cudaEventRecord(done, a), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(b, done, 0), cudaSuccess);
+  EXPECT_NO_THROW((scale_kernel<<<1, 4, 0, b>>>(d, 4, 3.f))) << "ordered by the event";
+  ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+  EXPECT_NO_THROW((scale_kernel<<<1, 4, 0, a>>>(d, 4, 2.f))) << "ordered by the host's synchronisation";
+  // A copy on the host's default stream reading what stream a writes, unsynchronised.
+  std::vector<float> h(4);
+  try {
+    cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, nullptr);
+    FAIL() << "a default-stream copy read a non-blocking stream's output without a synchronisation";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("memcpy on the host's default stream"), std::string::npos) << e.what();
+  }
+  ASSERT_EQ(cudaStreamSynchronize(a), cudaSuccess);
+  EXPECT_NO_THROW(cudaMemcpyAsync(h.data(), d, 16, cudaMemcpyDeviceToHost, nullptr));
+  cudaEventDestroy(done);
+  cudaFree(d);
 }
 
 TEST(CudaEmu, BadConfigurationsAndCopiesAreErrors) {

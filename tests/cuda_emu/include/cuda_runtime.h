@@ -15,6 +15,8 @@
 // (a block's threads run in reverse between barriers; see kernel.cpp).
 #pragma once
 #include <cstddef>
+#include <functional>
+#include <vector>
 
 #include "cuda_emu_device.h"
 
@@ -107,6 +109,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 // the emulator's own (slow) time.
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
 
@@ -155,6 +159,13 @@ namespace cuda_emu {
 // Whether [ptr, ptr + bytes) lies in one live allocation of `device` (for the cuBLAS emulation).
 bool on_device(const void* ptr, size_t bytes, int device);
 int stream_device(cudaStream_t stream);
-// Runs `work` now, or records it as a node of the stream's capture.
-void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work);
+// The memory a work item reads or writes, for the stream-order checker (runtime.cpp).
+struct MemoryUse {
+  const void* ptr;
+  bool write;
+};
+// Runs `work` now, or records it as a node of the stream's capture; `uses` are checked against
+// the other streams' work first.
+void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work,
+                      std::vector<MemoryUse> uses = {});
 }  // namespace cuda_emu
