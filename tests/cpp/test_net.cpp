@@ -2,8 +2,10 @@
 // gradients through a DAG (shared outputs, joins, splits), and the two-device path.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
+#include "convnet/checkpoint.h"
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
 #include "convnet/net.h"
@@ -352,6 +354,51 @@ TEST(NetTraining, SgdFollowsThePaperRule) {
   }
 }
 
+
+// updatePeriod 2 on the fc layer (a conv layer before it updates every step): after the first
+// step its weights have not moved; after the second they have taken one SGD step with the sum of
+// both steps' gradients, v = -wc*lr*w - lr*(g1 + g2). A checkpoint between the two keeps the sum,
+// so a resumed net ends with the same weights.
+TEST(NetTraining, UpdatePeriodUpdatesWithTheSumOfItsSteps) {
+  const std::string json = model(
+      R"({"name":"c","type":"conv","inputs":["data"],"filters":4,"size":3,"padding":1,"neuron":"relu","initW":0.1},)"
+      R"({"name":"f","type":"fc","inputs":["c"],"outputs":3,"epsW":0.1,"wc":0.01,"epsB":0.2,"updatePeriod":2},)"
+      R"({"name":"cost","type":"softmax_cost","inputs":["f","labels"]})");
+  auto feed_step = [](Net& net, uint32_t seed) {
+    Tensor labels({2}, Device::cpu());
+    std::vector<float> y = {float(seed % 3), 0};
+    labels.copy_from_host(y.data());
+    net.set_input("labels", labels);
+    Tensor x({3, 8, 8, 2}, Device::cpu());
+    x.copy_from_host(random_vector(size_t(x.numel()), seed).data());
+    net.set_input("data", x);
+    net.forward(true);
+    net.backward();
+  };
+  Net net(ModelSpec::from_json(json));
+  Param& w = net.param("f.weights");
+  const auto w0 = w.value.to_vector(), c0 = net.param("c.weights").value.to_vector();
+  feed_step(net, 4);
+  const auto g1 = w.grad.to_vector();
+  net.update();
+  EXPECT_EQ(w.value.to_vector(), w0) << "updated before its period";
+  EXPECT_NE(net.param("c.weights").value.to_vector(), c0) << "the conv layer updates every step";
+  const std::string saved = ::testing::TempDir() + "update_period.safetensors";
+  save_checkpoint(net, saved, nlohmann::json::object());
+  feed_step(net, 5);
+  const auto g2 = w.grad.to_vector();
+  net.update();
+  const auto w2 = w.value.to_vector();
+  for (size_t i = 0; i < w0.size(); ++i)
+    EXPECT_NEAR(w2[i], w0[i] - 0.01 * 0.1 * w0[i] - 0.1 * (double(g1[i]) + g2[i]), 1e-6) << i;
+  Net resumed(ModelSpec::from_json(json));
+  load_checkpoint(resumed, saved);
+  feed_step(resumed, 5);
+  resumed.update();
+  EXPECT_EQ(resumed.param("f.weights").value.to_vector(), w2);
+  EXPECT_EQ(resumed.param("c.weights").value.to_vector(), net.param("c.weights").value.to_vector());
+  std::remove(saved.c_str());
+}
 
 // ---- gradient buckets ----
 

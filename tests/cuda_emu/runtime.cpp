@@ -113,9 +113,9 @@ void* allocate(size_t bytes, int device, unsigned char fill) {
 // moment it is submitted, so a missing wait would give the right answer here and a race on a
 // GPU. So every item gets a vector clock (what it is known to come after), and each use of an
 // allocation is checked against the last write to it (and a write against the reads since) by
-// another agent: one not ordered before it is reported as the race it would be. Kernels'
-// pointer arguments count as writes (the emulator cannot tell a const argument), copies and
-// GEMMs say which operand they write. One mutex: the device threads submit side by side.
+// another agent: one not ordered before it is reported as the race it would be. A kernel writes
+// through the pointers its declaration does not make const (translate.py reads them), copies,
+// GEMMs and NCCL say which operand they write. One mutex: the device threads submit side by side.
 std::mutex order_mutex;
 VectorClock host_clock;  // what the host knows has finished (its own work: agent 0)
 int agents = 1;
@@ -229,7 +229,7 @@ void add_node(CUstream_st* s, std::unique_ptr<cuda_emu_node> node) {
 
 std::vector<MemoryUse> kernel_uses(const Kernel& k) {
   std::vector<MemoryUse> out;
-  k.pointer_args([&](const void* p, int) { out.push_back(MemoryUse{p, true}); });
+  k.pointer_args([&](const void* p, int index) { out.push_back(MemoryUse{p, k.may_write(index)}); });
   return out;
 }
 
@@ -585,6 +585,8 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new cuda_emu_event;
   return cudaSuccess;
 }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) { return cudaEventCreate(event); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;

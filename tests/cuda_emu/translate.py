@@ -1,10 +1,14 @@
 """cuda_emu: turns a .cu file into C++ for the emulator. The one thing a C++ compiler cannot read
 is the launch syntax; each `kernel<<<config>>>(args)` becomes
 
-    ::cuda_emu::launch("file:line", ::cuda_emu::config(config), [=](auto... a) { kernel(a...); }, args)
+    ::cuda_emu::launch("file:line", "writes", ::cuda_emu::config(config), [=](auto... a) { kernel(a...); }, args)
 
-(the lambda lets a kernel template deduce its arguments, as nvcc does). Lines are kept, so
-compiler messages point at the .cu file's own lines (a #line directive names it).
+(the lambda lets a kernel template deduce its arguments, as nvcc does). "writes" has a 1 for
+each parameter of the kernel's declaration that is a pointer to non-const memory (what the
+kernel may write), a 0 for the others, read from the `__global__` declarations of the file and
+of the .cuh files it includes; the emulator's stream-order checker treats the other pointers as
+reads (nullptr when the declaration is not found: every pointer counts as a write). Lines are
+kept, so compiler messages point at the .cu file's own lines (a #line directive names it).
 
 usage: translate.py INPUT.cu OUTPUT.cpp
 """
@@ -44,7 +48,37 @@ def kernel_start(text: str, end: int) -> int:
     return i
 
 
-def translate(text: str, name: str) -> str:
+def split_params(params: str) -> list:
+    """The parameters of a declaration, split at top-level commas."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(params):
+        if c in "(<[":
+            depth += 1
+        elif c in ")>]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(params[start:i])
+            start = i + 1
+    if params[start:].strip():
+        parts.append(params[start:])
+    return parts
+
+
+def written_params(text: str) -> dict:
+    """For each __global__ kernel declared in text: '1' per parameter that points to non-const
+    memory, '0' per other parameter."""
+    masks = {}
+    for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(", text):
+        close = matching(text, m.end() - 1, "(", ")")
+        mask = ""
+        for p in split_params(text[m.end():close]):
+            star = p.rfind("*")
+            mask += "1" if star >= 0 and "const" not in p[:star] else "0"
+        masks.setdefault(m.group(1), mask)
+    return masks
+
+
+def translate(text: str, name: str, masks: dict) -> str:
     out, pos = [], 0
     for m in re.finditer(r"<<<", text):
         if m.start() < pos:
@@ -61,7 +95,9 @@ def translate(text: str, name: str) -> str:
         config = text[m.end():cfg_end]
         args = text[paren + 1:close]
         line = text.count("\n", 0, m.start()) + 1
-        call = (f'::cuda_emu::launch("{name}:{line}", ::cuda_emu::config({config}), '
+        base = re.sub(r"<.*$", "", kernel, flags=re.S).split("::")[-1].strip()
+        writes = f'"{masks[base]}"' if base in masks else "nullptr"
+        call = (f'::cuda_emu::launch("{name}:{line}", {writes}, ::cuda_emu::config({config}), '
                 f"[=](auto... a) {{ {kernel}(a...); }}" + (f", {args}" if args.strip() else "") + ")")
         out.append(text[pos:k0])
         out.append(call)
@@ -74,7 +110,15 @@ def main() -> int:
     src, dst = sys.argv[1], sys.argv[2]
     with open(src) as f:
         text = f.read()
-    result = f'#line 1 "{src}"\n' + translate(text, os.path.basename(src))
+    declared = text
+    for inc in re.findall(r'#include\s+"([^"]+\.cuh)"', text):
+        for folder in (os.path.dirname(src), os.path.join(os.path.dirname(src), "..")):
+            path = os.path.join(folder, inc)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    declared += "\n" + f.read()
+                break
+    result = f'#line 1 "{src}"\n' + translate(text, os.path.basename(src), written_params(declared))
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
     with open(dst, "w") as f:
         f.write(result)

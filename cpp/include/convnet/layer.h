@@ -27,6 +27,10 @@ struct Param {
   // state.at(key), with an error naming the parameter and the state it has.
   Tensor& state_tensor(const std::string& key);
   float lr = 0.01f, momentum = 0.9f, weight_decay = 0.f;
+  // Training steps between updates (the layer's updatePeriod): the Net sums the gradients of
+  // the steps in between into `accumulated` and updates with the sum on every update_period-th.
+  int update_period = 1;
+  Tensor accumulated;  // defined when update_period > 1
   // The rate the model definition gives (epsW/epsB); a trainer's schedule sets lr to a multiple
   // of it each step.
   float base_lr = 0.01f;

@@ -51,13 +51,16 @@ class Tensor {
   void copy_from_host(const float* src);
   void copy_to_host(float* dst) const;
   std::vector<float> to_vector() const;
-  // Copy from a tensor of the same element count, on any device.
-  void copy_from(const Tensor& src);
+  // Copy from a tensor of the same element count, on any device. `queued`: between two GPUs,
+  // the copy is only queued on this tensor's GPU's stream, with no host wait, and the caller
+  // orders it with events (cuda runtime's StreamEvent); otherwise it is done on return, or
+  // ordered on the one GPU's stream.
+  void copy_from(const Tensor& src, bool queued = false);
   // Examples [src_first, src_first + count) of `src` (the last dimension is the batch) into
   // examples [first, first + count) of this tensor, on any two devices; both have the same
   // elements per example. How data-parallel replicas take their part of a batch and give back
-  // theirs.
-  void copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count);
+  // theirs. `queued` as for copy_from.
+  void copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count, bool queued = false);
   void fill(float value);
 
  private:

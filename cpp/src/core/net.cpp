@@ -60,6 +60,12 @@ struct Net::Node {
   Tensor receive_staging;  // gradients from remote readers on their way into grad
   std::vector<Tensor> replica_grad_staging;  // the primary's: other replicas' gradients arrive here
   Tensor gathered;                           // the primary's: every replica's output, for output()
+#ifdef CONVNET_WITH_CUDA
+  // Edges between two GPUs: queued copies ordered by events, no host wait. Recorded on this
+  // node's stream after its forward, after its backward, and per input after its copies.
+  std::unique_ptr<cuda::StreamEvent> forward_done, backward_done;
+  std::vector<std::unique_ptr<cuda::StreamEvent>> inputs_copied;
+#endif
 
   bool primary() const { return replica == 0; }
   bool replicated() const { return group->size() > 1; }
@@ -97,6 +103,11 @@ void gaussian_fill(std::vector<float>& v, float std_dev, uint64_t seed) {
 Shape with_batch(Shape shape, int batch) {
   shape.back() = batch;
   return shape;
+}
+
+// A copy the reader's GPU queues after an event of the source's GPU (no host wait).
+bool between_gpus(const Device& reader, const Device& source) {
+  return reader.is_cuda() && source.is_cuda() && reader != source;
 }
 
 uint64_t name_hash(const std::string& s, uint64_t seed) {
@@ -200,6 +211,21 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
       }
     }
   }
+#ifdef CONVNET_WITH_CUDA
+  for (auto& n : nodes_) {
+    n->inputs_copied.resize(n->producers.size());
+    for (size_t i = 0; i < n->producers.size(); ++i) {
+      if (n->in_place(i)) continue;
+      std::vector<Node*> sources = n->aligned[i] ? std::vector<Node*>{n->producers[i]} : *n->producers[i]->group;
+      for (Node* source : sources) {
+        if (!between_gpus(n->device, source->device)) continue;
+        if (!source->forward_done) source->forward_done = std::make_unique<cuda::StreamEvent>(source->device.index);
+        if (!n->backward_done) n->backward_done = std::make_unique<cuda::StreamEvent>(n->device.index);
+        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<cuda::StreamEvent>(n->device.index);
+      }
+    }
+  }
+#endif
   // LRN layers whose only reader is a pool layer on the same device go back through it.
   std::map<const Node*, int> readers;
   for (auto& n : nodes_)
@@ -230,6 +256,8 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   initialise_params();
   for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get(), /*own_gradients=*/false);
   make_gradient_buckets();  // the primaries' gradients; the other replicas' are their own
+  for (Param* p : params())
+    if (p->update_period > 1) p->accumulated = Tensor::zeros(p->value.shape(), p->value.device());
   for (auto& n : nodes_)
     if (!n->primary())
       for (Param& p : n->layer->params()) p.grad = Tensor::zeros(p.value.shape(), n->device);
@@ -359,6 +387,7 @@ void Net::set_input(const std::string& name, const Tensor& batch) {
   CONVNET_CHECK(ok, "input '", name, "': expected a batch of shape ", shape_str(want),
                 " (CHWN), got ", shape_str(batch.shape()));
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
+  before_writing_output(n);
   // Pageable host memory goes up through page-locked staging; a pinned batch (the pipeline's
   // PipelineOptions::pinned_memory) is copied by DMA straight from where it is.
   if (n.device.is_cuda() && batch.device().is_cpu() && !batch.is_pinned()) {
@@ -406,6 +435,23 @@ void Net::run_forward(bool train) {
   });
 }
 
+void Net::before_writing_output(Node& n) {
+#ifdef CONVNET_WITH_CUDA
+  // Readers on other GPUs may still be copying the last pass's output: their copies first.
+  for (auto [reader, i] : n.remote_readers)
+    if (between_gpus(reader->device, n.device) && reader->inputs_copied[i]) order_after(*reader->inputs_copied[i], n);
+#else
+  (void)n;
+#endif
+}
+
+#ifdef CONVNET_WITH_CUDA
+void Net::order_after(const cuda::StreamEvent& event, const Node& n) { event.make_wait(n.device.index); }
+void Net::record(const std::unique_ptr<cuda::StreamEvent>& event) {
+  if (event) event->record();
+}
+#endif
+
 PassContext Net::context(const Node& n) const {
   PassContext ctx = last_pass_;
   if (n.replicated()) {  // its examples' place in the batch, and the batch the costs average
@@ -432,21 +478,23 @@ void Net::forward_node(Node& n) {
     }
     Tensor& mirror = n.mirrors[i];  // another device's output, or other replicas' examples
     if (!mirror.defined()) mirror = Tensor(with_batch(p->shape, n.count), n.device);
-    if (n.aligned[i]) {
-      threads_->wait(p->index);
-      mirror.copy_from(p->out);
-    } else {
-      for (Node* source : *p->group) {
-        const int lo = std::max(n.first, source->first);
-        const int hi = std::min(n.first + n.count, source->first + source->count);
-        if (lo >= hi) continue;
-        threads_->wait(source->index);
-        mirror.copy_examples(lo - n.first, source->out, lo - source->first, hi - lo);
-      }
+    bool queued = false;
+    for (Node* source : n.aligned[i] ? std::vector<Node*>{p} : *p->group) {
+      const int lo = std::max(n.first, source->first);
+      const int hi = std::min(n.first + n.count, source->first + source->count);
+      if (lo >= hi) continue;
+      threads_->wait(source->index);  // its forward is queued (on a GPU) or done
+      const bool gpus = between_gpus(n.device, source->device);
+      if (gpus) order_after(*source->forward_done, n);
+      if (n.aligned[i]) mirror.copy_from(source->out, gpus);
+      else mirror.copy_examples(lo - n.first, source->out, lo - source->first, hi - lo, gpus);
+      queued = queued || gpus;
     }
+    if (queued) record(n.inputs_copied[i]);
     in.push_back(mirror);
   }
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
+  before_writing_output(n);
   const auto start = std::chrono::steady_clock::now();
   n.layer->forward(in, n.out, context(n));
   if (profiling_) {
@@ -454,6 +502,9 @@ void Net::forward_node(Node& n) {
     ++n.time.forward_calls;
   }
   record(n, "forward", t0);
+#ifdef CONVNET_WITH_CUDA
+  record(n.forward_done);
+#endif
 }
 
 CostReport Net::cost_report() const {
@@ -511,6 +562,9 @@ void Net::backward() {
           receive_output_grads(n);
           backward_node(n);
           if (n.primary() && n.replicated()) sum_replica_grads(n);
+#ifdef CONVNET_WITH_CUDA
+          record(n.backward_done);
+#endif
           if (hooked && n.primary()) gradients_done(n);
           threads_->signal(k);
         }
@@ -615,7 +669,8 @@ void Net::receive_output_grads(Node& n) {
     }
     bool any = false, all = true;
     for (Node* reader : from) {
-      threads_->wait(reader->index);
+      threads_->wait(reader->index);  // its backward is queued (on a GPU) or done
+      if (between_gpus(n.device, reader->device)) order_after(*reader->backward_done, n);
       any = any || reader->wrote_input_grads;
       all = all && reader->wrote_input_grads;
     }
@@ -630,8 +685,9 @@ void Net::receive_output_grads(Node& n) {
       if (!reader->wrote_input_grads) continue;
       const int lo = std::max(n.first, reader->first);
       const int hi = std::min(n.first + n.count, reader->first + reader->count);
-      if (reader->count == n.count && lo == n.first) to.copy_from(reader->mirror_grads[i]);
-      else to.copy_examples(lo - n.first, reader->mirror_grads[i], lo - reader->first, hi - lo);
+      const bool gpus = between_gpus(n.device, reader->device);
+      if (reader->count == n.count && lo == n.first) to.copy_from(reader->mirror_grads[i], gpus);
+      else to.copy_examples(lo - n.first, reader->mirror_grads[i], lo - reader->first, hi - lo, gpus);
     }
     if (n.grad_written) axpby(1.f, n.receive_staging, n.grad, true);
     n.grad_written = true;
@@ -754,7 +810,15 @@ CostReport Net::forward_backward() {
 
 void Net::update(float lr_scale) {
   solver_->begin_step();
-  for (Param* p : params()) solver_->update(*p, p->lr * lr_scale);
+  for (Param* p : params()) {
+    if (p->update_period > 1) {  // sums the gradients of the steps between its updates
+      axpby(1.f, p->grad, p->accumulated, true);
+      if ((step_ + 1) % uint64_t(p->update_period) != 0) continue;
+      p->grad.copy_from(p->accumulated);
+      p->accumulated.fill(0.f);
+    }
+    solver_->update(*p, p->lr * lr_scale);
+  }
   ++step_;
 }
 

@@ -86,21 +86,24 @@ void* PinnedBuffer::get(size_t bytes) {
 }
 
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                size_t bytes) {
+                size_t bytes, bool queued) {
   if (bytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, bytes);
     return;
   }
 #ifdef CONVNET_WITH_CUDA
-  cuda::copy(dst, dst_device, src, src_device, bytes);
+  if (queued && dst_device.is_cuda() && src_device.is_cuda() && dst_device != src_device)
+    cuda::copy_between_gpus(dst, dst_device.index, src, src_device.index, bytes);
+  else
+    cuda::copy(dst, dst_device, src, src_device, bytes);
 #else
   no_cuda("copying to or from a CUDA device");
 #endif
 }
 
 void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
-               const Device& src_device, size_t src_pitch, size_t width, size_t rows) {
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows, bool queued) {
   if (width == 0 || rows == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     for (size_t r = 0; r < rows; ++r)
@@ -108,7 +111,10 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
     return;
   }
 #ifdef CONVNET_WITH_CUDA
-  cuda::copy_rows(dst, dst_device, dst_pitch, src, src_device, src_pitch, width, rows);
+  if (queued && dst_device.is_cuda() && src_device.is_cuda() && dst_device != src_device)
+    cuda::copy_rows_between_gpus(dst, dst_device.index, dst_pitch, src, src_device.index, src_pitch, width, rows);
+  else
+    cuda::copy_rows(dst, dst_device, dst_pitch, src, src_device, src_pitch, width, rows);
 #else
   no_cuda("copying to or from a CUDA device");
 #endif

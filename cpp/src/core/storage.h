@@ -44,9 +44,10 @@ class PinnedBuffer {
 // Copies `rows` rows of `width` bytes, each starting `src_pitch` bytes after the last in src and
 // `dst_pitch` bytes in dst, between any two devices (a block of columns of a matrix).
 void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
-               const Device& src_device, size_t src_pitch, size_t width, size_t rows);
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows, bool queued = false);
 // Copies `bytes` from src on src_device to dst on dst_device (host, CUDA, or across them).
+// `queued`: between two GPUs, only queued on dst's stream (Tensor::copy_from).
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                size_t bytes);
+                size_t bytes, bool queued = false);
 
 }  // namespace convnet

@@ -96,13 +96,13 @@ std::vector<float> Tensor::to_vector() const {
   return v;
 }
 
-void Tensor::copy_from(const Tensor& src) {
+void Tensor::copy_from(const Tensor& src, bool queued) {
   CONVNET_CHECK(src.numel() == numel(), "copy_from: ", shape_str(src.shape_), " into ",
                 shape_str(shape_), " (element counts differ)");
-  copy_bytes(data(), device_, src.data(), src.device_, sizeof(float) * size_t(numel()));
+  copy_bytes(data(), device_, src.data(), src.device_, sizeof(float) * size_t(numel()), queued);
 }
 
-void Tensor::copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count) {
+void Tensor::copy_examples(int64_t first, const Tensor& src, int64_t src_first, int64_t count, bool queued) {
   CONVNET_CHECK(ndim() > 0 && src.ndim() > 0, "copy_examples: an undefined or empty tensor");
   const int64_t n = shape_.back(), src_n = src.shape_.back();
   CONVNET_CHECK(numel() / n == src.numel() / src_n, "copy_examples: ", shape_str(src.shape_), " into ",
@@ -112,7 +112,7 @@ void Tensor::copy_examples(int64_t first, const Tensor& src, int64_t src_first, 
                 " into [", first, ", ", first + count, ") of ", shape_str(shape_));
   const size_t row = sizeof(float);
   copy_rows(data() + first, device_, size_t(n) * row, src.data() + src_first, src.device_, size_t(src_n) * row,
-            size_t(count) * row, size_t(numel() / n));
+            size_t(count) * row, size_t(numel() / n), queued);
 }
 
 void Tensor::fill(float value) {

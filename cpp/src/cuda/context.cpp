@@ -68,4 +68,27 @@ cudaStream_t current_stream() {
 
 void synchronize(int device) { CONVNET_CUDA_CHECK(cudaStreamSynchronize(stream(device))); }
 
+StreamEvent::StreamEvent(int device) : device_(device) {
+  set_device(device);
+  cudaEvent_t e = nullptr;
+  CONVNET_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  event_ = e;
+}
+
+StreamEvent::~StreamEvent() {
+  if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+}
+
+void StreamEvent::record() {
+  set_device(device_);
+  CONVNET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), stream(device_)));
+  recorded_ = true;
+}
+
+void StreamEvent::make_wait(int device) const {
+  if (!recorded_) return;
+  set_device(device);
+  CONVNET_CUDA_CHECK(cudaStreamWaitEvent(stream(device), static_cast<cudaEvent_t>(event_), 0));
+}
+
 }  // namespace convnet::cuda

@@ -258,4 +258,19 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
   if (!one_gpu) synchronize(device);
 }
 
+void copy_between_gpus(void* dst, int dst_device, const void* src, int src_device, size_t bytes) {
+  if (bytes == 0) return;
+  set_device(dst_device);
+  CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, stream(dst_device)));
+}
+
+void copy_rows_between_gpus(void* dst, int dst_device, size_t dst_pitch, const void* src, int src_device,
+                            size_t src_pitch, size_t width, size_t rows) {
+  if (width == 0 || rows == 0) return;
+  (void)src_device;  // unified addressing: the pointers say where they are
+  set_device(dst_device);
+  CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
+                                       stream(dst_device)));
+}
+
 }  // namespace convnet::cuda

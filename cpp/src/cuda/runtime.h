@@ -27,6 +27,33 @@ cudaStream_t stream(int device);
 cudaStream_t current_stream();
 void synchronize(int device);
 
+// A point in a device's compute stream (cudaEvent_t, no timing): record() marks the work queued
+// on the stream so far; make_wait(other) has another device's stream wait for it, with no host
+// wait. How work on two devices is ordered without a synchronisation.
+class StreamEvent {
+ public:
+  explicit StreamEvent(int device);
+  ~StreamEvent();
+  StreamEvent(const StreamEvent&) = delete;
+  StreamEvent& operator=(const StreamEvent&) = delete;
+  void record();
+  bool recorded() const { return recorded_; }
+  void make_wait(int device) const;  // nothing when never recorded
+  int device() const { return device_; }
+
+ private:
+  int device_;
+  void* event_ = nullptr;  // cudaEvent_t
+  bool recorded_ = false;
+};
+
+// Copies between two GPUs queued on the destination's stream, with no host synchronisation: the
+// caller orders them (StreamEvent) after the work that wrote the source and before the work
+// that next writes it. copy_rows_between_gpus: storage.h copy_rows's block of rows.
+void copy_between_gpus(void* dst, int dst_device, const void* src, int src_device, size_t bytes);
+void copy_rows_between_gpus(void* dst, int dst_device, size_t dst_pitch, const void* src, int src_device,
+                            size_t src_pitch, size_t width, size_t rows);
+
 // NCCL across MPI ranks (nccl.cpp; only in builds with CONVNET_WITH_NCCL). nccl_init is
 // collective: every rank calls it with rank 0's id, for the same device order.
 struct NcclId {

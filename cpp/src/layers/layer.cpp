@@ -58,6 +58,9 @@ std::vector<OptionDecl> learning_options() {
       {"momB", K::Float, P::Defaulted, 0.9, "momentum of the biases"},
       {"wc", K::Float, P::Defaulted, 0.0005, "weight decay of the weights"},
       {"wcB", K::Float, P::Defaulted, 0.0, "weight decay of the biases"},
+      {"updatePeriod", K::Int, P::Defaulted, 1,
+       "update the weights and biases every N training steps, with the sum of those steps' gradients "
+       "(cuda-convnet2's updatePeriod; 0 or 1: every step)"},
       {"init", K::String, P::Defaulted, "gaussian",
        "weight init: gaussian (std initW), kaiming (std sqrt(2/fan_in)), xavier (sqrt(1/fan_in))"},
       {"initW", K::Float, P::Defaulted, 0.01, "std of the gaussian weight init"},
@@ -101,6 +104,9 @@ Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, in
   p.weight_decay = static_cast<float>(o.get_float(is_bias ? "wcB" : "wc"));
   CONVNET_CHECK(p.lr >= 0 && p.momentum >= 0 && p.weight_decay >= 0, where(),
                 ": learning rate, momentum and weight decay must be >= 0");
+  const int period = o.get_int("updatePeriod");
+  CONVNET_CHECK(period >= 0, where(), ": updatePeriod ", period, " must be >= 0");
+  p.update_period = std::max(1, period);
   if (is_bias) {
     p.init = Param::Init::Constant;
     p.init_value = static_cast<float>(o.get_float("initB"));

@@ -30,6 +30,9 @@ const char* const kSeedKey = "convnet.seed";
 const char* const kStateKey = "convnet.state";
 const char* const kSolverKey = "convnet.solver";
 
+// The gradients a layer with an updatePeriod has summed since its last update.
+const char* const kAccumulated = "accumulated";
+
 // "<param>.<state>", e.g. "conv1.weights.velocity".
 std::string state_tensor_name(const Param& p, const std::string& state) {
   return p.name + "." + state;
@@ -177,6 +180,10 @@ void check_tensors(const SafetensorsReader& file, Net& net) {
       check_shape(file, state_tensor_name(*p, state), *p, state + " ");
       expected.insert(state_tensor_name(*p, state));
     }
+    if (p->accumulated.defined()) {
+      check_shape(file, state_tensor_name(*p, kAccumulated), *p, std::string(kAccumulated) + " ");
+      expected.insert(state_tensor_name(*p, kAccumulated));
+    }
   }
   for (const auto& [name, entry] : file.tensors())
     if (!expected.count(name))
@@ -239,6 +246,8 @@ void save_checkpoint(Net& net, const std::string& path, const json& trainer_stat
     tensors[p->name] = host_span(p->value, copies);
     for (const std::string& state : net.solver().state_names())
       tensors[state_tensor_name(*p, state)] = host_span(p->state_tensor(state), copies);
+    if (p->accumulated.defined())
+      tensors[state_tensor_name(*p, kAccumulated)] = host_span(p->accumulated, copies);
   }
   json solver = net.solver().options().to_json();
   solver["step"] = net.solver().step();
@@ -291,6 +300,7 @@ json load_checkpoint(Net& net, const std::string& path) {
     read_into(file, p->name, p->value);
     for (const std::string& state : net.solver().state_names())
       read_into(file, state_tensor_name(*p, state), p->state_tensor(state));
+    if (p->accumulated.defined()) read_into(file, state_tensor_name(*p, kAccumulated), p->accumulated);
   }
   net.solver().set_step(meta.solver_step);
   net.set_step(meta.step);

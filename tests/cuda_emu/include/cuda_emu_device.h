@@ -61,6 +61,15 @@ struct Kernel {
   virtual std::shared_ptr<Kernel> clone() const = 0;
   // Non-null pointer arguments, checked against the device allocations before every run.
   virtual void pointer_args(std::function<void(const void*, int)> check) const = 0;
+  // Per parameter, '1' when the kernel's declaration lets it write through it (translate.py);
+  // nullptr: unknown, every pointer may be written.
+  const char* writes = nullptr;
+  bool may_write(int index) const {
+    if (!writes) return true;
+    for (int i = 0; i <= index; ++i)
+      if (!writes[i]) return true;  // shorter than the arguments: unknown
+    return writes[index] == '1';
+  }
 };
 
 template <class Body, class... A>
@@ -99,11 +108,12 @@ void submit(std::shared_ptr<Kernel> kernel);
 
 // What `kernel<<<grid, block, shared, stream>>>(args...)` becomes (translate.py).
 template <class Body, class... A>
-void launch(const char* where, Config c, Body body, A&&... args) {
+void launch(const char* where, const char* writes, Config c, Body body, A&&... args) {
   auto k = std::make_shared<KernelOf<Body, std::decay_t<A>...>>(
       std::move(body), std::tuple<std::decay_t<A>...>(std::forward<A>(args)...));
   k->config = c;
   k->where = where;
+  k->writes = writes;
   submit(std::move(k));
 }
 
