@@ -87,12 +87,18 @@ def towers(a: argparse.Namespace) -> list[dict]:
     one = run(a.binary, 1, model, a.batch, a.batches, 224, 3, device="cpu", threads=2)
     trace = ["--trace", os.path.abspath(a.trace)] if a.trace else []
     two = run(a.binary, 1, model, a.batch, a.batches, 224, 3, device="cpu:0,cpu:1", threads=2, extra=trace)
-    print(f"alexnet_2012.json, batch {a.batch}, {os.cpu_count()} cores, median of {a.batches - 2} steps")
-    print(f"{'devices':>24} {'ms/step':>9} {'images/s':>9} {'ratio':>6}")
-    for r, what in ((one, "cpu (2 threads)"), (two, "cpu:0,cpu:1 (1 thread each)")):
-        print(f"{what:>24} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.2f} "
-              f"{r['images_per_s'] / one['images_per_s']:>6.2f}")
+    print_against_one(a, "alexnet_2012.json", one, two, "cpu:0,cpu:1 (1 thread each)")
     return [one, two]
+
+
+def print_against_one(a: argparse.Namespace, model: str, one: dict, two: dict, two_label: str) -> None:
+    """One device with 2 threads against two devices: ms/step, images/s, their ratio."""
+    print(f"{model}, batch {a.batch}, {os.cpu_count()} cores, median of {a.batches - 2} steps")
+    width = max(len(two_label), 15)
+    print(f"{'devices':>{width}} {'ms/step':>9} {'images/s':>9} {'ratio':>6}")
+    for r, what in ((one, "cpu (2 threads)"), (two, two_label)):
+        print(f"{what:>{width}} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.2f} "
+              f"{r['images_per_s'] / one['images_per_s']:>6.2f}")
 
 
 def replicas(a: argparse.Namespace) -> list[dict]:
@@ -107,11 +113,7 @@ def replicas(a: argparse.Namespace) -> list[dict]:
             json.dump(spec, f)
         one = run(a.binary, 1, a.model, a.batch, a.batches, a.size, a.channels, device="cpu", threads=2)
         two = run(a.binary, 1, replicated, a.batch, a.batches, a.size, a.channels, device="cpu:0,cpu:1", threads=2)
-    print(f"{os.path.basename(a.model)}, batch {a.batch}, {os.cpu_count()} cores, median of {a.batches - 2} steps")
-    print(f"{'devices':>34} {'ms/step':>9} {'images/s':>9} {'ratio':>6}")
-    for r, what in ((one, "cpu (2 threads)"), (two, "2 replicas on cpu:0,cpu:1 (1 each)")):
-        print(f"{what:>34} {1000 * r['step_s']:>9.1f} {r['images_per_s']:>9.2f} "
-              f"{r['images_per_s'] / one['images_per_s']:>6.2f}")
+    print_against_one(a, os.path.basename(a.model), one, two, "2 replicas on cpu:0,cpu:1 (1 each)")
     return [one, two]
 
 

@@ -167,6 +167,20 @@ def test_mpirun_two_ranks_of_convnet_train_equal_one_process(model_file, tmp_pat
         assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
     epochs = [e for e in map(json.loads, open(tmp_path / "two" / "log.jsonl")) if e["event"] == "epoch"]
     assert [len(set(e["weight_hashes"])) for e in epochs] == [1, 1] and len(epochs[0]["weight_hashes"]) == 2
+    # The same through the Python API, convnet.train(), under mpirun.
+    script = tmp_path / "train_api.py"
+    script.write_text(
+        "import sys, convnet\n"
+        f"convnet.train(open(sys.argv[1]).read(), convnet.DataPrep({DATA!r}, crop=14, mirror=True), epochs=2,\n"
+        "              batch=32, save_dir=sys.argv[2], progress=False)\n")
+    r = subprocess.run([mpirun, "-np", "2", "--oversubscribe", sys.executable, str(script), model_file,
+                        str(tmp_path / "api")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    api = tensors(_core.latest_checkpoint(str(tmp_path / "api")))
+    assert api.keys() == one.keys()
+    for name in one:
+        a, b = np.frombuffer(one[name], np.float32), np.frombuffer(api[name], np.float32)
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
     # An error in the ranks ends them all, promptly, naming the rank.
     r = subprocess.run([mpirun, "-np", "2", "--oversubscribe", sys.executable, "-m", "convnet", *args,
                         "--batch", "31"], capture_output=True, text=True, env=env, timeout=300)

@@ -15,9 +15,7 @@
 #include "convnet/spec.h"
 
 namespace convnet {
-namespace cuda {
-class StreamEvent;
-}
+
 class DeviceThreads;
 class Trace;
 
@@ -162,11 +160,7 @@ class Net {
   // Before n's output is written again: orders that after the copies of it that readers on other
   // GPUs queued in the last pass (nothing elsewhere).
   void before_writing_output(Node& n);
-#ifdef CONVNET_WITH_CUDA
-  // n's stream waits for the event; recording an event that exists.
-  static void order_after(const cuda::StreamEvent& event, const Node& n);
-  static void record(const std::unique_ptr<cuda::StreamEvent>& event);
-#endif
+
   // The pass's context as node n sees it (a replica: its examples' place in the batch).
   PassContext context(const Node& n) const;
   // On a replicated layer's primary, after its backward: adds the other replicas' parameter

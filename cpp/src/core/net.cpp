@@ -22,6 +22,18 @@
 
 namespace convnet {
 
+// An event on a GPU's stream (cuda::StreamEvent). A build without CUDA has no GPU edges to
+// order: there it does nothing.
+#ifdef CONVNET_WITH_CUDA
+using GpuEvent = cuda::StreamEvent;
+#else
+struct GpuEvent {
+  explicit GpuEvent(int) {}
+  void record() {}
+  void make_wait(int) const {}
+};
+#endif
+
 // One layer with its output, its output's gradient, and the copies its inputs need when they
 // live on another device.
 struct Net::Node {
@@ -60,12 +72,10 @@ struct Net::Node {
   Tensor receive_staging;  // gradients from remote readers on their way into grad
   std::vector<Tensor> replica_grad_staging;  // the primary's: other replicas' gradients arrive here
   Tensor gathered;                           // the primary's: every replica's output, for output()
-#ifdef CONVNET_WITH_CUDA
   // Edges between two GPUs: queued copies ordered by events, no host wait. Recorded on this
   // node's stream after its forward, after its backward, and per input after its copies.
-  std::unique_ptr<cuda::StreamEvent> forward_done, backward_done;
-  std::vector<std::unique_ptr<cuda::StreamEvent>> inputs_copied;
-#endif
+  std::unique_ptr<GpuEvent> forward_done, backward_done;
+  std::vector<std::unique_ptr<GpuEvent>> inputs_copied;
 
   bool primary() const { return replica == 0; }
   bool replicated() const { return group->size() > 1; }
@@ -108,6 +118,12 @@ Shape with_batch(Shape shape, int batch) {
 // A copy the reader's GPU queues after an event of the source's GPU (no host wait).
 bool between_gpus(const Device& reader, const Device& source) {
   return reader.is_cuda() && source.is_cuda() && reader != source;
+}
+
+// The stream of `device` waits for the event; an event that exists is recorded.
+void order_after(const GpuEvent& event, const Device& device) { event.make_wait(device.index); }
+void record_event(const std::unique_ptr<GpuEvent>& event) {
+  if (event) event->record();
 }
 
 uint64_t name_hash(const std::string& s, uint64_t seed) {
@@ -211,21 +227,19 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
       }
     }
   }
-#ifdef CONVNET_WITH_CUDA
-  for (auto& n : nodes_) {
+  for (auto& n : nodes_) {  // the events of the edges between two GPUs
     n->inputs_copied.resize(n->producers.size());
     for (size_t i = 0; i < n->producers.size(); ++i) {
       if (n->in_place(i)) continue;
       std::vector<Node*> sources = n->aligned[i] ? std::vector<Node*>{n->producers[i]} : *n->producers[i]->group;
       for (Node* source : sources) {
         if (!between_gpus(n->device, source->device)) continue;
-        if (!source->forward_done) source->forward_done = std::make_unique<cuda::StreamEvent>(source->device.index);
-        if (!n->backward_done) n->backward_done = std::make_unique<cuda::StreamEvent>(n->device.index);
-        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<cuda::StreamEvent>(n->device.index);
+        if (!source->forward_done) source->forward_done = std::make_unique<GpuEvent>(source->device.index);
+        if (!n->backward_done) n->backward_done = std::make_unique<GpuEvent>(n->device.index);
+        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<GpuEvent>(n->device.index);
       }
     }
   }
-#endif
   // LRN layers whose only reader is a pool layer on the same device go back through it.
   std::map<const Node*, int> readers;
   for (auto& n : nodes_)
@@ -436,21 +450,11 @@ void Net::run_forward(bool train) {
 }
 
 void Net::before_writing_output(Node& n) {
-#ifdef CONVNET_WITH_CUDA
   // Readers on other GPUs may still be copying the last pass's output: their copies first.
   for (auto [reader, i] : n.remote_readers)
-    if (between_gpus(reader->device, n.device) && reader->inputs_copied[i]) order_after(*reader->inputs_copied[i], n);
-#else
-  (void)n;
-#endif
+    if (between_gpus(reader->device, n.device) && reader->inputs_copied[i])
+      order_after(*reader->inputs_copied[i], n.device);
 }
-
-#ifdef CONVNET_WITH_CUDA
-void Net::order_after(const cuda::StreamEvent& event, const Node& n) { event.make_wait(n.device.index); }
-void Net::record(const std::unique_ptr<cuda::StreamEvent>& event) {
-  if (event) event->record();
-}
-#endif
 
 PassContext Net::context(const Node& n) const {
   PassContext ctx = last_pass_;
@@ -485,12 +489,12 @@ void Net::forward_node(Node& n) {
       if (lo >= hi) continue;
       threads_->wait(source->index);  // its forward is queued (on a GPU) or done
       const bool gpus = between_gpus(n.device, source->device);
-      if (gpus) order_after(*source->forward_done, n);
+      if (gpus) order_after(*source->forward_done, n.device);
       if (n.aligned[i]) mirror.copy_from(source->out, gpus);
       else mirror.copy_examples(lo - n.first, source->out, lo - source->first, hi - lo, gpus);
       queued = queued || gpus;
     }
-    if (queued) record(n.inputs_copied[i]);
+    if (queued) record_event(n.inputs_copied[i]);
     in.push_back(mirror);
   }
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
@@ -502,9 +506,7 @@ void Net::forward_node(Node& n) {
     ++n.time.forward_calls;
   }
   record(n, "forward", t0);
-#ifdef CONVNET_WITH_CUDA
-  record(n.forward_done);
-#endif
+  record_event(n.forward_done);
 }
 
 CostReport Net::cost_report() const {
@@ -562,9 +564,7 @@ void Net::backward() {
           receive_output_grads(n);
           backward_node(n);
           if (n.primary() && n.replicated()) sum_replica_grads(n);
-#ifdef CONVNET_WITH_CUDA
-          record(n.backward_done);
-#endif
+          record_event(n.backward_done);
           if (hooked && n.primary()) gradients_done(n);
           threads_->signal(k);
         }
@@ -670,7 +670,7 @@ void Net::receive_output_grads(Node& n) {
     bool any = false, all = true;
     for (Node* reader : from) {
       threads_->wait(reader->index);  // its backward is queued (on a GPU) or done
-      if (between_gpus(n.device, reader->device)) order_after(*reader->backward_done, n);
+      if (between_gpus(n.device, reader->device)) order_after(*reader->backward_done, n.device);
       any = any || reader->wrote_input_grads;
       all = all && reader->wrote_input_grads;
     }
