@@ -35,8 +35,10 @@ struct CostReport {
 class Net {
  public:
   // devices[d] is the physical device of logical device d; empty means everything on the CPU.
-  // Validates the whole definition (types, inputs, cycles, sizes, options) and initialises the
-  // parameters from `seed`. Throws ValueError naming the offending layer.
+  // A layer with several logical devices (LayerSpec::replicas) is replicated, data parallel:
+  // each replica computes its equal part of the batch. Validates the whole definition (types,
+  // inputs, cycles, sizes, options) and initialises the parameters from `seed`. Throws
+  // ValueError naming the offending layer.
   Net(const ModelSpec& spec, std::vector<Device> devices = {}, uint64_t seed = 1);
   ~Net();
   Net(const Net&) = delete;
@@ -100,8 +102,11 @@ class Net {
   // graph; an empty function: none.
   void set_bucket_ready_hook(std::function<void(size_t)> hook) { bucket_ready_ = std::move(hook); }
 
+  // The layer's output for the whole batch (a replicated layer's parts gathered).
   const Tensor& output(const std::string& layer) const;
   Shape output_shape(const std::string& layer) const;
+  // The parameters the solver trains; a replicated layer's are its first replica's, which the
+  // others copy before each forward pass.
   std::vector<Param*> params();
   Param& param(const std::string& name);
   int64_t parameter_count() const;
