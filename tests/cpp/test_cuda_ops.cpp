@@ -1193,6 +1193,25 @@ TEST(CudaNet, TwoTowersOnTwoGpusMatchCpu) {
   }
 }
 
+// A GPU that is not there is named before any CUDA call is made for it, and leaves no error
+// behind for the next net (the GPU edges' events are created only once every device exists).
+TEST(CudaNet, AMissingGpuIsNamedAndLeavesNoErrorBehind) {
+  CONVNET_REQUIRE_GPU();
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "c2" || l.name == "f2") l.device = 1;
+  try {
+    Net net(spec, {Device::cuda(0), Device::cuda(99)}, 3);
+    FAIL() << "no error for cuda:99";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:99"), std::string::npos) << e.what();
+  }
+  Net net(spec, {Device::cuda(0), Device::cuda(0)}, 3);
+  Net cpu(spec, {}, 3);
+  same_start(cpu, net);
+  compare_step(cpu, net, make_batch(4, 9, 3, 5, 61, -1.f, 1.f), StepTolerance{});
+}
+
 // The hybrid (tests/data/hybrid_4dev.json: replicated convolutions, model-parallel fc layers,
 // concatenations across devices) with its four logical devices on two GPUs, two replicas each,
 // against the same placement on CPU devices.

@@ -227,19 +227,6 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
       }
     }
   }
-  for (auto& n : nodes_) {  // the events of the edges between two GPUs
-    n->inputs_copied.resize(n->producers.size());
-    for (size_t i = 0; i < n->producers.size(); ++i) {
-      if (n->in_place(i)) continue;
-      std::vector<Node*> sources = n->aligned[i] ? std::vector<Node*>{n->producers[i]} : *n->producers[i]->group;
-      for (Node* source : sources) {
-        if (!between_gpus(n->device, source->device)) continue;
-        if (!source->forward_done) source->forward_done = std::make_unique<GpuEvent>(source->device.index);
-        if (!n->backward_done) n->backward_done = std::make_unique<GpuEvent>(n->device.index);
-        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<GpuEvent>(n->device.index);
-      }
-    }
-  }
   // LRN layers whose only reader is a pool layer on the same device go back through it.
   std::map<const Node*, int> readers;
   for (auto& n : nodes_)
@@ -262,6 +249,19 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     n->slot = int(std::find(physical_.begin(), physical_.end(), n->device) - physical_.begin());
   }
   threads_ = std::make_unique<DeviceThreads>(int(physical_.size()));
+  for (auto& n : nodes_) {  // the events of the edges between two GPUs (every device exists)
+    n->inputs_copied.resize(n->producers.size());
+    for (size_t i = 0; i < n->producers.size(); ++i) {
+      if (n->in_place(i)) continue;
+      std::vector<Node*> sources = n->aligned[i] ? std::vector<Node*>{n->producers[i]} : *n->producers[i]->group;
+      for (Node* source : sources) {
+        if (!between_gpus(n->device, source->device)) continue;
+        if (!source->forward_done) source->forward_done = std::make_unique<GpuEvent>(source->device.index);
+        if (!n->backward_done) n->backward_done = std::make_unique<GpuEvent>(n->device.index);
+        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<GpuEvent>(n->device.index);
+      }
+    }
+  }
 
   int unit = 1;  // the smallest batch every replicated layer splits
   for (auto& n : nodes_) unit = std::lcm(unit, int(n->group->size()));
