@@ -100,7 +100,7 @@ TEST(Replicas, TwoAndFourReplicasTrainWhatOneDeviceTrains) {
     Net many(ModelSpec::from_json(data_parallel(list)), cpus(replicas), 9);
     ASSERT_EQ(many.physical_devices().size(), size_t(replicas));
     EXPECT_EQ(many.parameter_count(), one.parameter_count());
-    // Before any batch the net is planned for the smallest batch its replicas split, whole.
+    // Before any batch the net is planned for the smallest batch that gives each replica one.
     EXPECT_EQ(many.output_shape("fc2"), (Shape{16, 1, 1, replicas}));
     expect_same_training(one, many, 4);
   }
@@ -135,6 +135,25 @@ TEST(Replicas, ForwardIsTheSameBitsAsOneDevice) {
     EXPECT_EQ(two.output(layer).to_vector(), one.output(layer).to_vector()) << layer;
 }
 
+// A batch that does not divide (the last of an epoch, a test set's): 7 over 4 replicas computes
+// parts of 2, 2, 2 and 1 examples, and the step is one device's.
+TEST(Replicas, ABatchThatDoesNotDivideIsSplitUnevenly) {
+  Net one(ModelSpec::from_json(data_parallel("0")), {}, 4);
+  Net four(ModelSpec::from_json(data_parallel("[0,1,2,3]")), cpus(4), 4);
+  CostReport r[2];
+  for (int k = 0; k < 2; ++k) {
+    Net& net = k == 0 ? one : four;
+    feed_batch(net, 7, 5);
+    r[k] = net.forward_backward();
+  }
+  EXPECT_EQ(r[1].batch, 7);
+  EXPECT_NEAR(r[1].objective, r[0].objective, 1e-5 * std::fabs(r[0].objective));
+  EXPECT_EQ(four.output("fc3").to_vector(), one.output("fc3").to_vector());
+  auto p1 = one.params(), p4 = four.params();
+  for (size_t i = 0; i < p1.size(); ++i)
+    expect_near(p4[i]->grad.to_vector(), p1[i]->grad.to_vector(), 1e-5, "gradient of " + p1[i]->name);
+}
+
 TEST(Replicas, BadDefinitionsAndBatchesNameTheLayer) {
   auto expect_error = [](const std::string& json, const std::vector<Device>& devices, const std::string& part) {
     try {
@@ -153,10 +172,10 @@ TEST(Replicas, BadDefinitionsAndBatchesNameTheLayer) {
 
   Net net(ModelSpec::from_json(data_parallel("[0,1,2,3]")), cpus(4));
   try {
-    feed_batch(net, 6, 1);
-    FAIL() << "no error for a batch of 6 over 4 replicas";
+    feed_batch(net, 3, 1);
+    FAIL() << "no error for a batch of 3 over 4 replicas";
   } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 'conv1' has 4 replicas: a batch of 6 does not split into 4 equal parts"),
+    EXPECT_NE(std::string(e.what()).find("layer 'conv1' has 4 replicas: a batch of 3 leaves some of them without an example"),
               std::string::npos) << e.what();
   }
   // The list survives a round trip through JSON (a checkpoint stores the model).

@@ -117,6 +117,12 @@ for dev in cpu cpu:0,cpu:1; do
   "$BIN" --layer-def "$WORK/towers.json" --data "$DATA" --batch 32 --epochs 2 --device "$dev" --threads 2 \
     --quiet --log "$WORK/towers-$dev.jsonl" --trace "$WORK/trace-$dev.json" > "$WORK/towers-$dev.txt"
 done
+set +e
+"$BIN" --layer-def "$WORK/towers.json" --data "$DATA" --trace "$WORK/no/such/folder/t.json" > "$WORK/trace-err.txt" 2>&1
+rc=$?
+set -e
+[ $rc = 2 ] && grep -q "which is not a folder" "$WORK/trace-err.txt" && ! grep -q "^1\.[0-9]*/" "$WORK/trace-err.txt" \
+  || { cat "$WORK/trace-err.txt"; fail "a trace into a missing folder is not refused before training"; }
 grep -q "2 devices side by side (1 thread(s) per CPU device)" "$WORK/towers-cpu:0,cpu:1.txt" \
   || fail "towers: the description does not say the devices run side by side"
 python3 - "$WORK" <<'PY'

@@ -36,7 +36,8 @@ class Net {
  public:
   // devices[d] is the physical device of logical device d; empty means everything on the CPU.
   // A layer with several logical devices (LayerSpec::replicas) is replicated, data parallel:
-  // each replica computes its equal part of the batch. Validates the whole definition (types,
+  // each replica computes its part of the batch (equal, the first ones one example longer when
+  // the batch does not divide). Validates the whole definition (types,
   // inputs, cycles, sizes, options) and initialises the parameters from `seed`. Throws
   // ValueError naming the offending layer.
   Net(const ModelSpec& spec, std::vector<Device> devices = {}, uint64_t seed = 1);

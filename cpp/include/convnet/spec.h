@@ -57,7 +57,7 @@ struct LayerSpec {
   std::vector<std::string> inputs;
   int device = 0;  // logical device (cuda-convnet's gpu=); the Net maps it to a physical one
   // A layer given several logical devices ("device": [0, 1, 2, 3], cuda-convnet2's gpu=0,1,2,3)
-  // is replicated, data parallel: replica r runs on replicas[r] with the r-th equal part of the
+  // is replicated, data parallel: replica r runs on replicas[r] with the r-th part of the
   // batch. Empty: one copy on `device`. When set, device == replicas[0].
   std::vector<int> replicas;
   LayerOptions options;

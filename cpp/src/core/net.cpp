@@ -6,7 +6,6 @@
 #include <limits>
 #include <cstring>
 #include <cmath>
-#include <numeric>
 #include <random>
 #include <set>
 
@@ -263,9 +262,9 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     }
   }
 
-  int unit = 1;  // the smallest batch every replicated layer splits
-  for (auto& n : nodes_) unit = std::lcm(unit, int(n->group->size()));
-  plan(unit);  // validates every size and creates the parameters
+  int smallest = 1;  // the smallest batch that gives every replica an example
+  for (auto& n : nodes_) smallest = std::max(smallest, int(n->group->size()));
+  plan(smallest);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
   initialise_params();
   for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get(), /*own_gradients=*/false);
@@ -338,12 +337,14 @@ Net::~Net() = default;
 void Net::plan(int batch) {
   drop_graph();  // its buffers are about to be replaced
   for (auto& n : nodes_) {
+    // Replica r computes its part of the batch, the first batch % R parts one example longer
+    // (the last batch of an epoch or a test set need not divide).
     const int replicas = int(n->group->size());
-    CONVNET_CHECK(batch % replicas == 0, "layer '", n->layer->name(), "' has ", replicas,
-                  " replicas: a batch of ", batch, " does not split into ", replicas,
-                  " equal parts (give a multiple of ", replicas, ")");
-    n->count = batch / replicas;
-    n->first = n->replica * n->count;
+    CONVNET_CHECK(batch >= replicas, "layer '", n->layer->name(), "' has ", replicas, " replicas: a batch of ",
+                  batch, " leaves some of them without an example (give at least ", replicas, ")");
+    const int part = batch / replicas, longer = batch % replicas;
+    n->count = part + (n->replica < longer ? 1 : 0);
+    n->first = n->replica * part + std::min(n->replica, longer);
     std::vector<Shape> in;
     if (n->layer->is_input()) {
       in.push_back({batch});

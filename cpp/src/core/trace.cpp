@@ -1,7 +1,9 @@
 #include "convnet/trace.h"
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -50,8 +52,9 @@ void Trace::write(const std::string& path) const {
   {
     std::ofstream out(tmp);
     if (!(out << doc.dump() << '\n')) {
+      const std::string reason = std::strerror(errno);
       std::remove(tmp.c_str());
-      throw RuntimeError("cannot write the trace '" + path + "'");
+      throw RuntimeError("cannot write the trace '" + path + "': " + reason);
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -85,6 +85,11 @@ Trainer::Trainer(Net& net, Pipeline& train, Pipeline* test, TrainerOptions optio
   CONVNET_CHECK(options_.test_every >= 0 && options_.save_every >= 0 && options_.test_batches >= 0,
                 "test_every, save_every and test_batches must be >= 0");
   std::tie(input_, labels_) = input_and_labels(net_);
+  if (!options_.trace_path.empty()) {  // now, not after the traced steps
+    const std::filesystem::path folder = std::filesystem::path(options_.trace_path).parent_path();
+    CONVNET_CHECK(folder.empty() || std::filesystem::is_directory(folder), "the trace '",
+                  options_.trace_path, "' would go into '", folder.string(), "', which is not a folder");
+  }
   net_.set_solver(options_.solver);  // validates
   CONVNET_CHECK(options_.run_info.is_object(), "run_info must be a JSON object, got ",
                 options_.run_info.dump());
@@ -352,7 +357,6 @@ Trainer::Result Trainer::run() {
         if (what.empty() && v[3] > 0) what = "the cost is not finite on another rank";
       }
       if (!what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
-
       const double grad_norm = std::sqrt(gradient_sum_squares());
       if (!std::isfinite(grad_norm))
         diverged("the gradient norm is " + std::to_string(grad_norm) + input_cause(net_), epoch_ + 1, next_batch_ + 1);
