@@ -81,6 +81,14 @@ struct Net::Node {
   Node& replica_node(size_t r) const { return *(*group)[r]; }
   // Reads input i where it lies: the same examples on the same device.
   bool in_place(size_t i) const { return aligned[i] && producers[i]->device == device; }
+  // The nodes whose outputs input i is read from: the aligned producer, or all its replicas.
+  std::vector<Node*> sources(size_t i) const {
+    return aligned[i] ? std::vector<Node*>{producers[i]} : *producers[i]->group;
+  }
+  // The examples this node and `other` both compute, [lo, hi) in the batch (empty: lo >= hi).
+  std::pair<int, int> shared_examples(const Node& other) const {
+    return {std::max(first, other.first), std::min(first + count, other.first + other.count)};
+  }
 };
 
 // The captured forward_backward of a net whose layers all live on one GPU.
@@ -219,11 +227,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     Node& reader = **it;
     for (size_t i = 0; i < reader.producers.size(); ++i) {
       if (reader.in_place(i)) continue;
-      if (reader.aligned[i]) {
-        reader.producers[i]->remote_readers.emplace_back(&reader, i);
-      } else {  // it reads examples of any of the producer's replicas
-        for (Node* p : *reader.producers[i]->group) p->remote_readers.emplace_back(&reader, i);
-      }
+      for (Node* p : reader.sources(i)) p->remote_readers.emplace_back(&reader, i);
     }
   }
   // LRN layers whose only reader is a pool layer on the same device go back through it.
@@ -252,8 +256,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     n->inputs_copied.resize(n->producers.size());
     for (size_t i = 0; i < n->producers.size(); ++i) {
       if (n->in_place(i)) continue;
-      std::vector<Node*> sources = n->aligned[i] ? std::vector<Node*>{n->producers[i]} : *n->producers[i]->group;
-      for (Node* source : sources) {
+      for (Node* source : n->sources(i)) {
         if (!between_gpus(n->device, source->device)) continue;
         if (!source->forward_done) source->forward_done = std::make_unique<GpuEvent>(source->device.index);
         if (!n->backward_done) n->backward_done = std::make_unique<GpuEvent>(n->device.index);
@@ -484,9 +487,8 @@ void Net::forward_node(Node& n) {
     Tensor& mirror = n.mirrors[i];  // another device's output, or other replicas' examples
     if (!mirror.defined()) mirror = Tensor(with_batch(p->shape, n.count), n.device);
     bool queued = false;
-    for (Node* source : n.aligned[i] ? std::vector<Node*>{p} : *p->group) {
-      const int lo = std::max(n.first, source->first);
-      const int hi = std::min(n.first + n.count, source->first + source->count);
+    for (Node* source : n.sources(i)) {
+      const auto [lo, hi] = n.shared_examples(*source);
       if (lo >= hi) continue;
       threads_->wait(source->index);  // its forward is queued (on a GPU) or done
       const bool gpus = between_gpus(n.device, source->device);
@@ -581,9 +583,14 @@ void Net::sum_replica_grads(Node& n) {
     Node& other = n.replica_node(r);
     threads_->wait(other.index);
     for (size_t k = 0; k < sums.size(); ++k) {
+      const Tensor& theirs = other.layer->params()[k].grad;
+      if (other.device == n.device) {  // added where it is
+        axpby(1.f, theirs, sums[k].grad, true);
+        continue;
+      }
       Tensor& staged = n.replica_grad_staging[k];
       if (!staged.defined()) staged = Tensor(sums[k].value.shape(), n.device);
-      staged.copy_from(other.layer->params()[k].grad);
+      staged.copy_from(theirs);
       axpby(1.f, staged, sums[k].grad, true);
     }
   }
@@ -664,9 +671,8 @@ void Net::receive_output_grads(Node& n) {
     for (b = a; b < readers.size() && readers[b].first->group == readers[a].first->group &&
                 readers[b].second == i;
          ++b) {
-      Node* reader = readers[b].first;
-      if (std::max(n.first, reader->first) < std::min(n.first + n.count, reader->first + reader->count))
-        from.push_back(reader);
+      const auto [lo, hi] = n.shared_examples(*readers[b].first);
+      if (lo < hi) from.push_back(readers[b].first);
     }
     bool any = false, all = true;
     for (Node* reader : from) {
@@ -684,8 +690,7 @@ void Net::receive_output_grads(Node& n) {
     if (!all) to.fill(0.f);  // the examples of a reader no gradient reached
     for (Node* reader : from) {
       if (!reader->wrote_input_grads) continue;
-      const int lo = std::max(n.first, reader->first);
-      const int hi = std::min(n.first + n.count, reader->first + reader->count);
+      const auto [lo, hi] = n.shared_examples(*reader);
       const bool gpus = between_gpus(n.device, reader->device);
       if (reader->count == n.count && lo == n.first) to.copy_from(reader->mirror_grads[i], gpus);
       else to.copy_examples(lo - n.first, reader->mirror_grads[i], lo - reader->first, hi - lo, gpus);

@@ -93,10 +93,7 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
     return;
   }
 #ifdef CONVNET_WITH_CUDA
-  if (queued && dst_device.is_cuda() && src_device.is_cuda() && dst_device != src_device)
-    cuda::copy_between_gpus(dst, dst_device.index, src, src_device.index, bytes);
-  else
-    cuda::copy(dst, dst_device, src, src_device, bytes);
+  cuda::copy(dst, dst_device, src, src_device, bytes, queued);
 #else
   no_cuda("copying to or from a CUDA device");
 #endif
@@ -111,10 +108,7 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
     return;
   }
 #ifdef CONVNET_WITH_CUDA
-  if (queued && dst_device.is_cuda() && src_device.is_cuda() && dst_device != src_device)
-    cuda::copy_rows_between_gpus(dst, dst_device.index, dst_pitch, src, src_device.index, src_pitch, width, rows);
-  else
-    cuda::copy_rows(dst, dst_device, dst_pitch, src, src_device, src_pitch, width, rows);
+  cuda::copy_rows(dst, dst_device, dst_pitch, src, src_device, src_pitch, width, rows, queued);
 #else
   no_cuda("copying to or from a CUDA device");
 #endif

@@ -219,7 +219,7 @@ bool is_page_locked(const void* host_ptr) {
 }
 
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-          size_t bytes) {
+          size_t bytes, bool queued) {
   if (bytes == 0) return;
   if (dst_device.is_cuda() && src_device.is_cuda()) {
     if (dst_device.index == src_device.index) {  // ordered on the device's stream
@@ -229,12 +229,12 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
       return;
     }
     // Across GPUs: the source's pending kernels first, then the copy; synchronous so that
-    // neither block can be reused under it.
-    synchronize(src_device.index);
+    // neither block can be reused under it (unless the caller's events order it).
+    if (!queued) synchronize(src_device.index);
     set_device(dst_device.index);
     CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes,
                                            stream(dst_device.index)));
-    synchronize(dst_device.index);
+    if (!queued) synchronize(dst_device.index);
     return;
   }
   // Host <-> device: queued on the device's stream behind its kernels, finished on return.
@@ -245,32 +245,19 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
 }
 
 void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
-               const Device& src_device, size_t src_pitch, size_t width, size_t rows) {
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows, bool queued) {
   // Ordered as copy() orders a copy between the same two devices: the source's pending kernels
   // first, then the copy on the destination's stream (or the one device's), done on return
-  // unless it stays on one GPU.
-  const bool one_gpu = dst_device.is_cuda() && src_device.is_cuda() && dst_device.index == src_device.index;
-  if (src_device.is_cuda() && !one_gpu) synchronize(src_device.index);
+  // unless it stays on one GPU or is queued between two.
+  const bool both = dst_device.is_cuda() && src_device.is_cuda();
+  const bool one_gpu = both && dst_device.index == src_device.index;
+  const bool wait = !one_gpu && !(queued && both);
+  if (src_device.is_cuda() && wait) synchronize(src_device.index);
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   set_device(device);
   CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
                                        stream(device)));
-  if (!one_gpu) synchronize(device);
-}
-
-void copy_between_gpus(void* dst, int dst_device, const void* src, int src_device, size_t bytes) {
-  if (bytes == 0) return;
-  set_device(dst_device);
-  CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, stream(dst_device)));
-}
-
-void copy_rows_between_gpus(void* dst, int dst_device, size_t dst_pitch, const void* src, int src_device,
-                            size_t src_pitch, size_t width, size_t rows) {
-  if (width == 0 || rows == 0) return;
-  (void)src_device;  // unified addressing: the pointers say where they are
-  set_device(dst_device);
-  CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
-                                       stream(dst_device)));
+  if (wait) synchronize(device);
 }
 
 }  // namespace convnet::cuda

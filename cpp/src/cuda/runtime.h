@@ -47,12 +47,6 @@ class StreamEvent {
   bool recorded_ = false;
 };
 
-// Copies between two GPUs queued on the destination's stream, with no host synchronisation: the
-// caller orders them (StreamEvent) after the work that wrote the source and before the work
-// that next writes it. copy_rows_between_gpus: storage.h copy_rows's block of rows.
-void copy_between_gpus(void* dst, int dst_device, const void* src, int src_device, size_t bytes);
-void copy_rows_between_gpus(void* dst, int dst_device, size_t dst_pitch, const void* src, int src_device,
-                            size_t src_pitch, size_t width, size_t rows);
 
 // NCCL across MPI ranks (nccl.cpp; only in builds with CONVNET_WITH_NCCL). nccl_init is
 // collective: every rank calls it with rank 0's id, for the same device order.
@@ -101,13 +95,17 @@ void release_pinned(void* ptr) noexcept;
 // What the driver says of a host address: page-locked memory it can copy by DMA (for tests).
 bool is_page_locked(const void* host_ptr);
 
-// A block of rows (storage.h copy_rows), with copy's ordering.
-void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
-               const Device& src_device, size_t src_pitch, size_t width, size_t rows);
 // Any direction among host and CUDA devices. Host<->device copies are synchronous with respect
-// to the host; device<->device copies are ordered on the destination's compute stream.
+// to the host; device<->device copies are ordered on the destination's compute stream. Between
+// two GPUs the copy waits for the source's pending kernels and is done on return, unless
+// `queued`: then it is only queued on the destination's stream, with no host wait, and the
+// caller orders it (StreamEvent) after the work that wrote the source and before the work that
+// next writes either side.
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-          size_t bytes);
+          size_t bytes, bool queued = false);
+// A block of rows (storage.h copy_rows), ordered as copy() orders it.
+void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
+               const Device& src_device, size_t src_pitch, size_t width, size_t rows, bool queued = false);
 
 // ---- CUDA graphs (graph.cpp) ----
 
