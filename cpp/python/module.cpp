@@ -83,7 +83,7 @@ std::unique_ptr<Net> make_net(const std::string& model_json, const std::vector<s
   const ModelSpec spec = ModelSpec::from_json(model_json);
   std::string text;  // the commands' --device form: one device for all, or one per logical device
   for (const auto& d : devices) text += (text.empty() ? "" : ",") + d;
-  auto net = std::make_unique<Net>(spec, text.empty() ? std::vector<Device>{} : parse_devices(text, spec), seed);
+  auto net = std::make_unique<Net>(spec, text.empty() ? std::vector<Device>{} : parse_devices(text), seed);
   net->set_math_mode(mode);
   return net;
 }

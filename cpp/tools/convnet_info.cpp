@@ -24,7 +24,7 @@ static void print_build() {
 
 static int print_model(const std::string& path, int batch) {
   ModelSpec spec = ModelSpec::from_file(path);
-  Net net(spec, std::vector<Device>(size_t(spec.logical_devices()), Device::cpu()));
+  Net net(spec);  // everything on the CPU
   Tensor dummy_labels({batch}, Device::cpu());
   dummy_labels.fill(0.f);
   for (Layer* l : net.layers()) {

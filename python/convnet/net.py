@@ -31,7 +31,8 @@ class Net:
     """The engine's network, with the training step as the AlexNet paper writes it.
 
     ``devices`` maps logical devices (a layer's ``device`` option) to physical ones: a string
-    such as "cpu" for everything, or a list like ["cpu", "cpu"] or ["cuda:0", "cuda:1"].
+    such as "cpu" for everything, or a list like ["cpu:0", "cpu:1"] or ["cuda:0", "cuda:1"]; a
+    GPU listed again (["cuda:0", "cuda:0"]) runs each of its logical devices on a stream of its own.
     ``math`` is how cuBLAS computes on GPUs: "fp32" (strict) or "tf32" (tensor cores).
     ``cuda_graph`` replays each training step's forward and backward passes as one captured CUDA
     graph (a net on one GPU only); see the ``cuda_graph`` property.

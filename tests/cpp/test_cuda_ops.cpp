@@ -16,6 +16,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "convnet/solver.h"
 #include "convnet/spec.h"
 #include "convnet/tensor.h"
+#include "convnet/trace.h"
 #ifdef CONVNET_WITH_CUDA
 #include "cuda/cuda_ops.h"
 #endif
@@ -1228,6 +1230,155 @@ TEST(CudaNet, ReplicasAndTheHybridOnGpusMatchCpu) {
   tol.grad = 1e-4;
   for (int step = 0; step < 2; ++step)
     compare_step(cpu, two, make_batch(3, 12, 8, 5, 90 + uint32_t(step), -128.f, 128.f), tol);
+}
+
+// ---- lanes: logical devices that share one GPU, each on a stream of its own ----
+
+// A block freed on one lane is handed out again on that lane alone: given to another at once,
+// it could be written there while the first lane's kernels still read it.
+TEST(CudaLanes, TheAllocatorReusesABlockOnlyOnTheLaneThatFreedIt) {
+  CONVNET_REQUIRE_GPU();
+  struct OnLane {
+    explicit OnLane(int lane) { cuda::set_lane(lane); }
+    ~OnLane() { cuda::set_lane(0); }
+  };
+  const size_t bytes = 731 * 512;  // a size class no other test uses
+  void* freed_on_1 = nullptr;
+  {
+    OnLane one(1);
+    freed_on_1 = cuda::allocate(bytes, 0);
+    cuda::release(freed_on_1, 0);
+  }
+  void* on_0 = cuda::allocate(bytes, 0);
+  EXPECT_NE(on_0, freed_on_1) << "lane 0 was given a block lane 1 freed";
+  {
+    OnLane one(1);
+    void* again = cuda::allocate(bytes, 0);
+    EXPECT_EQ(again, freed_on_1) << "lane 1 did not get its own freed block back";
+    cuda::release(again, 0);
+  }
+  cuda::release(on_0, 0);
+}
+
+// The DAG's two towers on two lanes of one GPU compute what one lane computes, bit for bit:
+// the same kernels on the same data, the lanes ordered by events (under cuda_emu the stream-order
+// checker would name any use of one lane's memory by another that no event orders).
+TEST(CudaLanes, TowersOnTwoLanesOfOneGpuComputeWhatOneLaneComputes) {
+  CONVNET_REQUIRE_GPU();
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "r1" || l.name == "c2" || l.name == "p2" || l.name == "f2") l.device = 1;
+  Net one(spec, {gpu()}, 3);
+  Net two(spec, {gpu(), gpu()}, 3);
+  ASSERT_EQ(one.lanes().size(), 1u);
+  ASSERT_EQ(two.lanes().size(), 2u);
+  EXPECT_EQ(two.lanes()[1].name(), "cuda:0 lane 1");
+  EXPECT_EQ(two.device_of("c2"), gpu());
+  Trace trace;
+  two.set_trace(&trace);
+  StepTolerance exact{1e-12, 1e-12, 1e-12, 1e-12};
+  for (int step = 0; step < 3; ++step)
+    compare_step(one, two, make_batch(4, 9, 6, 5, 40 + uint32_t(step), -1.f, 1.f), exact);
+  two.set_trace(nullptr);
+  // Passes with no host read between them, as in training: only events order lane 0's update
+  // of lane 1's weights before lane 1's next forward, and lane 1's gradients before the update.
+  const Batch b = make_batch(4, 9, 6, 5, 49, -1.f, 1.f);
+  for (Net* net : {&one, &two}) {
+    feed(*net, b);
+    net->forward(true);
+    net->backward();
+    net->update();
+    net->forward(true);
+  }
+  for (Layer* layer : one.layers())
+    EXPECT_EQ(two.output(layer->name()).to_vector(), one.output(layer->name()).to_vector())
+        << "output of layer '" << layer->name() << "'";
+  std::set<std::string> tracks;
+  for (const Trace::Span& s : trace.spans()) tracks.insert(s.track + "/" + s.name);
+  EXPECT_TRUE(tracks.count("cuda:0 lane 1/c2")) << "no span of c2 on its lane";
+  EXPECT_TRUE(tracks.count("cuda:0/c1")) << "no span of c1 on lane 0";
+}
+
+// The hybrid's four logical devices as four lanes of one GPU: replicas on lanes, their gradients
+// summed across lanes, gathers into the model-parallel fc layers; against four CPU devices.
+// Every layer on logical device 1, which is lane 1 of cuda:0: the host's work between passes
+// (the update) is on lane 0, so lane 1 starts each pass after it (a fork of events) and lane 0
+// goes on only after lane 1 (a join); passes with no host read between them prove both.
+TEST(CudaLanes, ALaneBesidesLaneZeroForksFromItAndJoinsIt) {
+  CONVNET_REQUIRE_GPU();
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers) l.device = 1;
+  Net one(spec, {gpu()}, 3);
+  Net lane1(spec, {gpu(), gpu()}, 3);
+  ASSERT_EQ(lane1.lanes().size(), 1u);
+  EXPECT_EQ(lane1.lanes()[0].name(), "cuda:0 lane 1");
+  const Batch b = make_batch(4, 9, 6, 5, 48, -1.f, 1.f);
+  for (Net* net : {&one, &lane1}) {
+    feed(*net, b);
+    for (int step = 0; step < 2; ++step) {
+      net->forward(true);
+      net->backward();
+      net->update();
+    }
+    net->forward(true);
+  }
+  for (Layer* layer : one.layers())
+    EXPECT_EQ(lane1.output(layer->name()).to_vector(), one.output(layer->name()).to_vector())
+        << "output of layer '" << layer->name() << "'";
+}
+
+// The bucket hook (where MPI's all-reduce starts) runs on the calling thread, whose work goes
+// to lane 0 of the bucket's GPU: a bucket that lane 1 wrote is joined into lane 0 first. Every
+// layer but the labels on lane 1, so that nothing else orders the lanes while backward runs.
+TEST(CudaLanes, TheBucketHookComesAfterTheGradientsOfTheBucketsLane) {
+  CONVNET_REQUIRE_GPU();
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers) l.device = l.name == "labels" ? 0 : 1;
+  Net one(spec, {gpu()}, 3);
+  Net lane1(spec, {gpu(), gpu()}, 3);
+  std::vector<double> seen_one, seen_lane1;
+  one.set_bucket_ready_hook([&](size_t b) { seen_one.push_back(sum_squares(one.gradient_buckets()[b].flat)); });
+  lane1.set_bucket_ready_hook(
+      [&](size_t b) { seen_lane1.push_back(sum_squares(lane1.gradient_buckets()[b].flat)); });
+  ASSERT_EQ(lane1.lanes().size(), 2u);
+  const Batch b = make_batch(4, 9, 6, 5, 47, -1.f, 1.f);
+  for (Net* net : {&one, &lane1}) {
+    feed(*net, b);
+    net->forward(true);
+    net->backward();
+  }
+  ASSERT_FALSE(seen_one.empty());
+  EXPECT_EQ(seen_lane1, seen_one);
+}
+
+TEST(CudaLanes, TheHybridOnFourLanesOfOneGpuMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  const auto spec = ModelSpec::from_file(std::string(CONVNET_SOURCE_DIR) + "/tests/data/hybrid_4dev.json");
+  Net cpu(spec, {Device::cpu(0), Device::cpu(1), Device::cpu(2), Device::cpu(3)}, 3);
+  Net lanes(spec, {gpu(), gpu(), gpu(), gpu()}, 3);
+  ASSERT_EQ(lanes.lanes().size(), 4u);
+  same_start(cpu, lanes);
+  StepTolerance tol;
+  tol.grad = 1e-4;
+  for (int step = 0; step < 2; ++step)
+    compare_step(cpu, lanes, make_batch(3, 12, 8, 5, 95 + uint32_t(step), -128.f, 128.f), tol);
+}
+
+TEST(CudaLanes, ACudaGraphNeedsOneLane) {
+  CONVNET_REQUIRE_GPU();
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "f2") l.device = 1;
+  Net two(spec, {gpu(), gpu()}, 3);
+  try {
+    two.set_cuda_graph(true);
+    FAIL() << "a CUDA graph was accepted for two lanes";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 'f2' is on cuda:0 lane 1, layer 'data' on cuda:0 (a graph "
+                                         "captures lane 0 alone)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 void train_step(Net& net, const Batch& b) {

@@ -98,7 +98,7 @@ TEST(Replicas, TwoAndFourReplicasTrainWhatOneDeviceTrains) {
     const std::string list = replicas == 2 ? "[0,1]" : "[0,1,2,3]";
     Net one(ModelSpec::from_json(data_parallel("0")), {}, 9);
     Net many(ModelSpec::from_json(data_parallel(list)), cpus(replicas), 9);
-    ASSERT_EQ(many.physical_devices().size(), size_t(replicas));
+    ASSERT_EQ(many.lanes().size(), size_t(replicas));
     EXPECT_EQ(many.parameter_count(), one.parameter_count());
     // Before any batch the net is planned for the smallest batch that gives each replica one.
     EXPECT_EQ(many.output_shape("fc2"), (Shape{16, 1, 1, replicas}));
@@ -118,7 +118,7 @@ ModelSpec on_one_device(ModelSpec spec) {
 TEST(Replicas, TheHybridTrainsWhatOneDeviceTrains) {
   Net one(on_one_device(hybrid()), {}, 9);
   Net four(hybrid(), cpus(4), 9);
-  ASSERT_EQ(four.physical_devices().size(), 4u);
+  ASSERT_EQ(four.lanes().size(), 4u);
   expect_same_training(one, four, 4);
 }
 

@@ -114,7 +114,7 @@ void feed_images(Net& net, int batch, uint32_t seed) {
 TEST(Towers, TwoCpuDevicesSideBySideComputeWhatOneDeviceComputes) {
   Net one(ModelSpec::from_json(kTowers), {}, 5);
   Net two(ModelSpec::from_json(kTowers), {Device::cpu(0), Device::cpu(1)}, 5);
-  ASSERT_EQ(two.physical_devices().size(), 2u);
+  ASSERT_EQ(two.lanes().size(), 2u);
   two.set_device_threads(1);
   for (Net* net : {&one, &two}) {
     SolverOptions sgd;

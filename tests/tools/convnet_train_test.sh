@@ -123,7 +123,7 @@ rc=$?
 set -e
 [ $rc = 2 ] && grep -q "which is not a folder" "$WORK/trace-err.txt" && ! grep -q "^1\.[0-9]*/" "$WORK/trace-err.txt" \
   || { cat "$WORK/trace-err.txt"; fail "a trace into a missing folder is not refused before training"; }
-grep -q "2 devices side by side (1 thread(s) per CPU device)" "$WORK/towers-cpu:0,cpu:1.txt" \
+grep -q "2 lanes side by side: cpu:0, cpu:1 (1 thread(s) per CPU device)" "$WORK/towers-cpu:0,cpu:1.txt" \
   || fail "towers: the description does not say the devices run side by side"
 python3 - "$WORK" <<'PY'
 import json, sys

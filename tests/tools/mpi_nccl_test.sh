@@ -4,7 +4,8 @@
 # gradient buckets summed by NCCL on the GPUs' streams, its communicator's id broadcast over MPI)
 # ends with the weights of one process trained on one GPU with the whole batches, up to float32
 # summation order, dropout included. Under cuda_emu the NCCL calls are the emulator's (summed
-# with MPI on its host memory): this proves the host logic, not NCCL itself.
+# with MPI on its host memory): this proves the host logic, not NCCL itself. The same with the
+# hybrid on four lanes of each rank's GPU.
 #   mpi_nccl_test.sh BINARY MPIEXEC
 set -euo pipefail
 BIN=$1
@@ -30,4 +31,16 @@ log = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
 epoch = [e for e in log if e["event"] == "epoch"][0]
 assert len(epoch["weight_hashes"]) == 2 and len(set(epoch["weight_hashes"])) == 1, epoch
 PY
-echo "mpi_nccl_test: 2 ranks on 2 GPUs equal one GPU"
+
+# The hybrid's four logical devices as four lanes (streams) of each rank's GPU: the gradient
+# buckets of all four lanes are summed by NCCL on lane 0, after the other lanes' backward.
+HYBRID=(--layer-def "$(dirname "$0")/../data/hybrid_4dev.json" --batch 16 --epochs 1 --threads 1 --quiet
+        --data "generated[count=64;classes=5;channels=3;size=12;seed=9]")
+"$BIN" "${HYBRID[@]}" --device cuda:0 --save-dir "$WORK/hybrid-one" > "$WORK/hybrid-one.txt"
+timeout 300 "$MPIEXEC" -np 2 --oversubscribe "$BIN" "${HYBRID[@]}" --device cuda:0,cuda:0,cuda:0,cuda:0 \
+  --save-dir "$WORK/hybrid-two" > "$WORK/hybrid-two.txt" 2>&1 || { cat "$WORK/hybrid-two.txt"; fail "the hybrid on lanes under mpirun failed"; }
+grep -q "4 lanes side by side: cuda:0, cuda:0 lane 1, cuda:0 lane 2, cuda:0 lane 3" "$WORK/hybrid-two.txt" \
+  || { cat "$WORK/hybrid-two.txt"; fail "the hybrid does not run on four lanes"; }
+python3 "$(dirname "$0")/compare_checkpoints.py" "$WORK/hybrid-one/ckpt-e0001-b000000.safetensors" \
+  "$WORK/hybrid-two/ckpt-e0001-b000000.safetensors" || fail "2 ranks with 4 lanes each do not train what 1 GPU trains"
+echo "mpi_nccl_test: 2 ranks on 2 GPUs equal one GPU; so do 2 ranks of 4 lanes each"

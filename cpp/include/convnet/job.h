@@ -114,8 +114,9 @@ class RunData {
 };
 
 // The physical devices of a net's logical ones: "cpu" or "cuda:0" for all of them, or a
-// comma-separated list with one per logical device (a layer's `device` option).
-std::vector<Device> parse_devices(const std::string& text, const ModelSpec& model);
+// comma-separated list with one per logical device (a layer's `device` option), as Net takes
+// them; a GPU listed again runs its second logical device on a lane of its own (Net::lanes).
+std::vector<Device> parse_devices(const std::string& text);
 
 class Job {
  public:

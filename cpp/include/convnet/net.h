@@ -34,8 +34,10 @@ struct CostReport {
 
 class Net {
  public:
-  // devices[d] is the physical device of logical device d; empty means everything on the CPU.
-  // A layer with several logical devices (LayerSpec::replicas) is replicated, data parallel:
+  // devices[d] is the physical device of logical device d; one device takes every logical
+  // device; empty means everything on the CPU. A GPU listed for several logical devices
+  // (cuda:0,cuda:0) gives each its own lane (stream), see lanes(); a CPU listed twice is one
+  // lane (cpu:0,cpu:1 are two). A layer with several logical devices (LayerSpec::replicas) is replicated, data parallel:
   // each replica computes its part of the batch (equal, the first ones one example longer when
   // the batch does not divide). Validates the whole definition (types,
   // inputs, cycles, sizes, options) and initialises the parameters from `seed`. Throws
@@ -82,7 +84,7 @@ class Net {
   Solver& solver() { return *solver_; }
   const Solver& solver() const { return *solver_; }
 
-  // Parameter gradients live in flat per-device buffers, filled in the order backward produces
+  // Parameter gradients live in flat per-lane buffers, filled in the order backward produces
   // them (the parameters in reverse topological order), each up to kBucketBytes unless one
   // parameter alone is larger; every Param::grad is a view into its bucket. An all-reduce
   // between backward and update works on the flat tensors. Each parameter starts at a multiple
@@ -129,16 +131,22 @@ class Net {
   void set_math_mode(MathMode mode) { math_mode_ = mode; }
   MathMode math_mode() const { return math_mode_; }
 
-  // The distinct physical devices the layers are on, in order of first use. With more than one,
-  // each runs its layers on its own host thread, side by side with the others: a layer waits
-  // only for the layers it reads (cross-device edges are copies ordered by events), and in
-  // backward for its readers on other devices, whose gradients for it are added last (in
-  // reverse topological order). The numbers are those of one device except for that order of
-  // summation, which matters only where a layer has three readers or more; they never depend
-  // on timing.
-  const std::vector<Device>& physical_devices() const { return physical_; }
-  // OpenMP threads of each CPU device while several run side by side (0, the default: the
-  // process's threads split evenly among the CPU devices).
+  // Where the layers run side by side: a physical device, and on a GPU given for several
+  // logical devices one of its streams. Lanes in order of first use. With more than one, each
+  // runs its layers on its own host thread, side by side with the others: a layer waits only
+  // for the layers it reads (edges between lanes are copies ordered by events), and in backward
+  // for its readers on other lanes, whose gradients for it are added last (in reverse
+  // topological order). The numbers are those of one lane except for that order of summation,
+  // which matters only where a layer has three readers or more; they never depend on timing.
+  struct Lane {
+    Device device;
+    int index = 0;  // among the lanes of its device; 0 on the CPU
+    std::string name() const;  // "cuda:0", "cuda:0 lane 1"
+    bool operator==(const Lane& o) const { return device == o.device && index == o.index; }
+  };
+  const std::vector<Lane>& lanes() const { return lanes_; }
+  // OpenMP threads of each CPU device while several lanes run side by side (0, the default:
+  // the process's threads split evenly among the CPU devices).
   void set_device_threads(int threads) { device_threads_ = threads; }
   int threads_per_cpu_device() const;
   // Records a span for every layer's forward and backward (and every gradient brought across a
@@ -176,9 +184,13 @@ class Net {
   // On n's device thread, before n's backward: adds the gradients its readers on other devices
   // computed for it (after the readers' own, on n's device, were written in place).
   void receive_output_grads(Node& n);
-  // Runs job(slot) on every physical device's thread (with the CPU devices' thread shares).
+  // Runs job(slot) on every lane's thread (with the CPU devices' thread shares and each GPU
+  // lane's stream); GPU lanes other than their device's lane 0 start after it and end before
+  // it continues (a fork and a join of events: the host's work between passes is on lane 0).
   void run_on_devices(size_t events, const std::function<void(int)>& job,
                       const std::function<void()>& host_work = {});
+  // Lane 0 of each GPU (of `only`, when given) waits for the work queued so far on its others.
+  void join_lanes(const Device* only);
   void record(const Node& n, const char* phase, double start_us, const std::string& what = {});
   // After node n's backward: its parameters' gradients are final; calls the hook for buckets now
   // complete.
@@ -193,8 +205,9 @@ class Net {
   std::vector<std::unique_ptr<Node>> nodes_;   // in topological order
   std::vector<Layer*> order_;
   std::map<std::string, Node*> by_name_;
-  std::map<std::string, std::unique_ptr<Workspace>> workspaces_;  // per physical device
-  std::vector<Device> physical_;
+  std::vector<Lane> lanes_;
+  struct LaneState;  // per lane: its layers' workspace, its fork and join events
+  std::vector<std::unique_ptr<LaneState>> lane_state_;
   std::unique_ptr<DeviceThreads> threads_;
   int device_threads_ = 0;
   Trace* trace_ = nullptr;

@@ -1,6 +1,6 @@
 // A step timeline: spans (track, name, category, start, end) on the host's steady clock, written
-// as Chrome trace JSON (opens in Perfetto or chrome://tracing), one track per device and one for
-// the host, so that a user sees which layers of which devices ran at the same time.
+// as Chrome trace JSON (opens in Perfetto or chrome://tracing), one track per lane of a device
+// (Net::lanes) and one for the host, so that a user sees which layers ran at the same time.
 #pragma once
 #include <mutex>
 #include <string>
@@ -11,7 +11,7 @@ namespace convnet {
 class Trace {
  public:
   struct Span {
-    std::string track;     // "cpu:0", "cuda:1", "host"
+    std::string track;     // "cpu:0", "cuda:1", "cuda:0 lane 1", "host"
     std::string name;      // a layer, or a phase of the step ("data", "all-reduce wait")
     std::string category;  // "forward", "backward", "copy", "step"
     double start_us = 0, end_us = 0;  // since the trace began

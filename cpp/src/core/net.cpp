@@ -21,25 +21,37 @@
 
 namespace convnet {
 
-// An event on a GPU's stream (cuda::StreamEvent). A build without CUDA has no GPU edges to
-// order: there it does nothing.
+// An event on a GPU lane's stream (cuda::StreamEvent). A build without CUDA has no GPU edges
+// to order: there it does nothing.
 #ifdef CONVNET_WITH_CUDA
 using GpuEvent = cuda::StreamEvent;
 #else
 struct GpuEvent {
-  explicit GpuEvent(int) {}
+  explicit GpuEvent(int, int = 0) {}
   void record() {}
-  void make_wait(int) const {}
+  void make_wait(int, int = 0) const {}
 };
 #endif
+
+std::string Net::Lane::name() const {
+  return index == 0 ? device.str() : device.str() + " lane " + std::to_string(index);
+}
+
+// Per lane: the workspace its layers share (one lane's kernels run one at a time), and for a
+// GPU lane other than its device's first, the events of its fork from lane 0 and its join.
+struct Net::LaneState {
+  std::unique_ptr<Workspace> workspace;
+  std::unique_ptr<GpuEvent> fork, join;
+};
 
 // One layer with its output, its output's gradient, and the copies its inputs need when they
 // live on another device.
 struct Net::Node {
   std::unique_ptr<Layer> layer;
   Device device;
+  Net::Lane lane;            // where it runs: device and stream
   size_t index = 0;          // in topological order
-  int slot = 0;              // its device's thread (Net::physical_)
+  int slot = 0;              // its lane's place in Net::lanes_, and its thread's
   // A replicated (data-parallel) layer has one node per replica, consecutive in the order; each
   // node of the layer points to the same group, replica 0 (the primary) first. The primary owns
   // the parameters the net trains; the others copy them before each forward pass.
@@ -79,8 +91,13 @@ struct Net::Node {
   bool primary() const { return replica == 0; }
   bool replicated() const { return group->size() > 1; }
   Node& replica_node(size_t r) const { return *(*group)[r]; }
-  // Reads input i where it lies: the same examples on the same device.
-  bool in_place(size_t i) const { return aligned[i] && producers[i]->device == device; }
+  // Reads input i where it lies: the same examples on the same lane.
+  bool in_place(size_t i) const { return aligned[i] && producers[i]->slot == slot; }
+  // An edge between two GPU lanes (of one GPU or two): a copy queued on the reader's lane,
+  // ordered by events, with no host wait.
+  bool across_gpu_lanes(const Node& other) const {
+    return device.is_cuda() && other.device.is_cuda() && slot != other.slot;
+  }
   // The nodes whose outputs input i is read from: the aligned producer, or all its replicas.
   std::vector<Node*> sources(size_t i) const {
     return aligned[i] ? std::vector<Node*>{producers[i]} : *producers[i]->group;
@@ -122,13 +139,10 @@ Shape with_batch(Shape shape, int batch) {
   return shape;
 }
 
-// A copy the reader's GPU queues after an event of the source's GPU (no host wait).
-bool between_gpus(const Device& reader, const Device& source) {
-  return reader.is_cuda() && source.is_cuda() && reader != source;
+// The stream of `lane` waits for the event; an event that exists is recorded.
+void order_after(const GpuEvent& event, const Net::Lane& lane) {
+  event.make_wait(lane.device.index, lane.index);
 }
-
-// The stream of `device` waits for the event; an event that exists is recorded.
-void order_after(const GpuEvent& event, const Device& device) { event.make_wait(device.index); }
 void record_event(const std::unique_ptr<GpuEvent>& event) {
   if (event) event->record();
 }
@@ -180,7 +194,13 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     }
   }
 
-  // Layers, devices, edges: one node per replica.
+  // Each logical device's lane: a GPU listed again gets a stream of its own, a CPU does not.
+  std::vector<Lane> logical_lanes;
+  std::map<std::string, int> gpu_lanes;
+  for (const Device& d : devices_)
+    logical_lanes.push_back(Lane{d, d.is_cuda() && devices_.size() > 1 ? gpu_lanes[d.str()]++ : 0});
+
+  // Layers, lanes, edges: one node per replica.
   for (const LayerSpec* s : sorted) {
     const std::vector<int> logical = s->replicas.empty() ? std::vector<int>{s->device} : s->replicas;
     auto group = std::make_shared<std::vector<Node*>>();
@@ -197,14 +217,15 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
                       s->type, " layer and cannot be replicated: the layers that read it take their part of "
                       "its batch");
       }
-      if (devices_.empty()) {  // everything on the CPU
-        n->device = Device::cpu();
+      if (devices_.size() <= 1) {  // everything on the one device (the CPU when none)
+        n->lane = Lane{devices_.empty() ? Device::cpu() : devices_[0], 0};
       } else {
         CONVNET_CHECK(logical[r] < static_cast<int>(devices_.size()), "layer '", s->name,
                       "' is placed on logical device ", logical[r], " but only ", devices_.size(),
                       " device(s) were given");
-        n->device = devices_[size_t(logical[r])];
+        n->lane = logical_lanes[size_t(logical[r])];
       }
+      n->device = n->lane.device;
       n->group = group;
       n->replica = int(r);
       group->push_back(n.get());
@@ -222,6 +243,17 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
       }
       nodes_.push_back(std::move(n));
     }
+  }
+  for (auto& n : nodes_) {
+    auto it = std::find(lanes_.begin(), lanes_.end(), n->lane);
+    if (it == lanes_.end()) {
+      require_available(n->device);
+      lanes_.push_back(n->lane);
+      lane_state_.push_back(std::make_unique<LaneState>());
+      lane_state_.back()->workspace = std::make_unique<Workspace>(n->device);
+      it = lanes_.end() - 1;
+    }
+    n->slot = int(it - lanes_.begin());
   }
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     Node& reader = **it;
@@ -242,27 +274,29 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
       n->backward_in_producer = true;
     }
   }
+  threads_ = std::make_unique<DeviceThreads>(int(lanes_.size()));
+  // The events (every device exists now): the edges between two GPU lanes, a replica's
+  // gradients on another GPU lane, and the forks and joins of the lanes besides lane 0.
+  auto event_on = [](const Node& n) { return std::make_unique<GpuEvent>(n.device.index, n.lane.index); };
   for (auto& n : nodes_) {
-    const std::string key = n->device.str();
-    if (!workspaces_.count(key)) {
-      require_available(n->device);
-      workspaces_[key] = std::make_unique<Workspace>(n->device);
-      physical_.push_back(n->device);
-    }
-    n->slot = int(std::find(physical_.begin(), physical_.end(), n->device) - physical_.begin());
-  }
-  threads_ = std::make_unique<DeviceThreads>(int(physical_.size()));
-  for (auto& n : nodes_) {  // the events of the edges between two GPUs (every device exists)
     n->inputs_copied.resize(n->producers.size());
     for (size_t i = 0; i < n->producers.size(); ++i) {
       if (n->in_place(i)) continue;
       for (Node* source : n->sources(i)) {
-        if (!between_gpus(n->device, source->device)) continue;
-        if (!source->forward_done) source->forward_done = std::make_unique<GpuEvent>(source->device.index);
-        if (!n->backward_done) n->backward_done = std::make_unique<GpuEvent>(n->device.index);
-        if (!n->inputs_copied[i]) n->inputs_copied[i] = std::make_unique<GpuEvent>(n->device.index);
+        if (!n->across_gpu_lanes(*source)) continue;
+        if (!source->forward_done) source->forward_done = event_on(*source);
+        if (!n->backward_done) n->backward_done = event_on(*n);
+        if (!n->inputs_copied[i]) n->inputs_copied[i] = event_on(*n);
       }
     }
+    if (!n->primary() && n->across_gpu_lanes(n->replica_node(0)) && !n->backward_done)
+      n->backward_done = event_on(*n);
+  }
+  for (size_t l = 0; l < lanes_.size(); ++l) {
+    const Lane& lane = lanes_[l];
+    if (!lane.device.is_cuda() || lane.index == 0) continue;
+    lane_state_[l]->fork = std::make_unique<GpuEvent>(lane.device.index, 0);
+    lane_state_[l]->join = std::make_unique<GpuEvent>(lane.device.index, lane.index);
   }
 
   int smallest = 1;  // the smallest batch that gives every replica an example
@@ -270,7 +304,7 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   plan(smallest);  // validates every size and creates the parameters
   for (auto& n : nodes_) n->layer->spec().options.reject_unread();
   initialise_params();
-  for (auto& n : nodes_) n->layer->place(n->device, workspaces_.at(n->device.str()).get(), /*own_gradients=*/false);
+  for (auto& n : nodes_) n->layer->place(n->device, lane_state_[size_t(n->slot)]->workspace.get(), /*own_gradients=*/false);
   make_gradient_buckets();  // the primaries' gradients; the other replicas' are their own
   for (Param* p : params())
     if (p->update_period > 1) p->accumulated = Tensor::zeros(p->value.shape(), p->value.device());
@@ -289,13 +323,18 @@ void Net::make_gradient_buckets() {
   const int64_t cap = kBucketBytes / int64_t(sizeof(float));
   auto padded = [](int64_t n) { return (n + kBucketAlign - 1) / kBucketAlign * kBucketAlign; };
   auto layer_of = [](const Param* p) { return p->name.substr(0, p->name.rfind('.')); };
+  std::map<const Param*, int> slot_of;  // a bucket per lane: its lane alone writes it
+  for (auto& n : nodes_)
+    if (n->primary())
+      for (Param& p : n->layer->params()) slot_of[&p] = n->slot;
   std::vector<GradientBucket> buckets;
-  std::map<std::string, size_t> open;  // device -> the bucket being filled on it
+  std::map<int, size_t> open;  // lane -> the bucket being filled on it
   std::vector<int64_t> sizes;
   for (size_t k = 0; k < order.size(); ++k) {
     Param* p = order[k];
     const Device d = p->value.device();
-    auto it = open.find(d.str());
+    const int slot = slot_of.at(p);
+    auto it = open.find(slot);
     const bool layer_starts = k == 0 || layer_of(order[k - 1]) != layer_of(p);
     int64_t n = 0;  // the whole layer's size where it starts
     for (size_t j = k; j < order.size() && (j == k || layer_of(order[j]) == layer_of(p)); ++j)
@@ -303,7 +342,7 @@ void Net::make_gradient_buckets() {
     if (it == open.end() || (layer_starts && sizes[it->second] > 0 && sizes[it->second] + n > cap)) {
       buckets.push_back(GradientBucket{d, Tensor(), {}, {}});
       sizes.push_back(0);
-      it = open.insert_or_assign(d.str(), buckets.size() - 1).first;
+      it = open.insert_or_assign(slot, buckets.size() - 1).first;
     }
     GradientBucket& b = buckets[it->second];
     b.params.push_back(p);
@@ -456,8 +495,8 @@ void Net::run_forward(bool train) {
 void Net::before_writing_output(Node& n) {
   // Readers on other GPUs may still be copying the last pass's output: their copies first.
   for (auto [reader, i] : n.remote_readers)
-    if (between_gpus(reader->device, n.device) && reader->inputs_copied[i])
-      order_after(*reader->inputs_copied[i], n.device);
+    if (reader->across_gpu_lanes(n) && reader->inputs_copied[i])
+      order_after(*reader->inputs_copied[i], n.lane);
 }
 
 PassContext Net::context(const Node& n) const {
@@ -491,8 +530,8 @@ void Net::forward_node(Node& n) {
       const auto [lo, hi] = n.shared_examples(*source);
       if (lo >= hi) continue;
       threads_->wait(source->index);  // its forward is queued (on a GPU) or done
-      const bool gpus = between_gpus(n.device, source->device);
-      if (gpus) order_after(*source->forward_done, n.device);
+      const bool gpus = n.across_gpu_lanes(*source);
+      if (gpus) order_after(*source->forward_done, n.lane);
       if (n.aligned[i]) mirror.copy_from(source->out, gpus);
       else mirror.copy_examples(lo - n.first, source->out, lo - source->first, hi - lo, gpus);
       queued = queued || gpus;
@@ -550,8 +589,12 @@ void Net::backward() {
       bucket_final_[b].store(false);
     }
   auto call_hook = [&] {
-    while (next_ready < buckets_.size() && bucket_final_[next_ready].load(std::memory_order_acquire))
+    while (next_ready < buckets_.size() && bucket_final_[next_ready].load(std::memory_order_acquire)) {
+      // The hook queues its work (an NCCL sum) on lane 0: after the gradients of other lanes.
+      const Device& d = buckets_[next_ready].device;
+      if (d.is_cuda()) join_lanes(&d);
       bucket_ready_(next_ready++);
+    }
   };
   // In reverse order, each device's thread runs its own layers' backward; just before a layer's,
   // it adds the gradients that its readers on other devices computed for it (event k: node k's
@@ -582,6 +625,7 @@ void Net::sum_replica_grads(Node& n) {
   for (size_t r = 1; r < n.group->size(); ++r) {  // in replica order: the same sums every time
     Node& other = n.replica_node(r);
     threads_->wait(other.index);
+    if (other.device == n.device && n.across_gpu_lanes(other)) order_after(*other.backward_done, n.lane);
     for (size_t k = 0; k < sums.size(); ++k) {
       const Tensor& theirs = other.layer->params()[k].grad;
       if (other.device == n.device) {  // added where it is
@@ -677,7 +721,7 @@ void Net::receive_output_grads(Node& n) {
     bool any = false, all = true;
     for (Node* reader : from) {
       threads_->wait(reader->index);  // its backward is queued (on a GPU) or done
-      if (between_gpus(n.device, reader->device)) order_after(*reader->backward_done, n.device);
+      if (n.across_gpu_lanes(*reader)) order_after(*reader->backward_done, n.lane);
       any = any || reader->wrote_input_grads;
       all = all && reader->wrote_input_grads;
     }
@@ -691,7 +735,7 @@ void Net::receive_output_grads(Node& n) {
     for (Node* reader : from) {
       if (!reader->wrote_input_grads) continue;
       const auto [lo, hi] = n.shared_examples(*reader);
-      const bool gpus = between_gpus(n.device, reader->device);
+      const bool gpus = n.across_gpu_lanes(*reader);
       if (reader->count == n.count && lo == n.first) to.copy_from(reader->mirror_grads[i], gpus);
       else to.copy_examples(lo - n.first, reader->mirror_grads[i], lo - reader->first, hi - lo, gpus);
     }
@@ -705,18 +749,48 @@ void Net::run_on_devices(size_t events, const std::function<void(int)>& job,
                          const std::function<void()>& host_work) {
   // CPU devices side by side share the cores: each runs its OpenMP loops on its share.
   const int share = threads_per_cpu_device();
-  const bool side_by_side = physical_.size() > 1;
-  threads_->run(events, [&](int slot) {
-    if (side_by_side && physical_[size_t(slot)].is_cpu()) cpu::set_num_threads(share);
-    job(slot);
-  }, host_work);
+  const bool side_by_side = lanes_.size() > 1;
+  for (size_t l = 0; l < lanes_.size(); ++l)  // after the host's work on lane 0 so far
+    if (lane_state_[l]->fork) {
+      lane_state_[l]->fork->record();
+      order_after(*lane_state_[l]->fork, lanes_[l]);
+    }
+  try {
+    threads_->run(events, [&](int slot) {
+      const Lane& lane = lanes_[size_t(slot)];
+      if (side_by_side && lane.device.is_cpu()) cpu::set_num_threads(share);
+#ifdef CONVNET_WITH_CUDA
+      struct OnLane {  // this thread queues on the slot's lane; the caller's thread gets 0 back
+        explicit OnLane(int lane) { cuda::set_lane(lane); }
+        ~OnLane() { cuda::set_lane(0); }
+      } on_lane(lane.index);
+#endif
+      job(slot);
+    }, host_work);
+  } catch (...) {
+    try {
+      join_lanes(nullptr);
+    } catch (...) {  // the job's error is the one to report
+    }
+    throw;
+  }
+  join_lanes(nullptr);
+}
+
+void Net::join_lanes(const Device* only) {
+  for (size_t l = 0; l < lanes_.size(); ++l) {
+    const Lane& lane = lanes_[l];
+    if (!lane_state_[l]->join || (only && lane.device != *only)) continue;
+    lane_state_[l]->join->record();
+    order_after(*lane_state_[l]->join, Lane{lane.device, 0});
+  }
 }
 
 int Net::threads_per_cpu_device() const {
-  if (physical_.size() == 1) return cpu::num_threads();
+  if (lanes_.size() == 1) return cpu::num_threads();
   if (device_threads_ > 0) return device_threads_;
   int cpu_devices = 0;
-  for (const Device& d : physical_) cpu_devices += d.is_cpu();
+  for (const Lane& l : lanes_) cpu_devices += l.device.is_cpu();
   return std::max(1, cpu::num_threads() / std::max(1, cpu_devices));
 }
 
@@ -727,7 +801,7 @@ void Net::record(const Node& n, const char* phase, double start_us, const std::s
 #endif
   std::string name = what.empty() ? n.layer->name() : what;
   if (n.replicated()) name += " [replica " + std::to_string(n.replica) + "]";
-  trace_->add(Trace::Span{n.device.str(), name, phase, start_us, trace_->now_us()});
+  trace_->add(Trace::Span{n.lane.name(), name, phase, start_us, trace_->now_us()});
 }
 
 void Net::set_seed(uint64_t seed) {
@@ -737,14 +811,15 @@ void Net::set_seed(uint64_t seed) {
 
 void Net::set_cuda_graph(bool on) {
   if (on) {
-    const Device first = nodes_.front()->device;
+    const Node& first = *nodes_.front();
     for (auto& n : nodes_)
-      CONVNET_CHECK(n->device.is_cuda() && n->device == first,
+      CONVNET_CHECK(n->device.is_cuda() && n->slot == first.slot && n->lane.index == 0,
                     "CUDA graphs need every layer on one GPU: layer '", n->layer->name(),
-                    "' is on ", n->device.str(), (first.is_cuda() && n->device != first
-                                                      ? ", layer '" + nodes_.front()->layer->name() +
-                                                            "' on " + first.str()
-                                                      : std::string()));
+                    "' is on ", n->lane.name(), (first.device.is_cuda() && n->slot != first.slot
+                                                     ? ", layer '" + first.layer->name() + "' on " +
+                                                           first.lane.name()
+                                                     : std::string()),
+                    n->device == first.device && n->device.is_cuda() ? " (a graph captures lane 0 alone)" : "");
   }
   use_graph_ = on;
   if (!on) drop_graph();

@@ -1,8 +1,9 @@
 // Row-major GEMM on cuBLAS (column-major): C^T = op(B)^T op(A)^T, so swap the operands. One
-// handle per device, bound to the device's compute stream, with the device's math mode: fp32 is
-// cuBLAS's default math (full fp32 compute, as PyTorch with allow_tf32 off); pedantic math would
-// add nothing to SGEMM's precision and is documented for debugging, possibly slower.
-#include <deque>
+// handle per lane of each device (a handle is bound to one stream, and two threads must not share
+// it), with the device's math mode: fp32 is cuBLAS's default math (full fp32 compute, as PyTorch
+// with allow_tf32 off); pedantic math would add nothing to SGEMM's precision and is documented
+// for debugging, possibly slower.
+#include <map>
 #include <mutex>
 
 #include "cuda/check.h"
@@ -22,48 +23,55 @@ struct Handle {
 // captured graph), and its bytes count in cuda_memory_stats like any tensor's.
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 std::mutex mu;
-std::deque<Handle>& handles() {  // a deque: references stay valid when it grows
-  static std::deque<Handle> h;
-  return h;
-}
+std::map<std::pair<int, int>, Handle> handles;  // (device, lane); a map: references stay valid
+std::map<int, MathMode> modes;                  // per device; fp32 where absent
 
+// This thread's lane's handle of `device`, set to the device's math mode.
 Handle& handle_for(int device) {
   std::lock_guard<std::mutex> lock(mu);
-  auto& hs = handles();
-  if (device >= static_cast<int>(hs.size())) hs.resize(device + 1);
-  Handle& h = hs[device];
-  if (h.handle) return h;
-  // Published only once fully set up: a failure here leaves no half-configured handle behind.
-  set_device(device);
-  cublasHandle_t handle = nullptr;
-  CONVNET_CUBLAS_CHECK(cublasCreate(&handle));
-  void* workspace = nullptr;
-  try {
-    CONVNET_CUBLAS_CHECK(cublasSetStream(handle, stream(device)));
-    // After cublasSetStream, which puts the default workspace back.
-    workspace = allocate(kWorkspaceBytes, device);
-    CONVNET_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kWorkspaceBytes));
-    CONVNET_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
-  } catch (...) {
-    cublasDestroy(handle);
-    if (workspace) release(workspace, device);
-    throw;
+  Handle& h = handles[{device, lane()}];
+  if (!h.handle) {
+    // Published only once fully set up: a failure here leaves no half-configured handle behind.
+    set_device(device);
+    cublasHandle_t handle = nullptr;
+    CONVNET_CUBLAS_CHECK(cublasCreate(&handle));
+    void* workspace = nullptr;
+    try {
+      CONVNET_CUBLAS_CHECK(cublasSetStream(handle, stream(device)));
+      // After cublasSetStream, which puts the default workspace back.
+      workspace = allocate(kWorkspaceBytes, device);
+      CONVNET_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kWorkspaceBytes));
+      CONVNET_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+    } catch (...) {
+      cublasDestroy(handle);
+      if (workspace) release(workspace, device);
+      throw;
+    }
+    h.handle = handle;
+    h.workspace = workspace;
   }
-  h.handle = handle;
-  h.workspace = workspace;
+  const MathMode wanted = modes.count(device) ? modes[device] : MathMode::Fp32;
+  if (h.mode != wanted) {
+    CONVNET_CUBLAS_CHECK(cublasSetMathMode(
+        h.handle, wanted == MathMode::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    h.mode = wanted;
+  }
   return h;
 }
 }  // namespace
 
 void set_math_mode(int device, MathMode mode) {
-  Handle& h = handle_for(device);
-  if (h.mode == mode) return;
-  CONVNET_CUBLAS_CHECK(cublasSetMathMode(
-      h.handle, mode == MathMode::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-  h.mode = mode;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    modes[device] = mode;
+  }
+  handle_for(device);  // this lane's handle, made and set now (outside any graph capture)
 }
 
-MathMode math_mode(int device) { return handle_for(device).mode; }
+MathMode math_mode(int device) {
+  std::lock_guard<std::mutex> lock(mu);
+  return modes.count(device) ? modes[device] : MathMode::Fp32;
+}
 
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {

@@ -1,6 +1,6 @@
-// Per-device state: the current device of each host thread, and one compute stream per device.
-// All kernels of a device run in order on its stream, so no event is needed inside a device;
-// copies between devices synchronise explicitly (memory.cpp).
+// Per-thread state (the current device and lane of each host thread) and the streams: one per
+// lane of each device. A thread's kernels, copies and GEMMs run in order on its lane; work on
+// two lanes is ordered by StreamEvents or a synchronisation.
 #include <mutex>
 #include <vector>
 
@@ -11,9 +11,10 @@ namespace convnet::cuda {
 
 namespace {
 thread_local int current_device = -1;
+thread_local int current_lane = 0;
 
-std::vector<cudaStream_t>& streams() {
-  static std::vector<cudaStream_t> s;
+std::vector<std::vector<cudaStream_t>>& streams() {  // [device][lane]
+  static std::vector<std::vector<cudaStream_t>> s;
   return s;
 }
 std::mutex& streams_mutex() {
@@ -44,21 +45,33 @@ void set_device(int device) {
   current_device = device;
 }
 
-cudaStream_t stream(int device) {
+void set_lane(int lane) {
+  if (lane < 0) throw RuntimeError(detail::concat("lane ", lane, " does not exist"));
+  current_lane = lane;
+}
+
+int lane() { return current_lane; }
+
+cudaStream_t stream(int device, int lane) {
   if (device < 0) throw RuntimeError(detail::concat("cuda:", device, " does not exist"));
   std::lock_guard<std::mutex> lock(streams_mutex());
   auto& s = streams();
-  if (device >= static_cast<int>(s.size())) s.resize(device + 1, nullptr);
-  if (!s[device]) {
+  if (device >= static_cast<int>(s.size())) s.resize(device + 1);
+  auto& lanes = s[size_t(device)];
+  if (lane >= static_cast<int>(lanes.size())) lanes.resize(size_t(lane) + 1, nullptr);
+  cudaStream_t& made = lanes[size_t(lane)];
+  if (!made) {
     int previous = 0;
     CONVNET_CUDA_CHECK(cudaGetDevice(&previous));
     CONVNET_CUDA_CHECK(cudaSetDevice(device));
-    const cudaError_t err = cudaStreamCreateWithFlags(&s[device], cudaStreamNonBlocking);
+    const cudaError_t err = cudaStreamCreateWithFlags(&made, cudaStreamNonBlocking);
     cudaSetDevice(previous);  // restored even when the creation failed: set_device caches it
     check_cuda(err, "cudaStreamCreateWithFlags", __FILE__, __LINE__);
   }
-  return s[device];
+  return made;
 }
+
+cudaStream_t stream(int device) { return stream(device, current_lane); }
 
 cudaStream_t current_stream() {
   int device = current_device;
@@ -66,9 +79,19 @@ cudaStream_t current_stream() {
   return stream(device);
 }
 
-void synchronize(int device) { CONVNET_CUDA_CHECK(cudaStreamSynchronize(stream(device))); }
+void synchronize(int device) {
+  std::vector<cudaStream_t> lanes;
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex());
+    auto& s = streams();
+    if (device >= 0 && device < static_cast<int>(s.size())) lanes = s[size_t(device)];
+  }
+  if (lanes.empty()) lanes.push_back(stream(device, 0));
+  for (cudaStream_t made : lanes)
+    if (made) CONVNET_CUDA_CHECK(cudaStreamSynchronize(made));
+}
 
-StreamEvent::StreamEvent(int device) : device_(device) {
+StreamEvent::StreamEvent(int device, int lane) : device_(device), lane_(lane) {
   set_device(device);
   cudaEvent_t e = nullptr;
   CONVNET_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
@@ -81,14 +104,14 @@ StreamEvent::~StreamEvent() {
 
 void StreamEvent::record() {
   set_device(device_);
-  CONVNET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), stream(device_)));
+  CONVNET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), stream(device_, lane_)));
   recorded_ = true;
 }
 
-void StreamEvent::make_wait(int device) const {
+void StreamEvent::make_wait(int device, int lane) const {
   if (!recorded_) return;
   set_device(device);
-  CONVNET_CUDA_CHECK(cudaStreamWaitEvent(stream(device), static_cast<cudaEvent_t>(event_), 0));
+  CONVNET_CUDA_CHECK(cudaStreamWaitEvent(stream(device, lane), static_cast<cudaEvent_t>(event_), 0));
 }
 
 }  // namespace convnet::cuda

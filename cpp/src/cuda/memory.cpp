@@ -2,9 +2,10 @@
 //
 // Freed device blocks are kept in a per-device pool and handed out again for requests of the same
 // rounded size (or up to twice it), so a steady-state training step never calls cudaMalloc. A
-// block is only ever used on its device's compute stream, so it can be reused at once after
-// release: the stream orders the old user's kernels before the new user's. A captured CUDA graph
-// replays its kernels later, on addresses fixed at capture: the blocks it may touch are set
+// freed block goes to the releasing thread's lane (a stream, context.cpp) and only that lane
+// takes it again, so it can be reused at once: the stream orders the old user's kernels before
+// the new user's. (Handed to another lane, it could be written while the old user still reads.)
+// A captured CUDA graph replays its kernels later, on addresses fixed at capture: the blocks it may touch are set
 // aside for it (GraphBlocks) until it is destroyed.
 #include <map>
 #include <mutex>
@@ -41,10 +42,17 @@ size_t round_size(size_t bytes) {
 struct GraphBlocks {
   std::multimap<size_t, void*> free;   // freed, kept for the graph
   std::unordered_set<void*> allocated;  // allocated during its capture (live or freed)
+  int lane = 0;                         // the lane it was captured on, where its replays run
 };
 
+using FreeBlocks = std::multimap<size_t, void*>;  // size -> block
+
 struct Pool {
-  std::multimap<size_t, void*> free;        // size -> block
+  std::vector<FreeBlocks> free;             // per lane
+  FreeBlocks& free_on(int lane) {
+    if (lane >= static_cast<int>(free.size())) free.resize(size_t(lane) + 1);
+    return free[size_t(lane)];
+  }
   std::unordered_map<void*, size_t> sizes;  // every live or cached block
   MemoryStats stats;
   int capturing = 0;  // the graph pool being captured on this device; 0: none
@@ -76,9 +84,9 @@ Pool& pool(int device) {
 
 // Frees every cached block of a device (the caller has made it current). A failing cudaFree
 // is reported here, not left behind as the sticky last error for an unrelated launch to report.
-void free_cached(Pool& p, int device) {
-  while (!p.free.empty()) {
-    auto [size, ptr] = *p.free.begin();
+void free_cached(FreeBlocks& free, Pool& p, int device) {
+  while (!free.empty()) {
+    auto [size, ptr] = *free.begin();
     CONVNET_UNPOISON(ptr, size);
     const cudaError_t err = cudaFree(ptr);
     if (err != cudaSuccess) {
@@ -86,11 +94,18 @@ void free_cached(Pool& p, int device) {
       throw RuntimeError(detail::concat("cudaFree of a cached block on cuda:", device,
                                         " failed: ", cudaGetErrorString(err)));
     }
-    p.free.erase(p.free.begin());
+    free.erase(free.begin());
     p.sizes.erase(ptr);
     p.stats.cached_bytes -= size;
   }
 }
+
+void free_cached(Pool& p, int device) {
+  for (FreeBlocks& free : p.free) free_cached(free, p, device);
+}
+
+// Waits for this thread's lane of `device`: a copy queued on it is done.
+void finish_lane(int device) { CONVNET_CUDA_CHECK(cudaStreamSynchronize(stream(device))); }
 
 }  // namespace
 
@@ -101,7 +116,7 @@ void* allocate(size_t bytes, int device) {
   Pool& p = pool(device);
   size_t got = size;
   void* ptr = p.capturing ? take(p.graphs[p.capturing].free, size, got) : nullptr;
-  if (!ptr) ptr = take(p.free, size, got);
+  if (!ptr) ptr = take(p.free_on(lane()), size, got);
   if (ptr) {
     p.stats.cached_bytes -= got;
   } else {
@@ -142,7 +157,7 @@ void release(void* ptr, int device) noexcept {
   GraphBlocks* keeper = p.capturing ? &p.graphs[p.capturing] : nullptr;
   for (auto g = p.graphs.begin(); !keeper && g != p.graphs.end(); ++g)
     if (g->second.allocated.count(ptr)) keeper = &g->second;
-  (keeper ? keeper->free : p.free).emplace(it->second, ptr);
+  (keeper ? keeper->free : p.free_on(lane())).emplace(it->second, ptr);
   // A graph's blocks are written again by its replays: only the others are out of bounds now.
   if (keeper) CONVNET_UNPOISON(ptr, it->second);
   else CONVNET_POISON(ptr, it->second);
@@ -161,7 +176,7 @@ int begin_graph_pool(int device) {
   if (p.capturing)
     throw RuntimeError(detail::concat("cuda:", device, " is already capturing a CUDA graph"));
   p.capturing = next_graph_pool++;
-  p.graphs[p.capturing];
+  p.graphs[p.capturing].lane = lane();
   return p.capturing;
 }
 
@@ -175,7 +190,7 @@ void free_graph_pool(int device, int id) noexcept {
   Pool& p = pool(device);
   auto g = p.graphs.find(id);
   if (g == p.graphs.end()) return;
-  p.free.merge(g->second.free);  // the graph is gone: its blocks are ordinary cache again
+  p.free_on(g->second.lane).merge(g->second.free);  // the graph is gone: ordinary cache again
   p.graphs.erase(g);
   if (p.capturing == id) p.capturing = 0;
 }
@@ -222,7 +237,7 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
           size_t bytes, bool queued) {
   if (bytes == 0) return;
   if (dst_device.is_cuda() && src_device.is_cuda()) {
-    if (dst_device.index == src_device.index) {  // ordered on the device's stream
+    if (dst_device.index == src_device.index) {  // ordered on this lane
       set_device(dst_device.index);
       CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
                                          stream(dst_device.index)));
@@ -234,14 +249,16 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
     set_device(dst_device.index);
     CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes,
                                            stream(dst_device.index)));
-    if (!queued) synchronize(dst_device.index);
+    if (!queued) finish_lane(dst_device.index);
     return;
   }
-  // Host <-> device: queued on the device's stream behind its kernels, finished on return.
+  // Host <-> device: queued on this lane, finished on return; from a device, after the work of
+  // all its lanes (whichever wrote the source).
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  if (src_device.is_cuda()) synchronize(device);
   set_device(device);
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream(device)));
-  synchronize(device);
+  finish_lane(device);
 }
 
 void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
@@ -257,7 +274,7 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
   set_device(device);
   CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
                                        stream(device)));
-  if (wait) synchronize(device);
+  if (wait) finish_lane(device);
 }
 
 }  // namespace convnet::cuda

@@ -1,4 +1,4 @@
-// The CUDA runtime of the backend: devices and their compute streams, the caching allocator,
+// The CUDA runtime of the backend: devices and their streams (lanes), the caching allocator,
 // page-locked host memory, copies, CUDA graphs and each device's GEMM math mode. The ops
 // (cuda_ops.h) run on it; it knows nothing of them. Compiled whenever nvcc is found
 // (CONVNET_WITH_CUDA).
@@ -21,28 +21,37 @@ int device_count();
 void check_device(int device);
 // Makes `device` current for this thread (cheap when it already is).
 void set_device(int device);
-// The compute stream of `device`, created on first use. Kernels of one device run in order on it.
+// A device's streams are its lanes: a net whose logical devices share one GPU (cuda:0,cuda:0)
+// runs each on a lane of its own, from a host thread of its own. A host thread works on one lane
+// (set_lane; 0 unless set), and everything it queues goes there: its kernels, copies and GEMMs
+// (a cuBLAS handle per lane), and the allocator's cache serves it the blocks freed on that lane.
+void set_lane(int lane);
+int lane();
+// Lane `lane` of `device`, created on first use. Work on one lane runs in order.
+cudaStream_t stream(int device, int lane);
+// This thread's lane of `device`.
 cudaStream_t stream(int device);
-// The compute stream of the current device.
+// This thread's lane of the current device.
 cudaStream_t current_stream();
+// Waits for the work queued so far on every lane of `device`.
 void synchronize(int device);
 
-// A point in a device's compute stream (cudaEvent_t, no timing): record() marks the work queued
-// on the stream so far; make_wait(other) has another device's stream wait for it, with no host
-// wait. How work on two devices is ordered without a synchronisation.
+// A point in one lane of a device (cudaEvent_t, no timing): record() marks the work queued on
+// it so far; make_wait(device, lane) has another lane (of this or another device) wait for it,
+// with no host wait. How work on two lanes is ordered without a synchronisation.
 class StreamEvent {
  public:
-  explicit StreamEvent(int device);
+  explicit StreamEvent(int device, int lane = 0);
   ~StreamEvent();
   StreamEvent(const StreamEvent&) = delete;
   StreamEvent& operator=(const StreamEvent&) = delete;
   void record();
   bool recorded() const { return recorded_; }
-  void make_wait(int device) const;  // nothing when never recorded
+  void make_wait(int device, int lane = 0) const;  // nothing when never recorded
   int device() const { return device_; }
 
  private:
-  int device_;
+  int device_, lane_;
   void* event_ = nullptr;  // cudaEvent_t
   bool recorded_ = false;
 };
@@ -56,12 +65,14 @@ struct NcclId {
 NcclId nccl_unique_id();
 bool nccl_ready(int device);
 void nccl_init(const NcclId& id, int rank, int size, int device);
-// Sums `count` floats over the ranks in place, queued on the device's compute stream.
+// Sums `count` floats over the ranks in place, queued on this thread's lane of the device.
 void nccl_all_reduce_sum(float* data, size_t count, int device);
 
-// The caching allocator: freed blocks are kept per device and size class and reused, so the
-// steady-state training step makes no cudaMalloc. release() never synchronises: blocks are
-// reused only in stream order on the compute stream.
+// The caching allocator: freed blocks are kept per device, lane and size class and reused, so
+// the steady-state training step makes no cudaMalloc. release() never synchronises: a block goes
+// back to the releasing thread's lane and is reused only there, in stream order. (A thread that
+// releases a block another lane used last must have ordered that use first: Net joins its lanes
+// into lane 0 after every pass.)
 void* allocate(size_t bytes, int device);
 void release(void* ptr, int device) noexcept;
 struct MemoryStats {
@@ -95,10 +106,11 @@ void release_pinned(void* ptr) noexcept;
 // What the driver says of a host address: page-locked memory it can copy by DMA (for tests).
 bool is_page_locked(const void* host_ptr);
 
-// Any direction among host and CUDA devices. Host<->device copies are synchronous with respect
-// to the host; device<->device copies are ordered on the destination's compute stream. Between
-// two GPUs the copy waits for the source's pending kernels and is done on return, unless
-// `queued`: then it is only queued on the destination's stream, with no host wait, and the
+// Any direction among host and CUDA devices, queued on this thread's lane. Host<->device copies
+// are synchronous with respect to the host (one from a device first waits for all its lanes);
+// device<->device copies are ordered on the lane. Between two GPUs the copy waits for the
+// source's pending kernels and is done on return, unless `queued`: then it is only queued on
+// this thread's lane of the destination, with no host wait, and the
 // caller orders it (StreamEvent) after the work that wrote the source and before the work that
 // next writes either side.
 void copy(void* dst, const Device& dst_device, const void* src, const Device& src_device,
@@ -109,7 +121,7 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
 
 // ---- CUDA graphs (graph.cpp) ----
 
-// A stretch of work on one device's compute stream, captured once and replayed with one launch:
+// A stretch of work on one lane of a device (this thread's), captured once and replayed with one launch:
 // no launch gaps between its kernels. Between begin() and end() nothing runs: kernels, copies and
 // GEMMs are recorded. The work must not wait for the host (no synchronising copy), and the
 // memory it uses must outlive the graph (blocks allocated or freed during the capture are kept
@@ -128,7 +140,7 @@ class StepGraph {
   void abandon() noexcept;
   bool ready() const;
   void set_dropout_step(uint64_t step);
-  // Queues one replay on the device's compute stream.
+  // Queues one replay on the lane it was captured on.
   void launch();
   size_t nodes() const;
 

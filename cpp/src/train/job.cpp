@@ -104,13 +104,12 @@ nlohmann::json RunData::info() const {
 
 // ---- devices ----
 
-std::vector<Device> parse_devices(const std::string& text, const ModelSpec& model) {
+std::vector<Device> parse_devices(const std::string& text) {
   std::vector<Device> devices;
   std::stringstream in(text);
   for (std::string d; std::getline(in, d, ',');) devices.push_back(Device::parse(d));
   CONVNET_CHECK(!devices.empty(), "no device given (cpu, cuda:0, or a list: cuda:0,cuda:1)");
-  if (devices.size() == 1) devices.assign(size_t(model.logical_devices()), devices[0]);
-  return devices;
+  return devices;  // one device takes every logical device (Net)
 }
 
 // ---- Job ----
@@ -169,7 +168,7 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   // Under MPI, a bare "cuda" is this rank's own GPU: its rank among the ranks of its host.
   const bool own_gpu = world.distributed() && (o.device == "cuda" || o.device == "gpu");
   const std::vector<Device> devices =
-      parse_devices(own_gpu ? "cuda:" + std::to_string(world.local_rank()) : o.device, model);
+      parse_devices(own_gpu ? "cuda:" + std::to_string(world.local_rank()) : o.device);
   for (const Device& d : devices)
     CONVNET_CHECK(!world.distributed() || d.is_cpu() || nccl_compiled(), "data parallelism across processes "
                   "on ", d.str(), " sums gradients with NCCL, which this build of convnet does not have "
@@ -219,9 +218,12 @@ std::string Job::description() const {
       << " training and " << d.test->size() << " test images, batch " << options_.batch << ", "
       << options_.trainer.epochs << " epochs, device " << options_.device << ", solver "
       << trainer_->options().solver.text() << ", " << cpu::num_threads() << " CPU threads";
-  if (net_->physical_devices().size() > 1)
-    out << "; " << net_->physical_devices().size() << " devices side by side ("
-        << net_->threads_per_cpu_device() << " thread(s) per CPU device)";
+  const auto& lanes = net_->lanes();
+  if (lanes.size() > 1) {
+    out << "; " << lanes.size() << " lanes side by side:";
+    for (size_t i = 0; i < lanes.size(); ++i) out << (i ? ", " : " ") << lanes[i].name();
+    out << " (" << net_->threads_per_cpu_device() << " thread(s) per CPU device)";
+  }
   const World& world = World::get();
   if (world.distributed())
     out << "; " << world.size() << " processes, " << options_.batch / world.size() << " images each";
