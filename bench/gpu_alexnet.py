@@ -9,7 +9,10 @@ What it measures
 
     * ``onetower``: the one-tower "one weird trick" AlexNet, ``convnet.zoo.alexnet_one_tower``;
     * ``alexnet2012``: the two-tower network of Krizhevsky et al. (2012), ``convnet.zoo.alexnet_2012``,
-      both towers on cuda:0 (``devices=["cuda:0", "cuda:0"]``).
+      both towers on cuda:0, one stream (``devices="cuda:0"``);
+    * ``alexnet2012_lanes``: the same net with each tower on a lane of its own of cuda:0 (a stream
+      and host thread each, ``devices=["cuda:0", "cuda:0"]``): the towers side by side on one card.
+      A CUDA graph captures one lane, so this net has no graph step.
 
     The PyTorch twins are bench/cpu_alexnet.py's (towers as convolution groups, the paper's LRN as
     ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``, the same initialisation scheme),
@@ -53,11 +56,11 @@ What it measures
 How to run
     With a Python that imports convnet (built with CUDA) and, to compare, torch with CUDA::
 
-        python bench/gpu_alexnet.py                       # both nets, fp32 and tf32, batch 128
+        python bench/gpu_alexnet.py                       # all three nets, fp32 and tf32, batch 128
         python bench/gpu_alexnet.py --math fp32 --nets onetower --steps 10 --json /tmp/a.json
 
     Options: --batch (128), --size (224), --steps (20), --warmup (5), --math (fp32,tf32),
-    --nets (both | onetower | alexnet2012), --lr (0.001), --profile (convnet's per-layer times
+    --nets (all | both | onetower | alexnet2012 | alexnet2012_lanes; both: the first two), --lr (0.001), --profile (convnet's per-layer times
     too), --budget-s S (fit in S seconds: fewer timed rounds, at least 3, when time runs short),
     --json PATH (rewritten after each configuration). SIGTERM (e.g. from `timeout`) ends the run
     with the table of what was measured.
@@ -97,7 +100,7 @@ except ImportError:  # PyTorch is optional: without it only convnet is timed
     torch = None
 
 PHASES = ("input", "upload", "forward", "backward", "update")
-NETS = ("onetower", "alexnet2012")
+NETS = ("onetower", "alexnet2012", "alexnet2012_lanes")
 MODES = ("fp32", "tf32")
 MIB = 1 << 20
 MIN_TIMED = 3  # timed rounds kept even when the time budget runs out
@@ -197,8 +200,10 @@ class ConvnetRunner:
         gc.collect()
         convnet.cuda_synchronize(0)
         convnet.cuda_reset_peak(0)
-        if net_name == "alexnet2012":
-            model, devices = convnet.zoo.alexnet_2012(classes=1000, size=args.size), ["cuda:0", "cuda:0"]
+        if net_name.startswith("alexnet2012"):
+            lanes = net_name == "alexnet2012_lanes"
+            model = convnet.zoo.alexnet_2012(classes=1000, size=args.size)
+            devices = ["cuda:0", "cuda:0"] if lanes else "cuda:0"
         else:
             model, devices = convnet.zoo.alexnet_one_tower(classes=1000, size=args.size), "cuda:0"
         self.net = convnet.Net(model, devices=devices, seed=1, math=mode)
@@ -213,8 +218,10 @@ class ConvnetRunner:
         self.pinned_batch = next(pipe.epoch())
         self.feed = (self.net.inputs[0], self.net.label_inputs[0])
         self.net.set_batch(x, y)
-        # forward()/backward() stay eager; forward_backward() replays the captured graph.
-        self.net.cuda_graph = True
+        # forward()/backward() stay eager; forward_backward() replays the captured graph (one
+        # lane only).
+        self.has_graph = net_name != "alexnet2012_lanes"
+        self.net.cuda_graph = self.has_graph
         convnet.cuda_synchronize(0)
 
     def phases(self):
@@ -291,7 +298,7 @@ class TorchRunner:
         self.math_flags = set_torch_math(mode)
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(1)
-        build = twins.torch_alexnet2012 if net_name == "alexnet2012" else twins.torch_onetower
+        build = twins.torch_alexnet2012 if net_name.startswith("alexnet2012") else twins.torch_onetower
         model = build(1000, args.size)
         twins.torch_init_like_convnet(model, twins.ZOO_BIASES)
         self.model = model.to(self.dev).train()
@@ -367,7 +374,7 @@ def run_config(net_name, mode, x, y, args, use_torch, deadline=None):
         print(f"  convnet  net.math = {runners['convnet'].math!r}", flush=True)
 
     rec = {n: {"phases": [], "step": [], "graph": [], "loss": []} for n in runners}
-    graph_ok = {n: hasattr(r, "graph_step") for n, r in runners.items()}
+    graph_ok = {n: getattr(r, "has_graph", False) for n, r in runners.items()}
     for i in range(args.warmup + args.steps):
         timed = i >= args.warmup
         if deadline is not None and time.monotonic() > deadline and i - args.warmup >= MIN_TIMED:
@@ -519,7 +526,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed rounds (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed rounds first")
     ap.add_argument("--math", default="fp32,tf32", help="comma-separated precision modes: fp32, tf32")
-    ap.add_argument("--nets", choices=("both",) + NETS, default="both")
+    ap.add_argument("--nets", choices=("all", "both") + NETS, default="all")
     ap.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (both frameworks)")
     ap.add_argument("--profile", action="store_true", help="print convnet's per-layer times too")
     ap.add_argument("--budget-s", type=float, default=None, metavar="S",
@@ -554,7 +561,8 @@ def main(argv=None) -> int:
                           f, indent=2, default=str)
 
     results, errors = [], []
-    configs = [(mode, net) for mode in args.math for net in (NETS if args.nets == "both" else (args.nets,))]
+    nets = {"all": NETS, "both": NETS[:2]}.get(args.nets, (args.nets,))
+    configs = [(mode, net) for mode in args.math for net in nets]
     end = time.monotonic() + args.budget_s if args.budget_s else None
     interrupted = False
     signal.signal(signal.SIGTERM, _on_sigterm)
