@@ -1381,6 +1381,38 @@ TEST(CudaLanes, ACudaGraphNeedsOneLane) {
   }
 }
 
+#ifdef CONVNET_CUDA_EMULATION
+}  // namespace
+}  // namespace convnet::testing
+#include <cuda_runtime.h>  // cuda_emu::host_waits
+namespace convnet::testing {
+namespace {
+
+// No host wait inside a step on GPUs: the hybrid's replicas on two GPUs copy the primaries'
+// weights in forward and bring their gradients home in backward with queued copies ordered by
+// events. The device threads make no host wait in either pass, and neither do backward() and
+// update() on the calling thread (forward() reads the cost there). Counted by cuda_emu.
+TEST(CudaNet, ReplicasOnTwoGpusMakeNoHostWaitInAStep) {
+  CONVNET_REQUIRE_GPU();
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 CUDA devices, " << cuda_device_count() << " visible";
+  const auto spec = ModelSpec::from_file(std::string(CONVNET_SOURCE_DIR) + "/tests/data/hybrid_4dev.json");
+  Net two(spec, {Device::cuda(0), Device::cuda(1), Device::cuda(0), Device::cuda(1)}, 3);
+  ASSERT_EQ(two.lanes().size(), 4u);
+  for (int step = 0; step < 2; ++step) {  // the second step: every buffer exists
+    feed(two, make_batch(3, 12, 8, 5, 97 + uint32_t(step), -128.f, 128.f));
+    const uint64_t all = cuda_emu::host_waits(), here = cuda_emu::host_waits_on_this_thread();
+    two.forward(true);
+    EXPECT_EQ(cuda_emu::host_waits() - all, cuda_emu::host_waits_on_this_thread() - here)
+        << "a device thread waited for the host in forward, step " << step;
+    const uint64_t after_forward = cuda_emu::host_waits();
+    two.backward();
+    two.update();
+    EXPECT_EQ(cuda_emu::host_waits(), after_forward) << "backward or update waited for the host, step " << step;
+  }
+}
+#endif
+
 void train_step(Net& net, const Batch& b) {
   feed(net, b);
   net.forward(true);

@@ -1,4 +1,5 @@
 // cuda_emu: devices, memory, streams, graph capture and graphs (see include/cuda_runtime.h).
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -117,6 +118,12 @@ void* allocate(size_t bytes, int device, unsigned char fill) {
 // through the pointers its declaration does not make const (translate.py reads them), copies,
 // GEMMs and NCCL say which operand they write. One mutex: the device threads submit side by side.
 std::mutex order_mutex;
+std::atomic<uint64_t> host_wait_count{0};
+thread_local uint64_t host_waits_here = 0;
+void count_host_wait() {
+  ++host_wait_count;
+  ++host_waits_here;
+}
 VectorClock host_clock;  // what the host knows has finished (its own work: agent 0)
 int agents = 1;
 std::vector<CUstream_st*> streams_made;
@@ -250,6 +257,9 @@ void run_node(cuda_emu_node& node, CUstream_st* s) {
 bool on_device(const void* ptr, size_t bytes, int device) { return device_of(ptr, bytes) == device; }
 
 int stream_device(cudaStream_t stream) { return stream_or_default(stream)->device; }
+
+uint64_t host_waits() { return host_wait_count.load(); }
+uint64_t host_waits_on_this_thread() { return host_waits_here; }
 
 // Every pointer argument must point into memory of the device the kernel runs on.
 void check_kernel_pointers(const Kernel& k, int device) {
@@ -441,6 +451,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     s->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
   }
+  count_host_wait();
   std::lock_guard<std::mutex> lock(order_mutex);
   merge(host_clock, s->clock);  // the host now knows the stream's work has finished
   return cudaSuccess;
@@ -456,6 +467,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
+  count_host_wait();
   std::lock_guard<std::mutex> lock(order_mutex);
   merge(host_clock, event->clock);
   return cudaSuccess;
@@ -575,6 +587,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  count_host_wait();
   std::lock_guard<std::mutex> lock(order_mutex);
   for (CUstream_st* s : streams_made)
     if (s->device == current_device) merge(host_clock, s->clock);

@@ -185,12 +185,9 @@ class Net {
   // computed for it (after the readers' own, on n's device, were written in place).
   void receive_output_grads(Node& n);
   // Runs job(slot) on every lane's thread (with the CPU devices' thread shares and each GPU
-  // lane's stream); GPU lanes other than their device's lane 0 start after it and end before
-  // it continues (a fork and a join of events: the host's work between passes is on lane 0).
+  // lane's stream), between a fork and a join of the GPU lanes (LaneSync).
   void run_on_devices(size_t events, const std::function<void(int)>& job,
                       const std::function<void()>& host_work = {});
-  // Lane 0 of each GPU (of `only`, when given) waits for the work queued so far on its others.
-  void join_lanes(const Device* only);
   void record(const Node& n, const char* phase, double start_us, const std::string& what = {});
   // After node n's backward: its parameters' gradients are final; calls the hook for buckets now
   // complete.
@@ -206,8 +203,10 @@ class Net {
   std::vector<Layer*> order_;
   std::map<std::string, Node*> by_name_;
   std::vector<Lane> lanes_;
-  struct LaneState;  // per lane: its layers' workspace, its fork and join events
+  struct LaneState;  // per lane: its layers' workspace
   std::vector<std::unique_ptr<LaneState>> lane_state_;
+  struct LaneSync;   // the GPU lanes' fork and join at the edges of a pass (net.cpp)
+  std::unique_ptr<LaneSync> lane_sync_;
   std::unique_ptr<DeviceThreads> threads_;
   int device_threads_ = 0;
   Trace* trace_ = nullptr;

@@ -37,11 +37,9 @@ std::string Net::Lane::name() const {
   return index == 0 ? device.str() : device.str() + " lane " + std::to_string(index);
 }
 
-// Per lane: the workspace its layers share (one lane's kernels run one at a time), and for a
-// GPU lane other than its device's first, the events of its fork from lane 0 and its join.
+// Per lane: the workspace its layers share (one lane's kernels run one at a time).
 struct Net::LaneState {
   std::unique_ptr<Workspace> workspace;
-  std::unique_ptr<GpuEvent> fork, join;
 };
 
 // One layer with its output, its output's gradient, and the copies its inputs need when they
@@ -147,6 +145,43 @@ void record_event(const std::unique_ptr<GpuEvent>& event) {
   if (event) event->record();
 }
 
+}  // namespace
+
+// Orders a net's GPU lanes at the edges of a pass with events, no host wait. The host's work
+// between passes (set_input, the update, reading outputs) goes to lane 0 of each GPU, its host
+// lane; so before a pass every GPU lane waits for every host lane (the fork), and after it
+// every host lane waits for every GPU lane (the join). Within a pass the edges' events order
+// the lanes. Only a net with more than one GPU lane has one.
+struct Net::LaneSync {
+  struct Point {
+    Lane lane;
+    std::unique_ptr<GpuEvent> event;
+  };
+  std::vector<Point> hosts;  // recorded at the fork
+  std::vector<Point> lanes;  // recorded at the join
+
+  void fork() {
+    for (Point& h : hosts) h.event->record();
+    for (Point& l : lanes)
+      for (Point& h : hosts)
+        if (!(l.lane == h.lane)) order_after(*h.event, l.lane);
+  }
+  // The host lanes (that of GPU `only`, when given) wait for the work queued on the others.
+  void join(const Device* only = nullptr) {
+    for (Point& l : lanes) {
+      bool recorded = false;
+      for (Point& h : hosts) {
+        if (l.lane == h.lane || (only && h.lane.device != *only)) continue;
+        if (!recorded) l.event->record();
+        recorded = true;
+        order_after(*l.event, h.lane);
+      }
+    }
+  }
+};
+
+namespace {
+
 uint64_t name_hash(const std::string& s, uint64_t seed) {
   uint64_t h = 14695981039346656037ull ^ (seed * 0x9E3779B97F4A7C15ull);
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -196,9 +231,9 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
 
   // Each logical device's lane: a GPU listed again gets a stream of its own, a CPU does not.
   std::vector<Lane> logical_lanes;
-  std::map<std::string, int> gpu_lanes;
+  std::map<std::string, int> lanes_taken;
   for (const Device& d : devices_)
-    logical_lanes.push_back(Lane{d, d.is_cuda() && devices_.size() > 1 ? gpu_lanes[d.str()]++ : 0});
+    logical_lanes.push_back(Lane{d, d.is_cuda() && devices_.size() > 1 ? lanes_taken[d.str()]++ : 0});
 
   // Layers, lanes, edges: one node per replica.
   for (const LayerSpec* s : sorted) {
@@ -292,11 +327,18 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
     if (!n->primary() && n->across_gpu_lanes(n->replica_node(0)) && !n->backward_done)
       n->backward_done = event_on(*n);
   }
-  for (size_t l = 0; l < lanes_.size(); ++l) {
-    const Lane& lane = lanes_[l];
-    if (!lane.device.is_cuda() || lane.index == 0) continue;
-    lane_state_[l]->fork = std::make_unique<GpuEvent>(lane.device.index, 0);
-    lane_state_[l]->join = std::make_unique<GpuEvent>(lane.device.index, lane.index);
+  std::vector<Lane> gpu_lanes;
+  for (const Lane& lane : lanes_)
+    if (lane.device.is_cuda()) gpu_lanes.push_back(lane);
+  if (gpu_lanes.size() > 1 || (gpu_lanes.size() == 1 && gpu_lanes[0].index > 0)) {
+    lane_sync_ = std::make_unique<LaneSync>();
+    for (const Lane& lane : gpu_lanes) {
+      lane_sync_->lanes.push_back({lane, std::make_unique<GpuEvent>(lane.device.index, lane.index)});
+      const Lane host{lane.device, 0};
+      bool known = false;
+      for (const LaneSync::Point& h : lane_sync_->hosts) known = known || h.lane == host;
+      if (!known) lane_sync_->hosts.push_back({host, std::make_unique<GpuEvent>(host.device.index, 0)});
+    }
   }
 
   int smallest = 1;  // the smallest batch that gives every replica an example
@@ -512,9 +554,11 @@ PassContext Net::context(const Node& n) const {
 void Net::forward_node(Node& n) {
   const double t0 = trace_ ? trace_->now_us() : 0;
   if (!n.primary()) {  // a replica computes with the primary's current parameters
+    // Between GPU lanes the copy is queued: the lanes' fork orders it after the last update.
+    const bool queued = n.across_gpu_lanes(n.replica_node(0));
     std::vector<Param>& mine = n.layer->params();
     const std::vector<Param>& theirs = n.replica_node(0).layer->params();
-    for (size_t k = 0; k < mine.size(); ++k) mine[k].value.copy_from(theirs[k].value);
+    for (size_t k = 0; k < mine.size(); ++k) mine[k].value.copy_from(theirs[k].value, queued);
   }
   std::vector<Tensor> in;
   for (size_t i = 0; i < n.producers.size(); ++i) {
@@ -592,7 +636,7 @@ void Net::backward() {
     while (next_ready < buckets_.size() && bucket_final_[next_ready].load(std::memory_order_acquire)) {
       // The hook queues its work (an NCCL sum) on lane 0: after the gradients of other lanes.
       const Device& d = buckets_[next_ready].device;
-      if (d.is_cuda()) join_lanes(&d);
+      if (d.is_cuda() && lane_sync_) lane_sync_->join(&d);
       bucket_ready_(next_ready++);
     }
   };
@@ -625,7 +669,8 @@ void Net::sum_replica_grads(Node& n) {
   for (size_t r = 1; r < n.group->size(); ++r) {  // in replica order: the same sums every time
     Node& other = n.replica_node(r);
     threads_->wait(other.index);
-    if (other.device == n.device && n.across_gpu_lanes(other)) order_after(*other.backward_done, n.lane);
+    const bool gpus = n.across_gpu_lanes(other);  // ordered by its event, no host wait
+    if (gpus) order_after(*other.backward_done, n.lane);
     for (size_t k = 0; k < sums.size(); ++k) {
       const Tensor& theirs = other.layer->params()[k].grad;
       if (other.device == n.device) {  // added where it is
@@ -634,7 +679,7 @@ void Net::sum_replica_grads(Node& n) {
       }
       Tensor& staged = n.replica_grad_staging[k];
       if (!staged.defined()) staged = Tensor(sums[k].value.shape(), n.device);
-      staged.copy_from(theirs);
+      staged.copy_from(theirs, gpus);
       axpby(1.f, staged, sums[k].grad, true);
     }
   }
@@ -750,11 +795,7 @@ void Net::run_on_devices(size_t events, const std::function<void(int)>& job,
   // CPU devices side by side share the cores: each runs its OpenMP loops on its share.
   const int share = threads_per_cpu_device();
   const bool side_by_side = lanes_.size() > 1;
-  for (size_t l = 0; l < lanes_.size(); ++l)  // after the host's work on lane 0 so far
-    if (lane_state_[l]->fork) {
-      lane_state_[l]->fork->record();
-      order_after(*lane_state_[l]->fork, lanes_[l]);
-    }
+  if (lane_sync_) lane_sync_->fork();
   try {
     threads_->run(events, [&](int slot) {
       const Lane& lane = lanes_[size_t(slot)];
@@ -769,21 +810,12 @@ void Net::run_on_devices(size_t events, const std::function<void(int)>& job,
     }, host_work);
   } catch (...) {
     try {
-      join_lanes(nullptr);
+      if (lane_sync_) lane_sync_->join();
     } catch (...) {  // the job's error is the one to report
     }
     throw;
   }
-  join_lanes(nullptr);
-}
-
-void Net::join_lanes(const Device* only) {
-  for (size_t l = 0; l < lanes_.size(); ++l) {
-    const Lane& lane = lanes_[l];
-    if (!lane_state_[l]->join || (only && lane.device != *only)) continue;
-    lane_state_[l]->join->record();
-    order_after(*lane_state_[l]->join, Lane{lane.device, 0});
-  }
+  if (lane_sync_) lane_sync_->join();
 }
 
 int Net::threads_per_cpu_device() const {

@@ -170,4 +170,9 @@ struct MemoryUse {
 // the other streams' work first.
 void submit_host_work(cudaStream_t stream, const char* what, std::function<void()> work,
                       std::vector<MemoryUse> uses = {});
+// How many times the host has waited for the device so far (cudaStreamSynchronize,
+// cudaEventSynchronize, cudaDeviceSynchronize), on any thread or on the calling one: for tests
+// that a pass makes no such wait.
+uint64_t host_waits();
+uint64_t host_waits_on_this_thread();
 }  // namespace cuda_emu
