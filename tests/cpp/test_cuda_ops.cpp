@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -35,6 +36,10 @@
 #include "cuda/cuda_ops.h"
 #endif
 #include "test_util.h"
+
+#ifdef CONVNET_CUDA_EMULATION
+#include <cuda_runtime.h>  // cuda_emu::host_waits
+#endif
 
 namespace convnet::testing {
 namespace {
@@ -1214,6 +1219,31 @@ TEST(CudaNet, AMissingGpuIsNamedAndLeavesNoErrorBehind) {
   compare_step(cpu, net, make_batch(4, 9, 3, 5, 61, -1.f, 1.f), StepTolerance{});
 }
 
+// Two GPUs of a net reach each other's memory directly where the pair allows it; where it does
+// not, the net says so (its copies then go through host memory) and still computes the same.
+TEST(CudaNet, TwoGpusCopyPeerToPeerWhereTheyCan) {
+  CONVNET_REQUIRE_GPU();
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 CUDA devices, " << cuda_device_count() << " visible";
+  auto spec = ModelSpec::from_json(kDag);
+  for (auto& l : spec.layers)
+    if (l.name == "c2" || l.name == "f2") l.device = 1;
+  Net two(spec, {Device::cuda(0), Device::cuda(1)}, 3);
+  for (const auto& [a, b] : two.gpus_without_peer_access())
+    std::printf("note: %s and %s have no peer access here\n", a.str().c_str(), b.str().c_str());
+#ifdef CONVNET_CUDA_EMULATION  // every emulated pair has peer access unless told otherwise
+  ASSERT_TRUE(two.gpus_without_peer_access().empty());
+  setenv("CUDA_EMU_NO_PEER", "1", 1);
+  Net staged(spec, {Device::cuda(0), Device::cuda(1)}, 3);
+  unsetenv("CUDA_EMU_NO_PEER");
+  ASSERT_EQ(staged.gpus_without_peer_access().size(), 1u);
+  EXPECT_EQ(staged.gpus_without_peer_access()[0], std::make_pair(Device::cuda(0), Device::cuda(1)));
+  Net cpu(spec, {}, 3);
+  same_start(cpu, staged);
+  compare_step(cpu, staged, make_batch(4, 9, 3, 5, 62, -1.f, 1.f), StepTolerance{});
+#endif
+}
+
 // The hybrid (tests/data/hybrid_4dev.json: replicated convolutions, model-parallel fc layers,
 // concatenations across devices) with its four logical devices on two GPUs, two replicas each,
 // against the same placement on CPU devices.
@@ -1382,12 +1412,6 @@ TEST(CudaLanes, ACudaGraphNeedsOneLane) {
 }
 
 #ifdef CONVNET_CUDA_EMULATION
-}  // namespace
-}  // namespace convnet::testing
-#include <cuda_runtime.h>  // cuda_emu::host_waits
-namespace convnet::testing {
-namespace {
-
 // No host wait inside a step on GPUs: the hybrid's replicas on two GPUs copy the primaries'
 // weights in forward and bring their gradients home in backward with queued copies ordered by
 // events. The device threads make no host wait in either pass, and neither do backward() and

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -333,6 +334,8 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorPeerAccessUnsupported: return "cudaErrorPeerAccessUnsupported";
+    case cudaErrorPeerAccessAlreadyEnabled: return "cudaErrorPeerAccessAlreadyEnabled";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
@@ -584,6 +587,26 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
     case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; return cudaSuccess; // bits
   }
   return fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {
+  const int n = emulated_devices();
+  if (device < 0 || device >= n || peer < 0 || peer >= n) return fail(cudaErrorInvalidDevice);
+  const char* off = std::getenv("CUDA_EMU_NO_PEER");
+  *can_access = device != peer && !(off && std::string(off) == "1");
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned flags) {
+  static std::mutex mu;
+  static std::set<std::pair<int, int>> enabled;
+  int can = 0;
+  if (flags != 0) return fail(cudaErrorInvalidValue);
+  if (cudaDeviceCanAccessPeer(&can, current_device, peer) != cudaSuccess) return last_error;
+  if (!can) return fail(cudaErrorPeerAccessUnsupported);
+  std::lock_guard<std::mutex> lock(mu);
+  if (!enabled.insert({current_device, peer}).second) return fail(cudaErrorPeerAccessAlreadyEnabled);
+  return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize() {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "convnet/layer.h"
@@ -145,6 +146,11 @@ class Net {
     bool operator==(const Lane& o) const { return device == o.device && index == o.index; }
   };
   const std::vector<Lane>& lanes() const { return lanes_; }
+  // Pairs of this net's GPUs that cannot reach each other's memory: copies between them are
+  // staged through host memory by the driver (slower). Others copy peer to peer (NVLink, PCIe).
+  const std::vector<std::pair<Device, Device>>& gpus_without_peer_access() const {
+    return gpus_without_peer_access_;
+  }
   // OpenMP threads of each CPU device while several lanes run side by side (0, the default:
   // the process's threads split evenly among the CPU devices).
   void set_device_threads(int threads) { device_threads_ = threads; }
@@ -205,6 +211,7 @@ class Net {
   std::vector<Lane> lanes_;
   struct LaneState;  // per lane: its layers' workspace
   std::vector<std::unique_ptr<LaneState>> lane_state_;
+  std::vector<std::pair<Device, Device>> gpus_without_peer_access_;
   struct LaneSync;   // the GPU lanes' fork and join at the edges of a pass (net.cpp)
   std::unique_ptr<LaneSync> lane_sync_;
   std::unique_ptr<DeviceThreads> threads_;

@@ -330,6 +330,16 @@ Net::Net(const ModelSpec& spec, std::vector<Device> devices, uint64_t seed)
   std::vector<Lane> gpu_lanes;
   for (const Lane& lane : lanes_)
     if (lane.device.is_cuda()) gpu_lanes.push_back(lane);
+#ifdef CONVNET_WITH_CUDA
+  std::set<int> gpus;  // copies between two GPUs go peer to peer where the pair allows it
+  for (const Lane& lane : gpu_lanes) gpus.insert(lane.device.index);
+  for (int a : gpus)
+    for (int b : gpus) {
+      if (a >= b) continue;
+      const bool there = cuda::enable_peer_access(a, b), back = cuda::enable_peer_access(b, a);
+      if (!there || !back) gpus_without_peer_access_.emplace_back(Device::cuda(a), Device::cuda(b));
+    }
+#endif
   if (gpu_lanes.size() > 1 || (gpu_lanes.size() == 1 && gpu_lanes[0].index > 0)) {
     lane_sync_ = std::make_unique<LaneSync>();
     for (const Lane& lane : gpu_lanes) {

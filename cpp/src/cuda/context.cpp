@@ -1,6 +1,6 @@
-// Per-thread state (the current device and lane of each host thread) and the streams: one per
-// lane of each device. A thread's kernels, copies and GEMMs run in order on its lane; work on
-// two lanes is ordered by StreamEvents or a synchronisation.
+// Per-thread state (the current device and lane of each host thread), the streams (one per
+// lane of each device; a thread's kernels, copies and GEMMs run in order on its lane, work on
+// two lanes is ordered by StreamEvents or a synchronisation) and peer access between GPUs.
 #include <mutex>
 #include <vector>
 
@@ -89,6 +89,17 @@ void synchronize(int device) {
   if (lanes.empty()) lanes.push_back(stream(device, 0));
   for (cudaStream_t made : lanes)
     if (made) CONVNET_CUDA_CHECK(cudaStreamSynchronize(made));
+}
+
+bool enable_peer_access(int device, int peer) {
+  int can = 0;
+  CONVNET_CUDA_CHECK(cudaDeviceCanAccessPeer(&can, device, peer));
+  if (!can) return false;
+  set_device(device);
+  const cudaError_t err = cudaDeviceEnablePeerAccess(peer, 0);
+  if (err == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();  // clears the error it sets
+  else check_cuda(err, "cudaDeviceEnablePeerAccess", __FILE__, __LINE__);
+  return true;
 }
 
 StreamEvent::StreamEvent(int device, int lane) : device_(device), lane_(lane) {

@@ -36,6 +36,11 @@ cudaStream_t current_stream();
 // Waits for the work queued so far on every lane of `device`.
 void synchronize(int device);
 
+// Lets `device` read and write `peer`'s memory directly (NVLink or PCIe peer to peer), so that
+// copies between them need no staging through host memory (the driver's way otherwise).
+// Returns whether the pair allows it; enabling twice is harmless.
+bool enable_peer_access(int device, int peer);
+
 // A point in one lane of a device (cudaEvent_t, no timing): record() marks the work queued on
 // it so far; make_wait(device, lane) has another lane (of this or another device) wait for it,
 // with no host wait. How work on two lanes is ordered without a synchronisation.

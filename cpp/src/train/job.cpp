@@ -224,6 +224,8 @@ std::string Job::description() const {
     for (size_t i = 0; i < lanes.size(); ++i) out << (i ? ", " : " ") << lanes[i].name();
     out << " (" << net_->threads_per_cpu_device() << " thread(s) per CPU device)";
   }
+  for (const auto& [a, b] : net_->gpus_without_peer_access())
+    out << "; " << a.str() << " and " << b.str() << " have no peer access: copies between them go through host memory";
   const World& world = World::get();
   if (world.distributed())
     out << "; " << world.size() << " processes, " << options_.batch / world.size() << " images each";

@@ -32,7 +32,9 @@ enum cudaError_t {
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorPeerAccessUnsupported = 217,
   cudaErrorIllegalAddress = 700,
+  cudaErrorPeerAccessAlreadyEnabled = 704,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
 };
@@ -103,6 +105,9 @@ typedef struct cuda_emu_event* cudaEvent_t;
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device);
 cudaError_t cudaDeviceSynchronize();
+// Every pair of emulated devices can access each other, unless CUDA_EMU_NO_PEER=1 is set.
+cudaError_t cudaDeviceCanAccessPeer(int* can_access, int device, int peer);
+cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned flags);
 cudaError_t cudaEventCreate(cudaEvent_t* event);
 #define cudaEventDisableTiming 0x02
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
