@@ -839,7 +839,8 @@ int Net::threads_per_cpu_device() const {
 void Net::record(const Node& n, const char* phase, double start_us, const std::string& what) {
   if (!trace_) return;
 #ifdef CONVNET_WITH_CUDA
-  if (n.device.is_cuda()) cuda::synchronize(n.device.index);  // the span ends with the kernels
+  // The span ends with its lane's kernels (not the other lanes': they run side by side).
+  if (n.device.is_cuda()) cuda::synchronize_lane(n.device.index);
 #endif
   std::string name = what.empty() ? n.layer->name() : what;
   if (n.replicated()) name += " [replica " + std::to_string(n.replica) + "]";

@@ -102,6 +102,8 @@ bool enable_peer_access(int device, int peer) {
   return true;
 }
 
+void synchronize_lane(int device) { CONVNET_CUDA_CHECK(cudaStreamSynchronize(stream(device))); }
+
 StreamEvent::StreamEvent(int device, int lane) : device_(device), lane_(lane) {
   set_device(device);
   cudaEvent_t e = nullptr;

@@ -104,9 +104,6 @@ void free_cached(Pool& p, int device) {
   for (FreeBlocks& free : p.free) free_cached(free, p, device);
 }
 
-// Waits for this thread's lane of `device`: a copy queued on it is done.
-void finish_lane(int device) { CONVNET_CUDA_CHECK(cudaStreamSynchronize(stream(device))); }
-
 }  // namespace
 
 void* allocate(size_t bytes, int device) {
@@ -249,7 +246,7 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
     set_device(dst_device.index);
     CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes,
                                            stream(dst_device.index)));
-    if (!queued) finish_lane(dst_device.index);
+    if (!queued) synchronize_lane(dst_device.index);
     return;
   }
   // Host <-> device: queued on this lane, finished on return; from a device, after the work of
@@ -258,7 +255,7 @@ void copy(void* dst, const Device& dst_device, const void* src, const Device& sr
   if (src_device.is_cuda()) synchronize(device);
   set_device(device);
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream(device)));
-  finish_lane(device);
+  synchronize_lane(device);
 }
 
 void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void* src,
@@ -274,7 +271,7 @@ void copy_rows(void* dst, const Device& dst_device, size_t dst_pitch, const void
   set_device(device);
   CONVNET_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault,
                                        stream(device)));
-  if (wait) finish_lane(device);
+  if (wait) synchronize_lane(device);
 }
 
 }  // namespace convnet::cuda

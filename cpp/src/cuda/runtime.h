@@ -35,6 +35,8 @@ cudaStream_t stream(int device);
 cudaStream_t current_stream();
 // Waits for the work queued so far on every lane of `device`.
 void synchronize(int device);
+// Waits for the work queued so far on this thread's lane of `device`.
+void synchronize_lane(int device);
 
 // Lets `device` read and write `peer`'s memory directly (NVLink or PCIe peer to peer), so that
 // copies between them need no staging through host memory (the driver's way otherwise).
