@@ -23,6 +23,18 @@ namespace {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// Floats of any width and integers convert to float32 (as PyTorch's torch.as_tensor(x).float()
+// would); bool, complex, strings and objects do not.
+bool is_real(const py::array& a) {
+  const char kind = a.dtype().kind();
+  return kind == 'f' || kind == 'i' || kind == 'u';
+}
+
+// A C-contiguous float32 array of `a`'s values: `a` itself when it already is one, else a copy.
+py::array_t<float, py::array::c_style> as_float32(const py::array& a) {
+  return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
 // NCHW (or N-vector for labels) numpy -> CHWN host tensor.
 Tensor to_chwn(const std::string& name, const py::array& arr, bool labels) {
   if (labels) {
@@ -37,11 +49,11 @@ Tensor to_chwn(const std::string& name, const py::array& arr, bool labels) {
     t.copy_from_host(as_float.data());
     return t;
   }
-  CONVNET_CHECK(py::isinstance<py::array_t<float>>(arr), "input '", name,
-                "': expected a float32 array, got ", dtype_name(arr), " (use x.astype(numpy.float32))");
+  CONVNET_CHECK(is_real(arr), "input '", name, "': expected an array of real numbers (float32, or another "
+                "float or integer type, converted to float32), got ", dtype_name(arr));
   CONVNET_CHECK(arr.ndim() == 4, "input '", name, "': expected an NCHW array (4 dimensions), got ",
                 arr.ndim(), " dimensions");
-  auto a = py::array_t<float, py::array::c_style>::ensure(arr);
+  auto a = as_float32(arr);
   const int n = int(a.shape(0)), c = int(a.shape(1)), h = int(a.shape(2)), w = int(a.shape(3));
   Tensor t({c, h, w, n}, Device::cpu());
   const float* src = a.data();
@@ -222,12 +234,12 @@ PYBIND11_MODULE(_core, m) {
       .def("get_velocity", [](Net& net, const std::string& name) { return param_array(net.param(name).state_tensor("velocity")); })
       .def("set_param", [](Net& net, const std::string& name, const py::array& arr) {
              Param& p = net.param(name);
-             CONVNET_CHECK(py::isinstance<py::array_t<float>>(arr), "parameter '", name,
-                           "': expected float32, got ", dtype_name(arr));
+             CONVNET_CHECK(is_real(arr), "parameter '", name, "': expected an array of real numbers "
+                           "(converted to float32), got ", dtype_name(arr));
              Shape got(arr.shape(), arr.shape() + arr.ndim());
              CONVNET_CHECK(got == p.value.shape(), "parameter '", name, "': expected shape ",
                            shape_str(p.value.shape()), ", got ", shape_str(got));
-             auto a = py::array_t<float, py::array::c_style>::ensure(arr);
+             auto a = as_float32(arr);
              p.value.copy_from_host(a.data());
            })
       .def("hyperparams", [](Net& net, const std::string& name) {

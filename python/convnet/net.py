@@ -65,7 +65,8 @@ class Net:
 
     # ---- one step ----
     def set_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
-        """Feeds images (NCHW float32) to the single input layer and labels to the labels layer."""
+        """Feeds images (NCHW; float32, or any float or integer dtype and memory layout, converted)
+        to the single input layer and labels to the labels layer."""
         if len(self.inputs) != 1:
             raise ValueError(f"set_batch needs a net with one input layer; this one has {self.inputs}: "
                              "use set_input(name, array)")
@@ -240,8 +241,9 @@ class Net:
         return self._net.get_grad(name)
 
     def set_param(self, name: str, value: np.ndarray) -> None:
-        self._net.set_param(name, np.ascontiguousarray(value, dtype=np.float32)
-                            if isinstance(value, np.ndarray) and value.dtype == np.float32 else value)
+        """Copies `value` (any float or integer dtype, any memory layout: converted to float32)
+        into the parameter."""
+        self._net.set_param(name, np.asarray(value))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {n: self.get_param(n) for n in self.param_names()}

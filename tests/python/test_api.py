@@ -77,6 +77,30 @@ def test_set_param_and_state_dict(rng):
     np.testing.assert_array_equal(net.get_param("conv1.weights"), state["conv1.weights"])
 
 
+def test_arrays_of_other_dtypes_and_layouts_are_converted(rng):
+    """float64, float16, uint8 and non-contiguous arrays give what their float32 copies give."""
+    net = convnet.Net(tiny_model())
+    x = rng.normal(size=(5, 2, 6, 6))
+    want = net.predict(x.astype(np.float32))
+    np.testing.assert_array_equal(net.predict(x), want)  # float64
+    nhwc = np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 3, 1))
+    strided = nhwc.transpose(0, 3, 1, 2)  # NCHW view of NHWC memory: not C-contiguous
+    assert not strided.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(net.predict(strided), want)
+    pixels = rng.integers(0, 256, size=(5, 2, 6, 6)).astype(np.uint8)
+    np.testing.assert_array_equal(net.predict(pixels), net.predict(pixels.astype(np.float32)))
+    half = x.astype(np.float16)
+    np.testing.assert_array_equal(net.predict(half), net.predict(half.astype(np.float32)))
+    w = rng.normal(size=(3, 2, 3, 3))
+    net.set_param("conv1.weights", w)  # float64
+    np.testing.assert_array_equal(net.get_param("conv1.weights"), w.astype(np.float32))
+    net.set_param("conv1.weights", w.astype(np.float32).T.copy().T)  # Fortran order
+    np.testing.assert_array_equal(net.get_param("conv1.weights"), w.astype(np.float32))
+    labels = rng.integers(0, 4, 5)
+    loss32 = convnet.Net(tiny_model()).forward(x.astype(np.float32), labels)["objective"]
+    assert convnet.Net(tiny_model()).forward(x, labels)["objective"] == loss32
+
+
 def test_train_step_changes_parameters_and_sets_gradients(rng):
     net = convnet.Net(tiny_model())
     before = net.get_param("fc2.weights")

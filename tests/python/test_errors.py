@@ -120,8 +120,14 @@ def test_wrong_rank():
 
 
 def test_wrong_dtype():
-    with pytest.raises(ValueError, match=r"input 'data': expected a float32 array, got float64"):
-        fc_net().forward(np.zeros((2, 3, 8, 8)), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match=r"input 'data': expected an array of real numbers .* got complex128"):
+        fc_net().forward(np.zeros((2, 3, 8, 8), np.complex128), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match=r"input 'data': expected an array of real numbers .* got bool"):
+        fc_net().forward(np.zeros((2, 3, 8, 8), bool), np.zeros(2, np.int64))
+    net = fc_net()
+    name = net.param_names()[0]
+    with pytest.raises(ValueError, match=rf"parameter '{name}': expected an array of real numbers .* got <U1"):
+        net.set_param(name, np.full(net.get_param(name).shape, "a"))
 
 
 def test_labels_must_be_integers_in_range():
