@@ -35,23 +35,23 @@ py::array_t<float, py::array::c_style> as_float32(const py::array& a) {
   return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
-// NCHW (or N-vector for labels) numpy -> CHWN host tensor.
-Tensor to_chwn(const std::string& name, const py::array& arr, bool labels) {
+// NCHW (or N-vector for labels) numpy -> CHWN host tensor; `what` names it in errors ("input 'data'").
+Tensor to_chwn(const std::string& what, const py::array& arr, bool labels) {
   if (labels) {
-    CONVNET_CHECK(arr.ndim() == 1, "input '", name, "': labels must be a 1-D array of class indices, got ",
+    CONVNET_CHECK(arr.ndim() == 1, what, ": labels must be a 1-D array of class indices, got ",
                   arr.ndim(), " dimensions");
     const auto kind = arr.dtype().kind();
-    CONVNET_CHECK(kind == 'i' || kind == 'u' || (kind == 'f' && arr.itemsize() == 4), "input '",
-                  name, "': labels must be integers (or float32 class indices), got ", dtype_name(arr));
+    CONVNET_CHECK(kind == 'i' || kind == 'u' || (kind == 'f' && arr.itemsize() == 4), what,
+                  ": labels must be integers (or float32 class indices), got ", dtype_name(arr));
     auto as_float = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(arr);
     const int n = static_cast<int>(arr.shape(0));
     Tensor t({1, 1, 1, n}, Device::cpu());
     t.copy_from_host(as_float.data());
     return t;
   }
-  CONVNET_CHECK(is_real(arr), "input '", name, "': expected an array of real numbers (float32, or another "
+  CONVNET_CHECK(is_real(arr), what, ": expected an array of real numbers (float32, or another "
                 "float or integer type, converted to float32), got ", dtype_name(arr));
-  CONVNET_CHECK(arr.ndim() == 4, "input '", name, "': expected an NCHW array (4 dimensions), got ",
+  CONVNET_CHECK(arr.ndim() == 4, what, ": expected an NCHW array (4 dimensions), got ",
                 arr.ndim(), " dimensions");
   auto a = as_float32(arr);
   const int n = int(a.shape(0)), c = int(a.shape(1)), h = int(a.shape(2)), w = int(a.shape(3));
@@ -158,7 +158,7 @@ PYBIND11_MODULE(_core, m) {
                     [](Net& net, const std::string& m) { net.set_math_mode(parse_math_mode(m)); })
       .def("set_input", [](Net& net, const std::string& name, const py::array& arr) {
              const bool labels = net.layer(name).role() == LayerRole::Labels;
-             Tensor t = to_chwn(name, arr, labels);
+             Tensor t = to_chwn("input '" + name + "'", arr, labels);
              net.set_input(name, t);
            }, py::arg("name"), py::arg("array"))
       .def("set_batch", [](Net& net, const Batch& batch, const std::string& images,
@@ -196,7 +196,20 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("cuda_graph_nodes", &Net::cuda_graph_nodes)
       .def_property("fusion", &Net::fusion, &Net::set_fusion)
       .def("fused_layers", &Net::fused_layers)
-      .def("backward", &Net::backward, py::call_guard<py::gil_scoped_release>())
+      .def("backward", py::overload_cast<>(&Net::backward), py::call_guard<py::gil_scoped_release>())
+      .def("backward_from", [](Net& net, const py::dict& grads) {
+             std::map<std::string, Tensor> seeds;  // NCHW arrays -> CHWN tensors
+             for (auto [key, value] : grads) {
+               const std::string name = key.cast<std::string>();
+               seeds[name] = to_chwn("the gradient for layer '" + name + "'", value.cast<py::array>(), false);
+             }
+             py::gil_scoped_release release;
+             net.backward(seeds);
+           })
+      .def("set_input_grad", &Net::set_input_grad)
+      .def("input_grad", [](const Net& net, const std::string& name) {
+             return convnet::python::chwn_to_nchw(net.input_grad(name));
+           })
       .def("update", &Net::update, py::arg("lr_scale") = 1.f, py::call_guard<py::gil_scoped_release>())
       .def("output", [](const Net& net, const std::string& name) { return convnet::python::chwn_to_nchw(net.output(name)); })
       .def("output_shape", [](const Net& net, const std::string& name) {

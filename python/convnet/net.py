@@ -85,8 +85,36 @@ class Net:
             self.set_batch(x, y)
         return self._net.forward(train)
 
-    def backward(self) -> None:
-        self._net.backward()
+    def backward(self, grads: dict | None = None, input_grads: Sequence[str] = ()) -> None:
+        """Gradients of the last forward pass's objective with respect to every parameter
+        (``get_grad``). With ``grads`` ({layer: dy}, each dy of the layer's output shape, NCHW, or
+        N x C for a layer whose output is C x 1 x 1), the gradients of sum <dy, output> instead, as
+        PyTorch's ``y.backward(dy)``: the cost layers add nothing. ``input_grads`` names input
+        layers whose gradient to compute as well (``input_grad``)."""
+        input_grads = [input_grads] if isinstance(input_grads, str) else list(input_grads)
+        for name in input_grads:
+            if name not in self.inputs:
+                raise ValueError(f"input_grads: '{name}' is not an input layer of this net ({self.inputs})")
+        for name in self.inputs:
+            self._net.set_input_grad(name, name in input_grads)
+        if grads is None:
+            self._net.backward()
+            return
+        seeds = {}
+        for name, dy in grads.items():
+            given = np.asarray(dy)
+            want = (self._net.batch_size,) + tuple(self.output_shape(name))
+            dy = given.reshape(given.shape + (1, 1)) if given.ndim == 2 and want[2:] == (1, 1) else given
+            if dy.shape != want:
+                raise ValueError(f"backward: the gradient for layer '{name}' has shape {given.shape}, its "
+                                 f"output {want} (NCHW{', or N x C' if want[2:] == (1, 1) else ''})")
+            seeds[name] = dy
+        self._net.backward_from(seeds)
+
+    def input_grad(self, name: str) -> np.ndarray:
+        """The gradient with respect to input layer `name` (NCHW, like the batch) from the last
+        ``backward(..., input_grads=[name])``."""
+        return self._net.input_grad(name)
 
     def forward_backward(self, x=None, y=None) -> dict:
         """forward(train=True) then backward(); returns forward's statistics. With cuda_graph on,

@@ -169,6 +169,32 @@ def test_two_towers_on_two_gpus_match_one_gpu(problem):
     assert_per_param_close(two.state_dict(), one.state_dict(), 1e-6, "towers on cuda:0+cuda:1 vs both on cuda:0")
 
 
+# --------------------------------------------------------------------------- the layer-level API
+def test_given_output_gradients_and_the_input_gradient_gpu_match_cpu():
+    """backward(grads=..., input_grads=...) on a GPU and on two lanes of it, against the CPU."""
+    rng = np.random.default_rng(5)
+    m = convnet.Model()
+    m.input("data", channels=2, size=8)
+    m.labels("labels")
+    m.conv("conv1", "data", filters=4, size=3, padding=1, neuron="tanh", initW=0.3, initB=0.1, device=[0, 1])
+    m.pool("pool1", "conv1", size=2, stride=2, pool="avg", device=[0, 1])
+    m.fc("fc2", "pool1", outputs=5, initW=0.2)
+    m.softmax_cost("cost", "fc2", "labels")
+    x, y = rng.normal(size=(6, 2, 8, 8)).astype(np.float32), rng.integers(0, 5, 6)
+    nets = {d if isinstance(d, str) else "two lanes": convnet.Net(m, devices=d)
+            for d in ("cpu", "cuda:0", ["cuda:0", "cuda:0"])}
+    d_pool = rng.normal(size=(6, 4, 4, 4)).astype(np.float32)
+    d_fc = rng.normal(size=(6, 5)).astype(np.float32)
+    for net in nets.values():
+        net.forward(x, y)
+        net.backward(grads={"pool1": d_pool, "fc2": d_fc}, input_grads=["data"])
+    cpu = nets.pop("cpu")
+    for where, net in nets.items():
+        assert rel_err(net.input_grad("data"), cpu.input_grad("data")) < 1e-5, where
+        for name in cpu.param_names():
+            assert rel_err(net.get_grad(name), cpu.get_grad(name)) < 1e-5, (where, name)
+
+
 # --------------------------------------------------------------------------- AlexNet-2012, one step
 def test_alexnet_2012_step_gpu_matches_cpu_smooth():
     """Every layer of the paper's net (towers on one card, LRN, dropout, the joins) in one training

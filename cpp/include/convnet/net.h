@@ -55,6 +55,18 @@ class Net {
   CostReport forward(bool train);
   // Gradients of the objective of the last forward pass with respect to every parameter.
   void backward();
+  // Backward from given gradients of layers' outputs instead of the cost layers: the gradients
+  // of sum over the layers of <dy, output> (as PyTorch's y.backward(dy)); the cost layers add
+  // nothing. Each dy has the layer's output shape (output_shape, CHWN); a layer downstream of
+  // another given one adds its gradient to that one's dy. Throws ValueError naming a layer that
+  // does not exist, is an input or cost layer, or a dy of the wrong shape.
+  void backward(const std::map<std::string, Tensor>& output_grads);
+  // Whether backward also computes the gradient with respect to input layer `name` (off by
+  // default: the first layers then skip computing the gradient of their inputs).
+  void set_input_grad(const std::string& name, bool on);
+  // That gradient (CHWN, the batch's shape) from the last backward; zeros where no gradient
+  // reached the input. Throws ValueError unless set_input_grad(name, true) came before it.
+  const Tensor& input_grad(const std::string& name) const;
   // A training pass: forward(true) then backward(), returning forward's report. With CUDA graphs
   // on, the first call runs eagerly (allocating every buffer), the second captures both passes
   // into a graph, and every call replays it with a single launch; a new batch size, seed or math
@@ -187,6 +199,8 @@ class Net {
   // gradients to its own, in replica order.
   void sum_replica_grads(Node& n);
   void backward_node(Node& n);
+  void run_backward();
+  bool seeded_ = false;  // the running backward starts from given output gradients
   // On n's device thread, before n's backward: adds the gradients its readers on other devices
   // computed for it (after the readers' own, on n's device, were written in place).
   void receive_output_grads(Node& n);

@@ -633,8 +633,65 @@ CostReport Net::cost_report() const {
 }
 
 void Net::backward() {
+  seeded_ = false;
+  run_backward();
+}
+
+void Net::backward(const std::map<std::string, Tensor>& output_grads) {
+  for (const auto& [name, dy] : output_grads) {  // every seed checked before anything changes
+    const Node& n = node(name);
+    CONVNET_CHECK(!n.layer->is_input(), "backward: layer '", name, "' is an ", n.layer->type(),
+                  " layer: no gradient starts there");
+    CONVNET_CHECK(!n.layer->is_cost(), "backward: layer '", name, "' is a cost layer, which starts "
+                  "backward from its own objective: give the gradient of the layer it reads");
+    CONVNET_CHECK(n.out.defined(), "backward: layer '", name, "' has no output yet: run forward first");
+    CONVNET_CHECK(dy.shape() == output_shape(name), "backward: the gradient for layer '", name,
+                  "' has shape ", shape_str(dy.shape()), ", its output ", shape_str(output_shape(name)),
+                  " (CHWN)");
+  }
+  for (auto& n : nodes_) n->grad_written = false;
+  for (const auto& [name, dy] : output_grads)
+    for (Node* r : *node(name).group) {  // each replica its part of the batch
+      if (!r->grad.defined()) r->grad = Tensor(r->shape, r->device);
+      if (r->replicated()) r->grad.copy_examples(0, dy, r->first, r->count);
+      else r->grad.copy_from(dy);
+      r->grad_written = true;
+    }
+  seeded_ = true;
+  try {
+    run_backward();
+  } catch (...) {
+    seeded_ = false;
+    throw;
+  }
+  seeded_ = false;
+}
+
+void Net::set_input_grad(const std::string& name, bool on) {
+  Node& n = node(name);
+  CONVNET_CHECK(n.layer->role() == LayerRole::Input, "layer '", name, "' is ",
+                n.layer->role() == LayerRole::Labels ? "a labels layer, which has no gradient"
+                                                     : "not an input layer", ": set_input_grad takes an input layer");
+  if (n.needs_grad != on) drop_graph();  // a captured backward computes it or not
+  n.needs_grad = on;
+  if (!on) n.grad = Tensor();
+}
+
+const Tensor& Net::input_grad(const std::string& name) const {
+  Node& n = node(name);
+  CONVNET_CHECK(n.layer->role() == LayerRole::Input && n.needs_grad, "no gradient with respect to '", name,
+                "' was asked for: call set_input_grad('", name, "', true) before backward");
+  if (!n.grad.defined()) n.grad = Tensor(n.shape, n.device);
+  if (!n.grad_written) n.grad.fill(0.f);  // nothing reached it
+  return n.grad;
+}
+
+void Net::run_backward() {
   apply_math_mode();
-  for (auto& n : nodes_) n->grad_written = n->wrote_input_grads = false;
+  for (auto& n : nodes_) {
+    n->wrote_input_grads = false;
+    if (!seeded_) n->grad_written = false;
+  }
   const bool hooked = bucket_ready_ && !use_graph_;
   size_t next_ready = 0;  // the hook is called in bucket order, on this thread
   if (hooked)
@@ -710,11 +767,13 @@ void Net::gradients_done(Node& n) {
 
 void Net::backward_node(Node& n) {
   if (n.layer->is_input()) return;
-  if (!n.layer->is_cost() && !n.grad_written) {  // no gradient reaches this layer
+  if ((seeded_ || !n.layer->is_cost()) && !n.grad_written) {  // no gradient reaches this layer
     for (Param& p : n.layer->params()) p.grad.fill(0.f);
     return;
   }
-  if (fusion_ && n.backward_in_producer) {  // the LRN before it goes back through both
+  // Given gradients may start at the LRN or its pool: then each goes back on its own.
+  const bool fused = fusion_ && !seeded_;
+  if (fused && n.backward_in_producer) {  // the LRN before it goes back through both
     n.producers[0]->grad_written = true;
     return;
   }
@@ -741,7 +800,7 @@ void Net::backward_node(Node& n) {
     }
   }
   const auto start = std::chrono::steady_clock::now();
-  if (fusion_ && n.fused_pool) {
+  if (fused && n.fused_pool) {
     const Node& pool = *n.fused_pool;
     n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
                                    din, accumulate);
