@@ -568,13 +568,16 @@ TEST(CudaLrn, BackwardMatchesCpu) {
 
 // ================================================================================================
 // Pooling forward and backward: max and average, overlapping 3/2, ceil and floor, stride > size,
-// batch 1, and max pooling with ties (the first maximum of the window takes the gradient).
+// batch 1, padding (both divisors), and max pooling with ties (the first maximum of the window
+// takes the gradient).
 // ================================================================================================
 
 struct PoolCase {
   PoolType type;
   int c, h, w, n, size, stride;
   bool ceil_mode;
+  int pad = 0;
+  bool count_pad = true;
 };
 
 PoolGeometry pool_geometry(const PoolCase& t) {
@@ -587,6 +590,8 @@ PoolGeometry pool_geometry(const PoolCase& t) {
   g.size = t.size;
   g.stride = t.stride;
   g.ceil_mode = t.ceil_mode;
+  g.padding = t.pad;
+  g.count_padding = t.count_pad;
   g.finish("test");
   return g;
 }
@@ -595,7 +600,8 @@ std::string pool_name(const PoolCase& t) {
   std::ostringstream os;
   os << (t.type == PoolType::Max ? "max" : "avg") << " C" << t.c << " H" << t.h << " W" << t.w
      << " N" << t.n << " size " << t.size << " stride " << t.stride
-     << (t.ceil_mode ? " ceil" : " floor");
+     << (t.ceil_mode ? " ceil" : " floor") << (t.pad ? " pad " + std::to_string(t.pad) : "")
+     << (t.count_pad ? "" : " without padded cells");
   return os.str();
 }
 
@@ -614,6 +620,10 @@ std::vector<PoolCase> pool_cases() {
         {type, 3, 4, 4, 3, 4, 1, true},     // global pooling
         {type, 16, 27, 27, 5, 3, 2, false}, // AlexNet pool2 shape, small batch
         {type, 8, 55, 55, 33, 3, 2, false}, // AlexNet pool1 spatial size, odd batch
+        {type, 2, 7, 7, 3, 3, 2, false, 1},         // padding 1
+        {type, 2, 7, 7, 3, 3, 2, false, 1, false},  // average over the input's cells only
+        {type, 2, 6, 5, 3, 3, 2, true, 1},          // ceil with padding
+        {type, 2, 4, 4, 2, 4, 1, false, 2, false},  // padding size/2
     };
     out.insert(out.end(), shapes.begin(), shapes.end());
   }

@@ -1,6 +1,6 @@
 // Tests of the CPU max and average pooling (cpu/pool.cpp): forward against a float64 reference,
 // backward against central finite differences, the first-maximum rule for ties, ceil/floor
-// output sizes, and the accumulate flag.
+// output sizes, padding (both divisors of average pooling), and the accumulate flag.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "convnet/error.h"
 #include "cpu/cpu_ops.h"
 #include "test_util.h"
 
@@ -28,6 +29,8 @@ struct PoolCase {
   int c, h, w, n, size, stride;
   bool ceil_mode;
   int want_oh, want_ow;  // output size worked out by hand
+  int pad = 0;
+  bool count_pad = true;
 };
 
 PoolGeometry geometry(const PoolCase& t) {
@@ -40,6 +43,8 @@ PoolGeometry geometry(const PoolCase& t) {
   g.size = t.size;
   g.stride = t.stride;
   g.ceil_mode = t.ceil_mode;
+  g.padding = t.pad;
+  g.count_padding = t.count_pad;
   g.finish("test");
   return g;
 }
@@ -48,7 +53,8 @@ std::string name(const PoolCase& t) {
   return std::string(t.type == PoolType::Max ? "max" : "avg") + " C=" + std::to_string(t.c) +
          " H=" + std::to_string(t.h) + " W=" + std::to_string(t.w) + " N=" + std::to_string(t.n) +
          " size=" + std::to_string(t.size) + " stride=" + std::to_string(t.stride) +
-         (t.ceil_mode ? " ceil" : " floor");
+         (t.ceil_mode ? " ceil" : " floor") + (t.pad ? " pad=" + std::to_string(t.pad) : "") +
+         (t.count_pad ? "" : " without padded cells");
 }
 
 size_t in_numel(const PoolGeometry& g) { return size_t(g.channels) * g.height * g.width * g.batch; }
@@ -72,36 +78,68 @@ std::vector<PoolCase> cases() {
         {type, 2, 5, 4, 2, 3, 1, false, 3, 2},  // stride 1, heavy overlap
         {type, 3, 4, 4, 3, 4, 1, true, 1, 1},   // global pooling
         {type, 2, 5, 6, 3, 1, 2, true, 3, 3},   // size 1
+        {type, 2, 7, 7, 2, 3, 2, false, 4, 4, 1},         // padding 1: (7 + 2 - 3) / 2 + 1
+        {type, 2, 7, 7, 2, 3, 2, false, 4, 4, 1, false},  // the average over the input's cells only
+        {type, 2, 6, 5, 3, 3, 2, true, 4, 3, 1},          // ceil with padding
+        {type, 2, 5, 5, 2, 2, 2, true, 3, 3, 1},          // ceil: a 4th window would start in the right padding
+        {type, 1, 4, 4, 2, 4, 1, false, 5, 5, 2, false},  // padding size/2: corner windows hold one cell
     };
     out.insert(out.end(), shapes.begin(), shapes.end());
   }
   return out;
 }
 
-// Clipped window [lo, hi) of output position o.
-void window(int o, int size, int stride, int in, int& lo, int& hi) {
-  lo = o * stride;
-  hi = std::min(lo + size, in);
+// Window [lo, hi) of output position o in the padded input (`in` plus `padding` cells on each
+// side), clipped to it.
+void window(int o, const PoolGeometry& g, int in, int& lo, int& hi) {
+  lo = o * g.stride;
+  hi = std::min(lo + g.size, in + 2 * g.padding);
 }
+
+// The input padded by definition: padded cells are -inf for max pooling (never the maximum) and
+// 0 for average pooling, which divides by the window's cells, padded ones counted or not.
+struct Padded {
+  const std::vector<double>& x;
+  const PoolGeometry& g;
+  bool inside(int py, int px) const {
+    const int iy = py - g.padding, ix = px - g.padding;
+    return iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
+  }
+  size_t at(int c, int py, int px, int n) const {
+    return ((size_t(c) * g.height + (py - g.padding)) * g.width + (px - g.padding)) * g.batch + n;
+  }
+  double value(int c, int py, int px, int n) const {
+    if (inside(py, px)) return x[at(c, py, px, n)];
+    return g.type == PoolType::Max ? -std::numeric_limits<double>::infinity() : 0.0;
+  }
+  double divisor(int y0, int y1, int x0, int x1) const {
+    if (g.count_padding) return double((y1 - y0) * (x1 - x0));
+    int real = 0;
+    for (int py = y0; py < y1; ++py)
+      for (int px = x0; px < x1; ++px) real += inside(py, px);
+    return real;
+  }
+};
 
 // Straight from the definition, in double, naive loops over the CHWN indices.
 std::vector<double> ref_forward(const std::vector<double>& x, const PoolGeometry& g) {
   const int H = g.height, W = g.width, N = g.batch;
+  const Padded p{x, g};
   std::vector<double> y(out_numel(g));
   for (int c = 0; c < g.channels; ++c)
     for (int oy = 0; oy < g.out_h; ++oy)
       for (int ox = 0; ox < g.out_w; ++ox)
         for (int n = 0; n < N; ++n) {
           int y0, y1, x0, x1;
-          window(oy, g.size, g.stride, H, y0, y1);
-          window(ox, g.size, g.stride, W, x0, x1);
+          window(oy, g, H, y0, y1);
+          window(ox, g, W, x0, x1);
           double acc = g.type == PoolType::Max ? -std::numeric_limits<double>::infinity() : 0.0;
-          for (int iy = y0; iy < y1; ++iy)
-            for (int ix = x0; ix < x1; ++ix) {
-              const double v = x[((size_t(c) * H + iy) * W + ix) * N + n];
+          for (int py = y0; py < y1; ++py)
+            for (int px = x0; px < x1; ++px) {
+              const double v = p.value(c, py, px, n);
               acc = g.type == PoolType::Max ? std::max(acc, v) : acc + v;
             }
-          if (g.type == PoolType::Avg) acc /= double((y1 - y0) * (x1 - x0));
+          if (g.type == PoolType::Avg) acc /= p.divisor(y0, y1, x0, x1);
           y[((size_t(c) * g.out_h + oy) * g.out_w + ox) * N + n] = acc;
         }
   return y;
@@ -113,26 +151,26 @@ std::vector<double> ref_forward(const std::vector<double>& x, const PoolGeometry
 std::vector<double> ref_backward(const std::vector<double>& x, const std::vector<double>& dy,
                                  const PoolGeometry& g) {
   const int H = g.height, W = g.width, N = g.batch;
+  const Padded p{x, g};
   std::vector<double> dx(x.size(), 0.0);
-  auto at = [&](int c, int iy, int ix, int n) { return ((size_t(c) * H + iy) * W + ix) * N + n; };
   for (int c = 0; c < g.channels; ++c)
     for (int oy = 0; oy < g.out_h; ++oy)
       for (int ox = 0; ox < g.out_w; ++ox)
         for (int n = 0; n < N; ++n) {
           int y0, y1, x0, x1;
-          window(oy, g.size, g.stride, H, y0, y1);
-          window(ox, g.size, g.stride, W, x0, x1);
+          window(oy, g, H, y0, y1);
+          window(ox, g, W, x0, x1);
           const double grad = dy[((size_t(c) * g.out_h + oy) * g.out_w + ox) * N + n];
           if (g.type == PoolType::Avg) {
-            for (int iy = y0; iy < y1; ++iy)
-              for (int ix = x0; ix < x1; ++ix)
-                dx[at(c, iy, ix, n)] += grad / double((y1 - y0) * (x1 - x0));
-          } else {
-            size_t best = at(c, y0, x0, n);
-            for (int iy = y0; iy < y1; ++iy)
-              for (int ix = x0; ix < x1; ++ix)
-                if (x[at(c, iy, ix, n)] > x[best]) best = at(c, iy, ix, n);
-            dx[best] += grad;
+            for (int py = y0; py < y1; ++py)
+              for (int px = x0; px < x1; ++px)
+                if (p.inside(py, px)) dx[p.at(c, py, px, n)] += grad / p.divisor(y0, y1, x0, x1);
+          } else {  // the first of the window's maxima in row-major order (padding never wins)
+            int by = y0, bx = x0;
+            for (int py = y0; py < y1; ++py)
+              for (int px = x0; px < x1; ++px)
+                if (p.value(c, py, px, n) > p.value(c, by, bx, n)) by = py, bx = px;
+            dx[p.at(c, by, bx, n)] += grad;
           }
         }
   return dx;
@@ -203,6 +241,32 @@ TEST(PoolCpu, HandComputedValues) {
   expect_close(cpu_forward(x, g), {5, -1, 6, -3, 8, -7, 9, -9}, 1e-6, 0, "max");
 }
 
+// Padding 1 around a 2x2 input, windows 2x2 at stride 1 (PyTorch: avg_pool2d(x, 2, 1, 1) and
+// max_pool2d(x, 2, 1, 1)). All inputs negative, so a padded zero would win a max if it could.
+TEST(PoolCpu, PaddingHandComputedValues) {
+  PoolGeometry g = geometry({PoolType::Avg, 1, 2, 2, 1, 2, 1, false, 3, 3, 1});
+  const std::vector<float> x = {-1, -2, -3, -4};
+  expect_close(cpu_forward(x, g), {-0.25, -0.75, -0.5, -1, -2.5, -1.5, -0.75, -1.75, -1}, 1e-6, 0,
+               "avg counting padded cells");
+  g.count_padding = false;
+  expect_close(cpu_forward(x, g), {-1, -1.5, -2, -2, -2.5, -3, -3, -3.5, -4}, 1e-6, 0,
+               "avg over the input's cells");
+  g.type = PoolType::Max;
+  expect_close(cpu_forward(x, g), {-1, -1, -2, -1, -1, -2, -3, -3, -4}, 0, 0, "max");
+}
+
+TEST(PoolCpu, BadPaddingIsNamed) {
+  PoolGeometry g = geometry({PoolType::Max, 1, 5, 5, 1, 3, 2, false, 2, 2});
+  g.padding = 2;
+  try {
+    g.finish("layer 'p'");
+    FAIL() << "padding 2 for size 3 was accepted";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 'p': pool padding must be in [0, size/2] (1 for size 3), got 2"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(PoolCpu, BackwardMatchesFiniteDifferences) {
   uint32_t seed = 600;
   for (const PoolCase& t : cases()) {
@@ -268,6 +332,8 @@ TEST(PoolCpu, LargeShapesMatchReference) {
       {PoolType::Max, 16, 28, 26, 8, 3, 2, true, 14, 13},
       {PoolType::Avg, 24, 27, 27, 16, 3, 2, false, 13, 13},
       {PoolType::Avg, 16, 28, 26, 8, 3, 2, true, 14, 13},
+      {PoolType::Max, 16, 28, 26, 8, 3, 2, true, 15, 14, 1},
+      {PoolType::Avg, 24, 27, 27, 16, 3, 2, false, 14, 14, 1, false},
   };
   uint32_t seed = 900;
   for (const PoolCase& t : large) {

@@ -148,3 +148,29 @@ def test_bad_requests_are_named(rng):
     net.backward()
     with pytest.raises(ValueError, match=r"no gradient with respect to 'data' was asked for"):
         net.input_grad("data")
+
+
+def test_pool_padding_options():
+    """padding= as PyTorch's; count_padding chooses the divisor of a padded average, and is an
+    error where it has no effect."""
+    m = convnet.Model()
+    m.input("data", channels=1, size=2)
+    m.pool("incl", "data", size=2, stride=1, padding=1, pool="avg")
+    m.pool("excl", "data", size=2, stride=1, padding=1, pool="avg", count_padding=False)
+    m.pool("max", "data", size=2, stride=1, padding=1, pool="max")
+    net = convnet.Net(m)
+    x = np.array([[[[-1, -2], [-3, -4]]]], np.float32)
+    net.forward(x, train=False)
+    np.testing.assert_allclose(net.output("incl")[0, 0], [[-0.25, -0.75, -0.5], [-1, -2.5, -1.5], [-0.75, -1.75, -1]])
+    np.testing.assert_allclose(net.output("excl")[0, 0], [[-1, -1.5, -2], [-2, -2.5, -3], [-3, -3.5, -4]])
+    np.testing.assert_array_equal(net.output("max")[0, 0], [[-1, -1, -2], [-1, -1, -2], [-3, -3, -4]])
+    bad = convnet.Model()
+    bad.input("data", channels=1, size=4)
+    bad.pool("p", "data", size=2, padding=1, pool="max", count_padding=False)
+    with pytest.raises(ValueError, match=r"layer 'p': option 'count_padding' has no effect"):
+        convnet.Net(bad)
+    bad = convnet.Model()
+    bad.input("data", channels=1, size=4)
+    bad.pool("p", "data", size=2, padding=2)
+    with pytest.raises(ValueError, match=r"pool padding must be in \[0, size/2\] \(1 for size 2\), got 2"):
+        convnet.Net(bad)

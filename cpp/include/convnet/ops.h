@@ -40,15 +40,21 @@ struct ConvGeometry {
 
 enum class PoolType { Max, Avg };
 
-// Pooling geometry. No padding. Floor mode: out = (in - size) / stride + 1. Ceil mode:
-// out = ceil((in - size) / stride) + 1, dropping a last window that would start outside the
-// input; windows that run past the edge are clipped, and average pooling divides by the
-// number of input elements the clipped window covers.
+// Pooling geometry. Floor mode: out = (in + 2 padding - size) / stride + 1. Ceil mode:
+// out = ceil((in + 2 padding - size) / stride) + 1, dropping a last window that would start
+// past the input and its left padding; windows that run past the padded edge are clipped, and
+// average pooling divides by the number of cells the clipped window covers.
 struct PoolGeometry {
   PoolType type = PoolType::Max;
   int channels = 0, height = 0, width = 0, batch = 0;
   int size = 2, stride = 2;
   bool ceil_mode = false;
+  // Implicit cells on each side (PyTorch's padding=, at most size/2): window o covers
+  // [o*stride - padding, o*stride - padding + size), clipped to the padded input. Max pooling
+  // never picks a padded cell; average pooling divides by the window's cells with the padded
+  // ones (count_padding, PyTorch's count_include_pad=True) or without them.
+  int padding = 0;
+  bool count_padding = true;
   int out_h = 0, out_w = 0;
   void finish(const std::string& who);
 };

@@ -47,10 +47,11 @@ void ConvGeometry::finish(const std::string& who) {
   out_w = (width + 2 * pad - size) / stride + 1;
 }
 
-static int pool_out(int in, int size, int stride, bool ceil_mode) {
-  int span = in - size;
+static int pool_out(int in, int size, int stride, int padding, bool ceil_mode) {
+  int span = in + 2 * padding - size;
   int out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
-  if (ceil_mode && (out - 1) * stride >= in) --out;  // last window would start outside
+  // The last window must start inside the input or its left padding.
+  if (ceil_mode && (out - 1) * stride >= in + padding) --out;
   return out;
 }
 
@@ -60,10 +61,13 @@ void PoolGeometry::finish(const std::string& who) {
                 " width=", width, " batch=", batch);
   CONVNET_CHECK(size > 0 && stride > 0, who, ": need pool size > 0 and stride > 0 (got size=", size,
                 " stride=", stride, ")");
-  CONVNET_CHECK(height >= size && width >= size, who, ": pool size ", size,
-                " is larger than the input ", height, "x", width);
-  out_h = pool_out(height, size, stride, ceil_mode);
-  out_w = pool_out(width, size, stride, ceil_mode);
+  CONVNET_CHECK(padding >= 0 && 2 * padding <= size, who, ": pool padding must be in [0, size/2] (",
+                size / 2, " for size ", size, "), got ", padding);
+  CONVNET_CHECK(height + 2 * padding >= size && width + 2 * padding >= size, who, ": pool size ", size,
+                " is larger than the input ", height, "x", width,
+                padding ? " with its padding of " + std::to_string(padding) : std::string());
+  out_h = pool_out(height, size, stride, padding, ceil_mode);
+  out_w = pool_out(width, size, stride, padding, ceil_mode);
 }
 
 }  // namespace convnet

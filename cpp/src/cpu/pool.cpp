@@ -1,6 +1,6 @@
-// CPU max and average pooling over CHWN activations x[c][y][x][n] (batch innermost). Any size and
-// stride (overlapping windows when stride < size); PoolGeometry::finish has already chosen
-// out_h/out_w for floor or ceil mode, and windows that run past the edge are clipped here.
+// CPU max and average pooling over CHWN activations x[c][y][x][n] (batch innermost). Any size,
+// stride (overlapping windows when stride < size) and padding; PoolGeometry::finish has already
+// chosen out_h/out_w for floor or ceil mode, and windows that run past the edge are clipped here.
 // Every inner loop runs over the contiguous batch dimension n.
 #include <algorithm>
 #include <vector>
@@ -11,10 +11,18 @@
 namespace convnet::cpu {
 namespace {
 
-// Input rows (or columns) [lo, hi) of output position o, clipped to the input.
-inline void window(int o, const PoolGeometry& g, int in, int& lo, int& hi) {
-  lo = o * g.stride;
-  hi = std::min(lo + g.size, in);
+// Input rows (or columns) [lo, hi) of output position o, clipped to the input, and the
+// window's extent in the padded input (what average pooling counts with count_padding).
+inline void window(int o, const PoolGeometry& g, int in, int& lo, int& hi, int& padded) {
+  const int start = o * g.stride - g.padding, end = std::min(start + g.size, in + g.padding);
+  padded = end - start;
+  lo = std::max(start, 0);
+  hi = std::min(end, in);
+}
+
+// The divisor of average pooling over rows [y0, y1) and columns [x0, x1).
+inline float window_count(const PoolGeometry& g, int y0, int y1, int padded_h, int x0, int x1, int padded_w) {
+  return g.count_padding ? float(padded_h * padded_w) : float((y1 - y0) * (x1 - x0));
 }
 
 }  // namespace
@@ -29,11 +37,11 @@ void pool_forward(const float* x, float* y, const PoolGeometry& g) {
   for (int c = 0; c < g.channels; ++c) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       const float* xc = x + c * in_plane;
-      int y0, y1;
-      window(oy, g, g.height, y0, y1);
+      int y0, y1, ph;
+      window(oy, g, g.height, y0, y1, ph);
       for (int ox = 0; ox < g.out_w; ++ox) {
-        int x0, x1;
-        window(ox, g, g.width, x0, x1);
+        int x0, x1, pw;
+        window(ox, g, g.width, x0, x1, pw);
         float* out = y + c * out_plane + (int64_t(oy) * g.out_w + ox) * N;
         if (is_max) {
           const float* first = xc + (y0 * W + x0) * N;
@@ -51,7 +59,7 @@ void pool_forward(const float* x, float* y, const PoolGeometry& g) {
               for (int64_t n = 0; n < N; ++n) out[n] += in[n];
             }
           // Divide by the clipped window's element count, not size*size.
-          const float inv = 1.0f / float((y1 - y0) * (x1 - x0));
+          const float inv = 1.0f / window_count(g, y0, y1, ph, x0, x1, pw);
           for (int64_t n = 0; n < N; ++n) out[n] *= inv;
         }
       }
@@ -80,11 +88,11 @@ void pool_backward(const float* x, const float* y, const float* dy, float* dx,
       // Overwrite mode: clear first (dx may hold garbage), then every path below adds.
       if (!accumulate) std::fill(dxc, dxc + in_plane, 0.0f);
       for (int oy = 0; oy < g.out_h; ++oy) {
-        int y0, y1;
-        window(oy, g, g.height, y0, y1);
+        int y0, y1, ph;
+        window(oy, g, g.height, y0, y1, ph);
         for (int ox = 0; ox < g.out_w; ++ox) {
-          int x0, x1;
-          window(ox, g, g.width, x0, x1);
+          int x0, x1, pw;
+          window(ox, g, g.width, x0, x1, pw);
           const float* grad = dy + c * out_plane + (int64_t(oy) * g.out_w + ox) * N;
           if (is_max) {
             // First maximal input in row-major (ky, kx) order: start at the window's first
@@ -107,7 +115,7 @@ void pool_backward(const float* x, const float* y, const float* dy, float* dx,
               }
             for (int64_t n = 0; n < N; ++n) dxc[arg[n] + n] += grad[n];
           } else {
-            const float inv = 1.0f / float((y1 - y0) * (x1 - x0));
+            const float inv = 1.0f / window_count(g, y0, y1, ph, x0, x1, pw);
             for (int iy = y0; iy < y1; ++iy)
               for (int ix = x0; ix < x1; ++ix) {
                 float* d = dxc + (iy * W + ix) * N;

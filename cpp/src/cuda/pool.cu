@@ -1,5 +1,5 @@
-// CUDA max/average pooling over CHWN activations. Reference: cpu/pool.cpp (same clipped
-// windows, same comparisons and summation order: max pooling matches it exactly; averages may
+// CUDA max/average pooling over CHWN activations. Reference: cpu/pool.cpp (same padded and
+// clipped windows, same comparisons and summation order: max pooling matches it exactly; averages may
 // differ in the last bit where the CPU compiler contracts a multiply-add into an FMA).
 // Forward: one thread per output (c, oy, ox, n), n fastest, scanning its window. Backward is a
 // gather (deterministic, no atomics): one thread per input (c, iy, ix, n) adds, in ascending
@@ -33,8 +33,9 @@ __global__ void pool_forward_kernel(const float* x, float* y, Geo g, int64_t tot
     const int oy = int(t % g.out_h);
     const int64_t c = t / g.out_h;
     // Window [y0, y1) x [x0, x1), clipped to the input.
-    const int y0 = oy * g.stride, y1 = min(y0 + g.size, g.height);
-    const int x0 = ox * g.stride, x1 = min(x0 + g.size, g.width);
+    int y0, y1, ph, x0, x1, pw;
+    window(oy, g, g.height, y0, y1, ph);
+    window(ox, g, g.width, x0, x1, pw);
     const float* xc = x + c * g.height * W * N + n;
     float r;
     if (kMax) {
@@ -49,7 +50,7 @@ __global__ void pool_forward_kernel(const float* x, float* y, Geo g, int64_t tot
       for (int iy = y0; iy < y1; ++iy)
         for (int ix = x0; ix < x1; ++ix) r += xc[(int64_t(iy) * W + ix) * N];
       // Divide by the clipped window's element count, not size*size.
-      r *= 1.0f / float((y1 - y0) * (x1 - x0));
+      r *= 1.0f / window_count(g, y0, y1, ph, x0, x1, pw);
     }
     y[idx] = r;
   }

@@ -1,4 +1,5 @@
-// Max or average pooling over square windows, overlapping when stride < size (AlexNet: 3/2).
+// Max or average pooling over square windows, overlapping when stride < size (AlexNet: 3/2),
+// with optional implicit padding.
 #include "convnet/error.h"
 #include "convnet/layer.h"
 #include "convnet/ops.h"
@@ -18,6 +19,9 @@ class PoolLayer : public Layer {
     g_.size = o.get_int("size");
     g_.stride = o.has("stride") ? o.get_int("stride") : g_.size;
     g_.ceil_mode = o.get_bool("ceil");
+    g_.padding = o.get_int("padding");
+    // Only an average over padded windows has a divisor to choose.
+    if (g_.type == PoolType::Avg && g_.padding > 0) g_.count_padding = o.get_bool("count_padding");
   }
 
   Shape setup(const std::vector<Shape>& in) override {
@@ -53,6 +57,10 @@ CONVNET_REGISTER_LAYER(
         .optional("stride", OptionDecl::Kind::Int, "step between windows (default: size)")
         .option("pool", "max", "max or avg")
         .option("ceil", false, "round the output size up (cuda-convnet) rather than down")
+        .option("padding", 0, "implicit cells on each side, at most size/2 (PyTorch's padding=): max "
+                "pooling never picks them")
+        .option("count_padding", true, "average pooling divides by the window's cells with the padded "
+                "ones (PyTorch's count_include_pad=True) or, false, without them")
         .make<PoolLayer>());
 
 }  // namespace convnet
