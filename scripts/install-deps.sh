@@ -7,7 +7,8 @@ set -euo pipefail
 
 APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
               libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist python3-dev
-              openmpi-bin libopenmpi-dev)  # MPI: data parallelism across processes and hosts
+              openmpi-bin libopenmpi-dev   # MPI: data parallelism across processes and hosts
+              libdlpack-dev)               # DLPack: tensors shared with PyTorch, NumPy, CuPy
 [ "${1:-}" = "--test" ] && APT_PACKAGES+=(qemu-user)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

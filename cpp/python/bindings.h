@@ -8,6 +8,8 @@
 
 namespace convnet::python {
 void bind_data(pybind11::module_& m);  // data.cpp: sources, statistics, the pipeline
+// dlpack.cpp: convnet.Tensor, and DLPack exchange with PyTorch, NumPy, CuPy
+void bind_tensor(pybind11::module_& m);
 // train.cpp: schedules, the trainer, evaluation, checkpoints, data sets by name
 void bind_train(pybind11::module_& m);
 // AugmentOptions from the Python keyword arguments (data.cpp), shared by the pipeline and the

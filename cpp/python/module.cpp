@@ -131,6 +131,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "convnet engine core (C++). Use the `convnet` package rather than this module.";
 
   // The defaults live in SolverOptions alone: None takes them.
+  convnet::python::bind_tensor(m);  // before Net, whose methods take and return tensors
+
   py::class_<SolverOptions>(m, "SolverOptions")
       .def(py::init([](std::optional<std::string> name, std::optional<double> beta1,
                        std::optional<double> beta2, std::optional<double> eps) {
@@ -161,6 +163,10 @@ PYBIND11_MODULE(_core, m) {
              Tensor t = to_chwn("input '" + name + "'", arr, labels);
              net.set_input(name, t);
            }, py::arg("name"), py::arg("array"))
+      .def("set_input_tensor", [](Net& net, const std::string& name, const Tensor& t) { net.set_input(name, t); },
+           py::arg("name"), py::arg("tensor"), py::call_guard<py::gil_scoped_release>())
+      .def("output_tensor", [](const Net& net, const std::string& name) { return net.output(name); },
+           "The layer's output itself (CHWN, no copy): the next forward pass overwrites it.")
       .def("set_batch", [](Net& net, const Batch& batch, const std::string& images,
                            const std::string& labels) {
              net.set_input(images, batch.images);

@@ -76,8 +76,14 @@ class Net:
                 raise ValueError(f"set_batch needs one labels layer; this net has {self.label_inputs}")
             self._net.set_input(self.label_inputs[0], y)
 
-    def set_input(self, name: str, array: np.ndarray) -> None:
-        self._net.set_input(name, array)
+    def set_input(self, name: str, array) -> None:
+        """Feeds one input or labels layer: an NCHW array (labels: N class indices), or a
+        ``convnet.Tensor`` in the engine's CHWN order (``convnet.from_dlpack`` of a PyTorch, NumPy
+        or CuPy array, host or GPU memory), copied into the net's buffer with no host round trip."""
+        if isinstance(array, _core.Tensor):
+            self._net.set_input_tensor(name, array)
+        else:
+            self._net.set_input(name, array)
 
     def forward(self, x=None, y=None, train: bool = True) -> dict:
         """Runs the forward pass; returns the objective and per-cost-layer cost, top-1 and top-5 error."""
@@ -236,6 +242,11 @@ class Net:
         return net
 
     # ---- inspection ----
+    def output_tensor(self, name: str) -> "_core.Tensor":
+        """The layer's output itself, CHWN, with no copy (``torch.from_dlpack`` or
+        ``numpy.from_dlpack`` view it in place): the next forward pass overwrites it."""
+        return self._net.output_tensor(name)
+
     def output(self, name: str) -> np.ndarray:
         return self._net.output(name)
 

@@ -39,6 +39,8 @@
 
 #ifdef CONVNET_CUDA_EMULATION
 #include <cuda_runtime.h>  // cuda_emu::host_waits
+#else
+#include <dlfcn.h>
 #endif
 
 namespace convnet::testing {
@@ -1271,6 +1273,22 @@ TEST(CudaNet, ReplicasAndTheHybridOnGpusMatchCpu) {
   for (int step = 0; step < 2; ++step)
     compare_step(cpu, two, make_batch(3, 12, 8, 5, 90 + uint32_t(step), -128.f, 128.f), tol);
 }
+
+#if defined(CONVNET_WITH_NCCL) && !defined(CONVNET_CUDA_EMULATION)
+// NCCL is loaded when first used, not when convnet is: PyTorch imported after convnet must find
+// its own NCCL (an older libnccl already in the process broke `import torch`). Runs without a GPU.
+TEST(Nccl, IsLoadedOnlyWhenFirstUsed) {
+  EXPECT_EQ(dlopen("libnccl.so.2", RTLD_NOW | RTLD_NOLOAD), nullptr) << "libnccl is loaded before any use";
+  try {
+    cuda::nccl_unique_id();  // may fail without a GPU; the library is loaded either way
+  } catch (const RuntimeError& e) {
+    std::printf("note: %s\n", e.what());
+  }
+  void* loaded = dlopen("libnccl.so.2", RTLD_NOW | RTLD_NOLOAD);
+  EXPECT_NE(loaded, nullptr) << "the first NCCL call did not load libnccl.so.2";
+  if (loaded) dlclose(loaded);
+}
+#endif
 
 // ---- lanes: logical devices that share one GPU, each on a stream of its own ----
 

@@ -4,6 +4,7 @@
 // (like a shared_ptr); `channels(c0, n)` of an activation is a contiguous view.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ class Tensor {
   // A host tensor in page-locked memory: a GPU reads it by DMA, with no staging copy (what the
   // data pipeline fills for a net on a GPU). Needs the CUDA backend and a GPU.
   static Tensor pinned(Shape shape);
+  // A tensor over memory convnet does not own (DLPack): `release` is called once the last
+  // tensor sharing it is gone. The memory must stay valid until then.
+  static Tensor borrow(float* data, Shape shape, Device device, std::function<void()> release);
 
   const Shape& shape() const { return shape_; }
   int dim(int i) const { return shape_.at(static_cast<size_t>(i)); }

@@ -45,7 +45,14 @@ Storage::Storage(size_t floats, Device device, bool pinned)
   }
 }
 
+Storage::Storage(float* borrowed, size_t floats, Device device, std::function<void()> release)
+    : data_(borrowed), floats_(floats), device_(device), release_(std::move(release)) {}
+
 Storage::~Storage() {
+  if (release_) {
+    release_();
+    return;
+  }
   if (!data_) return;
   if (pinned_) {
 #ifdef CONVNET_WITH_CUDA

@@ -1,6 +1,7 @@
 // Device memory behind Tensors, and byte copies between any two devices. Internal to the core.
 #pragma once
 #include <cstddef>
+#include <functional>
 
 #include "convnet/device.h"
 
@@ -10,6 +11,8 @@ class Storage {
  public:
   // `pinned`: host memory that is page-locked (cudaHostAlloc), so a GPU copies it by DMA.
   Storage(size_t floats, Device device, bool pinned = false);
+  // Memory convnet does not own (a DLPack producer's): `release` is called instead of freeing.
+  Storage(float* borrowed, size_t floats, Device device, std::function<void()> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -24,6 +27,7 @@ class Storage {
   size_t floats_ = 0;
   Device device_;
   bool pinned_ = false;
+  std::function<void()> release_;  // borrowed memory's
 };
 
 // Page-locked host memory for uploading batches to a GPU (plain host memory in a CPU-only build).

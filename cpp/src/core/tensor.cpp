@@ -34,6 +34,15 @@ Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(d
   storage_ = std::make_shared<Storage>(static_cast<size_t>(numel()), device_);
 }
 
+Tensor Tensor::borrow(float* data, Shape shape, Device device, std::function<void()> release) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  check_shape(t.shape_);
+  t.device_ = device;
+  t.storage_ = std::make_shared<Storage>(data, static_cast<size_t>(t.numel()), device, std::move(release));
+  return t;
+}
+
 Tensor Tensor::pinned(Shape shape) {
   Tensor t;
   t.shape_ = std::move(shape);
