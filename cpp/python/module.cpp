@@ -229,6 +229,12 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("get_param", [](Net& net, const std::string& name) { return param_array(net.param(name).value); })
       .def("get_grad", [](Net& net, const std::string& name) { return param_array(net.param(name).grad); })
+      .def("param_tensor", [](Net& net, const std::string& name) { return net.param(name).value; },
+           "The parameter itself (no copy): what the solver updates in place.")
+      .def("grad_tensor", [](Net& net, const std::string& name) { return net.param(name).grad; },
+           "The parameter's gradient itself (no copy): the next backward overwrites it.")
+      .def("input_grad_tensor", [](const Net& net, const std::string& name) { return net.input_grad(name); },
+           "The gradient with respect to an input (CHWN, no copy).")
       .def("set_solver", &Net::set_solver, py::arg("options"))
       .def_property_readonly("solver", [](const Net& net) { return net.solver().options(); })
       .def_property_readonly("solver_step", [](const Net& net) { return net.solver().step(); })
