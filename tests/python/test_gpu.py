@@ -195,6 +195,29 @@ def test_given_output_gradients_and_the_input_gradient_gpu_match_cpu():
             assert rel_err(net.get_grad(name), cpu.get_grad(name)) < 1e-5, (where, name)
 
 
+@pytest.mark.skipif(not convnet.dlpack_compiled(), reason="this build has no DLPack")
+def test_dlpack_in_gpu_memory():
+    """A GPU output handed out through DLPack is CUDA memory of its device, and taken back in it
+    is the same memory; fed to a net on the GPU it gives what the NumPy path gives."""
+    rng = np.random.default_rng(6)
+    m = convnet.Model()
+    m.input("data", channels=2, size=6)
+    m.conv("conv1", "data", filters=3, size=3, padding=1, neuron="tanh", initW=0.3)
+    a, b = convnet.Net(m, devices="cuda:0"), convnet.Net(m, devices="cuda:0")
+    x = rng.normal(size=(4, 2, 6, 6)).astype(np.float32)
+    a.forward(x, train=False)
+    t = a.output_tensor("conv1")
+    assert t.device == "cuda:0" and tuple(t.__dlpack_device__()) == (2, 0)
+    back = convnet.from_dlpack(t)  # convnet as producer and consumer: the stream handshake
+    assert back.data_ptr == t.data_ptr and back.device == "cuda:0"
+    np.testing.assert_array_equal(back.numpy().transpose(3, 0, 1, 2), a.output("conv1"))
+    for fed in (convnet.from_dlpack(np.ascontiguousarray(x.transpose(1, 2, 3, 0))),  # host memory
+                convnet.from_dlpack(a.output_tensor("data"))):  # a's input buffer, on the GPU
+        b.set_input("data", fed)
+        b.forward(train=False)
+        np.testing.assert_array_equal(b.output("conv1"), a.output("conv1"))
+
+
 # --------------------------------------------------------------------------- AlexNet-2012, one step
 def test_alexnet_2012_step_gpu_matches_cpu_smooth():
     """Every layer of the paper's net (towers on one card, LRN, dropout, the joins) in one training
