@@ -338,8 +338,8 @@ def test_cuda_graph_steps_equal_eager_steps(problem):
     """fashion_alexnet (two towers on one card, LRN, dropout) trained 12 steps eagerly and from a
     captured graph: the same costs and parameters (dropout masks follow the step in replays)."""
     model = convnet.zoo.fashion_alexnet(classes=10, channels=1, size=16)
-    eager = gpu_net(model, devices=[GPU, GPU], seed=3)
-    graph = convnet.Net(model, devices=[GPU, GPU], seed=3, cuda_graph=True)
+    eager = gpu_net(model, devices=GPU, seed=3)  # one lane: a graph captures one stream
+    graph = convnet.Net(model, devices=GPU, seed=3, cuda_graph=True)
     eager_costs = train(eager, problem, 12)
     graph_costs = train(graph, problem, 12)
     assert graph.cuda_graph and graph.cuda_graph_nodes > 20
