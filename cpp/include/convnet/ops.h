@@ -29,6 +29,10 @@ struct Neuron {
 struct ConvGeometry {
   int channels = 0, height = 0, width = 0, batch = 0;  // input, CHWN
   int filters = 0, size = 0, stride = 1, pad = 0, groups = 1;
+  // Output size rounding. Floor (PyTorch, Caffe): out = (in + 2 pad - size) / stride + 1.
+  // Ceil (cuda-convnet2's modulesX): out = 1 + ceil((in + 2 pad - size) / stride); the last
+  // position may reach past the padded input on the bottom/right and reads zeros there.
+  bool ceil_mode = false;
   int out_h = 0, out_w = 0;
   // Fills out_h/out_w; throws ValueError (prefixed by `who`) when the sizes do not fit.
   void finish(const std::string& who);

@@ -43,8 +43,9 @@ void ConvGeometry::finish(const std::string& who) {
                 " groups");
   CONVNET_CHECK(height + 2 * pad >= size && width + 2 * pad >= size, who, ": filter size ", size,
                 " is larger than the padded input ", height + 2 * pad, "x", width + 2 * pad);
-  out_h = (height + 2 * pad - size) / stride + 1;
-  out_w = (width + 2 * pad - size) / stride + 1;
+  const int round_up = ceil_mode ? stride - 1 : 0;
+  out_h = (height + 2 * pad - size + round_up) / stride + 1;
+  out_w = (width + 2 * pad - size + round_up) / stride + 1;
 }
 
 static int pool_out(int in, int size, int stride, int padding, bool ceil_mode) {

@@ -26,6 +26,7 @@ class ConvLayer : public Layer {
     g_.stride = o.get_int("stride");
     g_.pad = o.get_int("padding");
     g_.groups = o.get_int("groups");
+    g_.ceil_mode = o.get_bool("ceil");
     has_bias_ = o.get_bool("bias");
     chunk_rows_option_ = o.get_int("chunk_rows");
     neuron_ = read_neuron();
@@ -157,6 +158,8 @@ CONVNET_REGISTER_LAYER(
         .option("stride", 1, "step between filter positions")
         .option("padding", 0, "zeros added on each side")
         .option("groups", 1, "channel groups (filters and input channels split evenly)")
+        .option("ceil", false, "round the output size up (cuda-convnet2: 1 + ceil((in + 2 padding - "
+                "size) / stride); the last position reads zeros past the edge) rather than down")
         .option("chunk_rows", 0, "output rows per GEMM chunk (0: as many as fit the workspace)")
         .options(neuron_options("linear"))
         .options(learning_options())
