@@ -8,6 +8,7 @@
 #include "bindings.h"
 #include "convnet/data.h"
 #include "convnet/device.h"
+#include "convnet/cuda_convnet_cfg.h"
 #include "convnet/error.h"
 #include "convnet/gradcheck.h"
 #include "convnet/job.h"
@@ -353,6 +354,21 @@ PYBIND11_MODULE(_core, m) {
   });
   convnet::python::bind_data(m);
   convnet::python::bind_train(m);
+  m.def(
+      "read_cuda_convnet_cfg",
+      [](const std::string& layers, const std::string& params, int input_size) {
+        return read_cuda_convnet_cfg(layers, params, input_size).to_json();
+      },
+      py::arg("layers"), py::arg("params"), py::arg("input_size"),
+      "A cuda-convnet2 layers-*.cfg with its layer-params-*.cfg as convnet's model JSON");
+  m.def(
+      "write_cuda_convnet_cfg",
+      [](const std::string& model_json) {
+        const CudaConvnetCfg cfg = write_cuda_convnet_cfg(ModelSpec::from_json(model_json));
+        return py::make_tuple(cfg.layers, cfg.params);
+      },
+      py::arg("model_json"), "A model as the texts of cuda-convnet2's (layers, layer-params) files");
+  m.def("cuda_convnet_params_path", &cuda_convnet_params_path, py::arg("layers"));
   m.def("cuda_compiled", &cuda_compiled);
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_memory_stats", &memory_dict, py::arg("device") = 0,

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "convnet/cuda_convnet_cfg.h"
 #include "convnet/job.h"
 #include "convnet/world.h"
 
@@ -19,10 +20,12 @@ const std::vector<JobOption>& tool_options() {
   static const std::vector<JobOption> t = [] {
     std::vector<JobOption> o(3);
     o[0].name = "layer-def", o[0].value = "FILE";
-    o[0].help = "model definition (JSON: {\"layers\": [...]} or a list of layers); required";
+    o[0].help = "model definition (JSON: {\"layers\": [...]} or a list of layers; or cuda-convnet2's "
+              "layers-*.cfg); required";
     o[1].name = "layer-params", o[1].value = "FILE";
     o[1].help = "JSON {layer: {option: value}} merged into the layer definitions (learning rates epsW/epsB, "
-                "momW/momB, wc, init...), as cuda-convnet2's layer-params file";
+                "momW/momB, wc, init...), as cuda-convnet2's layer-params file; with a layers-*.cfg, its "
+                "layer-params-*.cfg (default: the one beside it)";
     o[2].name = "help", o[2].help = "this text";
     return o;
   }();
@@ -30,7 +33,7 @@ const std::vector<JobOption>& tool_options() {
 }
 
 void usage(std::ostream& out) {
-  out << "usage: convnet-train --layer-def MODEL.json [options]\n\n"
+  out << "usage: convnet-train --layer-def MODEL.json|layers-X.cfg [options]\n\n"
          "Trains a model on a data set (the engine's trainer, no Python), printing progress, testing each\n"
          "epoch, and writing checkpoints that `convnet test` can read. The options are `convnet train`'s;\n"
          "cuda-convnet2's names are taken too.\n\n";
@@ -107,7 +110,13 @@ nlohmann::json read_json(const std::string& path, const char* what) {
 }
 
 // The model file with --layer-params merged in; a params entry for a missing layer is an error.
-ModelSpec load_model(const std::string& def_path, const std::string& params_path) {
+// A cuda-convnet2 layers-*.cfg reads with its layer-params-*.cfg (given, or the one beside it) and
+// the image size of the data (cuda-convnet2 takes it from its data provider).
+ModelSpec load_model(const std::string& def_path, const std::string& params_path, int input_size) {
+  if (is_cuda_convnet_cfg(def_path)) {
+    const std::string params = params_path.empty() ? cuda_convnet_params_path(def_path) : params_path;
+    return read_cuda_convnet_cfg(def_path, params, input_size);
+  }
   nlohmann::json def = read_json(def_path, "--layer-def");
   nlohmann::json& layers = def.is_object() && def.contains("layers") ? def["layers"] : def;
   CONVNET_CHECK(layers.is_array(), "--layer-def '", def_path, "' must hold a list of layers");
@@ -164,11 +173,11 @@ int run(int argc, char** argv) {
   }
   CONVNET_CHECK(!args.layer_def.empty(), "--layer-def is required (see --help)");
   const JobOptions options = JobOptions::parse(args.job);
-  const ModelSpec spec = load_model(args.layer_def, args.layer_params);
   auto data = std::make_shared<RunData>(options.data, [](int64_t done, int64_t total) {
     if (done == total && World::get().rank() == 0)
       std::printf("data statistics over %lld training images\n", (long long)total);
   });
+  const ModelSpec spec = load_model(args.layer_def, args.layer_params, data->input_size());
   Job job(spec, data, options);
   const World& world = World::get();
   if (world.rank() != 0) {  // rank 0 speaks for the run

@@ -4,6 +4,7 @@
     convnet test runs/fashion --multiview
     convnet predict runs/fashion shirt.png --top-k 5
     convnet summary vgg-D
+    convnet convert layers-imagenet-2gpu-model.cfg alexnet.json
     convnet plot runs/fashion
 """
 
@@ -19,6 +20,11 @@ import sys
 import numpy as np
 
 from . import _core, zoo
+from .model import Model
+
+# A cuda-convnet2 cfg does not say its image size (its data provider does): what summary and
+# convert assume unless told (--size), ImageNet's 224 crops; training takes the data set's.
+CFG_DEFAULT_SIZE = 224
 
 ZOO = {
     "fashion_alexnet": zoo.fashion_alexnet,
@@ -30,13 +36,20 @@ ZOO = {
 
 
 def resolve_model(name: str, classes: int | None = None, channels: int | None = None,
-                  size: int | None = None, init: str | None = None) -> str:
-    """A model definition as JSON text: a JSON file, or a zoo name built for the data's classes,
-    channels and image size (and `init`, for the zoo models that take one)."""
+                  size: int | None = None, init: str | None = None,
+                  layer_params: str | None = None) -> str:
+    """A model definition as JSON text: a JSON file, a cuda-convnet2 layers-*.cfg (with its
+    layer-params file, and `size`, the side of the images its data layer delivers), or a zoo name
+    built for the data's classes, channels and image size (and `init`, for the zoo models that
+    take one)."""
     if os.path.isfile(name):
         if init is not None:
             raise SystemExit(f"convnet: --init is for zoo models; the model file {name} sets each "
                              "layer's init itself")
+        if name.endswith(".cfg"):
+            return Model.load(name, size=size, layer_params=layer_params).to_json()
+        if layer_params:
+            raise SystemExit("convnet: --layer-params goes with a cuda-convnet2 layers-*.cfg")
         with open(name) as f:
             return f.read()
     if name not in ZOO:
@@ -101,7 +114,7 @@ def cmd_train(a) -> int:
     options = _core.JobOptions(job_args(a))
     prep = DataPrep._of_options(options.data)
     channels, size, _ = prep.shape
-    model = resolve_model(a.model, prep.classes, channels, size, init=a.init)
+    model = resolve_model(a.model, prep.classes, channels, size, init=a.init, layer_params=a.layer_params)
     job, net = prepare_job(model, prep, options)
     if _core.world_rank() != 0:  # rank 0 speaks for an MPI run and writes its files
         job.run()
@@ -265,24 +278,85 @@ def cmd_predict(a) -> int:
 def cmd_summary(a) -> int:
     from .summary import format_summary, summary
 
-    model = resolve_model(a.model, a.classes, a.channels, a.size)
+    size = a.size
+    if a.model.endswith(".cfg") and size is None:
+        size = CFG_DEFAULT_SIZE
+        print(f"(input {size}x{size}: cuda-convnet2 takes the image size from its data provider; "
+              "--size N for another)")
+    model = resolve_model(a.model, a.classes, a.channels, size, layer_params=a.layer_params)
     print(format_summary(summary(model, batch=a.batch)))
     return 0
 
 
+# ---- convert ----
+def cmd_convert(a) -> int:
+    """A model between convnet's JSON and cuda-convnet2's layers/layer-params cfg pair."""
+    size = a.size
+    if a.source.endswith(".cfg") and size is None:
+        size = CFG_DEFAULT_SIZE
+        print(f"(input {size}x{size}: cuda-convnet2 takes the image size from its data provider; --size N for another)")
+    model = resolve_model(a.source, size=size, layer_params=a.layer_params)
+    if a.target.endswith(".cfg"):
+        params = a.target_params or _core.cuda_convnet_params_path(a.target)
+        if not params:
+            raise SystemExit(f"convnet convert: name the layer-params file of {a.target} with --target-params "
+                             "(or name the target layers-X.cfg, whose params file is layer-params-X.cfg)")
+        layers_text, params_text = _core.write_cuda_convnet_cfg(model)
+        _write_text(a.target, layers_text)
+        _write_text(params, params_text)
+        print(f"wrote {a.target} and {params}")
+    elif a.target.endswith(".json"):
+        _write_text(a.target, Model.from_json(model).to_json() + "\n")
+        print(f"wrote {a.target}")
+    else:
+        raise SystemExit(f"convnet convert: {a.target}: the target is a .json model or a cuda-convnet2 layers-*.cfg")
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    """Whole or not at all: a temporary file renamed over the target."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 # ---- plot ----
+def layer_types_markdown() -> str:
+    """Every layer type with its inputs and options, as docs/MODEL_FILES.md's reference section
+    (tests/python/test_model_files.py checks that the page holds exactly this)."""
+    out = []
+    for name, decl in _core.layer_types().items():
+        out.append(f"### `{name}`\n\n{decl['help']}. Role: {decl['role']}"
+                   f"{' (classifies)' if decl['classifies'] else ''}; inputs: {_inputs_text(decl)}.\n")
+        if decl["options"]:
+            out.append("| option | kind | default | meaning |\n|---|---|---|---|")
+            for o in decl["options"]:
+                given = {"required": "required", "optional": "optional"}.get(o["presence"], f"`{json.dumps(o['default'])}`")
+                out.append(f"| `{o['name']}` | {o['kind']} | {given} | {o['help'].replace('|', '/')} |")
+            out.append("")
+    return "\n".join(out)
+
+
+def _inputs_text(decl: dict) -> str:
+    return (", ".join(decl["input_names"]) if decl["input_names"] else
+            "none" if decl["max_inputs"] == 0 else
+            f"{decl['min_inputs']} or more" if decl["max_inputs"] < 0 else
+            f"{decl['min_inputs']}" if decl["min_inputs"] == decl["max_inputs"] else
+            f"{decl['min_inputs']} to {decl['max_inputs']}")
+
+
 def cmd_layers(a) -> int:
     types = _core.layer_types()
     if a.type and a.type not in types:
         raise ValueError(f"no layer type '{a.type}' (known: {', '.join(types)})")
+    if a.markdown:
+        print(layer_types_markdown())
+        return 0
     for name, decl in types.items():
         if a.type and name != a.type:
             continue
-        inputs = (", ".join(decl["input_names"]) if decl["input_names"] else
-                  "none" if decl["max_inputs"] == 0 else
-                  f"{decl['min_inputs']} or more" if decl["max_inputs"] < 0 else
-                  f"{decl['min_inputs']}" if decl["min_inputs"] == decl["max_inputs"] else
-                  f"{decl['min_inputs']} to {decl['max_inputs']}")
+        inputs = _inputs_text(decl)
         print(f"{name} ({decl['role']}{', classifies' if decl['classifies'] else ''}): {decl['help']}")
         print(f"  inputs: {inputs}")
         for o in decl["options"]:
@@ -320,9 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = next(o["help"] for o in _core.job_options() if o["name"] == "data")
 
     t = sub.add_parser("train", allow_abbrev=False, help="train a model on a data set",
-                       description="Train a model (a JSON model file or a zoo name) with momentum SGD "
+                       description="Train a model (a JSON model file, a cuda-convnet2 layers-*.cfg or a zoo "
+                                   "name) with momentum SGD "
                                    "(or --solver nesterov, adamw).")
-    t.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
+    t.add_argument("model", help=f"a model definition (JSON file or cuda-convnet2 layers-*.cfg) or a zoo model: {', '.join(ZOO)}")
+    t.add_argument("--layer-params", help="a layers-*.cfg's layer-params file (default: layer-params-X.cfg beside it)")
     add_job_options(t)
     t.add_argument("--init", choices=["gaussian", "kaiming", "xavier"],
                    help="weight init of a zoo model that offers the choice (alexnet_2012, alexnet_one_tower, "
@@ -350,17 +426,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", allow_abbrev=False, help="layers, shapes, parameters, multiply-adds, receptive fields",
                        description="Per layer: output shape, parameters, multiply-adds per image, receptive "
                                    "field and its jump; and the totals.")
-    s.add_argument("model", help=f"a model definition (JSON file) or a zoo model: {', '.join(ZOO)}")
+    s.add_argument("model", help=f"a model definition (JSON file or cuda-convnet2 layers-*.cfg) or a zoo model: {', '.join(ZOO)}")
     s.add_argument("--classes", type=int, help="classes (zoo models; default: the model's own)")
     s.add_argument("--channels", type=int, help="input channels (zoo models)")
-    s.add_argument("--size", type=int, help="input size (zoo models)")
+    s.add_argument("--size", type=int, help=f"input size (zoo models; a cfg's data layer, default {CFG_DEFAULT_SIZE})")
     s.add_argument("--batch", type=int, default=1, help="batch size for the activation memory figure (default 1)")
+    s.add_argument("--layer-params", help="a layers-*.cfg's layer-params file (default: layer-params-X.cfg beside it)")
     s.set_defaults(func=cmd_summary)
+
+    c = sub.add_parser("convert", allow_abbrev=False, help="a model between convnet's JSON and cuda-convnet2's cfg files",
+                       description="Converts a model file: JSON (or a zoo model) to cuda-convnet2's layers-*.cfg and "
+                                   "layer-params-*.cfg, or a layers-*.cfg (with its layer-params file) to JSON. "
+                                   "docs/MODEL_FILES.md maps the keys.")
+    c.add_argument("source", help=f"a .json model, a cuda-convnet2 layers-*.cfg, or a zoo model: {', '.join(ZOO)}")
+    c.add_argument("target", help="a .json model, or a layers-*.cfg (its params go to layer-params-*.cfg beside it)")
+    c.add_argument("--layer-params", help="the source layers-*.cfg's layer-params file (default: the one beside it)")
+    c.add_argument("--target-params", help="where the target's layer-params go (default: layer-params-X.cfg beside it)")
+    c.add_argument("--size", type=int,
+                   help=f"the image side a cfg's data layer delivers (cuda-convnet2 takes it from its data provider; default {CFG_DEFAULT_SIZE})")
+    c.set_defaults(func=cmd_convert)
 
     y = sub.add_parser("layers", allow_abbrev=False, help="the layer types, their inputs and options with defaults",
                        description="Every layer type the engine registers, as its declaration gives it: role, "
                                    "inputs, and each option's type, default and meaning.")
     y.add_argument("type", nargs="?", help="one layer type (default: all)")
+    y.add_argument("--markdown", action="store_true", help="all types as docs/MODEL_FILES.md's reference section")
     y.set_defaults(func=cmd_layers)
 
     g = sub.add_parser("plot", allow_abbrev=False, help="PNG plots of a run: curves, first-layer filters, predictions",

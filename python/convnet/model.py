@@ -70,9 +70,32 @@ class Model:
         return cls(doc["layers"])
 
     @classmethod
-    def load(cls, path: str) -> "Model":
+    def load(cls, path: str, size: int | None = None, layer_params: str | None = None) -> "Model":
+        """A JSON model file, or cuda-convnet2's layers-*.cfg with its layer-params file
+        (`layer_params`, default: layer-params-X.cfg beside it) and `size`, the side of the images
+        its data layer delivers (cuda-convnet2 takes it from its data provider)."""
+        if path.endswith(".cfg"):
+            params = layer_params or _core.cuda_convnet_params_path(path)
+            if not params:
+                raise ValueError(f"{path}: give its layer-params file (layer_params=...); only a "
+                                 "layers-X.cfg implies layer-params-X.cfg")
+            if not size:
+                raise ValueError(f"{path}: give the image size its data layer delivers (size=...); "
+                                 "cuda-convnet2 takes it from its data provider")
+            return cls.from_json(_core.read_cuda_convnet_cfg(path, params, size))
         with open(path) as f:
             return cls.from_json(f.read())
+
+    def save_cuda_convnet(self, layers_path: str, params_path: str | None = None) -> None:
+        """Writes the model as cuda-convnet2's layers-*.cfg and layer-params-*.cfg (default:
+        layer-params-X.cfg beside a layers-X.cfg)."""
+        params_path = params_path or _core.cuda_convnet_params_path(layers_path)
+        if not params_path:
+            raise ValueError(f"{layers_path}: give params_path (only a layers-X.cfg implies layer-params-X.cfg)")
+        layers_text, params_text = _core.write_cuda_convnet_cfg(self.to_json())
+        for path, text in ((layers_path, layers_text), (params_path, params_text)):
+            with open(path, "w") as f:
+                f.write(text)
 
     def __len__(self) -> int:
         return len(self.layers)

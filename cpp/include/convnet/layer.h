@@ -34,6 +34,9 @@ struct Param {
   // The rate the model definition gives (epsW/epsB); a trainer's schedule sets lr to a multiple
   // of it each step.
   float base_lr = 0.01f;
+  // The parameter's own schedule (the layer's scheduleW/scheduleB, convnet/schedule.h text),
+  // used instead of the run's; empty: the run's.
+  std::string schedule;
   // Initialisation, applied once when the net is built.
   enum class Init { Gaussian, Constant } init = Init::Gaussian;
   float init_std = 0.01f, init_value = 0.f;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -147,6 +148,8 @@ class Trainer {
   TrainerOptions options_;
   std::string input_, labels_;
   std::vector<int> group_of_param_;  // index into options_.schedules, -1: none
+  // A parameter's own schedule (its layer's scheduleW/scheduleB), which wins over the groups'.
+  std::vector<std::optional<Schedule>> own_schedule_;
   // Where the run is: epoch (from 0) and the next batch in it; sums of the epoch so far.
   int64_t epoch_ = 0, next_batch_ = 0;
   Metrics epoch_sums_, last_test_;

@@ -6,6 +6,7 @@
 
 #include "convnet/error.h"
 #include "convnet/ops.h"
+#include "convnet/schedule.h"
 
 namespace convnet {
 
@@ -54,6 +55,10 @@ std::vector<OptionDecl> learning_options() {
   return {
       {"epsW", K::Float, P::Defaulted, 0.01, "learning rate of the weights"},
       {"epsB", K::Float, P::Defaulted, 0.01, "learning rate of the biases"},
+      {"scheduleW", K::String, P::Defaulted, "",
+       "the weights' own learning-rate schedule, replacing the run's (cuda-convnet2's per-layer "
+       "epsW=dexp[...]; any convnet/schedule.h form but plateau; empty: the run's)"},
+      {"scheduleB", K::String, P::Defaulted, "", "the biases' own learning-rate schedule (as scheduleW)"},
       {"momW", K::Float, P::Defaulted, 0.9, "momentum of the weights"},
       {"momB", K::Float, P::Defaulted, 0.9, "momentum of the biases"},
       {"wc", K::Float, P::Defaulted, 0.0005, "weight decay of the weights"},
@@ -107,6 +112,18 @@ Param& Layer::add_param(const std::string& suffix, Shape shape, bool is_bias, in
   const int period = o.get_int("updatePeriod");
   CONVNET_CHECK(period >= 0, where(), ": updatePeriod ", period, " must be >= 0");
   p.update_period = std::max(1, period);
+  p.schedule = o.get_string(std::string("schedule") + key);
+  if (!p.schedule.empty()) {
+    Schedule parsed;
+    try {
+      parsed = Schedule::parse(p.schedule);
+    } catch (const ValueError& e) {
+      throw ValueError(where() + ": schedule" + key + ": " + e.what());
+    }
+    // A plateau schedule keeps state that checkpoints store per run, not per parameter.
+    CONVNET_CHECK(parsed.type() != "plateau", where(), ": schedule", key,
+                  " cannot be a plateau schedule (give it to the run: --schedule)");
+  }
   if (is_bias) {
     p.init = Param::Init::Constant;
     p.init_value = static_cast<float>(o.get_float("initB"));

@@ -96,6 +96,7 @@ Trainer::Trainer(Net& net, Pipeline& train, Pipeline* test, TrainerOptions optio
   options_.run_info["solver"] = options_.solver.to_json();
   std::vector<bool> used(options_.schedules.size(), false);
   for (Param* p : net_.params()) {
+    own_schedule_.push_back(p->schedule.empty() ? std::nullopt : std::optional(Schedule::parse(p->schedule)));
     int group = -1;
     for (size_t g = 0; g < options_.schedules.size() && group < 0; ++g) {
       const std::string& prefix = options_.schedules[g].first;
@@ -113,7 +114,9 @@ void Trainer::set_rates(double epoch_float) {
   const auto params = net_.params();
   for (size_t i = 0; i < params.size(); ++i) {
     const int g = group_of_param_[i];
-    const double m = g < 0 ? 1.0 : options_.schedules[size_t(g)].second.multiplier(epoch_float, options_.epochs);
+    const double m = own_schedule_[i] ? own_schedule_[i]->multiplier(epoch_float, options_.epochs)
+                     : g < 0          ? 1.0
+                                      : options_.schedules[size_t(g)].second.multiplier(epoch_float, options_.epochs);
     params[i]->lr = float(params[i]->base_lr * m);
   }
 }

@@ -1,0 +1,84 @@
+#include "core/ini_file.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "convnet/error.h"
+
+namespace convnet {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return s;
+}
+
+static std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r");
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
+}
+
+IniFile IniFile::parse(const std::string& text, const std::string& name) {
+  IniFile file;
+  file.name = name;
+  std::istringstream in(text);
+  std::string raw;
+  int line = 0;
+  IniEntry* last = nullptr;  // what a continuation line continues
+  while (std::getline(in, raw)) {
+    ++line;
+    const std::string t = trim(raw);
+    if (t.empty() || t[0] == '#' || t[0] == ';') {
+      if (t.empty()) last = nullptr;
+      continue;
+    }
+    auto where = [&] { return name + ":" + std::to_string(line) + ": "; };
+    if ((raw[0] == ' ' || raw[0] == '\t') && last) {
+      last->value += "\n" + t;
+      continue;
+    }
+    if (t[0] == '[') {
+      CONVNET_CHECK(t.back() == ']', where(), "'", t, "' is not a [section] line");
+      const std::string section = trim(t.substr(1, t.size() - 2));
+      CONVNET_CHECK(!section.empty(), where(), "an empty section name");
+      CONVNET_CHECK(!file.find(section), where(), "section [", section, "] appears twice (first at line ",
+                    file.find(section)->line, ")");
+      file.sections.push_back({section, line, {}});
+      last = nullptr;
+      continue;
+    }
+    const size_t eq = t.find_first_of("=:");
+    CONVNET_CHECK(eq != std::string::npos && eq > 0, where(), "'", t,
+                  "' is neither a [section] nor a key=value line");
+    CONVNET_CHECK(!file.sections.empty(), where(), "key '", trim(t.substr(0, eq)),
+                  "' comes before any [section]");
+    IniSection& s = file.sections.back();
+    const std::string key = trim(t.substr(0, eq));
+    std::string value = trim(t.substr(eq + 1));
+    const size_t comment = value.find(" ;");
+    if (comment != std::string::npos) value = trim(value.substr(0, comment));
+    for (const IniEntry& e : s.entries)
+      CONVNET_CHECK(lower(e.key) != lower(key), where(), "section [", s.name, "], key '", key,
+                    "': given twice (first at line ", e.line, ")");
+    s.entries.push_back({key, value, line});
+    last = &s.entries.back();
+  }
+  return file;
+}
+
+IniFile IniFile::read(const std::string& path) {
+  std::ifstream in(path);
+  CONVNET_CHECK(bool(in), "'", path, "' cannot be opened");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path);
+}
+
+const IniSection* IniFile::find(const std::string& section) const {
+  for (const IniSection& s : sections)
+    if (s.name == section) return &s;
+  return nullptr;
+}
+
+}  // namespace convnet
