@@ -11,7 +11,7 @@ The file is a PyTorch state_dict in torchvision's names and layouts: ``alexnet``
 The layouts are the same on both sides: conv weights filters x channels x kh x kw, fc weights
 outputs x inputs, and fc6 reads the last pool's output flattened in (channel, row, column)
 order on both sides, so no permutation is needed (checked against PyTorch's outputs by the
-committed fixture, tests/data/torchvision_fixture.safetensors). ``arch`` is found from the
+committed fixture, tests/data/torchvision/). ``arch`` is found from the
 net's layers when not given; a net of another structure is refused, naming the first layer
 that differs. The widths (filters, fc outputs, classes) are free: the file's shapes follow the
 net's. The last pool must give torchvision's avgpool size (6x6 AlexNet, 7x7 VGG: 224x224

@@ -290,3 +290,19 @@ def test_live_full_size_alexnet_loads_into_torchvision_shapes(tmp_path):
     x = np.random.default_rng(0).normal(0, 1, (2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         assert_same_outputs(model(torch.from_numpy(x)).numpy(), logits(net, x))
+
+
+def test_live_lrn_alpha_is_torchs_times_size():
+    """convnet's lrn alpha multiplies the sum of squares; nn.LocalResponseNorm divides its alpha
+    by size first: the same layer is LocalResponseNorm(size, alpha=alpha * size, beta, k) (what
+    docs/TORCH_WEIGHTS.md says for VGG A-LRN, which torchvision lacks)."""
+    torch = pytest.importorskip("torch")
+    m = Model()
+    m.lrn("lrn", m.input("data", channels=7, size=5), size=5, alpha=1e-2, beta=0.75, k=2)
+    x = np.random.default_rng(1).normal(0, 3, (2, 7, 5, 5)).astype(np.float32)
+    got = Net(m).predict(x, output="lrn")
+    torch_lrn = torch.nn.LocalResponseNorm(5, alpha=1e-2 * 5, beta=0.75, k=2)
+    want = torch_lrn(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, torch.nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2)(
+        torch.from_numpy(x)).numpy(), rtol=1e-3)
