@@ -26,6 +26,8 @@ docs/TORCH_WEIGHTS.md says where the models differ (dropout placement, LRN, VGG 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 try:  # not a dependency of convnet itself: only this module needs it
@@ -202,7 +204,14 @@ def export_state_dict(net, path: str, arch: str | None = None) -> str:
         state[f"{prefix}.weight"] = np.ascontiguousarray(net.get_param(f"{layer}.weights"), np.float32)
         state[f"{prefix}.bias"] = np.ascontiguousarray(net.get_param(f"{layer}.biases"), np.float32)
     # "format": "pt" is what safetensors.torch writes; tools that check it take the file as torch's.
-    save_file(state, str(path), metadata={"format": "pt", "arch": arch, "written_by": "convnet"})
+    # Written beside `path` and renamed: an interrupted export leaves no half file under its name.
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        save_file(state, tmp, metadata={"format": "pt", "arch": arch, "written_by": "convnet"})
+        os.replace(tmp, str(path))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return arch
 
 

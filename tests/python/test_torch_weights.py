@@ -139,6 +139,7 @@ def test_export_writes_torchvisions_keys_and_imports_back(tmp_path, arch):
     net = narrow_net(arch, seed=3)
     path = tmp_path / f"{arch}.safetensors"
     assert tvw.export_state_dict(net, path) == arch
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
     written = load_file(str(path))
     fixture = load_file(str(FIXTURE / f"{arch}.safetensors"))
     assert {k: v.shape for k, v in written.items()} == {k: v.shape for k, v in fixture.items()}
@@ -165,12 +166,12 @@ def test_zoo_alexnet_one_tower_is_torchvisions_alexnet():
 
 
 @pytest.mark.parametrize("config,arch", [("A", "vgg11"), ("B", "vgg13"), ("D", "vgg16"), ("E", "vgg19")])
-def test_zoo_vgg_structure_found_but_only_at_224(config, arch):
+def test_zoo_vgg_structure_found_but_only_at_224(tmp_path, config, arch):
     """The zoo's VGGs are torchvision's structure; at 32x32 the last pool gives 1x1, which
     torchvision's avgpool would spread to 7x7: refused, naming the size."""
     net = Net(zoo.vgg(config=config, size=32, classes=10))
     with pytest.raises(ValueError, match=rf"'pool5' gives 512x1x1; torchvision's {arch} pools to 7x7"):
-        tvw.export_state_dict(net, "unused.safetensors")
+        tvw.export_state_dict(net, tmp_path / "unused.safetensors")
 
 
 def test_vgg_a_at_224_maps_like_torchvision():
@@ -182,32 +183,36 @@ def test_vgg_a_at_224_maps_like_torchvision():
 
 
 # ---- nets that are not torchvision's ----
-def test_other_structures_refused_naming_the_layer():
+def test_other_structures_refused_naming_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"alexnet: layer 'conv1' \(hidden layer 1\) is conv 5x5 "
                                          r"stride 1 padding 2 neuron relu.*alexnet has conv 11x11 stride 4"):
-        tvw.export_state_dict(Net(zoo.small_convnet()), "unused.safetensors")
+        tvw.export_state_dict(Net(zoo.small_convnet()), tmp_path / "unused.safetensors")
     with pytest.raises(ValueError, match=r"layer 'conv1b' reads \['data'\], not the one layer before it \('pool2a'\)"):
-        tvw.export_state_dict(Net(zoo.fashion_alexnet()), "unused.safetensors")
+        tvw.export_state_dict(Net(zoo.fashion_alexnet()), tmp_path / "unused.safetensors")
     with pytest.raises(ValueError, match=r"layer 'lrn1' is LRN: torchvision's vgg11 has none"):
-        tvw.export_state_dict(Net(zoo.vgg(config="A", lrn=True, size=32)), "unused.safetensors", arch="vgg11")
+        tvw.export_state_dict(Net(zoo.vgg(config="A", lrn=True, size=32)), tmp_path / "unused.safetensors", arch="vgg11")
     with pytest.raises(ValueError, match=r"vgg16: layer 'conv3_3' \(hidden layer 9\) is conv 1x1 stride 1 padding 0.*"
                                          r"torchvision has no VGG C"):
-        tvw.export_state_dict(Net(zoo.vgg(config="C", size=32)), "unused.safetensors")
+        tvw.export_state_dict(Net(zoo.vgg(config="C", size=32)), tmp_path / "unused.safetensors")
     with pytest.raises(ValueError, match=r"not torchvision's vgg11: layer 'conv1' .* is conv 11x11"):
-        tvw.export_state_dict(narrow_net("alexnet"), "unused.safetensors", arch="vgg11")
+        tvw.export_state_dict(narrow_net("alexnet"), tmp_path / "unused.safetensors", arch="vgg11")
     with pytest.raises(ValueError, match=r"unknown arch 'resnet18'; choose one of"):
         tvw.import_state_dict(narrow_net("alexnet"), FIXTURE / "alexnet.safetensors", arch="resnet18")
 
 
-def test_average_pool_and_leaky_relu_are_differences():
+def test_other_pools_and_neurons_are_differences(tmp_path):
     m = alexnet_model([8, 16, 16, 16, 8], 16, 10)
     m.layers[[l["name"] for l in m.layers].index("pool2")]["pool"] = "avg"
     with pytest.raises(ValueError, match=r"'pool2' .* is avg pool 3x3 stride 2 \(pool='avg' \(torchvision: 'max'\)\)"):
-        tvw.export_state_dict(Net(m), "unused.safetensors", arch="alexnet")
+        tvw.export_state_dict(Net(m), tmp_path / "unused.safetensors", arch="alexnet")
+    m = alexnet_model([8, 16, 16, 16, 8], 16, 10)
+    m.layers[[l["name"] for l in m.layers].index("pool1")]["ceil"] = True
+    with pytest.raises(ValueError, match=r"'pool1' .* is max pool 3x3 stride 2 \(ceil=True\)"):
+        tvw.export_state_dict(Net(m), tmp_path / "unused.safetensors", arch="alexnet")
     m = alexnet_model([8, 16, 16, 16, 8], 16, 10)
     m.layers[[l["name"] for l in m.layers].index("fc7")]["neuron"] = "tanh"
     with pytest.raises(ValueError, match=r"'fc7' .* is fc neuron tanh \(neuron='tanh' \(torchvision: 'relu'\)\)"):
-        tvw.export_state_dict(Net(m), "unused.safetensors", arch="alexnet")
+        tvw.export_state_dict(Net(m), tmp_path / "unused.safetensors", arch="alexnet")
 
 
 # ---- bad files ----
