@@ -23,7 +23,8 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
-# safetensors: the reference reader, for the test that our checkpoints are standard files.
+# safetensors: the reference reader, for the test that our checkpoints are standard files, and
+# convnet.torchvision_weights (torchvision state_dicts in and out).
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
   pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow \
   matplotlib tqdm safetensors
