@@ -132,6 +132,21 @@ def test_pooling(image, pool):
     check_export(pooling_net(image, pool), pixels((3, 3, image, image), 5), ["conv", "pool", "fc"])
 
 
+@pytest.mark.skipif("ceil" not in {o["name"] for o in convnet.layer_types()["conv"]["options"]},
+                    reason="this build's conv layer has no ceil option")
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv_ceil_reads_zeros_past_the_edge(padding):
+    # cuda-convnet2's rounding: 1 + ceil((10 + 2 padding - 3) / 2) positions, the last one partly
+    # past the bottom/right edge; the export pads the end with the zeros it reads there.
+    m = Model()
+    m.input("data", channels=2, size=10)
+    m.labels("labels")
+    m.conv("conv", "data", filters=3, size=3, stride=2, padding=padding, ceil=True, init="kaiming")
+    m.fc("fc", "conv", outputs=3, init="xavier")
+    m.softmax_cost("cost", "fc", "labels")
+    check_export(m, pixels((2, 2, 10, 10), 11), ["conv", "fc"])
+
+
 @pytest.mark.parametrize("size", [5, 3, 4])
 def test_lrn_alpha_is_not_divided_by_size(size):
     # convnet's alpha multiplies the plain sum of squares; ONNX LRN's is divided by size. Large
@@ -179,6 +194,21 @@ def test_classifier_output_is_the_probabilities():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
     assert 0.01 < out.max() < 0.99
     assert_close(out, net.predict(x), "probabilities")
+
+
+def test_net_without_classifier_gives_its_last_layer():
+    # sum2_cost is a training objective, not a prediction: the layer it reads is the output.
+    m = Model()
+    m.input("data", channels=2, size=6)
+    m.conv("c", "data", filters=3, size=3, padding=1, neuron="relu", init="kaiming")
+    m.fc("f", "c", outputs=4, init="xavier")
+    m.sum2_cost("cost", "f")
+    net = convnet.Net(m)
+    x = pixels((3, 2, 6, 6), 12)
+    net.forward(x, train=False)
+    exported = onnx_export.build(net)
+    assert [o.name for o in exported.graph.output] == ["f"]
+    assert_close(onnx_run(exported, {"data": x})["f"], net.output("f"), "f")
 
 
 class _WithLayer:
