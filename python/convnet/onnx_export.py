@@ -105,12 +105,13 @@ def _conv(g: _Graph, net, layer: dict, xs: list[str], shapes: dict) -> str:
     ins = [x, g.const(f"{name}.weights", net.get_param(f"{name}.weights"))]
     if o.get("bias", True):
         ins.append(g.const(f"{name}.biases", net.get_param(f"{name}.biases")))
-    y = g.node("Conv", ins, name if _linear(layer) else f"{name}/conv", kernel_shape=[size, size], strides=[stride, stride],
-               pads=[pad, pad, pad + eh, pad + ew], group=int(o["groups"]), dilations=[1, 1])
+    y = g.node("Conv", ins, name if _linear(layer) else f"{name}/conv", kernel_shape=[size, size],
+               strides=[stride, stride], pads=[pad, pad, pad + eh, pad + ew], group=int(o["groups"]),
+               dilations=[1, 1])
     return y if _linear(layer) else _neuron(g, layer, y, name)
 
 
-def _fc(g: _Graph, net, layer: dict, xs: list[str], shapes: dict) -> str:
+def _fc(g: _Graph, net, layer: dict, xs: list[str]) -> str:
     name, o = layer["name"], layer["options"]
     # A CHWN activation is already (C*H*W) x N with C slowest: the rows of ONNX's Flatten of NCHW
     # in the same order, so the weights need no permutation (the onnxruntime tests check it).
@@ -215,7 +216,7 @@ def build(net, outputs=None, opset: int = OPSET):
         elif kind == "conv":
             values[name] = _conv(g, net, l, xs, shapes)
         elif kind == "fc":
-            values[name] = _fc(g, net, l, xs, shapes)
+            values[name] = _fc(g, net, l, xs)
         elif kind == "pool":
             values[name] = _pool(g, l, xs[0], shapes)
         elif kind == "lrn":
@@ -241,8 +242,7 @@ def build(net, outputs=None, opset: int = OPSET):
     if outputs is None:
         outputs = [l["name"] for l in layers if l["classifies"]]
         if not outputs:  # no classifier: the layers no exported layer reads (or a cost reads)
-            read = {i for l in layers if l["type"] in SUPPORTED and l["name"] in values
-                    and l["type"] != "input" for i in l["inputs"]}
+            read = {i for l in layers if l["name"] in values for i in l["inputs"]}
             costs_read = {i for l in layers if l["role"] == "cost" for i in l["inputs"]}
             outputs = [n for n in values if by_name[n]["type"] != "input" and (n not in read or n in costs_read)]
     graph_outputs = []
