@@ -2,7 +2,7 @@
 # Installs what convnet needs to build, test and train on a fresh Debian machine (run as root, or
 # with sudo available). Idempotent: skips what is already there. `--test` adds what only the tests
 # need: qemu-user, which runs the portable module on emulated CPUs without AVX / AVX-512
-# (tests/python/test_portable.py).
+# (tests/python/test_portable.py), and onnx + onnxruntime (tests/python/test_onnx_export.py).
 set -euo pipefail
 
 APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
@@ -28,3 +28,7 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy pytest \
   pybind11 "scikit-build-core>=0.8" nlohmann-json scipy-openblas32 pillow \
   matplotlib tqdm safetensors
+# onnx and onnxruntime: build and run the exported ONNX models in the export's tests.
+if [ "${1:-}" = "--test" ]; then
+  "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore onnx onnxruntime
+fi

@@ -1,4 +1,4 @@
-"""The `convnet` command: train, test, predict, summary, plot.
+"""The `convnet` command: train, test, predict, summary, plot, export.
 
     convnet train fashion_alexnet --data fashion-mnist --epochs 10 --save-dir runs/fashion
     convnet test runs/fashion --multiview
@@ -6,6 +6,7 @@
     convnet summary vgg-D
     convnet convert layers-imagenet-2gpu-model.cfg alexnet.json
     convnet plot runs/fashion
+    convnet export runs/fashion fashion.onnx
 """
 
 from __future__ import annotations
@@ -274,6 +275,36 @@ def cmd_predict(a) -> int:
     return 0
 
 
+# ---- export ----
+def cmd_export(a) -> int:
+    out = a.out
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in (".onnx", ".safetensors"):
+        raise SystemExit(f"convnet: cannot export to {out}: the file name must end with .onnx (an ONNX "
+                         "model) or .safetensors (torchvision-style weights)")
+    ckpt, net, _ = load_run(a.checkpoint, "cpu")
+    if ext == ".onnx":
+        from . import onnx_export
+        try:
+            onnx_export.export(net, out)
+        except ImportError as e:
+            raise SystemExit(f"convnet: {e}") from None
+        print(f"{ckpt} -> {out} (ONNX, opset {onnx_export.OPSET})")
+        return 0
+    import importlib
+    module = f"{__package__}.torchvision_weights"
+    try:  # imported only here: the ONNX export does not need it
+        torchvision_weights = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise SystemExit(f"convnet: exporting .safetensors needs the module {module}, which this "
+                             "installation lacks") from None
+        raise SystemExit(f"convnet: exporting .safetensors: {module} cannot be imported: {e}") from None
+    torchvision_weights.export_state_dict(net, out)
+    print(f"{ckpt} -> {out} (safetensors)")
+    return 0
+
+
 # ---- summary ----
 def cmd_summary(a) -> int:
     from .summary import format_summary, summary
@@ -460,6 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", help="checkpoint for the filters and predictions (default: the run's newest)")
     g.add_argument("--out", help="output folder (default: the run folder)")
     g.set_defaults(func=cmd_plot)
+
+    x = sub.add_parser("export", allow_abbrev=False, help="a checkpoint as an ONNX model or safetensors weights",
+                       description="Writes a checkpoint's net as an ONNX model (OUT ending in .onnx: opset 17, "
+                                   "NCHW float32 input named after the input layer, class probabilities out; "
+                                   "see docs/ONNX.md) or as torchvision-style weights (.safetensors).")
+    x.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
+    x.add_argument("out", help="output file: NAME.onnx or NAME.safetensors")
+    x.set_defaults(func=cmd_export)
     return p
 
 
