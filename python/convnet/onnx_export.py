@@ -224,7 +224,12 @@ def build(net, outputs=None, opset: int = OPSET):
         elif kind == "neuron":
             values[name] = _neuron(g, l, xs[0], name)
         elif kind == "dropout":
-            values[name] = xs[0]  # inverted dropout: the identity at test time
+            o = l["options"]
+            if o.get("inverted", True):
+                values[name] = xs[0]  # inverted dropout: the identity at test time
+            else:  # the paper's rule (cuda-convnet2's dropout2): outputs times 1 - rate at test time
+                keep = np.array(1.0 - float(o["rate"]), np.float32)
+                values[name] = g.node("Mul", [xs[0], g.const(f"{name}/keep", keep)], name)
         elif kind == "concat":
             values[name] = g.node("Concat", xs, name, axis=1) if len(xs) > 1 else g.node("Identity", xs, name)
         elif kind == "split":

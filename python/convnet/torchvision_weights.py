@@ -131,6 +131,9 @@ def _chain(net) -> tuple[list[dict], str | None]:
             return chain, (f"layer '{l['name']}' reads {l['inputs']}, not the one layer before it "
                            f"('{previous}'): torchvision's models are one chain")
         previous = l["name"]
+        if l["type"] == "dropout" and not l["options"].get("inverted", True):
+            return chain, (f"layer '{l['name']}' is the paper's dropout (inverted=false: outputs times "
+                           "1 - rate at test time); torchvision's is inverted (the identity in eval mode)")
         if l["type"] != "dropout":
             chain.append(l)
     return chain, None

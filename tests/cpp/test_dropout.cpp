@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "convnet/error.h"
+#include "convnet/net.h"
 #include "convnet/ops.h"
 #include "convnet/philox.h"
 #include "cpu/cpu_ops.h"
@@ -225,6 +226,69 @@ TEST(CpuDropout, RateZeroIsACopy) {
     auto in = random_vector(n, 9 + uint32_t(n));
     auto out = run(in, 0.f, 1, 1);
     ASSERT_EQ(0, std::memcmp(in.data(), out.data(), n * sizeof(float))) << "n=" << n;
+  }
+}
+
+// The layer's two rules. Inverted (the default, cuda-convnet2's dropout): kept units times
+// 1 / (1 - rate) in training, the identity at test time. The paper's (inverted=false, dropout2):
+// kept units unscaled in training, everything times 1 - rate at test time. The same mask goes
+// into the gradient; enable=false acts as at test time in training too.
+struct DropoutNet {
+  Net net;
+  std::vector<float> x;
+  explicit DropoutNet(const std::string& options)
+      : net(ModelSpec::from_json(R"([{"name":"data","type":"input","channels":3,"size":6},
+            {"name":"drop","type":"dropout","inputs":["data"],"rate":0.4)" + options + R"(}])")) {
+    x = random_vector(3 * 6 * 6 * 5, 21, 0.5f, 1.5f);  // never zero: a zero output was dropped
+    Tensor t({3, 6, 6, 5}, Device::cpu());
+    t.copy_from_host(x.data());
+    net.set_input("data", t);
+    net.set_input_grad("data", true);
+  }
+  std::vector<float> forward(bool train) {
+    net.forward(train);
+    return net.output("drop").to_vector();
+  }
+  std::vector<float> backward(const std::vector<float>& dy) {
+    Tensor t({3, 6, 6, 5}, Device::cpu());
+    t.copy_from_host(dy.data());
+    net.backward({{"drop", t}});
+    return net.input_grad("data").to_vector();
+  }
+};
+
+TEST(DropoutLayer, InvertedAndThePapersRuleScaleInDifferentPasses) {
+  for (const bool inverted : {true, false}) {
+    SCOPED_TRACE(inverted ? "inverted" : "the paper's");
+    DropoutNet d(std::string(R"(,"inverted":)") + (inverted ? "true" : "false"));
+    const std::vector<float> train = d.forward(true);
+    const std::vector<float> dy = random_vector(train.size(), 22, -1.f, 1.f);
+    const std::vector<float> dx = d.backward(dy);
+    const double kept_scale = inverted ? 1.0 / 0.6 : 1.0;
+    size_t kept = 0;
+    for (size_t i = 0; i < train.size(); ++i) {
+      if (train[i] == 0.f) {
+        ASSERT_EQ(dx[i], 0.f) << "a dropped unit passes no gradient, element " << i;
+        continue;
+      }
+      ++kept;
+      ASSERT_NEAR(train[i], d.x[i] * kept_scale, 1e-6) << "element " << i;
+      ASSERT_NEAR(dx[i], dy[i] * kept_scale, 1e-6) << "element " << i;
+    }
+    EXPECT_NEAR(double(kept) / double(train.size()), 0.6, 0.05);
+    const std::vector<float> test = d.forward(false);
+    const std::vector<float> dx_test = d.backward(dy);
+    for (size_t i = 0; i < test.size(); ++i) {
+      ASSERT_NEAR(test[i], d.x[i] * (inverted ? 1.0 : 0.6), 1e-6) << "element " << i;
+      ASSERT_NEAR(dx_test[i], dy[i] * (inverted ? 1.0 : 0.6), 1e-6) << "element " << i;
+    }
+  }
+}
+
+TEST(DropoutLayer, DisabledActsAsAtTestTime) {
+  for (const char* rule : {"true", "false"}) {
+    DropoutNet d(std::string(R"(,"enable":false,"inverted":)") + rule);
+    EXPECT_EQ(d.forward(true), d.forward(false)) << "inverted=" << rule;
   }
 }
 

@@ -17,6 +17,7 @@
 #include "convnet/dataset.h"
 #include "convnet/solver.h"
 #include "convnet/trainer.h"
+#include "test_util.h"
 
 namespace convnet {
 namespace {
@@ -434,6 +435,35 @@ TEST(Trainer, SchedulesSetRatesPerGroup) {
   t.run();  // the rates of the last step (epoch 2: multiplier 0.5) stay set
   EXPECT_FLOAT_EQ(net.param("conv1.weights").lr, 0.01f);
   EXPECT_FLOAT_EQ(net.param("fc2.weights").lr, 0.02f) << "no group: the model's rate";
+}
+
+// cuda-convnet2's per-layer schedules (epsW=dexp[...]): a layer's own schedule replaces the run's
+// for that parameter only.
+TEST(Trainer, ALayersOwnScheduleReplacesTheRunsForItsParameter) {
+  auto src = generated_source(32, 4, 1, 12, 1);
+  Pipeline train(src, options(true, 32));
+  nlohmann::json model = nlohmann::json::parse(kModel);
+  model[2]["scheduleW"] = "step[every=1;factor=0.25]";
+  Net net(ModelSpec::from_json(model.dump()), {}, 3);
+  EXPECT_EQ(net.param("conv1.weights").schedule, "step[every=1;factor=0.25]");
+  TrainerOptions o;
+  o.epochs = 2;
+  o.schedules = {{"*", Schedule::parse("step[every=1;factor=0.5]")}};
+  Trainer t(net, train, nullptr, o);
+  t.run();  // the last step is in epoch 2: the layer's multiplier 0.25, the run's 0.5
+  EXPECT_FLOAT_EQ(net.param("conv1.weights").lr, 0.02f * 0.25f);
+  EXPECT_FLOAT_EQ(net.param("conv1.biases").lr, 0.02f * 0.5f) << "scheduleB not given: the run's";
+  EXPECT_FLOAT_EQ(net.param("fc2.weights").lr, 0.02f * 0.5f);
+}
+
+TEST(Trainer, ALayersOwnScheduleIsCheckedWhenTheNetIsBuilt) {
+  nlohmann::json model = nlohmann::json::parse(kModel);
+  model[2]["scheduleB"] = "plateau[patience=1]";
+  convnet::testing::expect_throw_containing<ValueError>([&] { Net net(ModelSpec::from_json(model.dump())); },
+                                               "conv1' (conv): scheduleB cannot be a plateau schedule");
+  model[2]["scheduleB"] = "dexp[tgtFactor=10;steps=4]";
+  convnet::testing::expect_throw_containing<ValueError>([&] { Net net(ModelSpec::from_json(model.dump())); },
+                                               "conv1' (conv): scheduleB: ");
 }
 
 TEST(Evaluate, TenViewsAverageTheViewsFedOneAtATime) {

@@ -81,6 +81,140 @@ expect_error "apply to --solver adamw only" --layer-def "$WORK/model.json" --dat
 expect_error "saved by solver 'sgd', but this net's solver is 'nesterov'" --layer-def "$WORK/model.json" \
   --layer-params "$WORK/params.json" --data-path "$DATA" --mini 32 --resume "$WORK/run" --solver nesterov
 
+# cuda-convnet2's own format: a layers-*.cfg with its layer-params-*.cfg (found beside it), the
+# image size taken from the data; dropout2, a pool's neuron, cmrnorm, rnorm, local and per-layer
+# dexp schedules all train. A misspelt key is named with its file, line and section.
+cat > "$WORK/layers-tiny.cfg" <<'CFG'
+[data]
+type=data
+dataIdx=0
+
+[labels]
+type=data
+dataIdx=1
+
+[conv1]
+type=conv
+inputs=data
+channels=1
+filters=16
+padding=1
+stride=1
+filterSize=3
+initW=0.1
+sumWidth=4
+neuron=relu
+
+[pool1]
+type=pool
+pool=max
+inputs=conv1
+sizeX=3
+stride=2
+channels=16
+neuron=relu
+
+[rnorm1]
+type=cmrnorm
+inputs=pool1
+channels=16
+size=5
+
+[cnorm1]
+type=rnorm
+inputs=rnorm1
+channels=16
+size=3
+
+[local2]
+type=local
+inputs=cnorm1
+channels=16
+filters=8
+padding=1
+stride=2
+filterSize=3
+initW=0.05
+neuron=relu
+
+[fc3]
+type=fc
+inputs=local2
+outputs=32
+initW=0.05
+initB=0.1
+neuron=relu
+
+[drop3]
+type=dropout2
+inputs=fc3
+
+[fc4]
+type=fc
+inputs=drop3
+outputs=4
+initW=0.05
+
+[probs]
+type=softmax
+inputs=fc4
+
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+CFG
+cat > "$WORK/layer-params-tiny.cfg" <<'CFG'
+[conv1]
+epsW=dexp[base=0.02;tgtFactor=10;numSteps=2]
+epsB=0.02
+momW=0.9
+momB=0.9
+wc=0.0005
+
+[local2]
+epsW=0.02
+epsB=0.02
+momW=0.9
+momB=0.9
+
+[fc3]
+epsW=exp[base=0.02;tgtFactor=10]
+epsB=0.02
+momW=0.9
+momB=0.9
+
+[fc4]
+epsW=0.02
+epsB=0.02
+momW=0.9
+momB=0.9
+
+[rnorm1]
+scale=0.0001
+pow=0.75
+minDiv=2
+
+[cnorm1]
+scale=0.001
+pow=0.75
+
+[drop3]
+keep=0.75
+
+[logprob]
+coeff=1
+topk=2
+CFG
+"$BIN" --layer-def "$WORK/layers-tiny.cfg" --data-path "$DATA" --epochs 3 --mini 32 \
+  --save-path "$WORK/cfg" --print-freq 100 > "$WORK/out_cfg.txt"
+cat "$WORK/out_cfg.txt"
+grep -q "done: 3 epochs, step 24" "$WORK/out_cfg.txt" || fail "the cfg model did not train 3 epochs"
+acc=$(sed -n 's/.*test accuracy \([0-9.]*\).*/\1/p' "$WORK/out_cfg.txt")
+awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' || fail "the cfg model's test accuracy $acc is not above 0.5 (chance 0.25)"
+sed 's/^keep=0.75/kep=0.75/' "$WORK/layer-params-tiny.cfg" > "$WORK/layer-params-typo.cfg"
+expect_error "layer-params-typo.cfg:36: section \[drop3\], key 'kep': not a key" \
+  --layer-def "$WORK/layers-tiny.cfg" --layer-params "$WORK/layer-params-typo.cfg" --data-path "$DATA"
+
 # AdamW: trains, and its checkpoint records it.
 "$BIN" --layer-def "$WORK/model.json" --data-path "$DATA" --epochs 2 --mini 32 --solver adamw \
   --adam-betas 0.9,0.99 --save-path "$WORK/adam" --print-freq 100 > "$WORK/out3.txt"

@@ -46,7 +46,7 @@ bool types_exist(std::initializer_list<const char*> types) {
   return true;
 }
 
-TEST(CudaConvnetCfg, ParamsFileNameFollowsTheLayersFile) {
+TEST(CfgFiles, ParamsFileNameFollowsTheLayersFile) {
   EXPECT_EQ(cuda_convnet_params_path("/a/layers-imagenet-1gpu.cfg"), "/a/layer-params-imagenet-1gpu.cfg");
   EXPECT_EQ(cuda_convnet_params_path("model.cfg"), "");
   EXPECT_TRUE(is_cuda_convnet_cfg("x/layers-a.cfg"));
@@ -54,7 +54,7 @@ TEST(CudaConvnetCfg, ParamsFileNameFollowsTheLayersFile) {
 }
 
 // The paper's two-GPU model: 60,965,224 parameters, cuda-convnet2's rounded-up sizes.
-TEST(CudaConvnetCfg, TwoGpuModelIsThePapersNet) {
+TEST(CfgFiles, TwoGpuModelIsThePapersNet) {
   if (!types_exist({"rnorm"})) GTEST_SKIP() << "the rnorm layer type is not built in";
   const ModelSpec spec = read_pair("imagenet-2gpu-model", 224);
   Net net(spec, cpus(spec));
@@ -72,7 +72,7 @@ TEST(CudaConvnetCfg, TwoGpuModelIsThePapersNet) {
   EXPECT_EQ(layer(spec, "conv4b").device, 1);  // no gpu=: its input's
 }
 
-TEST(CudaConvnetCfg, EveryImagenetFileBuildsWithItsParameterCount) {
+TEST(CfgFiles, EveryImagenetFileBuildsWithItsParameterCount) {
   // conv1..5 + fc of each file, counted by hand from the files' filters and outputs.
   const std::vector<std::pair<std::string, int64_t>> files = {
       {"imagenet-1gpu", 0}, {"imagenet-2gpu-data", 0}, {"imagenet-4gpu-data", 0}, {"imagenet-4gpu-data-model", 0}};
@@ -88,11 +88,12 @@ TEST(CudaConvnetCfg, EveryImagenetFileBuildsWithItsParameterCount) {
                             ? 4 * (9216 * 1024 + 1024) + 4 * (4096 * 1024 + 1024) + (4096 * 1000 + 1000)
                             : (9216 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000);
     EXPECT_EQ(net.parameter_count(), convs + fcs);
-    EXPECT_EQ(net.output_shape("conv1"), Shape({64, 55, 55, 1}));
+    const Shape conv1 = net.output_shape("conv1");  // the batch is the replicas' count
+    EXPECT_EQ(Shape(conv1.begin(), conv1.begin() + 3), Shape({64, 55, 55}));
   }
 }
 
-TEST(CudaConvnetCfg, CifarFileHasLocalLayersWithUnsharedWeights) {
+TEST(CfgFiles, CifarFileHasLocalLayersWithUnsharedWeights) {
   if (!types_exist({"local"})) GTEST_SKIP() << "the local layer type is not built in";
   const ModelSpec spec = read_pair("cifar10-11pct", 24);
   Net net(spec, cpus(spec));
@@ -104,7 +105,7 @@ TEST(CudaConvnetCfg, CifarFileHasLocalLayersWithUnsharedWeights) {
   EXPECT_EQ(net.parameter_count(), expected);
 }
 
-TEST(CudaConvnetCfg, KeysMapOntoConvnetOptions) {
+TEST(CfgFiles, KeysMapOntoConvnetOptions) {
   const ModelSpec spec = read_pair("imagenet-2gpu-data", 224);
   const nlohmann::json& conv1 = layer(spec, "conv1").options.values();
   EXPECT_EQ(conv1.at("size"), 11);
@@ -114,7 +115,7 @@ TEST(CudaConvnetCfg, KeysMapOntoConvnetOptions) {
   EXPECT_EQ(conv1.at("wc"), 0.0005);
   EXPECT_EQ(conv1.at("wcB"), 0.0);
   // epsW=dexp[base=0.04;tgtFactor=250;numSteps=4]: the base is the rate, the rest its schedule.
-  EXPECT_EQ(conv1.at("epsW"), 0.04);
+  EXPECT_EQ(conv1.at("epsW"), 0.02);
   EXPECT_EQ(conv1.at("scheduleW"), "dexp[tgtFactor=250;numSteps=4]");
   EXPECT_EQ(layer(spec, "data").options.values().at("channels"), 3);  // from conv1's channels=
   EXPECT_EQ(layer(spec, "data").options.values().at("size"), 224);
@@ -190,7 +191,7 @@ void expect_same_net(const ModelSpec& a_spec, const ModelSpec& b_spec, int chann
   for (size_t i = 0; i < ra.costs.size(); ++i) EXPECT_EQ(ra.costs[i].cost, rb.costs[i].cost);
 }
 
-TEST(CudaConvnetCfg, OurModelsRoundTripToTheSameNet) {
+TEST(CfgFiles, OurModelsRoundTripToTheSameNet) {
   for (const char* name : {"alexnet_2012.json", "fashion_alexnet.json", "small_convnet.json"}) {
     SCOPED_TRACE(name);
     const ModelSpec spec = ModelSpec::from_file(std::string(CONVNET_SOURCE_DIR) + "/configs/" + name);
@@ -204,7 +205,7 @@ TEST(CudaConvnetCfg, OurModelsRoundTripToTheSameNet) {
   }
 }
 
-TEST(CudaConvnetCfg, TheirFilesRoundTripToTheSameNet) {
+TEST(CfgFiles, TheirFilesRoundTripToTheSameNet) {
   for (const char* name : {"imagenet-2gpu-data", "imagenet-4gpu-data-model", "imagenet-2gpu-model", "cifar10-11pct"}) {
     SCOPED_TRACE(name);
     const bool cifar = std::string(name) == "cifar10-11pct";
@@ -287,42 +288,44 @@ std::string error_of(const std::string& layers, const std::string& params = kPar
   return "no error";
 }
 
-TEST(CudaConvnetCfgErrors, TheSmallFileReads) {
+TEST(CfgFileErrors, TheSmallFileReads) {
   EXPECT_EQ(error_of(kLayers), "no error");
   const ModelSpec spec = parse_cuda_convnet_cfg(kLayers, kParams, 8);
   EXPECT_EQ(layer(spec, "conv1").options.values().at("wc"), 0.004);
   EXPECT_EQ(layer(spec, "fc10").options.values().at("wc"), 0.0);  // cuda-convnet2's default
 }
 
-TEST(CudaConvnetCfgErrors, UnknownKeyNamesFileSectionAndKey) {
+TEST(CfgFileErrors, UnknownKeyNamesFileSectionAndKey) {
   EXPECT_HAS(error_of(replace(kLayers, "sumWidth=4", "sumWidht=4")),
               ("layers-t.cfg:18: section [conv1], key 'sumWidht': not a key"));
   EXPECT_HAS(error_of(kLayers, replace(kParams, "wc=0.004", "wcc=0.004")),
               ("layer-params-t.cfg:6: section [conv1], key 'wcc'"));
 }
 
-TEST(CudaConvnetCfgErrors, UnknownTypeAndNeuron) {
+TEST(CfgFileErrors, UnknownTypeAndNeuron) {
   EXPECT_HAS(error_of(replace(kLayers, "type=fc", "type=fcc")),
               ("section [fc10], key 'type': unknown or unsupported layer type 'fcc'"));
   EXPECT_HAS(error_of(replace(kLayers, "neuron=relu", "neuron=brelu[5]")),
               ("section [conv1], key 'neuron': 'brelu[5]' has no convnet equivalent"));
 }
 
-TEST(CudaConvnetCfgErrors, MissingSectionAndCycle) {
+TEST(CfgFileErrors, MissingSectionAndCycle) {
   EXPECT_HAS(error_of(replace(kLayers, "inputs=conv1", "inputs=conv9")),
               ("section [fc10], key 'inputs': 'conv9' is not a layer of the file"));
   // conv1 reading fc10, which reads conv1: an input below its reader.
   EXPECT_HAS(error_of(replace(kLayers, "inputs=data\nchannels=3", "inputs=fc10\nchannels=3")),
               ("section [conv1], key 'inputs': 'fc10' is defined below this layer"));
   EXPECT_HAS(error_of(kLayers, std::string(kParams) + "\n[conv2]\nepsW=1\n"),
-              ("layer-params-t.cfg:20: section [conv2] names no layer of layers-t.cfg"));
+              ("layer-params-t.cfg:17: section [conv2] names no layer of layers-t.cfg"));
 }
 
-TEST(CudaConvnetCfgErrors, ListsOfTheWrongLengthAndValues) {
+TEST(CfgFileErrors, ListsOfTheWrongLengthAndValues) {
   EXPECT_HAS(error_of(replace(kLayers, "initW=0.01\nsumWidth", "initW=0.01,0.02\nsumWidth")),
               ("key 'initW': a list of 2 values for 1 inputs"));
-  EXPECT_HAS(error_of(replace(kLayers, "channels=3", "channels=1")),
-              ("key 'channels': says 1 for input 'data', which has 3 channels"));
+  EXPECT_HAS(error_of(replace(kLayers, "[fc10]\ntype=fc\ninputs=conv1",
+                             "[pool1]\ntype=pool\ninputs=conv1\nchannels=8\npool=max\nsizeX=2\nstride=2\n\n"
+                             "[fc10]\ntype=fc\ninputs=pool1")),
+             ("section [pool1], key 'channels': says 8 for input 'conv1', which has 16 channels"));
   EXPECT_HAS(error_of(kLayers, replace(kParams, "epsW=0.001\nepsB=0.002\nmomW=0.9\nmomB=0.9\nwc=0.004", "epsB=0.002\nmomW=0.9\nmomB=0.9\nwc=0.004")),
               ("section [conv1], key 'epsW': missing"));
   EXPECT_HAS(error_of(kLayers, replace(kParams, "epsW=0.001", "epsW=dexp[base=0.1;tgtFactor=10;steps=4]")),
@@ -333,23 +336,23 @@ TEST(CudaConvnetCfgErrors, ListsOfTheWrongLengthAndValues) {
               ("key 'padding': 'x' is not an integer"));
 }
 
-TEST(CudaConvnetCfgErrors, ImageSizeMustBeGiven) {
+TEST(CfgFileErrors, ImageSizeMustBeGiven) {
   EXPECT_HAS(error_of(kLayers, kParams, 0),
               ("section [data], key 'dataIdx': cuda-convnet2 takes the image size from its data provider"));
 }
 
-TEST(CudaConvnetCfgErrors, KeyGivenInBothFiles) {
+TEST(CfgFileErrors, KeyGivenInBothFiles) {
   EXPECT_HAS(error_of(replace(kLayers, "sumWidth=4", "sumWidth=4\nepsW=0.1")),
               ("section [conv1], key 'epsW': also given in layers-t.cfg"));
 }
 
-TEST(CudaConvnetCfgErrors, MalformedLines) {
+TEST(CfgFileErrors, MalformedLines) {
   EXPECT_HAS(error_of(replace(kLayers, "[fc10]", "[fc10")), ("layers-t.cfg:21: '[fc10' is not a [section] line"));
   EXPECT_HAS(error_of(std::string("type=conv\n") + kLayers), ("layers-t.cfg:1: key 'type' comes before any [section]"));
   EXPECT_HAS(error_of(replace(kLayers, "[fc10]", "[conv1]")), ("section [conv1] appears twice"));
 }
 
-TEST(CudaConvnetCfgErrors, WriterNamesWhatCudaConvnet2CannotExpress) {
+TEST(CfgFileErrors, WriterNamesWhatCudaConvnet2CannotExpress) {
   ModelSpec spec = parse_cuda_convnet_cfg(kLayers, kParams, 8);
   auto with = [&](const std::string& layer_name, const std::string& key, nlohmann::json value) {
     ModelSpec s = ModelSpec::from_json(spec.to_json());
@@ -368,7 +371,7 @@ TEST(CudaConvnetCfgErrors, WriterNamesWhatCudaConvnet2CannotExpress) {
   };
   EXPECT_EQ(with("conv1", "stride", 1), "no error");
   EXPECT_HAS(with("conv1", "neuron", "softsign"), ("layer 'conv1' (conv): neuron 'softsign'"));
-  EXPECT_HAS(with("conv1", "bias", false), ("layer 'conv1' (conv): a layer without biases"));
+  EXPECT_HAS(with("conv1", "wcB", 0.1), ("layer 'conv1' (conv): cuda-convnet2 has no weight decay of biases"));
   EXPECT_HAS(with("fc10", "scheduleW", "step[every=2;factor=0.1]"),
               ("layer 'fc10' (fc): its schedule"));
 }
