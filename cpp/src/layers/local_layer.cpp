@@ -32,6 +32,9 @@ class LocalLayer : public Layer {
     g_.pad = o.get_int("padding");
     g_.ceil_mode = o.get_bool("ceil");
     has_bias_ = o.get_bool("bias");
+    chunk_rows_option_ = o.get_int("chunk_rows");
+    CONVNET_CHECK(chunk_rows_option_ >= 0, where(), ": chunk_rows must be >= 0, got ",
+                  chunk_rows_option_);
     neuron_ = read_neuron();
   }
 
@@ -62,6 +65,7 @@ class LocalLayer : public Layer {
     g_ = g;
     const int64_t row_floats = g_.col_rows() * g_.out_w * g_.batch;
     chunk_rows_ = int(std::clamp<int64_t>(kWorkspaceBytes / 4 / row_floats, 1, g_.out_h));
+    if (chunk_rows_option_ > 0) chunk_rows_ = std::min(chunk_rows_option_, g_.out_h);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }
@@ -128,7 +132,7 @@ class LocalLayer : public Layer {
   ConvGeometry g_;
   Neuron neuron_;
   bool has_bias_ = true;
-  int chunk_rows_ = 1;
+  int chunk_rows_ = 1, chunk_rows_option_ = 0;
   Tensor joined_, djoined_, dpre_;
 };
 
@@ -144,6 +148,7 @@ CONVNET_REGISTER_LAYER(
         .option("padding", 0, "zeros added on each side")
         .option("ceil", false, "round the output size up (cuda-convnet2: 1 + ceil((in + 2 padding - "
                 "size) / stride); the last position reads zeros past the edge) rather than down")
+        .option("chunk_rows", 0, "output rows per chunk of columns (0: as many as fit the workspace)")
         .options(neuron_options("linear"))
         .options(learning_options())
         .make<LocalLayer>());
