@@ -150,3 +150,6 @@ def test_rnorm_and_local_for_cuda_convnet2_models():
     assert net.parameter_count == 36 * 5 * 4 * 9 + 36 * 5 + 5 * 36 * 3 + 3
     out = net.forward(np.random.default_rng(0).normal(size=(2, 4, 6, 6)).astype(np.float32), np.array([0, 2]))
     assert math.isfinite(out["objective"]) and out["objective"] > 0
+    rows = {r["name"]: r for r in convnet.summary.summary(m)}
+    assert rows["local3"]["macs"] == 6 * 6 * 5 * 4 * 3 * 3 and rows["local3"]["rf"] == 3
+    assert rows["rnorm3"]["rf"] == 5 and rows["rnorm3"]["jump"] == 1
