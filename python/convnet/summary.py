@@ -54,10 +54,10 @@ def summary(model_or_net: Model | Net | str, batch: int = 1) -> list[dict]:
         ins = [by_name[i] for i in layer["inputs"]]
         c, h, w = layer["shape"]
         macs = 0
-        if kind == "conv":
+        if kind in ("conv", "local"):  # local: the same products, with a filter bank per position
             k = opts["size"]
             in_channels = sum(i["shape"][0] for i in ins)
-            macs = h * w * opts["filters"] * (in_channels // opts["groups"]) * k * k
+            macs = h * w * opts["filters"] * (in_channels // opts.get("groups", 1)) * k * k
         elif kind == "fc":
             macs = sum(_values(i["shape"]) for i in ins) * opts["outputs"]
         rf, jump = (1, 1) if layer["role"] == "input" else _receptive_field(kind, opts, ins)
@@ -85,7 +85,9 @@ def _receptive_field(kind: str, opts: dict, ins: list[dict]) -> tuple[int | None
         return None, None
     rf_in = max(i["rf"] for i in seen)
     jump_in = max(i["jump"] for i in seen)
-    if kind in ("conv", "pool"):
+    if kind == "rnorm":  # a spatial window, stride 1
+        return rf_in + (opts["size"] - 1) * jump_in, jump_in
+    if kind in ("conv", "pool", "local"):
         k = opts["size"]
         stride = opts["stride"] or k  # a pool's stride is optional: the window size
 

@@ -569,6 +569,131 @@ TEST(CudaLrn, BackwardMatchesCpu) {
 }
 
 // ================================================================================================
+// Same-map response normalisation (rnorm): odd and even windows, windows wider than the image,
+// a non-square image, batch 1, and a batch that is no multiple of a warp.
+// ================================================================================================
+
+struct RnormCase {
+  Shape shape;
+  RnormParams p;
+  float x_range;
+};
+
+std::vector<RnormCase> rnorm_cases() {
+  const RnormParams cifar{3, 1.f, 0.001f / 9, 0.75f};  // cuda-convnet2's CIFAR-10 rnorm1
+  const RnormParams strong{5, 1.f, 0.05f, 0.75f};
+  const RnormParams even{4, 1.5f, 0.1f, 0.6f};
+  const RnormParams two{2, 2.f, 0.3f, 1.0f};
+  const RnormParams half{3, 1.f, 0.2f, 0.5f};
+  return {
+      {{32, 8, 8, 33}, cifar, 20.f},  // a tiny alpha needs large inputs to matter
+      {{4, 7, 5, 1}, strong, 2.f},    // batch 1, non-square
+      {{3, 6, 6, 7}, even, 2.f},      // even size: window [q - 2, q + 1]
+      {{2, 3, 4, 5}, two, 2.f},       // size 2
+      {{5, 2, 3, 9}, strong, 2.f},    // window wider than the image: clipped on both sides
+      {{6, 9, 9, 16}, half, 2.f},
+  };
+}
+
+std::string rnorm_name(const RnormCase& t) {
+  std::ostringstream os;
+  os << str(t.shape) << " size " << t.p.size << " k " << t.p.k << " alpha " << t.p.alpha
+     << " beta " << t.p.beta;
+  return os.str();
+}
+
+TEST(CudaRnorm, ForwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 7700;
+  for (const RnormCase& t : rnorm_cases()) {
+    SCOPED_TRACE(rnorm_name(t));
+    Pair x = random_pair(t.shape, ++seed, -t.x_range, t.x_range);
+    Pair y = poisoned_pair(t.shape), denom = poisoned_pair(t.shape);
+    rnorm_forward(x.cpu, y.cpu, denom.cpu, t.p);
+    rnorm_forward(x.gpu, y.gpu, denom.gpu, t.p);
+    EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-6)) << "y";
+    EXPECT_TRUE(all_close(denom.gpu, denom.cpu, 1e-5, 1e-6)) << "denom";
+  }
+}
+
+TEST(CudaRnorm, BackwardMatchesCpu) {
+  CONVNET_REQUIRE_GPU();
+  uint32_t seed = 7800;
+  for (const RnormCase& t : rnorm_cases())
+    for (bool acc : {false, true}) {
+      SCOPED_TRACE(rnorm_name(t) + (acc ? " accumulate" : " overwrite"));
+      const auto xv = random_vector(size_t(shape_numel(t.shape)), ++seed, -t.x_range, t.x_range);
+      Tensor xh = make(t.shape, Device::cpu(), xv), yh(t.shape, Device::cpu()),
+             dh(t.shape, Device::cpu());
+      rnorm_forward(xh, yh, dh, t.p);
+      Pair x = pair_of(t.shape, xv), y = pair_of(t.shape, yh.to_vector()),
+           denom = pair_of(t.shape, dh.to_vector());
+      Pair dy = random_pair(t.shape, ++seed);
+      Pair dx = grad_out_pair(t.shape, acc, ++seed);
+      rnorm_backward(x.cpu, y.cpu, denom.cpu, dy.cpu, dx.cpu, t.p, acc);
+      rnorm_backward(x.gpu, y.gpu, denom.gpu, dy.gpu, dx.gpu, t.p, acc);
+      // dx is a difference of two terms (cancellation): the tolerance scales with |dx|.
+      const auto want = dx.cpu.to_vector();
+      EXPECT_TRUE(all_close(dx.gpu.to_vector(), want, 1e-4, 1e-5 * max_abs(want)));
+    }
+}
+
+// ================================================================================================
+// Locally connected filters: the three per-module GEMM ops on the same im2col columns, for whole
+// outputs and for a chunk of rows in the middle (module offsets), ceil mode, stride and padding.
+// ================================================================================================
+
+struct LocalOpCase {
+  int c, h, w, n, filters, size, stride, pad;
+  bool ceil;
+  int oy0, oy1;  // the chunk of output rows (oy1 = -1: to the end)
+};
+
+TEST(CudaLocal, OpsMatchCpu) {
+  CONVNET_REQUIRE_GPU();
+  Fp32Gemm fp32;
+  const std::vector<LocalOpCase> cases = {
+      {64, 6, 6, 16, 64, 3, 1, 1, false, 0, -1},  // CIFAR-10 local3's shape, smaller batch
+      {3, 7, 5, 5, 4, 3, 2, 0, true, 1, 3},       // ceil, a middle chunk
+      {2, 5, 5, 1, 3, 1, 1, 0, false, 2, 4},      // 1x1, batch 1
+      {5, 9, 8, 3, 2, 4, 3, 2, false, 0, 2},
+  };
+  uint32_t seed = 7900;
+  for (const LocalOpCase& t : cases) {
+    ConvGeometry g;
+    g.channels = t.c, g.height = t.h, g.width = t.w, g.batch = t.n;
+    g.filters = t.filters, g.size = t.size, g.stride = t.stride, g.pad = t.pad, g.ceil_mode = t.ceil;
+    g.finish("test");
+    const int oy0 = t.oy0, oy1 = t.oy1 < 0 ? g.out_h : t.oy1;
+    SCOPED_TRACE("input " + str({t.c, t.h, t.w, t.n}) + " filters " + std::to_string(t.filters) +
+                 " size " + std::to_string(t.size) + " stride " + std::to_string(t.stride) +
+                 " pad " + std::to_string(t.pad) + (t.ceil ? " ceil" : "") + " rows [" +
+                 std::to_string(oy0) + ", " + std::to_string(oy1) + ")");
+    const Shape xs{t.c, t.h, t.w, t.n}, ys{t.filters, g.out_h, g.out_w, t.n};
+    const Shape ws{int(g.out_pixels()), t.filters, t.c, t.size, t.size};
+    const Shape cs{int(im2col_floats(g, oy0, oy1))};
+    Pair x = random_pair(xs, ++seed), w = random_pair(ws, ++seed, -0.5f, 0.5f);
+    Pair cols = poisoned_pair(cs);
+    im2col(x.cpu, g, 0, oy0, oy1, cols.cpu);
+    im2col(x.gpu, g, 0, oy0, oy1, cols.gpu);
+    // Forward: only the chunk's modules are written; the rest of y keeps its (random) values.
+    Pair y = random_pair(ys, ++seed);
+    local_forward(cols.cpu, w.cpu, g, oy0, oy1, y.cpu);
+    local_forward(cols.gpu, w.gpu, g, oy0, oy1, y.gpu);
+    EXPECT_TRUE(all_close(y.gpu, y.cpu, 1e-5, 1e-5)) << "y";
+    Pair dy = random_pair(ys, ++seed);
+    Pair dcols = poisoned_pair(cs);
+    local_backward_data(w.cpu, dy.cpu, g, oy0, oy1, dcols.cpu);
+    local_backward_data(w.gpu, dy.gpu, g, oy0, oy1, dcols.gpu);
+    EXPECT_TRUE(all_close(dcols.gpu, dcols.cpu, 1e-5, 1e-5)) << "dcols";
+    Pair dw = random_pair(ws, ++seed);  // modules outside the chunk stay as they were
+    local_backward_weights(cols.cpu, dy.cpu, g, oy0, oy1, dw.cpu);
+    local_backward_weights(cols.gpu, dy.gpu, g, oy0, oy1, dw.gpu);
+    EXPECT_TRUE(all_close(dw.gpu, dw.cpu, 1e-5, 1e-5)) << "dw";
+  }
+}
+
+// ================================================================================================
 // Pooling forward and backward: max and average, overlapping 3/2, ceil and floor, stride > size,
 // batch 1, padding (both divisors), and max pooling with ties (the first maximum of the window
 // takes the gradient).

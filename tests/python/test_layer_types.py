@@ -127,3 +127,29 @@ def test_sum2_cost_shrinks_the_code_it_reads_in_training(problem):
     print(f"code energy {plain_energy:.1f} -> {energy:.1f}; accuracy {plain_accuracy:.3f} -> {accuracy:.3f}")
     assert energy < 0.35 * plain_energy
     assert plain_accuracy >= 0.8 and accuracy >= 0.8
+
+
+def test_rnorm_and_local_for_cuda_convnet2_models():
+    # Model.rnorm and Model.local come from the C++ declarations, with their option names.
+    rnorm = inspect.signature(convnet.Model.rnorm).parameters
+    assert (rnorm["size"].default, rnorm["k"].default, rnorm["beta"].default) == (5, 1.0, 0.75)
+    assert rnorm["alpha"].default is inspect.Parameter.empty  # required: cfg scale / size^2
+    m = convnet.Model()
+    x = m.input("data", 4, 6)
+    m.labels("labels")
+    h = m.local("local3", x, 5, 3, padding=1, neuron="relu")
+    h = m.rnorm("rnorm3", h, size=3, alpha=0.001 / 9)
+    m.softmax_cost("cost", m.fc("fc", h, 3), "labels")
+    net = convnet.Net(m)
+    layers = {l["name"]: l for l in net.layers()}
+    assert layers["local3"]["shape"] == (5, 6, 6) and layers["rnorm3"]["shape"] == (5, 6, 6)
+    assert layers["rnorm3"]["options"]["k"] == 1.0
+    # Unshared weights: a bank per output position, a bias per filter per position.
+    assert net.get_param("local3.weights").shape == (36, 5, 4, 3, 3)
+    assert net.get_param("local3.biases").shape == (5, 6, 6)
+    assert net.parameter_count == 36 * 5 * 4 * 9 + 36 * 5 + 5 * 36 * 3 + 3
+    out = net.forward(np.random.default_rng(0).normal(size=(2, 4, 6, 6)).astype(np.float32), np.array([0, 2]))
+    assert math.isfinite(out["objective"]) and out["objective"] > 0
+    rows = {r["name"]: r for r in convnet.summary.summary(m)}
+    assert rows["local3"]["macs"] == 6 * 6 * 5 * 4 * 3 * 3 and rows["local3"]["rf"] == 3
+    assert rows["rnorm3"]["rf"] == 5 and rows["rnorm3"]["jump"] == 1

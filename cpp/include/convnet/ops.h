@@ -70,6 +70,17 @@ struct LrnParams {
   float k = 2.0f, alpha = 1e-4f, beta = 0.75f;
 };
 
+// Same-map response normalisation (cuda-convnet2's rnorm, ResponseNormLayer): each value is
+// divided by a power of the sum of squares over a size x size spatial window of its own channel:
+//   d[c,y,x,n] = k + alpha * sum_{y' in win(y), x' in win(x)} a[c,y',x',n]^2,  b = a * d^-beta,
+// win(p) = [p - size/2, p - size/2 + size - 1] clipped to the image (cuda-convnet2's placement:
+// odd sizes centred, even sizes one more before than after; no padding, the window just shrinks
+// at the edges). alpha multiplies the sum directly: cuda-convnet2's cfg `scale` / size^2.
+struct RnormParams {
+  int size = 5;
+  float k = 1.0f, alpha = 1e-4f, beta = 0.75f;
+};
+
 // ---- dense linear algebra ----
 
 // A matrix in a tensor's memory: `rows` x `cols`, row-major, consecutive rows `ld` floats apart,
@@ -120,6 +131,31 @@ void bias_backward(const Tensor& dy, Tensor& db, bool accumulate);
 void lrn_forward(const Tensor& x, Tensor& y, Tensor& denom, const LrnParams& p);
 void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
                   Tensor& dx, const LrnParams& p, bool accumulate);
+
+// ---- response normalisation within each channel (spatial window) ----
+
+// As lrn_forward/lrn_backward, with RnormParams' spatial window instead of LRN's channel window.
+void rnorm_forward(const Tensor& x, Tensor& y, Tensor& denom, const RnormParams& p);
+void rnorm_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
+                    Tensor& dx, const RnormParams& p, bool accumulate);
+
+// ---- locally connected filters (unshared weights; cuda-convnet2's `local` layer) ----
+
+// The geometry is a convolution's (ConvGeometry, groups = 1), but every output position (module
+// m = oy * out_w + ox) has its own filter bank: w is {out_h * out_w, filters, channels, size,
+// size}, module m's bank a filters x col_rows matrix. The ops work on the column matrix that
+// im2col(x, g, 0, oy0, oy1, cols) writes for output rows [oy0, oy1), in which module m's inputs
+// are the col_rows x N block at column (m - oy0 * out_w) * N; one GEMM per module.
+//   local_forward:          y[f, m, n] = sum_r w[m, f, r] * cols[r, m, n]   (y {F, OH, OW, N})
+//   local_backward_data:    dcols[r, m, n] = sum_f w[m, f, r] * dy[f, m, n]  (then col2im)
+//   local_backward_weights: dw[m, f, r] = sum_n dy[f, m, n] * cols[r, m, n]
+// Each writes only the modules of rows [oy0, oy1) of y, dcols and dw (overwriting them).
+void local_forward(const Tensor& cols, const Tensor& w, const ConvGeometry& g, int oy0, int oy1,
+                   Tensor& y);
+void local_backward_data(const Tensor& w, const Tensor& dy, const ConvGeometry& g, int oy0,
+                         int oy1, Tensor& dcols);
+void local_backward_weights(const Tensor& cols, const Tensor& dy, const ConvGeometry& g, int oy0,
+                            int oy1, Tensor& dw);
 
 // ---- pooling ----
 

@@ -209,6 +209,88 @@ void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const T
                                      x.dim(0), inner_of(x), p, accumulate);
 }
 
+static void check_rnorm(const char* op, const Tensor& x, const RnormParams& p) {
+  activation(op, x);
+  CONVNET_CHECK(p.size >= 1, op, ": size must be >= 1, got ", p.size);
+  CONVNET_CHECK(p.k > 0 || p.alpha > 0, op, ": k and alpha may not both be 0");
+}
+
+void rnorm_forward(const Tensor& x, Tensor& y, Tensor& denom, const RnormParams& p) {
+  check_rnorm("rnorm_forward", x, p);
+  same_shape("rnorm_forward", x, y);
+  same_shape("rnorm_forward", x, denom);
+  // Every output reads a window of inputs (and the CPU uses y as scratch before writing it).
+  CONVNET_CHECK(y.data() != x.data() && denom.data() != x.data() && y.data() != denom.data(),
+                "rnorm_forward: x, y and denom must be three different tensors");
+  CONVNET_DISPATCH(x, rnorm_forward, x.data(), y.data(), denom.data(), x.dim(0), x.dim(1),
+                   x.dim(2), x.dim(3), p);
+}
+
+void rnorm_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const Tensor& dy,
+                    Tensor& dx, const RnormParams& p, bool accumulate) {
+  check_rnorm("rnorm_backward", x, p);
+  for (const Tensor* t : {&y, &denom, &dy, static_cast<const Tensor*>(&dx)})
+    same_shape("rnorm_backward", x, *t);
+  CONVNET_CHECK(dx.data() != dy.data() && dx.data() != y.data() && dx.data() != x.data() &&
+                    dx.data() != denom.data(),
+                "rnorm_backward: dx may not share memory with x, y, denom or dy");
+  CONVNET_DISPATCH(x, rnorm_backward, x.data(), y.data(), denom.data(), dy.data(), dx.data(),
+                   x.dim(0), x.dim(1), x.dim(2), x.dim(3), p, accumulate);
+}
+
+// The shared checks of the local ops: the geometry (groups 1), the rows, the weights' shape
+// (`w`: the weights or their gradient), the output-shaped tensor `y` (the output or its
+// gradient) and the column buffer, all on one device.
+static void check_local(const char* op, const Tensor& cols, const Tensor& w, const Tensor& y,
+                        const ConvGeometry& g, int oy0, int oy1) {
+  CONVNET_CHECK(g.groups == 1, op, ": locally connected filters take no groups (got ", g.groups, ")");
+  CONVNET_CHECK(g.out_h > 0 && g.out_w > 0, op, ": the geometry is not finished (no output size)");
+  CONVNET_CHECK(0 <= oy0 && oy0 < oy1 && oy1 <= g.out_h, op, ": output rows [", oy0, ", ", oy1,
+                ") out of range [0, ", g.out_h, ")");
+  const Shape ws{int(g.out_pixels()), g.filters, g.channels, g.size, g.size};
+  CONVNET_CHECK(w.defined() && w.shape() == ws, op, ": weights ",
+                w.defined() ? shape_str(w.shape()) : std::string("undefined"), ", expected ",
+                shape_str(ws));
+  activation(op, y);
+  CONVNET_CHECK(y.shape() == Shape({g.filters, g.out_h, g.out_w, g.batch}), op, ": output ",
+                shape_str(y.shape()), " does not match the geometry (", g.filters, ", ", g.out_h,
+                ", ", g.out_w, ", ", g.batch, ")");
+  CONVNET_CHECK(cols.defined() && cols.numel() >= im2col_floats(g, oy0, oy1), op, ": the column ",
+                "buffer holds ", cols.defined() ? cols.numel() : 0, " floats, ",
+                im2col_floats(g, oy0, oy1), " needed");
+  same_device(op, cols, w);
+  same_device(op, cols, y);
+}
+
+void local_forward(const Tensor& cols, const Tensor& w, const ConvGeometry& g, int oy0, int oy1,
+                   Tensor& y) {
+  check_local("local_forward", cols, w, y, g, oy0, oy1);
+  apart("local_forward", "y", {y.data(), y.data() + y.numel()}, "the columns",
+        {cols.data(), cols.data() + cols.numel()});
+  apart("local_forward", "y", {y.data(), y.data() + y.numel()}, "the weights",
+        {w.data(), w.data() + w.numel()});
+  CONVNET_DISPATCH(cols, local_forward, cols.data(), w.data(), g, oy0, oy1, y.data());
+}
+
+void local_backward_data(const Tensor& w, const Tensor& dy, const ConvGeometry& g, int oy0,
+                         int oy1, Tensor& dcols) {
+  check_local("local_backward_data", dcols, w, dy, g, oy0, oy1);
+  const std::pair<const float*, const float*> out{dcols.data(), dcols.data() + dcols.numel()};
+  apart("local_backward_data", "the columns", out, "dy", {dy.data(), dy.data() + dy.numel()});
+  apart("local_backward_data", "the columns", out, "the weights", {w.data(), w.data() + w.numel()});
+  CONVNET_DISPATCH(dcols, local_backward_data, w.data(), dy.data(), g, oy0, oy1, dcols.data());
+}
+
+void local_backward_weights(const Tensor& cols, const Tensor& dy, const ConvGeometry& g, int oy0,
+                            int oy1, Tensor& dw) {
+  check_local("local_backward_weights", cols, dw, dy, g, oy0, oy1);
+  const std::pair<const float*, const float*> out{dw.data(), dw.data() + dw.numel()};
+  apart("local_backward_weights", "dw", out, "dy", {dy.data(), dy.data() + dy.numel()});
+  apart("local_backward_weights", "dw", out, "the columns",
+        {cols.data(), cols.data() + cols.numel()});
+  CONVNET_DISPATCH(cols, local_backward_weights, cols.data(), dy.data(), g, oy0, oy1, dw.data());
+}
+
 static void check_pool(const char* op, const Tensor& x, const Tensor& y, const PoolGeometry& g) {
   activation(op, x);
   activation(op, y);

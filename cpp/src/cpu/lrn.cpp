@@ -1,4 +1,5 @@
-// CPU local response normalisation across channels, the AlexNet paper's formula (its alpha):
+// CPU response normalisation: across channels (LRN, below first) and within each channel over a
+// spatial window (rnorm, at the end). LRN is the AlexNet paper's formula (its alpha):
 //   d[i] = k + alpha * sum_{j in window(i)} a[j]^2,   b[i] = a[i] * d[i]^-beta,
 // window(i) = [i - size/2, i - size/2 + size - 1] clipped to [0, C).
 // Activations are {C, inner}, inner = H*W*N contiguous per channel. Both passes split the inner
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "cpu/cpu_ops.h"
@@ -150,6 +152,111 @@ void lrn_backward(const float* x, const float* y, const float* denom, const floa
         } else {  // dx may hold garbage: write without reading it
           for (int64_t b = 0; b < n; ++b) dxj[b] = dyj[b] * s[b] - coeff * xj[b] * a[b];
         }
+      }
+    }
+  }
+}
+
+// ---- same-map response normalisation (cuda-convnet2's rnorm) ----
+// d = k + alpha * (sum over the size x size window of a^2), summed as rows of the window: each
+// row's sum over x' (ascending), then those over y' (ascending), the order cuda/lrn.cu keeps. The
+// window is separable, so both passes are 1-D box sums over whole rows (c, y) of W*N floats; the
+// inner loops run over the batch, unit stride.
+
+namespace {
+
+// A row of W positions, N floats each: out[x] = sum_{x' in [x - lo_off, x + hi_off] clipped to
+// [0, W)} f(in[x']) with f the square or the identity.
+template <bool Square>
+inline void box_row(const float* in, float* out, int width, int64_t n, int lo_off, int hi_off) {
+  for (int x = 0; x < width; ++x) {
+    const int lo = std::max(0, x - lo_off), hi = std::min(width - 1, x + hi_off);
+    float* o = out + int64_t(x) * n;
+    std::fill(o, o + n, 0.0f);
+    for (int j = lo; j <= hi; ++j) {
+      const float* v = in + int64_t(j) * n;
+      if (Square)
+        for (int64_t b = 0; b < n; ++b) o[b] += v[b] * v[b];
+      else
+        for (int64_t b = 0; b < n; ++b) o[b] += v[b];
+    }
+  }
+}
+
+}  // namespace
+
+CONVNET_CPU_CLONES
+void rnorm_forward(const float* x, float* y, float* denom, int channels, int height, int width,
+                   int batch, const RnormParams& p) {
+  const int before = p.size / 2, after = p.size - 1 - p.size / 2;  // win(q) = [q-before, q+after]
+  const int64_t row = int64_t(width) * batch, plane = row * height;
+  const int64_t rows = int64_t(channels) * height;
+  const PowKind kind = pow_kind(p.beta);
+  const float k = p.k, alpha = p.alpha;
+  // y holds the horizontal sums of squares until the last pass overwrites it.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) box_row<true>(x + r * row, y + r * row, width, batch, before, after);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t c = r / height, yy = r % height;
+    const int lo = std::max<int>(0, int(yy) - before), hi = std::min<int>(height - 1, int(yy) + after);
+    float* d = denom + r * row;
+    std::fill(d, d + row, 0.0f);
+    for (int j = lo; j <= hi; ++j) {
+      const float* h = y + c * plane + int64_t(j) * row;
+      for (int64_t b = 0; b < row; ++b) d[b] += h[b];
+    }
+    for (int64_t b = 0; b < row; ++b) d[b] = k + alpha * d[b];
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * row;
+    const float* xr = x + r * row;
+    neg_pow(denom + r * row, yr, row, p.beta, kind);
+    for (int64_t b = 0; b < row; ++b) yr[b] *= xr[b];
+  }
+}
+
+// dx_j = dy_j d_j^-beta - 2 alpha beta a_j * sum_{i : j in win(i)} dy_i y_i / d_i (as LRN, with
+// a_i d_i^(-beta-1) = y_i / d_i). j in win(i) <=> i in [j - after, j + before] in each direction
+// (not symmetric for even sizes). t_i = dy_i y_i / d_i goes to a buffer, its horizontal box sums
+// to another, and the last pass takes their vertical sums.
+CONVNET_CPU_CLONES
+void rnorm_backward(const float* x, const float* y, const float* denom, const float* dy,
+                    float* dx, int channels, int height, int width, int batch,
+                    const RnormParams& p, bool accumulate) {
+  const int before = p.size / 2, after = p.size - 1 - p.size / 2;
+  const int64_t row = int64_t(width) * batch, plane = row * height;
+  const int64_t rows = int64_t(channels) * height, n = rows * row;
+  const PowKind kind = pow_kind(p.beta);
+  const float coeff = 2.0f * p.alpha * p.beta;
+  std::unique_ptr<float[]> t(new float[size_t(n)]), h(new float[size_t(n)]);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * row;
+    for (int64_t b = 0; b < row; ++b) t[o + b] = dy[o + b] * y[o + b] / denom[o + b];
+    box_row<false>(t.get() + o, h.get() + o, width, batch, after, before);
+  }
+#pragma omp parallel
+  {
+    std::vector<float> acc(static_cast<size_t>(row)), scale(static_cast<size_t>(row));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t c = r / height, yy = r % height, o = r * row;
+      const int lo = std::max<int>(0, int(yy) - after), hi = std::min<int>(height - 1, int(yy) + before);
+      float* a = acc.data();
+      std::fill(a, a + row, 0.0f);
+      for (int j = lo; j <= hi; ++j) {
+        const float* hj = h.get() + c * plane + int64_t(j) * row;
+        for (int64_t b = 0; b < row; ++b) a[b] += hj[b];
+      }
+      neg_pow(denom + o, scale.data(), row, p.beta, kind);
+      const float *s = scale.data(), *xr = x + o, *dyr = dy + o;
+      float* dxr = dx + o;
+      if (accumulate) {
+        for (int64_t b = 0; b < row; ++b) dxr[b] += dyr[b] * s[b] - coeff * xr[b] * a[b];
+      } else {  // dx may hold garbage: write without reading it
+        for (int64_t b = 0; b < row; ++b) dxr[b] = dyr[b] * s[b] - coeff * xr[b] * a[b];
       }
     }
   }

@@ -40,6 +40,21 @@ void lrn_forward(const float* x, float* y, float* denom, int channels, int64_t i
 void lrn_backward(const float* x, const float* y, const float* denom, const float* dy, float* dx,
                   int channels, int64_t inner, const LrnParams& p, bool accumulate);
 
+// lrn.cu, same-map (spatial window) response normalisation. Activations {C, H, W, N}.
+void rnorm_forward(const float* x, float* y, float* denom, int channels, int height, int width,
+                   int batch, const RnormParams& p);
+void rnorm_backward(const float* x, const float* y, const float* denom, const float* dy,
+                    float* dx, int channels, int height, int width, int batch,
+                    const RnormParams& p, bool accumulate);
+
+// local.cu: one cuBLAS GEMM per module of output rows [oy0, oy1) (ops.h local_*).
+void local_forward(const float* cols, const float* w, const ConvGeometry& g, int oy0, int oy1,
+                   float* y);
+void local_backward_data(const float* w, const float* dy, const ConvGeometry& g, int oy0, int oy1,
+                         float* dcols);
+void local_backward_weights(const float* cols, const float* dy, const ConvGeometry& g, int oy0,
+                            int oy1, float* dw);
+
 // pool.cu
 void pool_forward(const float* x, float* y, const PoolGeometry& g);
 void pool_backward(const float* x, const float* y, const float* dy, float* dx,
