@@ -71,8 +71,9 @@ def test_convert_errors_name_the_culprit(tmp_path, capsys):
     bad = tmp_path / "layers-bad.cfg"
     bad.write_text(open(os.path.join(CC2, "layers-cifar10-11pct.cfg")).read().replace("filterSize=5", "filtersize=5\nfilterSise=5", 1))
     (tmp_path / "layer-params-bad.cfg").write_text(open(os.path.join(CC2, "layer-params-cifar10-11pct.cfg")).read())
-    with pytest.raises(ValueError, match=r"layers-bad.cfg:\d+: section \[conv1\], key 'filterSise': not a key"):
-        cli.main(["convert", str(bad), str(tmp_path / "x.json"), "--size", "24"])
+    rc, _, err = run(capsys, "convert", str(bad), str(tmp_path / "x.json"), "--size", "24")
+    assert rc != 0 and re.search(r"layers-bad.cfg:17: section \[conv1\], key 'filterSise': not a key", err), err
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_train_a_cfg_model(tmp_path, capsys):

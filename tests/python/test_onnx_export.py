@@ -187,6 +187,21 @@ def test_neurons_sum_split_concat_groups():
     assert {"LeakyRelu", "Sigmoid", "Softsign", "Tanh", "Relu", "Sum", "Slice", "Concat"} <= set(ops(exported))
 
 
+@pytest.mark.skipif("inverted" not in {o["name"] for o in convnet.layer_types()["dropout"]["options"]},
+                    reason="the engine predates dropout's inverted option")
+def test_the_papers_dropout_scales_at_test_time():
+    # cuda-convnet2's dropout2 (inverted=false): the test-time graph multiplies by 1 - rate.
+    m = Model()
+    m.input("data", channels=3, size=8)
+    m.labels("labels")
+    m.fc("f1", "data", outputs=6, neuron="relu", init="kaiming")
+    m.dropout("d", "f1", rate=0.25, inverted=False)
+    m.fc("f2", "d", outputs=3, init="xavier")
+    m.softmax_cost("cost", "f2", "labels")
+    exported = check_export(m, pixels((2, 3, 8, 8), 5) / 64, ["f1", "d"])
+    assert "Mul" in ops(exported)
+
+
 def test_classifier_output_is_the_probabilities():
     net = convnet.Net(convnet.zoo.small_convnet(classes=4, size=16))
     x = pixels((6, 1, 16, 16), 8) / 128  # a small range, so the probabilities are not one-hot

@@ -200,6 +200,16 @@ def test_other_structures_refused_naming_the_layer(tmp_path):
         tvw.import_state_dict(narrow_net("alexnet"), FIXTURE / "alexnet.safetensors", arch="resnet18")
 
 
+def test_the_papers_dropout_is_refused(tmp_path):
+    # inverted=false scales by 1 - rate in eval mode, which torchvision's dropout does not
+    m = alexnet_model([8, 16, 16, 16, 8], 16, 10)
+    drops = [l for l in m.layers if l["type"] == "dropout"]
+    assert drops, "the AlexNet builder has dropout layers"
+    drops[0]["inverted"] = False
+    with pytest.raises(ValueError, match=rf"layer '{drops[0]['name']}' is the paper's dropout"):
+        tvw.export_state_dict(Net(m), tmp_path / "unused.safetensors", arch="alexnet")
+
+
 def test_other_pools_and_neurons_are_differences(tmp_path):
     m = alexnet_model([8, 16, 16, 16, 8], 16, 10)
     m.layers[[l["name"] for l in m.layers].index("pool2")]["pool"] = "avg"

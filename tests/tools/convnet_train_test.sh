@@ -101,7 +101,7 @@ filters=16
 padding=1
 stride=1
 filterSize=3
-initW=0.1
+initW=0.3
 sumWidth=4
 neuron=relu
 
@@ -134,14 +134,14 @@ filters=8
 padding=1
 stride=2
 filterSize=3
-initW=0.05
+initW=0.1
 neuron=relu
 
 [fc3]
 type=fc
 inputs=local2
 outputs=32
-initW=0.05
+initW=0.1
 initB=0.1
 neuron=relu
 
@@ -153,7 +153,7 @@ inputs=fc3
 type=fc
 inputs=drop3
 outputs=4
-initW=0.05
+initW=0.1
 
 [probs]
 type=softmax
@@ -205,10 +205,10 @@ keep=0.75
 coeff=1
 topk=2
 CFG
-"$BIN" --layer-def "$WORK/layers-tiny.cfg" --data-path "$DATA" --epochs 3 --mini 32 \
+"$BIN" --layer-def "$WORK/layers-tiny.cfg" --data-path "$DATA" --epochs 6 --mini 32 \
   --save-path "$WORK/cfg" --print-freq 100 > "$WORK/out_cfg.txt"
 cat "$WORK/out_cfg.txt"
-grep -q "done: 3 epochs, step 24" "$WORK/out_cfg.txt" || fail "the cfg model did not train 3 epochs"
+grep -q "done: 6 epochs, step 48" "$WORK/out_cfg.txt" || fail "the cfg model did not train 6 epochs"
 acc=$(sed -n 's/.*test accuracy \([0-9.]*\).*/\1/p' "$WORK/out_cfg.txt")
 awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' || fail "the cfg model's test accuracy $acc is not above 0.5 (chance 0.25)"
 sed 's/^keep=0.75/kep=0.75/' "$WORK/layer-params-tiny.cfg" > "$WORK/layer-params-typo.cfg"

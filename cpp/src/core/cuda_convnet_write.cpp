@@ -97,7 +97,7 @@ class Writer {
   }
   std::string rate(const LayerSpec& l, double base, const std::string& schedule) {
     if (schedule.empty()) return number(base);
-    const NamedParams p = parse_named_params(Schedule::parse(schedule).text(), "schedule");
+    const NamedParams p = parse_named_params(schedule, "schedule");  // as written (the net checked it)
     if (p.name == "constant") return number(base);
     if (p.name != "linear" && p.name != "exp" && p.name != "dexp")
       fail(l, "its schedule '" + schedule + "' has no cuda-convnet2 equivalent (it has linear, exp, dexp)");
