@@ -1,6 +1,6 @@
 // Convolution as whole-batch GEMM (cuda-convnet layout, CHWN):
 //   out[F, (oy, ox, n)] = W[F, (c, ky, kx)] * cols[(c, ky, kx), (oy, ox, n)]
-// per group, with cols from im2col. The column matrix is capped (kWorkspaceBytes) by chunking
+// per group, with cols from im2col. The column matrix is capped (kFilterWorkspaceBytes) by chunking
 // along output rows; a chunk of output rows is a column block of the output matrix, written with
 // ldc = OH*OW*N. 1x1 stride-1 convolutions use the input as the column matrix. The bias add and
 // the neuron are fused into one pass after the GEMMs.
@@ -9,51 +9,33 @@
 #include "convnet/error.h"
 #include "convnet/layer.h"
 #include "convnet/ops.h"
+#include "layers/filter_geometry.h"
 #include "layers/join.h"
 
 namespace convnet {
 
 namespace {
 
-constexpr int64_t kWorkspaceBytes = 256ll << 20;
 
 class ConvLayer : public Layer {
  public:
   explicit ConvLayer(const LayerSpec& spec) : Layer(spec) {
     const LayerOptions& o = spec.options;
-    g_.filters = o.get_int("filters");
-    g_.size = o.get_int("size");
-    g_.stride = o.get_int("stride");
-    g_.pad = o.get_int("padding");
+    g_ = read_filter_options(o);
     g_.groups = o.get_int("groups");
-    g_.ceil_mode = o.get_bool("ceil");
     has_bias_ = o.get_bool("bias");
     chunk_rows_option_ = o.get_int("chunk_rows");
     neuron_ = read_neuron();
   }
 
   Shape setup(const std::vector<Shape>& in) override {
-    int channels = 0;
-    for (size_t i = 0; i < in.size(); ++i) {
-      CONVNET_CHECK(in[i][1] == in[0][1] && in[i][2] == in[0][2], where(), ": input '",
-                    inputs()[i], "' is ", in[i][1], "x", in[i][2], " but '", inputs()[0], "' is ",
-                    in[0][1], "x", in[0][2], " (joined inputs must share height and width)");
-      channels += in[i][0];
-    }
-    g_.channels = channels;
-    g_.height = in[0][1];
-    g_.width = in[0][2];
-    g_.batch = in[0][3];
-    g_.finish(where());
+    g_ = join_geometry(g_, in, inputs(), where());
     if (params_.empty()) {
       add_param("weights", {g_.filters, g_.group_channels(), g_.size, g_.size}, false, g_.col_rows());
       if (has_bias_) add_param("biases", {g_.filters}, true, g_.col_rows());
     }
     direct_ = g_.size == 1 && g_.stride == 1 && g_.pad == 0;
-    const int64_t row_floats = g_.col_rows() * g_.out_w * g_.batch;
-    chunk_rows_ = direct_ ? g_.out_h
-                          : int(std::clamp<int64_t>(kWorkspaceBytes / 4 / row_floats, 1, g_.out_h));
-    if (chunk_rows_option_ > 0 && !direct_) chunk_rows_ = std::min(chunk_rows_option_, g_.out_h);
+    chunk_rows_ = direct_ ? g_.out_h : chunk_rows_for(g_, chunk_rows_option_);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }

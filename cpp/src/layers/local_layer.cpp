@@ -14,23 +14,19 @@
 #include "convnet/error.h"
 #include "convnet/layer.h"
 #include "convnet/ops.h"
+#include "layers/filter_geometry.h"
 #include "layers/join.h"
 
 namespace convnet {
 
 namespace {
 
-constexpr int64_t kWorkspaceBytes = 256ll << 20;  // the column matrix's cap, as conv's
 
 class LocalLayer : public Layer {
  public:
   explicit LocalLayer(const LayerSpec& spec) : Layer(spec) {
     const LayerOptions& o = spec.options;
-    g_.filters = o.get_int("filters");
-    g_.size = o.get_int("size");
-    g_.stride = o.get_int("stride");
-    g_.pad = o.get_int("padding");
-    g_.ceil_mode = o.get_bool("ceil");
+    g_ = read_filter_options(o);
     has_bias_ = o.get_bool("bias");
     chunk_rows_option_ = o.get_int("chunk_rows");
     CONVNET_CHECK(chunk_rows_option_ >= 0, where(), ": chunk_rows must be >= 0, got ",
@@ -39,33 +35,19 @@ class LocalLayer : public Layer {
   }
 
   Shape setup(const std::vector<Shape>& in) override {
-    int channels = 0;
-    for (size_t i = 0; i < in.size(); ++i) {
-      CONVNET_CHECK(in[i][1] == in[0][1] && in[i][2] == in[0][2], where(), ": input '",
-                    inputs()[i], "' is ", in[i][1], "x", in[i][2], " but '", inputs()[0], "' is ",
-                    in[0][1], "x", in[0][2], " (joined inputs must share height and width)");
-      channels += in[i][0];
-    }
-    ConvGeometry g = g_;
-    g.channels = channels;
-    g.height = in[0][1];
-    g.width = in[0][2];
-    g.batch = in[0][3];
-    g.finish(where());
+    const ConvGeometry g = join_geometry(g_, in, inputs(), where());
     const Shape w_shape{int(g.out_pixels()), g.filters, g.channels, g.size, g.size};
     if (params_.empty()) {
       add_param("weights", w_shape, false, g.col_rows());
       if (has_bias_) add_param("biases", {g.filters, g.out_h, g.out_w}, true, g.col_rows());
     } else {
       // Unshared weights fix the input's size, not only its channels (a new batch size is fine).
-      CONVNET_CHECK(params_[0].value.shape() == w_shape, where(), ": inputs of ", channels, "x",
+      CONVNET_CHECK(params_[0].value.shape() == w_shape, where(), ": inputs of ", g.channels, "x",
                     g.height, "x", g.width, " need weights ", shape_str(w_shape), ", the layer has ",
                     shape_str(params_[0].value.shape()));
     }
     g_ = g;
-    const int64_t row_floats = g_.col_rows() * g_.out_w * g_.batch;
-    chunk_rows_ = int(std::clamp<int64_t>(kWorkspaceBytes / 4 / row_floats, 1, g_.out_h));
-    if (chunk_rows_option_ > 0) chunk_rows_ = std::min(chunk_rows_option_, g_.out_h);
+    chunk_rows_ = chunk_rows_for(g_, chunk_rows_option_);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }
