@@ -150,6 +150,16 @@ void rnorm_backward(const Tensor& x, const Tensor& y, const Tensor& denom, const
 //   local_backward_data:    dcols[r, m, n] = sum_f w[m, f, r] * dy[f, m, n]  (then col2im)
 //   local_backward_weights: dw[m, f, r] = sum_n dy[f, m, n] * cols[r, m, n]
 // Each writes only the modules of rows [oy0, oy1) of y, dcols and dw (overwriting them).
+// The per-module GEMMs' layout for rows [oy0, oy1), shared by both backends: modules
+// [first, first + count), k = col_rows, n = batch, the leading dimensions of the column matrix
+// (ldcols) and of y/dy (ldy), and the floats between two modules' banks of w.
+struct LocalModules {
+  int64_t first, count, k, n, ldcols, ldy, bank;
+};
+inline LocalModules local_modules(const ConvGeometry& g, int oy0, int oy1) {
+  const int64_t count = int64_t(oy1 - oy0) * g.out_w, n = g.batch, k = g.col_rows();
+  return {int64_t(oy0) * g.out_w, count, k, n, count * n, g.out_pixels() * n, g.filters * k};
+}
 void local_forward(const Tensor& cols, const Tensor& w, const ConvGeometry& g, int oy0, int oy1,
                    Tensor& y);
 void local_backward_data(const Tensor& w, const Tensor& dy, const ConvGeometry& g, int oy0,

@@ -14,17 +14,8 @@
 namespace convnet::cpu {
 namespace {
 
-struct Modules {
-  int64_t first, count, k, n, ldcols, ldy, bank;
-};
-
-Modules modules_of(const ConvGeometry& g, int oy0, int oy1) {
-  const int64_t count = int64_t(oy1 - oy0) * g.out_w, n = g.batch, k = g.col_rows();
-  return {int64_t(oy0) * g.out_w, count, k, n, count * n, g.out_pixels() * n, g.filters * k};
-}
-
 template <class Fn>
-void for_each_module(const Modules& md, Fn fn) {
+void for_each_module(const LocalModules& md, Fn fn) {
   if (md.count >= omp_get_max_threads() && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < md.count; ++j) fn(j);
@@ -37,7 +28,7 @@ void for_each_module(const Modules& md, Fn fn) {
 
 void local_forward(const float* cols, const float* w, const ConvGeometry& g, int oy0, int oy1,
                    float* y) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for_each_module(md, [&](int64_t j) {
     const int64_t m = md.first + j;
     gemm(false, false, g.filters, int(md.n), int(md.k), 1.f, w + m * md.bank, int(md.k),
@@ -47,7 +38,7 @@ void local_forward(const float* cols, const float* w, const ConvGeometry& g, int
 
 void local_backward_data(const float* w, const float* dy, const ConvGeometry& g, int oy0, int oy1,
                          float* dcols) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for_each_module(md, [&](int64_t j) {
     const int64_t m = md.first + j;
     gemm(true, false, int(md.k), int(md.n), g.filters, 1.f, w + m * md.bank, int(md.k),
@@ -57,7 +48,7 @@ void local_backward_data(const float* w, const float* dy, const ConvGeometry& g,
 
 void local_backward_weights(const float* cols, const float* dy, const ConvGeometry& g, int oy0,
                             int oy1, float* dw) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for_each_module(md, [&](int64_t j) {
     const int64_t m = md.first + j;
     gemm(false, true, g.filters, int(md.k), int(md.n), 1.f, dy + m * md.n, int(md.ldy),

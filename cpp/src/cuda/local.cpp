@@ -8,22 +8,10 @@
 #include "cuda/cuda_ops.h"
 
 namespace convnet::cuda {
-namespace {
-
-struct Modules {
-  int64_t first, count, k, n, ldcols, ldy, bank;
-};
-
-Modules modules_of(const ConvGeometry& g, int oy0, int oy1) {
-  const int64_t count = int64_t(oy1 - oy0) * g.out_w, n = g.batch, k = g.col_rows();
-  return {int64_t(oy0) * g.out_w, count, k, n, count * n, g.out_pixels() * n, g.filters * k};
-}
-
-}  // namespace
 
 void local_forward(const float* cols, const float* w, const ConvGeometry& g, int oy0, int oy1,
                    float* y) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for (int64_t j = 0; j < md.count; ++j) {
     const int64_t m = md.first + j;
     gemm(false, false, g.filters, int(md.n), int(md.k), 1.f, w + m * md.bank, int(md.k),
@@ -33,7 +21,7 @@ void local_forward(const float* cols, const float* w, const ConvGeometry& g, int
 
 void local_backward_data(const float* w, const float* dy, const ConvGeometry& g, int oy0, int oy1,
                          float* dcols) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for (int64_t j = 0; j < md.count; ++j) {
     const int64_t m = md.first + j;
     gemm(true, false, int(md.k), int(md.n), g.filters, 1.f, w + m * md.bank, int(md.k),
@@ -43,7 +31,7 @@ void local_backward_data(const float* w, const float* dy, const ConvGeometry& g,
 
 void local_backward_weights(const float* cols, const float* dy, const ConvGeometry& g, int oy0,
                             int oy1, float* dw) {
-  const Modules md = modules_of(g, oy0, oy1);
+  const LocalModules md = local_modules(g, oy0, oy1);
   for (int64_t j = 0; j < md.count; ++j) {
     const int64_t m = md.first + j;
     gemm(false, true, g.filters, int(md.k), int(md.n), 1.f, dy + m * md.n, int(md.ldy),
