@@ -214,7 +214,7 @@ TEST(CfgFiles, TheirFilesRoundTripToTheSameNet) {
     const ModelSpec spec = read_pair(name, size);
     const ModelSpec back = round_trip(spec, size);
     EXPECT_EQ(back.to_json(), round_trip(back, size).to_json());  // a fixed point after one trip
-    if (!cifar && std::string(name) != "imagenet-2gpu-data") continue;  // the big fc layers: slow
+    if (std::string(name) == "imagenet-4gpu-data-model") continue;  // its fc layers are 2gpu-data's, in four
     expect_same_net(spec, back, 3, size);
   }
 }
