@@ -33,7 +33,7 @@ from .model import Model  # noqa: E402
 from .net import Net, check_gradients  # noqa: E402
 from .train import (Callback, DataPrep, DivergenceError, ProgressBar, Schedule, Trainer,  # noqa: E402
                     evaluate, evaluate_multiview, train)
-from . import plots, summary  # noqa: E402
+from . import dense, plots, summary  # noqa: E402
 
 __all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "data", "train", "Trainer", "Callback",
            "ProgressBar", "DataPrep", "Schedule", "DivergenceError", "evaluate", "evaluate_multiview",

@@ -199,3 +199,32 @@ def vgg(config: str = "A", classes: int = 1000, size: int = 224, channels: int =
     m.fc("fc8", h, outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
     m.softmax_cost("cost", "fc8", "labels")
     return m
+
+
+# The layers the VGG paper (section 3.1) carried from a trained configuration A into the deeper
+# ones: the first four convolutions and the three fully connected layers. Their names and shapes
+# are the same in every configuration (A's conv3_2 is the second conv of block 3 everywhere).
+VGG_INIT_FROM_A = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
+
+
+def init_from_shallower(deep, shallow, layers=VGG_INIT_FROM_A) -> list[str]:
+    """Copies `layers`' weights and biases from the trained net `shallow` (VGG A) into `deep` (B to
+    E), as the paper initialised its deeper nets; the other layers keep their own init. Both are
+    convnet.Net. A layer missing from either net, or of another shape, is a ValueError naming it.
+    Returns the parameters copied."""
+    copied = []
+    deep_names, shallow_names = set(deep.param_names()), set(shallow.param_names())
+    for layer in layers:
+        for suffix in ("weights", "biases"):
+            name = f"{layer}.{suffix}"
+            if name not in shallow_names or name not in deep_names:
+                where = "the shallower net" if name not in shallow_names else "the deeper net"
+                raise ValueError(f"init_from_shallower: {where} has no parameter '{name}'")
+            value = shallow.get_param(name)
+            want = deep.get_param(name).shape
+            if value.shape != want:
+                raise ValueError(f"init_from_shallower: '{name}' is {value.shape} in the shallower net, "
+                                 f"{want} in the deeper one")
+            deep.set_param(name, value)
+            copied.append(name)
+    return copied
