@@ -7,6 +7,7 @@ the map, and over the horizontally flipped image.
     conv_net = convnet.Net(conv_model)
     dense.copy_weights(net, conv_net)                          # fc weights reshaped, the rest as is
     probs = dense.dense_scores(conv_net, images)               # N x classes
+    probs = dense.multiscale_scores(net, model, images, [224, 256, 288])   # multi-scale test
 
 The first fc layer reads a C x K x K map in the original net; as a convolution it has K x K
 filters over C channels whose weights are the fc rows reshaped (an fc input is ordered (c, y, x)
@@ -88,4 +89,41 @@ def dense_scores(conv_net: Net, x: np.ndarray, flips: bool = True, output: str |
     views = [x, x[..., ::-1]] if flips else [x]
     probs = [softmax_map(conv_net.predict(np.ascontiguousarray(v), output=output)).mean(axis=(2, 3))
              for v in views]
+    return np.mean(probs, axis=0)
+
+
+def resize_bilinear(x: np.ndarray, size: int) -> np.ndarray:
+    """N x C x H x W images resized so the shorter side is `size` (bilinear, pixel centres
+    aligned, edges clamped), float32."""
+    n, c, h, w = x.shape
+    scale = size / min(h, w)
+    oh, ow = max(1, round(h * scale)), max(1, round(w * scale))
+
+    def taps(out_len, in_len):
+        pos = (np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5
+        pos = np.clip(pos, 0, in_len - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, in_len - 1)
+        return lo, hi, (pos - lo).astype(np.float64)
+
+    y0, y1, fy = taps(oh, h)
+    x0, x1, fx = taps(ow, w)
+    xd = x.astype(np.float64)
+    rows = xd[:, :, y0, :] * (1 - fy)[:, None] + xd[:, :, y1, :] * fy[:, None]
+    out = rows[:, :, :, x0] * (1 - fx) + rows[:, :, :, x1] * fx
+    return out.astype(np.float32)
+
+
+def multiscale_scores(net: Net, model: Model, x: np.ndarray, scales, flips: bool = True) -> np.ndarray:
+    """VGG's multi-scale test: for each scale Q the images rescaled so the shorter side is Q (then
+    centre-cropped to Q x Q), evaluated densely by the convolutional form of `model` carrying
+    `net`'s weights, and the class probabilities averaged over the scales (N x K). The paper used
+    Q in {S - 32, S, S + 32} for a net trained at scale S."""
+    probs = []
+    for q in scales:
+        conv_net = Net(convolutional_model(model, size=int(q)))
+        copy_weights(net, conv_net)
+        r = resize_bilinear(x, int(q))
+        top, left = (r.shape[2] - q) // 2, (r.shape[3] - q) // 2
+        probs.append(dense_scores(conv_net, np.ascontiguousarray(r[:, :, top:top + q, left:left + q]), flips))
     return np.mean(probs, axis=0)

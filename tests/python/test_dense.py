@@ -26,6 +26,13 @@ def small_vgg(size=16, padding=1, classes=5):
     return m
 
 
+def dense_net(net, model, size):
+    """The convolutional form of `model` at `size` with `net`'s weights."""
+    conv_net = Net(dense.convolutional_model(model, size=size))
+    dense.copy_weights(net, conv_net)
+    return conv_net
+
+
 def images(n, size, seed=0):
     return np.random.default_rng(seed).uniform(-1.5, 1.5, (n, 3, size, size)).astype(np.float32)
 
@@ -92,3 +99,28 @@ def test_deeper_vgg_starts_from_a_trained_shallower_one():
         zoo.init_from_shallower(d, Net(zoo.small_convnet()), layers=("conv1_1",))
     with pytest.raises(ValueError, match=r"'fc8.weights' is \(10, 4096\) in the shallower net"):
         zoo.init_from_shallower(d, Net(zoo.vgg("A", classes=10, size=32)), layers=("fc8",))
+
+
+def test_bilinear_resize_keeps_ramps_and_sizes():
+    ramp = np.tile(np.arange(8, dtype=np.float32), (1, 2, 8, 1))  # x along the width, 1 x 2 x 8 x 8
+    same = dense.resize_bilinear(ramp, 8)
+    np.testing.assert_array_equal(same, ramp)
+    up = dense.resize_bilinear(ramp, 16)
+    assert up.shape == (1, 2, 16, 16)
+    inner = up[0, 0, 0, 1:-1]  # interior samples of a linear ramp stay on the line (edges clamp)
+    np.testing.assert_allclose(np.diff(inner), 0.5, rtol=1e-6)
+    wide = np.zeros((1, 1, 10, 20), np.float32)
+    assert dense.resize_bilinear(wide, 5).shape == (1, 1, 5, 10)  # the shorter side is the size
+
+
+def test_multiscale_test_averages_the_dense_scales():
+    model = small_vgg(size=16)
+    net = Net(model, seed=5)
+    x = images(3, 16, seed=2)
+    at_16 = dense.multiscale_scores(net, model, x, [16], flips=False)
+    np.testing.assert_allclose(at_16, net.predict(x), rtol=1e-5, atol=1e-7)  # one scale, the training one
+    both = dense.multiscale_scores(net, model, x, [16, 24])
+    want = (dense.dense_scores(dense_net(net, model, 16), x)
+            + dense.dense_scores(dense_net(net, model, 24), dense.resize_bilinear(x, 24))) / 2
+    np.testing.assert_allclose(both, want, rtol=1e-5, atol=1e-7)
+    assert np.allclose(both.sum(axis=1), 1.0, atol=1e-5)
