@@ -127,3 +127,32 @@ def multiscale_scores(net: Net, model: Model, x: np.ndarray, scales, flips: bool
         top, left = (r.shape[2] - q) // 2, (r.shape[3] - q) // 2
         probs.append(dense_scores(conv_net, np.ascontiguousarray(r[:, :, top:top + q, left:left + q]), flips))
     return np.mean(probs, axis=0)
+
+
+def multicrop_scores(net: Net, x: np.ndarray, grid: int = 5, flips: bool = True) -> np.ndarray:
+    """VGG's multi-crop test at one scale: the net's input-size crops of x (N x C x S x S, S at
+    least the input size) on a grid x grid regular grid from corner to corner (the paper: 5 x 5,
+    with flips, 50 crops per scale), class probabilities averaged over the crops (N x K)."""
+    side = net.output_shape(net.inputs[0])[1]
+    n, _, h, w = x.shape
+    if h < side or w < side:
+        raise ValueError(f"multicrop_scores: {h}x{w} images are smaller than the net's {side}x{side} input")
+    if grid < 1:
+        raise ValueError(f"multicrop_scores: grid must be >= 1, got {grid}")
+    tops = np.linspace(0, h - side, grid).round().astype(int) if grid > 1 else [(h - side) // 2]
+    lefts = np.linspace(0, w - side, grid).round().astype(int) if grid > 1 else [(w - side) // 2]
+    probs = []
+    for top in tops:
+        for left in lefts:
+            crop = x[:, :, top:top + side, left:left + side]
+            for view in ([crop, crop[..., ::-1]] if flips else [crop]):
+                probs.append(net.predict(np.ascontiguousarray(view)))
+    return np.mean(probs, axis=0)
+
+
+def dense_and_multicrop_scores(net: Net, model: Model, x: np.ndarray, grid: int = 5) -> np.ndarray:
+    """The paper's best single-scale combination (table 6): the mean of the dense evaluation and
+    the multi-crop evaluation of the same images (both with flips)."""
+    conv_net = Net(convolutional_model(model, size=x.shape[2]))
+    copy_weights(net, conv_net)
+    return (dense_scores(conv_net, x) + multicrop_scores(net, x, grid)) / 2

@@ -124,3 +124,22 @@ def test_multiscale_test_averages_the_dense_scales():
             + dense.dense_scores(dense_net(net, model, 24), dense.resize_bilinear(x, 24))) / 2
     np.testing.assert_allclose(both, want, rtol=1e-5, atol=1e-7)
     assert np.allclose(both.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_multicrop_and_its_combination_with_dense():
+    model = small_vgg(size=16, padding=0)
+    net = Net(model, seed=6)
+    x = images(2, 24, seed=3)
+    # A 3 x 3 grid on 24x24 images is offsets 0, 4, 8: with padding-free convs exactly the dense
+    # map's positions, so the two evaluations agree, and so does their mean.
+    crops = dense.multicrop_scores(net, x, grid=3)
+    np.testing.assert_allclose(crops, dense.dense_scores(dense_net(net, model, 24), x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dense.dense_and_multicrop_scores(net, model, x, grid=3), crops, rtol=1e-5, atol=1e-7)
+    # grid 1 is the centre crop
+    centre = np.ascontiguousarray(x[:, :, 4:20, 4:20])
+    np.testing.assert_allclose(dense.multicrop_scores(net, x, grid=1, flips=False), net.predict(centre), rtol=1e-6)
+    # a 2 x 2 grid is the four corners
+    corners = [net.predict(np.ascontiguousarray(x[:, :, t:t + 16, l:l + 16])) for t in (0, 8) for l in (0, 8)]
+    np.testing.assert_allclose(dense.multicrop_scores(net, x, grid=2, flips=False), np.mean(corners, axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="12x12 images are smaller than the net's 16x16 input"):
+        dense.multicrop_scores(net, images(1, 12))
