@@ -6,6 +6,7 @@
 // less), cuda-convnet2's rescale, and mean subtraction that follows the crop and the reflection.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -365,6 +366,96 @@ TEST(AugmentExample, RejectsBadOptions) {
   o.crop = 3;
   o.subtract_mean_image = true;  // without a mean image
   EXPECT_THROW(augment_example(img.data(), 1, 4, 5, o, {}, true, 0, out.data()), ValueError);
+}
+
+// ---- VGG's scales: jittering in training, a test scale ----
+
+// f(y, x) = 2y + 3x on an h x w grid: bilinear interpolation reproduces it exactly (in the clamped
+// coordinates), so every output pixel has a value known in closed form.
+std::vector<float> ramp(int h, int w) {
+  std::vector<float> img(size_t(h * w));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) img[size_t(y * w + x)] = float(2 * y + 3 * x);
+  return img;
+}
+
+// Where output index i of an axis rescaled from n to m samples reads (the clamped source position).
+double source_position(int i, int n, int m) {
+  return std::clamp((i + 0.5) * n / m - 0.5, 0.0, double(n - 1));
+}
+
+TEST(AugmentScales, JitteringToTheImagesOwnSizeIsThePlainCrop) {
+  const auto img = index_image(2, 6, 6);
+  AugmentOptions plain;
+  plain.crop = 4;
+  AugmentOptions jitter = plain;
+  jitter.jitter_min = jitter.jitter_max = 6;
+  for (uint64_t key : {1ull, 2ull, 77ull, 12345ull})
+    EXPECT_EQ(augment(img, 2, 6, 6, jitter, {}, true, key), augment(img, 2, 6, 6, plain, {}, true, key));
+}
+
+TEST(AugmentScales, AnUpscaledCentreCropIsTheBilinearImage) {
+  // 8x8 -> 16x16 (S = 16), the centre 12x12 crop at (2, 2): pixel (y, x) reads source position
+  // ((2 + y + 0.5) * 8/16 - 0.5) in each axis, clamped; the ramp gives its value exactly.
+  const auto img = ramp(8, 8);
+  AugmentOptions o;
+  o.crop = 12;
+  o.random_crop = false;
+  o.mirror = false;
+  o.jitter_min = o.jitter_max = 16;
+  const auto train = augment(img, 1, 8, 8, o, {}, true, 3);
+  o.test_scale = 16;  // the same rescale and centre crop, as the single-scale test
+  const auto test = augment(img, 1, 8, 8, o, {}, false, 3);
+  for (int y = 0; y < 12; ++y)
+    for (int x = 0; x < 12; ++x) {
+      const double want = 2 * source_position(2 + y, 8, 16) + 3 * source_position(2 + x, 8, 16);
+      ASSERT_NEAR(train[size_t(y * 12 + x)], want, 1e-5) << y << "," << x;
+      ASSERT_EQ(test[size_t(y * 12 + x)], train[size_t(y * 12 + x)]);
+    }
+  // A downscale of a 2:1 image: the shorter side becomes S, the longer one keeps the aspect.
+  const auto wide = ramp(10, 20);
+  o.crop = o.jitter_min = o.jitter_max = o.test_scale = 5;
+  const auto small = augment(wide, 1, 10, 20, o, {}, false, 0);  // resized to 5 x 10, crop at (0, 2)
+  for (int y = 0; y < 5; ++y)
+    for (int x = 0; x < 5; ++x)
+      ASSERT_NEAR(small[size_t(y * 5 + x)], 2 * source_position(y, 10, 5) + 3 * source_position(2 + x, 20, 10), 1e-5);
+}
+
+TEST(AugmentScales, EachImageDrawsItsScaleFromTheRange) {
+  // The horizontal step of the ramp after rescaling to S is 3 * 8 / S: it tells S back.
+  const auto img = ramp(8, 8);
+  AugmentOptions o;
+  o.crop = 8;
+  o.mirror = false;
+  o.jitter_min = 10;
+  o.jitter_max = 14;
+  std::map<int, int> scales;
+  for (uint64_t key = 0; key < 400; ++key) {
+    const auto out = augment(img, 1, 8, 8, o, {}, true, key);
+    const double step = out[size_t(3 * 8 + 4)] - out[size_t(3 * 8 + 3)];  // an interior pair
+    const int s = int(std::lround(24.0 / step));
+    ASSERT_NEAR(step, 24.0 / s, 1e-4) << "key " << key;
+    ++scales[s];
+    EXPECT_EQ(augment(img, 1, 8, 8, o, {}, true, key), out) << "a key gives one augmentation";
+  }
+  ASSERT_EQ(scales.size(), 5u);  // 10, 11, 12, 13, 14, each about a fifth of the time
+  EXPECT_EQ(scales.begin()->first, 10);
+  EXPECT_EQ(scales.rbegin()->first, 14);
+  for (const auto& [s, n] : scales) EXPECT_GT(n, 50) << "scale " << s;
+}
+
+TEST(AugmentScales, RejectsWhatCannotWork) {
+  const auto img = ramp(8, 8);
+  std::vector<float> out(400);
+  AugmentOptions o;
+  o.jitter_min = 10;
+  o.jitter_max = 12;
+  EXPECT_THROW(augment_example(img.data(), 1, 8, 8, o, {}, true, 0, out.data()), ValueError);  // no crop
+  o.crop = 11;  // larger than the smallest scale
+  EXPECT_THROW(augment_example(img.data(), 1, 8, 8, o, {}, true, 0, out.data()), ValueError);
+  o.crop = 8;
+  o.subtract_mean_image = true;  // the mean image has the source's size
+  EXPECT_THROW(augment_example(img.data(), 1, 8, 8, o, {}, true, 0, out.data()), ValueError);
 }
 
 }  // namespace

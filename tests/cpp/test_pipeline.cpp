@@ -291,6 +291,38 @@ TEST(Pipeline, TrainingCropsAndReflections) {
   EXPECT_EQ(corners.size(), 6u);
 }
 
+// VGG's scale jittering goes through the writer's per-example path: jittering to the images' own
+// size is the plain crop, bit for bit; real jittering gives the same batches for any worker count.
+TEST(Pipeline, ScaleJitteringBatches) {
+  auto plain = plain_options(16);
+  plain.train = true;
+  plain.augment.crop = 3;
+  auto same_size = plain;
+  same_size.augment.jitter_min = same_size.augment.jitter_max = 4;
+  auto source = coded_source(40, 2, 4, 4);
+  Pipeline a(source, plain), b(source, same_size);
+  Batch ba, bb;
+  while (a.next(ba)) {
+    ASSERT_TRUE(b.next(bb));
+    EXPECT_EQ(ba.images.to_vector(), bb.images.to_vector());
+  }
+  auto jitter = plain;
+  jitter.augment.jitter_min = 4;
+  jitter.augment.jitter_max = 9;
+  auto many = jitter;
+  many.workers = 3;
+  Pipeline c(source, jitter), d(source, many);
+  Batch bc, bd;
+  while (c.next(bc)) {
+    ASSERT_TRUE(d.next(bd));
+    ASSERT_EQ(bc.images.shape(), (Shape{2, 3, 3, bc.images.dim(3)}));
+    EXPECT_EQ(bc.images.to_vector(), bd.images.to_vector());
+  }
+  auto bad = jitter;
+  bad.augment.crop = 5;  // more than the smallest scale
+  EXPECT_THROW(Pipeline(source, bad), ValueError);
+}
+
 // Wraps a source; the examples in `bad` throw DataError naming a file.
 class FlakySource : public DataSource {
  public:

@@ -126,6 +126,14 @@ struct AugmentOptions {
   // multiplied by 1 / (1 + pca_std). Off by default: the noise adds only about pca_std^2 (1%)
   // to the inputs' variance, and the rescale makes training inputs 9% smaller than test inputs.
   bool pca_rescale = false;
+  // VGG's scale jittering (training): the image is first rescaled (bilinear) so that its shorter
+  // side is S, drawn per image per epoch uniformly from the integers [jitter_min, jitter_max], in
+  // pixels of the image as the source holds it (a 28x28 source with S = 36 is upsampled by 36/28),
+  // and the random crop is cut from that. 0: off. Needs a crop, at most jitter_min.
+  int jitter_min = 0, jitter_max = 0;
+  // VGG's single-scale test at Q (test): the image rescaled so its shorter side is Q, then the
+  // centre crop. 0: the image as it is.
+  int test_scale = 0;
   bool subtract_mean_image = false;  // subtract stats.mean (cropped like the image)
   float mean_value = 0.f;      // else subtract this scalar
   float scale = 1.f;           // then multiply (e.g. 1/255)

@@ -46,6 +46,8 @@ struct DataOptions {
   int image_size = 256;       // decoded side of folder images
   int crop = 0;               // random crops in training, the centre crop in test (0: none)
   bool mirror = false;
+  int jitter_min = 0, jitter_max = 0;  // VGG's scale jittering in training (0: off)
+  int test_scale = 0;                  // VGG's single-scale test (0: off)
   float pca_std = 0.f;
   bool pca_rescale = false;
   std::string mean = "scalar";  // subtract the training pixels' mean value, the mean image, or none

@@ -20,7 +20,9 @@ namespace {
 
 // The k-th random word of the stream of `key`. Fixed slots, so (say) turning PCA noise on does
 // not change which crop an example gets.
-enum Slot : uint64_t { kCropY = 0, kCropX = 1, kMirror = 2, kPca = 3 /* 3..6: two Box-Muller pairs */ };
+enum Slot : uint64_t {
+  kCropY = 0, kCropX = 1, kMirror = 2, kPca = 3 /* 3..6: two Box-Muller pairs */, kScale = 7
+};
 uint64_t draw(uint64_t key, uint64_t slot) { return splitmix64(key + slot); }
 
 // Integer in [0, n) (multiply-high of the top 32 bits; n is an image side, far below 2^32).
@@ -64,6 +66,48 @@ void write_window(const float* chw, int channels, int height, int width, int y0,
 
 }  // namespace
 
+bool rescales(const AugmentOptions& o, bool train) {
+  return train ? o.jitter_max > 0 : o.test_scale > 0;
+}
+
+// Bilinear taps of output index i of an axis rescaled from `in` to `out` samples (pixel centres
+// aligned, clamped at the edges): the two source indices and the second one's weight.
+struct Tap {
+  int lo, hi;
+  double w;
+};
+static Tap tap(int i, int in, int out) {
+  double pos = (double(i) + 0.5) * double(in) / double(out) - 0.5;
+  pos = std::clamp(pos, 0.0, double(in - 1));
+  const int lo = int(pos);
+  return {lo, std::min(lo + 1, in - 1), pos - double(lo)};
+}
+
+void write_rescaled_window(const float* chw, int channels, int height, int width,
+                           const AugmentPlan& p, float mean_value, float scale, float* out) {
+  const size_t plane = size_t(height) * size_t(width);
+  std::vector<Tap> xs(size_t(p.width));
+  for (int x = 0; x < p.width; ++x) {
+    const int rx = p.left + (p.mirror ? p.width - 1 - x : x);  // the column of the rescaled image
+    xs[size_t(x)] = tap(rx, width, p.resized_width);
+  }
+  for (int c = 0; c < channels; ++c) {
+    const float add = c < 3 ? p.offset[c] : 0.f;
+    for (int y = 0; y < p.height; ++y) {
+      const Tap ty = tap(p.top + y, height, p.resized_height);
+      const float* r0 = chw + size_t(c) * plane + size_t(ty.lo) * size_t(width);
+      const float* r1 = chw + size_t(c) * plane + size_t(ty.hi) * size_t(width);
+      float* dst = out + (size_t(c) * size_t(p.height) + size_t(y)) * size_t(p.width);
+      for (int x = 0; x < p.width; ++x) {
+        const Tap& tx = xs[size_t(x)];
+        const double top = double(r0[tx.lo]) * (1 - tx.w) + double(r0[tx.hi]) * tx.w;
+        const double bottom = double(r1[tx.lo]) * (1 - tx.w) + double(r1[tx.hi]) * tx.w;
+        dst[x] = augmented_value(float(top * (1 - ty.w) + bottom * ty.w), add, mean_value, scale);
+      }
+    }
+  }
+}
+
 bool colour_noise_applies(const AugmentOptions& o, int channels, bool train) {
   return train && o.pca_std > 0.f && channels == 3;
 }
@@ -77,20 +121,41 @@ AugmentPlan plan_augmentation(int channels, int height, int width, const Augment
                               const DataStats& stats, bool train, uint64_t rng_key) {
   CONVNET_CHECK(channels >= 1 && height >= 1 && width >= 1, "augment_example: image shape ",
                 channels, " x ", height, " x ", width, " has a dimension below 1");
-  CONVNET_CHECK(o.crop >= 0 && o.crop <= std::min(height, width), "augment: crop ", o.crop,
+  CONVNET_CHECK(o.crop >= 0 && (rescales(o, train) || o.crop <= std::min(height, width)), "augment: crop ", o.crop,
                 " does not fit a ", height, " x ", width, " image");
   CONVNET_CHECK(!o.subtract_mean_image || stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
                 "augment: subtract_mean_image needs a mean image of ", channels, " x ", height, " x ",
                 width, " (stats hold ", stats.mean.size(), " values; compute_stats on this source)");
   AugmentPlan p;
+  int h = height, w = width;  // of the image the window is cut from
+  if (rescales(o, train)) {
+    // VGG: the shorter side becomes S (jittered in training, the test scale in test).
+    CONVNET_CHECK(o.crop > 0, "augment: rescaling images (scale jittering, a test scale) needs a crop");
+    CONVNET_CHECK(!o.subtract_mean_image, "augment: rescaled images cannot take the mean image (it has "
+                  "the source's size); subtract the mean value (--mean scalar), as VGG does");
+    int side = o.test_scale;
+    if (train) {
+      CONVNET_CHECK(o.jitter_min >= o.crop && o.jitter_max >= o.jitter_min, "augment: scale jittering "
+                    "needs crop <= min <= max, got crop ", o.crop, ", [", o.jitter_min, ", ", o.jitter_max, "]");
+      side = o.jitter_min + bounded(draw(rng_key, kScale), o.jitter_max - o.jitter_min + 1);
+    } else {
+      CONVNET_CHECK(o.test_scale >= o.crop, "augment: the test scale ", o.test_scale,
+                    " is below the crop ", o.crop);
+    }
+    const int shorter = std::min(height, width);
+    h = height == shorter ? side : int(std::lround(double(height) * side / shorter));
+    w = width == shorter ? side : int(std::lround(double(width) * side / shorter));
+    p.resized_height = h;
+    p.resized_width = w;
+  }
   // crop 0 keeps the whole image (which need not be square).
-  p.height = o.crop ? o.crop : height;
-  p.width = o.crop ? o.crop : width;
-  p.top = (height - p.height) / 2;
-  p.left = (width - p.width) / 2;
+  p.height = o.crop ? o.crop : h;
+  p.width = o.crop ? o.crop : w;
+  p.top = (h - p.height) / 2;
+  p.left = (w - p.width) / 2;
   if (train && o.random_crop) {
-    p.top = bounded(draw(rng_key, kCropY), height - p.height + 1);
-    p.left = bounded(draw(rng_key, kCropX), width - p.width + 1);
+    p.top = bounded(draw(rng_key, kCropY), h - p.height + 1);
+    p.left = bounded(draw(rng_key, kCropX), w - p.width + 1);
   }
   p.mirror = train && o.mirror && (draw(rng_key, kMirror) >> 63) != 0;
 
@@ -117,6 +182,9 @@ void augment_example(const float* chw, int channels, int height, int width, cons
                      const DataStats& stats, bool train, uint64_t rng_key, float* out) {
   if (train) check_colour_noise(o, channels, stats, "augment_example");
   const AugmentPlan p = plan_augmentation(channels, height, width, o, stats, train, rng_key);
+  if (p.resized_height > 0)
+    return write_rescaled_window(chw, channels, height, width, p, o.mean_value,
+                                 output_scale(o, channels, train), out);
   write_window(chw, channels, height, width, p.top, p.left, p.height, p.width, p.mirror, p.offset,
                o.subtract_mean_image ? stats.mean.data() : nullptr, o.mean_value,
                output_scale(o, channels, train), out);

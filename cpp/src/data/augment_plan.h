@@ -12,7 +12,10 @@
 namespace convnet {
 
 struct AugmentPlan {
-  int top = 0, left = 0, height = 0, width = 0;  // the window of the source image
+  // The window: of the source image, or, when resized_height > 0 (scale jittering, test scale),
+  // of the source rescaled to resized_height x resized_width (bilinear).
+  int top = 0, left = 0, height = 0, width = 0;
+  int resized_height = 0, resized_width = 0;
   bool mirror = false;                           // reflected left-right
   float offset[3] = {0.f, 0.f, 0.f};             // added to each channel (PCA colour noise)
 };
@@ -35,6 +38,16 @@ float output_scale(const AugmentOptions& o, int channels, bool train);
 // augment_example documents (ValueError).
 AugmentPlan plan_augmentation(int channels, int height, int width, const AugmentOptions& o,
                               const DataStats& stats, bool train, uint64_t rng_key);
+
+// Whether the options rescale images before cropping (scale jittering in training, a test scale
+// in test): such plans have resized_height > 0 and take write_rescaled_window.
+bool rescales(const AugmentOptions& o, bool train);
+
+// The plan's window of a C x H x W image rescaled as the plan says (bilinear, pixel centres
+// aligned, edges clamped), reflected when the plan says, as augmented_value(pixel, offset, mean_value,
+// scale): C x plan.height x plan.width floats into out.
+void write_rescaled_window(const float* chw, int channels, int height, int width,
+                           const AugmentPlan& plan, float mean_value, float scale, float* out);
 
 // One output value: the pixel plus its channel's offset, minus the mean (image or scalar), scaled.
 // In exactly this order everywhere, so every path gives the same bits.

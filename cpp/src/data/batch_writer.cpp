@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -58,6 +59,15 @@ inline float mean_at(const GroupTarget& t, const AugmentPlan& p, int c, int y, i
 
 void write_group(const float* const* images, const AugmentPlan* plans, int count,
                  const GroupTarget& t) {
+  if (count > 0 && plans[0].resized_height > 0) {  // rescaled (VGG's scale jittering): example by example
+    std::vector<float> chw(size_t(t.channels) * size_t(t.height) * size_t(t.width));
+    for (int j = 0; j < count; ++j) {
+      write_rescaled_window(images[j], t.channels, t.source_height, t.source_width, plans[j],
+                            t.mean_value, t.scale, chw.data());
+      for (size_t i = 0; i < chw.size(); ++i) t.images[i * size_t(t.n) + size_t(t.first + j)] = chw[i];
+    }
+    return;
+  }
   const size_t plane = size_t(t.source_height) * size_t(t.source_width);
   for (int c = 0; c < t.channels; ++c)
     for (int y = 0; y < t.height; ++y) {

@@ -126,14 +126,26 @@ struct Pipeline::Impl {
                   "Pipeline: pinned_memory is for uploads to a GPU, and ",
                   cuda_compiled() ? "no GPU is visible" : "this build has no CUDA backend");
     channels = source->channels();
-    if (channels <= 4) window_source = dynamic_cast<const WindowSource*>(source.get());
+    // Rescaled images (scale jittering) are resampled from whole images, not decoded windows.
+    if (channels <= 4 && !rescales(opt.augment, opt.train))
+      window_source = dynamic_cast<const WindowSource*>(source.get());
     height = source->height();
     width = source->width();
     count = source->size();
     const AugmentOptions& a = opt.augment;
     CONVNET_CHECK(count > 0, "Pipeline: the source is empty");
-    CONVNET_CHECK(a.crop >= 0 && a.crop <= std::min(height, width), "Pipeline: crop ", a.crop,
-                  " does not fit the source's ", height, " x ", width, " images");
+    if (rescales(a, opt.train)) {  // VGG's scales: the crop comes from the rescaled image
+      const int smallest = opt.train ? a.jitter_min : a.test_scale;
+      CONVNET_CHECK(a.crop > 0 && a.crop <= smallest && (!opt.train || a.jitter_max >= a.jitter_min),
+                    "Pipeline: ", opt.train ? "scale jittering [" : "the test scale [",
+                    smallest, opt.train ? ", " + std::to_string(a.jitter_max) : std::string(),
+                    "] needs a crop of at most ", smallest, ", and min <= max (crop ", a.crop, ")");
+      CONVNET_CHECK(!a.subtract_mean_image, "Pipeline: rescaled images cannot take the mean image (it has "
+                    "the source's size); subtract the mean value (--mean scalar), as VGG does");
+    } else {
+      CONVNET_CHECK(a.crop >= 0 && a.crop <= std::min(height, width), "Pipeline: crop ", a.crop,
+                    " does not fit the source's ", height, " x ", width, " images");
+    }
     out_h = a.crop ? a.crop : height;
     out_w = a.crop ? a.crop : width;
     CONVNET_CHECK(!a.subtract_mean_image ||

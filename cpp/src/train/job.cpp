@@ -44,6 +44,7 @@ RunData RunData::of_run(const nlohmann::json& run, const std::string& data) {
   CONVNET_CHECK(!o.data.empty(), "the checkpoint does not say which data it was trained on: give the data set");
   o.image_size = run.value("image_size", o.image_size);
   o.crop = run.value("crop", 0);
+  o.test_scale = run.value("test_scale", 0);  // `convnet test` tests as the run did
   o.mean = run.value("mean", std::string("scalar"));
   // Runs before the scale option read pixels times 1/255.
   r.scale_ = run.value("scale", 1.f / 255.f);
@@ -68,6 +69,9 @@ AugmentOptions RunData::augment(bool train) const {
   AugmentOptions a;
   a.crop = options_.crop;
   a.mirror = train && options_.mirror;
+  a.jitter_min = train ? options_.jitter_min : 0;
+  a.jitter_max = train ? options_.jitter_max : 0;
+  a.test_scale = train ? 0 : options_.test_scale;
   a.pca_std = train ? options_.pca_std : 0.f;
   a.pca_rescale = train && options_.pca_rescale;
   a.subtract_mean_image = options_.mean == "image";
@@ -98,7 +102,8 @@ nlohmann::json RunData::info() const {
   return {{"data", o.data}, {"image_size", o.image_size},
           {"source_size", s.height() == s.width() ? nlohmann::json(s.height()) : nlohmann::json()},
           {"crop", o.crop}, {"mean", o.mean}, {"mean_value", mean_value_}, {"scale", scale_},
-          {"mirror", o.mirror}, {"pca_std", o.pca_std}, {"pca_rescale", o.pca_rescale},
+          {"mirror", o.mirror}, {"scale_jitter", {o.jitter_min, o.jitter_max}}, {"test_scale", o.test_scale},
+          {"pca_std", o.pca_std}, {"pca_rescale", o.pca_rescale},
           {"class_names", dataset_.class_names}};
 }
 

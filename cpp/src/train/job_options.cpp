@@ -46,6 +46,13 @@ std::vector<JobOption> make_table() {
       option("image-size", "N", std::to_string(data.image_size), "decoded size of folder images"),
       option("crop", "N", std::to_string(data.crop), "random crops of this size in training, the centre crop in test (0: none)"),
       flag("mirror", "random horizontal reflections in training"),
+      option("scale-jitter", "MIN,MAX", "",
+             "VGG's scale jittering: each training image rescaled so its shorter side is S, drawn from "
+             "[MIN, MAX] per image per epoch (pixels of the image as the data set holds it), before the "
+             "random --crop (at most MIN); empty: off"),
+      option("test-scale", "Q", std::to_string(data.test_scale),
+             "VGG's single-scale test: test images rescaled so the shorter side is Q, then the centre "
+             "--crop (0: as they are)"),
       option("pca-std", "X", number(data.pca_std),
              "AlexNet's PCA colour noise: alpha_i ~ N(0, X) times the standard deviation along each RGB principal "
              "component (the paper: 0.1; RGB only)"),
@@ -208,6 +215,20 @@ JobOptions JobOptions::parse(const std::vector<std::pair<std::string, std::strin
   d.image_size = whole(v, "image-size", 1);
   d.crop = whole(v, "crop");
   d.mirror = on("mirror");
+  if (const std::string& jitter = v.at("scale-jitter"); !jitter.empty()) {
+    const size_t comma = jitter.find(',');
+    char* end = nullptr;
+    d.jitter_min = comma == std::string::npos ? -1 : int(std::strtol(jitter.c_str(), &end, 10));
+    const bool first_ok = comma != std::string::npos && end == jitter.c_str() + comma;
+    d.jitter_max = first_ok ? int(std::strtol(jitter.c_str() + comma + 1, &end, 10)) : -1;
+    CONVNET_CHECK(first_ok && *end == '\0' && d.jitter_min > 0 && d.jitter_max >= d.jitter_min,
+                  "--scale-jitter '", jitter, "' must be MIN,MAX with 0 < MIN <= MAX (e.g. 256,512)");
+    CONVNET_CHECK(d.crop > 0 && d.crop <= d.jitter_min, "--scale-jitter ", jitter,
+                  " needs a --crop of at most ", d.jitter_min, " (the crop is cut from the rescaled image)");
+  }
+  d.test_scale = whole(v, "test-scale");
+  CONVNET_CHECK(d.test_scale == 0 || (d.crop > 0 && d.crop <= d.test_scale), "--test-scale ", d.test_scale,
+                " needs a --crop of at most ", d.test_scale);
   d.pca_std = float(real(v, "pca-std"));
   CONVNET_CHECK(d.pca_std >= 0, "--pca-std ", d.pca_std, " must be >= 0");
   d.pca_rescale = on("pca-rescale");
