@@ -16,6 +16,7 @@ starts afresh); more seeds than before only adds the missing runs.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -220,11 +221,14 @@ def read_results(out_dir: str) -> list:
 
 def run_experiment(name: str, out_dir: str, *, seeds: int | None = None, epochs: int | None = None,
                    train_subset: int | None = None, test_subset: int | None = None, data: str | None = None,
-                   restart: bool = False, out=sys.stdout, on_run: Callable[[dict], None] | None = None) -> dict:
+                   restart: bool = False, out="stdout", on_run: Callable[[dict], None] | None = None) -> dict:
     """Runs the experiment's missing (arm, seed) pairs into out_dir, then writes table.md and
     plot.png. Returns {'ran': records of the runs done now, 'records': all, 'table', 'plot'}.
-    on_run(record) is called after each run is recorded (tests use it to interrupt)."""
+    on_run(record) is called after each run is recorded (tests use it to interrupt). Progress
+    lines go to `out`, a file (default sys.stdout; None: nowhere)."""
     exp = get(name)
+    # "stdout" is looked up now, not at import, so that a redirected sys.stdout gets the lines.
+    out = sys.stdout if out == "stdout" else out if out is not None else io.StringIO()
     b = exp.budget
     budget = Budget(epochs=epochs or b.epochs, train_subset=train_subset or b.train_subset,
                     seeds=seeds or b.seeds, test_subset=test_subset or b.test_subset, batch=b.batch)
