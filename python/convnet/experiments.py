@@ -92,7 +92,7 @@ EXPERIMENTS = {e.name: e for e in [
         metrics=["epochs_to_target", "seconds_to_target", "train_error", "test_error", "seconds"],
         budget=Budget(epochs=10, train_subset=10000, seeds=3),
         target_train_error=0.15,
-        notes="Fashion-MNIST is easier than CIFAR-10, so the target training error is 15%, not 25%. "
+        notes="Fashion-MNIST is an easier problem than CIFAR-10, so the target training error is 15%, not 25%. "
               "Epochs to the target are interpolated between epoch ends; a run that never reaches "
               "it counts as not reached (shown as n/N reached)."),
     Experiment(
