@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -230,9 +230,13 @@ def run_experiment(name: str, out_dir: str, *, seeds: int | None = None, epochs:
     # "stdout" is looked up now, not at import, so that a redirected sys.stdout gets the lines.
     out = sys.stdout if out == "stdout" else out if out is not None else io.StringIO()
     b = exp.budget
-    budget = Budget(epochs=epochs or b.epochs, train_subset=train_subset or b.train_subset,
-                    seeds=seeds or b.seeds, test_subset=test_subset or b.test_subset, batch=b.batch)
-    for what, v in (("seeds", budget.seeds), ("epochs", budget.epochs)):
+    def given(v, default):  # None: the experiment's; 0 is a value (and an error below)
+        return default if v is None else v
+
+    budget = Budget(epochs=given(epochs, b.epochs), train_subset=given(train_subset, b.train_subset),
+                    seeds=given(seeds, b.seeds), test_subset=given(test_subset, b.test_subset), batch=b.batch)
+    for what, v in (("seeds", budget.seeds), ("epochs", budget.epochs), ("train_subset", budget.train_subset),
+                    ("test_subset", budget.test_subset)):
         if v < 1:
             raise ValueError(f"{what} must be >= 1, got {v}")
     spec = data or exp.data
