@@ -1,4 +1,4 @@
-"""The `convnet` command: train, test, predict, summary, plot, export.
+"""The `convnet` command: train, test, predict, summary, plot, export, experiment.
 
     convnet train fashion_alexnet --data fashion-mnist --epochs 10 --save-dir runs/fashion
     convnet test runs/fashion --multiview
@@ -7,6 +7,7 @@
     convnet convert layers-imagenet-2gpu-model.cfg alexnet.json
     convnet plot runs/fashion
     convnet export runs/fashion fashion.onnx
+    convnet experiment --list
 """
 
 from __future__ import annotations
@@ -416,6 +417,28 @@ def cmd_plot(a) -> int:
     return 0
 
 
+# ---- experiment ----
+def cmd_experiment(a) -> int:
+    from . import experiments
+
+    if a.list:
+        if a.name:
+            raise SystemExit("convnet experiment: give a NAME or --list, not both")
+        width = max(len(n) for n in experiments.EXPERIMENTS)
+        for name, exp in experiments.EXPERIMENTS.items():
+            print(f"{name:<{width}}  {exp.question}")
+        return 0
+    if not a.name:
+        raise SystemExit(f"convnet experiment: name an experiment ({experiments.describe_known()}) or give --list")
+    if a.name not in experiments.EXPERIMENTS:
+        raise SystemExit(f"convnet experiment: unknown experiment '{a.name}'; known experiments: "
+                         f"{experiments.describe_known()}")
+    out = a.out or os.path.join("experiments", a.name)
+    experiments.run_experiment(a.name, out, seeds=a.seeds, epochs=a.epochs, train_subset=a.train_subset,
+                               test_subset=a.test_subset, data=a.data, restart=a.restart)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: argparse would take a misspelt --epoch for --epochs (a prefix); an
     # option must be spelt out, as convnet-train's are.
@@ -499,6 +522,22 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
     x.add_argument("out", help="output file: NAME.onnx or NAME.safetensors")
     x.set_defaults(func=cmd_export)
+
+    xp = sub.add_parser("experiment", allow_abbrev=False, help="a small controlled comparison of a paper's design choice",
+                        description="Trains each arm of an experiment (model variants differing in one choice) "
+                                    "over several seeds on a subset of the data; writes results.jsonl (one record "
+                                    "per run, as it ends: an interrupted experiment resumes), table.md (mean ± std "
+                                    "per arm, with the paper's claim) and plot.png. See docs/EXPERIMENTS.md.")
+    xp.add_argument("name", nargs="?", help="the experiment (--list shows them)")
+    xp.add_argument("--list", action="store_true", help="the experiments and their questions")
+    xp.add_argument("--out", help="output folder (default experiments/NAME)")
+    xp.add_argument("--seeds", type=int, help="seeds per arm (default: the experiment's; more seeds add runs)")
+    xp.add_argument("--epochs", type=int, help="epochs per run (default: the experiment's)")
+    xp.add_argument("--train-subset", type=int, help="training images, a fixed subset (default: the experiment's)")
+    xp.add_argument("--test-subset", type=int, help="test images evaluated each epoch (default: the experiment's)")
+    xp.add_argument("--data", help=f"data set (default fashion-mnist). {data_help}")
+    xp.add_argument("--restart", action="store_true", help="discard the folder's results (of another setup) and start afresh")
+    xp.set_defaults(func=cmd_experiment)
     return p
 
 

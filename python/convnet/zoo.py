@@ -115,34 +115,48 @@ def small_convnet(classes: int = 10, channels: int = 1, size: int = 28, neuron: 
 
 
 def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.5,
-                    init: str = "kaiming", lr: float = 0.01) -> Model:
+                    init: str = "kaiming", lr: float = 0.01, neuron: str = "relu", lrn: bool = True,
+                    pool_size: int = 3, pool_stride: int = 2) -> Model:
     """AlexNet in miniature for 28x28 images, with every element of the paper: two towers
     (logical devices 0 and 1) that meet at conv3 and the fc layers, ReLU, LRN, overlapping max
     pooling, dropout, biases of 1 in conv2 and the hidden fc layers, momentum SGD with weight decay.
 
     init="kaiming" (std sqrt(2 / fan_in)) because the paper's N(0, 0.01) stalls a net this small
     for an epoch or more; init="gaussian" restores the paper's (initW=0.01).
+
+    neuron, lrn, pool_size/pool_stride and dropout (0: none) turn the paper's choices off one at a
+    time, for its ablations (convnet experiment); the defaults are the paper's.
     """
+    if dropout < 0 or dropout >= 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     m = Model()
     m.input("data", channels=channels, size=size)
     m.labels("labels")
     o = dict(epsW=lr, epsB=lr, momW=0.9, momB=0.9, wc=0.0005, init=init, initW=0.01)
     for t, dev in (("a", 0), ("b", 1)):
-        m.conv(f"conv1{t}", "data", filters=32, size=5, padding=2, neuron="relu", device=dev, **o)
-        m.lrn(f"rnorm1{t}", f"conv1{t}", device=dev)
-        m.pool(f"pool1{t}", f"rnorm1{t}", size=3, stride=2, device=dev)
-        m.conv(f"conv2{t}", f"pool1{t}", filters=64, size=5, padding=2, neuron="relu", initB=1,
+        m.conv(f"conv1{t}", "data", filters=32, size=5, padding=2, neuron=neuron, device=dev, **o)
+        below = f"conv1{t}"
+        if lrn:
+            m.lrn(f"rnorm1{t}", below, device=dev)
+            below = f"rnorm1{t}"
+        m.pool(f"pool1{t}", below, size=pool_size, stride=pool_stride, device=dev)
+        m.conv(f"conv2{t}", f"pool1{t}", filters=64, size=5, padding=2, neuron=neuron, initB=1,
                device=dev, **o)
-        m.lrn(f"rnorm2{t}", f"conv2{t}", device=dev)
-        m.pool(f"pool2{t}", f"rnorm2{t}", size=3, stride=2, device=dev)
+        below = f"conv2{t}"
+        if lrn:
+            m.lrn(f"rnorm2{t}", below, device=dev)
+            below = f"rnorm2{t}"
+        m.pool(f"pool2{t}", below, size=pool_size, stride=pool_stride, device=dev)
     for t, dev in (("a", 0), ("b", 1)):
-        m.conv(f"conv3{t}", ["pool2a", "pool2b"], filters=96, size=3, padding=1, neuron="relu",
+        m.conv(f"conv3{t}", ["pool2a", "pool2b"], filters=96, size=3, padding=1, neuron=neuron,
                device=dev, **o)
-        m.pool(f"pool3{t}", f"conv3{t}", size=3, stride=2, device=dev)
+        m.pool(f"pool3{t}", f"conv3{t}", size=pool_size, stride=pool_stride, device=dev)
     for t, dev in (("a", 0), ("b", 1)):
-        m.fc(f"fc4{t}", ["pool3a", "pool3b"], outputs=256, neuron="relu", initB=1, device=dev, **o)
-        m.dropout(f"drop4{t}", f"fc4{t}", rate=dropout, device=dev)
-    m.fc("fc5", ["drop4a", "drop4b"], outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
+        m.fc(f"fc4{t}", ["pool3a", "pool3b"], outputs=256, neuron=neuron, initB=1, device=dev, **o)
+        if dropout > 0:
+            m.dropout(f"drop4{t}", f"fc4{t}", rate=dropout, device=dev)
+    top = ["drop4a", "drop4b"] if dropout > 0 else ["fc4a", "fc4b"]
+    m.fc("fc5", top, outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
     m.softmax_cost("cost", "fc5", "labels")
     return m
 
