@@ -64,6 +64,16 @@ def resolve_model(name: str, classes: int | None = None, channels: int | None = 
     return ZOO[name](**kw).to_json()
 
 
+def cfg_size(model: str, size: int | None) -> int | None:
+    """The image side for a cuda-convnet2 cfg, which does not say it: `size`, else CFG_DEFAULT_SIZE,
+    said on the console. Other models: `size` as given."""
+    if model.endswith(".cfg") and size is None:
+        size = CFG_DEFAULT_SIZE
+        print(f"(input {size}x{size}: cuda-convnet2 takes the image size from its data provider; "
+              "--size N for another)")
+    return size
+
+
 def checkpoint_path(path: str) -> str:
     """A checkpoint file, or the newest checkpoint of a run folder."""
     if os.path.isdir(path):
@@ -310,11 +320,7 @@ def cmd_export(a) -> int:
 def cmd_summary(a) -> int:
     from .summary import format_summary, summary
 
-    size = a.size
-    if a.model.endswith(".cfg") and size is None:
-        size = CFG_DEFAULT_SIZE
-        print(f"(input {size}x{size}: cuda-convnet2 takes the image size from its data provider; "
-              "--size N for another)")
+    size = cfg_size(a.model, a.size)
     model = resolve_model(a.model, a.classes, a.channels, size, layer_params=a.layer_params)
     print(format_summary(summary(model, batch=a.batch)))
     return 0
@@ -323,11 +329,7 @@ def cmd_summary(a) -> int:
 # ---- convert ----
 def cmd_convert(a) -> int:
     """A model between convnet's JSON and cuda-convnet2's layers/layer-params cfg pair."""
-    size = a.size
-    if a.source.endswith(".cfg") and size is None:
-        size = CFG_DEFAULT_SIZE
-        print(f"(input {size}x{size}: cuda-convnet2 takes the image size from its data provider; --size N for another)")
-    model = resolve_model(a.source, size=size, layer_params=a.layer_params)
+    model = resolve_model(a.source, size=cfg_size(a.source, a.size), layer_params=a.layer_params)
     if a.target.endswith(".cfg"):
         params = a.target_params or _core.cuda_convnet_params_path(a.target)
         if not params:

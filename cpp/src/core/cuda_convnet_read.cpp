@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "convnet/cuda_convnet_cfg.h"
 #include "convnet/error.h"
@@ -109,12 +108,7 @@ class Section {
   // A comma-separated list of one item or `n` (one per input); a single item stands for all,
   // as cuda-convnet2 expands it.
   std::vector<std::string> list(const std::string& key, size_t n) {
-    std::vector<std::string> items;
-    std::stringstream ss(get(key));
-    for (std::string item; std::getline(ss, item, ',');) {
-      const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-      items.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
-    }
+    std::vector<std::string> items = split_commas(get(key));
     if (items.size() == 1) items.resize(n, items[0]);
     if (items.size() != n)
       fail(key, "a list of " + std::to_string(items.size()) + " values for " + std::to_string(n) +
@@ -220,11 +214,8 @@ class Reader {
 
   // ---- what every layer with inputs shares ----
   std::vector<std::string> input_names(Section& s) {
-    std::vector<std::string> names;
-    std::stringstream ss(s.get("inputs"));
-    for (std::string item; std::getline(ss, item, ',');) {
-      const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-      const std::string name = a == std::string::npos ? "" : item.substr(a, b - a + 1);
+    const std::vector<std::string> names = split_commas(s.get("inputs"));
+    for (const std::string& name : names) {
       if (!made_.count(name)) {
         const bool later = layers_.find(name) != nullptr;
         s.fail("inputs", "'" + name + "' is " +
@@ -232,7 +223,6 @@ class Reader {
                                       "a cycle?)"
                                     : "not a layer of the file"));
       }
-      names.push_back(name);
     }
     return names;
   }
@@ -252,9 +242,8 @@ class Reader {
   std::vector<int> gpus(Section& s, const std::vector<std::string>& inputs) {
     if (!s.has("gpu")) return inputs.empty() || input(inputs[0]).gpus.empty() ? std::vector<int>{0} : input(inputs[0]).gpus;
     std::vector<int> g;
-    std::stringstream ss(s.get("gpu"));
-    for (std::string item; std::getline(ss, item, ',');) {
-      const int v = s.to_int("gpu", item.substr(item.find_first_not_of(" \t") == std::string::npos ? 0 : item.find_first_not_of(" \t")));
+    for (const std::string& item : split_commas(s.get("gpu"))) {
+      const int v = s.to_int("gpu", item);
       if (v < 0) s.fail("gpu", "GPU indices must be >= 0");
       for (int seen : g)
         if (seen == v) s.fail("gpu", "GPU " + std::to_string(v) + " twice (replicas run on different GPUs)");

@@ -9,7 +9,6 @@
 #include "convnet/layer.h"
 #include "convnet/named_params.h"
 #include "convnet/net.h"
-#include "convnet/schedule.h"
 
 namespace convnet {
 

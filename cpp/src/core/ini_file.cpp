@@ -13,10 +13,17 @@ std::string lower(std::string s) {
   return s;
 }
 
-static std::string trim(const std::string& s) {
+std::string trim(const std::string& s) {
   const size_t a = s.find_first_not_of(" \t\r");
   if (a == std::string::npos) return "";
   return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> items;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(trim(item));
+  return items;
 }
 
 IniFile IniFile::parse(const std::string& text, const std::string& name) {

@@ -31,5 +31,9 @@ struct IniFile {
 };
 
 std::string lower(std::string s);
+// Without leading and trailing spaces, tabs and carriage returns.
+std::string trim(const std::string& s);
+// A comma-separated value's items, each trimmed ("a, b" -> {"a", "b"}).
+std::vector<std::string> split_commas(const std::string& s);
 
 }  // namespace convnet
