@@ -126,7 +126,7 @@ void bind_data(py::module_& m) {
                        bool drop_last, uint64_t seed, int workers, int prefetch, int crop,
                        bool random_crop, bool mirror, float pca_std, bool pca_rescale,
                        bool subtract_mean_image, float mean_value, float scale,
-                       const DataStats& stats, bool pinned) {
+                       const DataStats& stats, bool pinned, int jitter_min, int jitter_max, int test_scale) {
              PipelineOptions o;
              o.batch = batch;
              o.shuffle = shuffle;
@@ -141,6 +141,9 @@ void bind_data(py::module_& m) {
              o.pinned_memory = pinned;
              o.augment = make_augment(crop, random_crop, mirror, pca_std, pca_rescale,
                                       subtract_mean_image, mean_value, scale);
+             o.augment.jitter_min = jitter_min;
+             o.augment.jitter_max = jitter_max;
+             o.augment.test_scale = test_scale;
              return std::make_unique<Pipeline>(std::move(source), o, stats);
            }),
            py::arg("source"), py::arg("batch") = d.batch, py::arg("shuffle") = d.shuffle,
@@ -150,7 +153,9 @@ void bind_data(py::module_& m) {
            py::arg("pca_std") = d.augment.pca_std, py::arg("pca_rescale") = d.augment.pca_rescale,
            py::arg("subtract_mean_image") = d.augment.subtract_mean_image,
            py::arg("mean_value") = d.augment.mean_value, py::arg("scale") = d.augment.scale,
-           py::arg("stats") = DataStats{}, py::arg("pinned") = d.pinned_memory)
+           py::arg("stats") = DataStats{}, py::arg("pinned") = d.pinned_memory,
+           py::arg("jitter_min") = d.augment.jitter_min, py::arg("jitter_max") = d.augment.jitter_max,
+           py::arg("test_scale") = d.augment.test_scale)
       .def("next", [](Pipeline& p) -> py::object {
              auto b = std::make_unique<Batch>();
              bool ok;

@@ -81,7 +81,10 @@ class Pipeline:
     batches in page-locked memory, so that a net whose input is on a GPU uploads them by DMA with
     no staging copy (needs a GPU). Options left as None take the engine's defaults
     (PipelineOptions: batch 128, seed 1, 2 workers, 4 batches prefetched, shuffled training
-    batches with random crops and reflections when `crop` is set, no colour noise, scale 1)."""
+    batches with random crops and reflections when `crop` is set, no colour noise, scale 1).
+    VGG's scale jittering: scale_jitter=(min, max) with crop <= min rescales each training image
+    so its shorter side is S in [min, max] before the random crop; test_scale=Q does the same at
+    Q for a test pipeline (then the centre crop)."""
 
     def __init__(self, source: DataSource, batch: int | None = None, *, shuffle: bool | None = None,
                  train: bool | None = None, drop_last: bool | None = None, seed: int | None = None,
@@ -89,12 +92,19 @@ class Pipeline:
                  random_crop: bool | None = None, mirror: bool | None = None, pca_std: float | None = None,
                  pca_rescale: bool | None = None, subtract_mean_image: bool | None = None,
                  mean_value: float | None = None, scale: float | None = None, stats: DataStats | None = None,
-                 pinned: bool | None = None):
+                 pinned: bool | None = None, scale_jitter: tuple[int, int] | None = None,
+                 test_scale: int | None = None):
+        jitter_min = jitter_max = None
+        if scale_jitter is not None:
+            if len(scale_jitter) != 2:
+                raise ValueError(f"scale_jitter must be (min, max), got {scale_jitter!r}")
+            jitter_min, jitter_max = (int(v) for v in scale_jitter)
         given = {k: v for k, v in dict(batch=batch, shuffle=shuffle, train=train, drop_last=drop_last, seed=seed,
                                        workers=workers, prefetch=prefetch, crop=crop, random_crop=random_crop,
                                        mirror=mirror, pca_std=pca_std, pca_rescale=pca_rescale,
                                        subtract_mean_image=subtract_mean_image, mean_value=mean_value,
-                                       scale=scale, stats=stats, pinned=pinned).items() if v is not None}
+                                       scale=scale, stats=stats, pinned=pinned, jitter_min=jitter_min,
+                                       jitter_max=jitter_max, test_scale=test_scale).items() if v is not None}
         for name in ("batch", "workers", "prefetch"):
             if name in given and given[name] < 1:
                 raise ValueError(f"{name} must be >= 1, got {given[name]}")

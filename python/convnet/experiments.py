@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -49,16 +49,39 @@ class Budget:
 
 
 @dataclass
+class Arm:
+    """One variant of an experiment: a model and how it is trained. `train` and `test` are extra
+    Pipeline options of the training and test data (mirror, crop, scale_jitter, test_scale,
+    pca_std, scale, ...); `schedule` the learning-rate schedule (convnet.Schedule's text);
+    `facts` fixed figures of the variant (parameters, multiply-adds, receptive field) for the
+    table, computed when the arm is built."""
+    model: Model
+    train: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    schedule: str = "constant"
+    facts: dict = field(default_factory=dict)
+
+    def config(self) -> dict:
+        # Through JSON so that a config read back from disk compares equal (tuples become lists).
+        return json.loads(json.dumps(dict(model=json.loads(self.model.to_json()), train=self.train,
+                                          test=self.test, schedule=self.schedule)))
+
+
+@dataclass
 class Experiment:
     name: str
     question: str
     claim: str  # the paper's claim, with its figure or table
-    arms: Callable[[int, int, int], dict]  # (classes, channels, size) -> {arm name: Model}
+    arms: Callable[[int, int, int], dict]  # (classes, channels, size) -> {arm name: Arm or Model}
     metrics: list  # names of the record fields the table summarises
     budget: Budget
     target_train_error: float | None = None  # for epochs/seconds to reach a training error
     notes: str = ""
     data: str = "fashion-mnist"
+
+
+def _arm(value) -> Arm:
+    return value if isinstance(value, Arm) else Arm(value)
 
 
 def _neurons(classes, channels, size):
@@ -82,6 +105,91 @@ def _dropout(classes, channels, size):
             "no-dropout": zoo.fashion_alexnet(dropout=0.0, **kw)}
 
 
+def _block_facts(model: Model, prefix: str) -> dict:
+    """Parameters and multiply-adds (per image) of the layers whose names start with `prefix`, and
+    the receptive field of their stack in its own input's pixels (stride-1 convs: 1 + sum(k - 1))."""
+    from .summary import summary
+    rows = [r for r in summary(model) if r["name"].startswith(prefix)]
+    sizes = [layer["size"] for layer in json.loads(model.to_json())["layers"] if layer["name"].startswith(prefix)]
+    return dict(block_params=sum(r["params"] for r in rows), block_macs=sum(r["macs"] for r in rows),
+                block_rf=1 + sum(k - 1 for k in sizes))
+
+
+def _stacked(blocks, classes, channels, size, **kw) -> Arm:
+    model = zoo.stacked_convnet(blocks, classes=classes, channels=channels, size=size, **kw)
+    return Arm(model, facts=_block_facts(model, "conv2_"))
+
+
+# The blocks compared by filter-stacks and one-by-one: block 1 is one 3x3 conv of 32 filters,
+# block 2 (conv2_*) is the variant, then the classifier.
+_FIRST_BLOCK = [(32, 3)]
+
+
+def _filter_stacks(classes, channels, size):
+    kw = dict(classes=classes, channels=channels, size=size)
+    # Block 2 keeps 32 channels in and out, VGG's case (C channels -> C channels): a k x k conv
+    # costs k^2 C^2 weights, a stack of n 3x3 convs 9 n C^2 and sees the same 1 + 2n pixels.
+    return {name: _stacked([_FIRST_BLOCK, block], **kw) for name, block in (
+        ("one 5x5", [(32, 5)]), ("two 3x3", [(32, 3)] * 2),
+        ("one 7x7", [(32, 7)]), ("three 3x3", [(32, 3)] * 3))}
+
+
+def _one_by_one(classes, channels, size):
+    kw = dict(classes=classes, channels=channels, size=size)
+    # VGG's B, C and D differ in blocks 3-5: two 3x3 convs (B), plus a 1x1 (C), or plus a 3x3 (D).
+    return {name: _stacked([_FIRST_BLOCK, block], **kw) for name, block in (
+        ("B: two 3x3", [(64, 3)] * 2), ("C: two 3x3 + 1x1", [(64, 3)] * 2 + [(64, 1)]),
+        ("D: three 3x3", [(64, 3)] * 3))}
+
+
+def _local_vs_conv(classes, channels, size):
+    kw = dict(classes=classes, channels=channels, size=size)
+    arms = {}
+    for top in ("conv", "local"):
+        model = zoo.stacked_convnet([_FIRST_BLOCK, [(64, 3)]], top=top, **kw)
+        arms[f"{top} 3x3"] = Arm(model, facts=_block_facts(model, "top"))
+    return arms
+
+
+# The paper's inputs for its N(0, 0.01) init: pixels minus the mean, in 0-255 levels (scale 1),
+# where unit-variance inputs (the experiments' default) would shrink every layer's signal 90-fold.
+_RAW_PIXELS = dict(scale=1.0)
+
+
+def _biases_init(classes, channels, size):
+    kw = dict(classes=classes, channels=channels, size=size)
+    arms = {}
+    for init, pixels, label in (("kaiming", {}, "kaiming"), ("gaussian", _RAW_PIXELS, "N(0,0.01)")):
+        for bias in (1.0, 0.0):
+            arms[f"{label}, biases {bias:g}"] = Arm(zoo.fashion_alexnet(init=init, bias=bias, **kw),
+                                                   train=dict(pixels), test=dict(pixels))
+    return arms
+
+
+def _schedules(classes, channels, size):
+    model = zoo.fashion_alexnet(classes=classes, channels=channels, size=size)
+    return {"constant": Arm(model),
+            # The default job's: the paper's rule, divide by 10 when the test error stops improving.
+            "plateau (/10)": Arm(model, schedule="plateau[factor=0.1;patience=1;maxDrops=2]"),
+            # cuda-convnet2's ImageNet files: exp decay in steps, here to 1/100 in three steps.
+            "dexp (to 1/100)": Arm(model, schedule="dexp[tgtFactor=100;numSteps=3]")}
+
+
+def _augmentation(classes, channels, size):
+    kw = dict(classes=classes, channels=channels)
+    full = zoo.fashion_alexnet(size=size, **kw)
+    crop = size * 6 // 7  # AlexNet's 224 of 256, scaled: 24 of 28
+    cropped = zoo.fashion_alexnet(size=crop, **kw)
+    arms = {"none": Arm(full),
+            "reflections": Arm(full, train=dict(mirror=True)),
+            f"crops {crop} + reflections": Arm(cropped, train=dict(crop=crop, mirror=True), test=dict(crop=crop)),
+            f"scale jitter {size}-{size * 8 // 7} + reflections":
+                Arm(full, train=dict(crop=size, scale_jitter=(size, size * 8 // 7), mirror=True))}
+    if channels == 3:  # colour noise along the RGB principal components means nothing on grey images
+        arms["reflections + PCA colour noise"] = Arm(full, train=dict(mirror=True, pca_std=0.1))
+    return arms
+
+
 EXPERIMENTS = {e.name: e for e in [
     Experiment(
         name="neurons",
@@ -90,7 +198,7 @@ EXPERIMENTS = {e.name: e for e in [
               "reaches 25% training error on CIFAR-10 six times faster than the same net with tanh units.",
         arms=_neurons,
         metrics=["epochs_to_target", "seconds_to_target", "train_error", "test_error", "seconds"],
-        budget=Budget(epochs=10, train_subset=10000, seeds=3),
+        budget=Budget(epochs=8, train_subset=6000, seeds=3),
         target_train_error=0.15,
         notes="Fashion-MNIST is an easier problem than CIFAR-10, so the target training error is 15%, not 25%. "
               "Epochs to the target are interpolated between epoch ends; a run that never reaches "
@@ -116,6 +224,80 @@ EXPERIMENTS = {e.name: e for e in [
         budget=Budget(epochs=10, train_subset=4000, seeds=3),
         notes="fashion_alexnet with dropout 0.5 on its hidden fc layer, or none. best_epoch is the "
               "epoch of the lowest test error (a proxy for the time to converge)."),
+    Experiment(
+        name="filter-stacks",
+        question="Is a stack of 3x3 convolutions better than one large filter with the same receptive field?",
+        claim="VGG (Simonyan & Zisserman 2014), sections 2.3 and 4.1: three 3x3 layers see 7x7 with "
+              "27C^2 weights instead of 49C^2 and two more non-linearities; a net made from B by replacing "
+              "each pair of 3x3 convs with one 5x5 conv had a 7% higher top-1 error (centre crop).",
+        arms=_filter_stacks,
+        metrics=["block_params", "block_macs", "block_rf", "test_error", "train_error", "seconds"],
+        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        notes="stacked_convnet: block 1 one 3x3 conv (32), block 2 the variant with 32 channels in and "
+              "out, each block then a 2x2 pool; fc 256 with dropout, fc 10. block_* are block 2's "
+              "parameters, multiply-adds per image and receptive field in its input's pixels."),
+    Experiment(
+        name="one-by-one",
+        question="What does a 1x1 convolution add to a block of 3x3 convolutions (VGG B vs C vs D)?",
+        claim="VGG (Simonyan & Zisserman 2014), table 3 (single-scale test, S=256): C (B plus 1x1 convs) "
+              "28.1% top-1 error against B's 28.7%, since the extra non-linearity helps, but D (B plus "
+              "3x3 convs instead) 27.0%: spatial context matters too.",
+        arms=_one_by_one,
+        metrics=["block_params", "block_macs", "test_error", "train_error", "seconds"],
+        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        notes="stacked_convnet: block 1 one 3x3 conv (32), block 2 B's pair of 3x3 convs (64), with a "
+              "1x1 conv (C) or a third 3x3 conv (D) added; fc 256 with dropout, fc 10."),
+    Experiment(
+        name="biases-init",
+        question="Do biases of 1 speed up the start of learning under ReLU, and what does the init do?",
+        claim="AlexNet (Krizhevsky et al. 2012), section 5: weights from N(0, 0.01), and biases of 1 in "
+              "conv2, conv4, conv5 and the hidden fc layers, which accelerates the early stages of "
+              "learning by giving the ReLUs positive inputs (the other biases 0).",
+        arms=_biases_init,
+        metrics=["steps_to_learn", "test_error", "train_error"],
+        budget=Budget(epochs=4, train_subset=4000, seeds=3),
+        notes="fashion_alexnet with biases of 1 or 0 in conv2 and the hidden fc layers, and kaiming "
+              "init (std sqrt(2/fan_in)) on unit-variance inputs or the paper's N(0, 0.01) on the "
+              "paper's inputs (pixels minus their mean, 0-255 levels). steps_to_learn: the first "
+              "step at which the mean training cost of the last 10 batches is below 0.9 ln(classes) "
+              "(chance is ln(classes))."),
+    Experiment(
+        name="schedules",
+        question="Dividing the rate by 10 when the test error stops improving, against a constant rate "
+                 "and cuda-convnet2's stepped exponential decay",
+        claim="AlexNet (Krizhevsky et al. 2012), section 5: the learning rate, 0.01 at first, was divided "
+              "by 10 when the validation error stopped improving, three times before training ended.",
+        arms=_schedules,
+        metrics=["test_error", "best_test_error", "train_error", "seconds"],
+        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        notes="fashion_alexnet; plateau is the default job's (divide by 10 after one test without "
+              "improvement, at most twice); dexp goes to 1/100 of the rate in three steps."),
+    Experiment(
+        name="augmentation",
+        question="What do random crops, reflections, scale jittering and PCA colour noise buy?",
+        claim="AlexNet (Krizhevsky et al. 2012), section 4.1: without the crops and reflections the net "
+              "overfits substantially; the colour noise lowers top-1 error by over 1%. VGG, table 3: "
+              "scale jittering in training (S in [256, 512]) lowers D's and E's top-1 error by 1.2-1.8 "
+              "points against a fixed S of 256 or 384.",
+        arms=_augmentation,
+        metrics=["test_error", "train_error", "gap", "seconds"],
+        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        notes="fashion_alexnet; crops as AlexNet (a random 24x24 of 28x28 in training, a net for 24x24, "
+              "the centre crop in test), scale jittering as VGG (shorter side S in [28, 32], a random "
+              "28x28 crop; test as is). PCA colour noise (0.1) runs only on colour data (--data with a "
+              "folder of RGB images): on grey Fashion-MNIST it has no colour to perturb."),
+    Experiment(
+        name="local-vs-conv",
+        question="Does a locally connected (unshared) layer beat a convolution at the top of the net?",
+        claim="No paper measures this swap: cuda-convnet2's CIFAR-10 model (layers-cifar10-11pct.cfg, "
+              "named for its 11% test error) ends in two locally connected layers (local3, local4) "
+              "instead of convolutions, at the cost of a filter bank per position.",
+        arms=_local_vs_conv,
+        metrics=["block_params", "block_macs", "test_error", "train_error", "gap", "seconds"],
+        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        notes="stacked_convnet: a 3x3 conv (32) and a 3x3 conv (64), each with a 2x2 pool, then a "
+              "3x3 layer of 32 on the 7x7 map, shared (conv) or unshared (local), then fc 256 with "
+              "dropout, fc 10. block_* are that layer's parameters and multiply-adds per image."),
 ]}
 
 
@@ -148,20 +330,41 @@ def _subset_source(source, count: int, classes: int, what: str):
 
 
 class _Recorder(Callback):
-    """The per-epoch curve, and a progress line per epoch."""
+    """The per-epoch curve, each step's training cost, and a progress line per epoch."""
 
     def __init__(self, label: str, out):
-        self.label, self.out, self.curve, self.start = label, out, [], time.time()
+        self.label, self.out, self.curve, self.costs, self.start = label, out, [], [], time.time()
+
+    def on_batch(self, e):
+        self.costs.append(e["cost"])
 
     def on_epoch(self, e):
         test = e["test"]
         point = dict(epoch=e["epoch"], train_error=e["train"]["top1_error"], train_cost=e["train"]["cost"],
-                     test_error=test["top1_error"] if test else None, seconds=time.time() - self.start)
+                     test_error=test["top1_error"] if test else None, lr=e["lr"],
+                     seconds=time.time() - self.start)
         self.curve.append(point)
         if self.out:
             tested = f"  test error {point['test_error']:.4f}" if test else ""
             print(f"  {self.label} epoch {point['epoch']}: train error {point['train_error']:.4f}{tested}  "
                   f"({point['seconds']:.1f} s)", file=self.out, flush=True)
+
+
+# "Learning has started" when the mean training cost of the last LEARNING_WINDOW steps is below
+# LEARNING_STARTED times the cost of chance, ln(classes).
+LEARNING_WINDOW = 10
+LEARNING_STARTED = 0.9
+
+
+def _steps_to_learn(costs: list, classes: int):
+    """The first step (1-based) at which learning has started (see LEARNING_STARTED); None if never."""
+    threshold = LEARNING_STARTED * math.log(classes)
+    window = 0.0
+    for i, c in enumerate(costs):
+        window += c - (costs[i - LEARNING_WINDOW] if i >= LEARNING_WINDOW else 0.0)
+        if i + 1 >= LEARNING_WINDOW and window / LEARNING_WINDOW < threshold:
+            return i + 1
+    return None
 
 
 def _to_target(curve: list, target: float):
@@ -180,23 +383,28 @@ def _to_target(curve: list, target: float):
     return None, None
 
 
-def _train_one(exp: Experiment, arm: str, model: Model, seed: int, train_src, test_src, prep: DataPrep,
+def _train_one(exp: Experiment, arm_name: str, arm: Arm, seed: int, train_src, test_src, prep: DataPrep,
                budget: Budget, out) -> dict:
-    net = Net(model, seed=seed)
+    net = Net(arm.model, seed=seed)
     norm = dict(mean_value=prep.mean_value, scale=prep.scale)
-    train = Pipeline(train_src, budget.batch, seed=seed, train=True, shuffle=True, **norm)
-    test = Pipeline(test_src, budget.batch, train=False, shuffle=False, **norm)
-    rec = _Recorder(f"{arm} seed {seed}", out)
+    train = Pipeline(train_src, budget.batch, seed=seed, train=True, shuffle=True, **dict(norm, **arm.train))
+    test = Pipeline(test_src, budget.batch, train=False, shuffle=False, **dict(norm, **arm.test))
+    rec = _Recorder(f"{arm_name} seed {seed}", out)
     start = time.time()
-    Trainer(net, train, test, epochs=budget.epochs, callbacks=[rec], progress=False).run()
+    Trainer(net, train, test, epochs=budget.epochs, schedule=arm.schedule, callbacks=[rec], progress=False).run()
     last = rec.curve[-1]
-    record = dict(arm=arm, seed=seed, test_error=last["test_error"], train_error=last["train_error"],
-                  gap=last["test_error"] - last["train_error"], seconds=time.time() - start, curve=rec.curve)
+    record = dict(arm=arm_name, seed=seed, test_error=last["test_error"], train_error=last["train_error"],
+                  gap=last["test_error"] - last["train_error"], seconds=time.time() - start, curve=rec.curve,
+                  **arm.facts)
     best = min(rec.curve, key=lambda p: p["test_error"])
     record["best_epoch"], record["best_test_error"] = best["epoch"], best["test_error"]
     if exp.target_train_error is not None:
         record["target_train_error"] = exp.target_train_error
         record["epochs_to_target"], record["seconds_to_target"] = _to_target(rec.curve, exp.target_train_error)
+    if "steps_to_learn" in exp.metrics:
+        record["steps_to_learn"] = _steps_to_learn(rec.costs, prep.classes)
+        record["learning_threshold"] = LEARNING_STARTED * math.log(prep.classes)
+        record["step_costs"] = rec.costs
     return record
 
 
@@ -242,9 +450,8 @@ def run_experiment(name: str, out_dir: str, *, seeds: int | None = None, epochs:
     spec = data or exp.data
     prep = DataPrep(spec)
     channels, size, _ = prep.shape
-    arms = exp.arms(prep.classes, channels, size)
-    config = dict(experiment=name, data=spec, budget=budget.key(),
-                  arms={a: json.loads(m.to_json()) for a, m in arms.items()})
+    arms = {a: _arm(v) for a, v in exp.arms(prep.classes, channels, size).items()}
+    config = dict(experiment=name, data=spec, budget=budget.key(), arms={a: v.config() for a, v in arms.items()})
 
     os.makedirs(out_dir, exist_ok=True)
     config_path = os.path.join(out_dir, "config.json")
@@ -313,6 +520,16 @@ def summarise(values: list, digits: int = 4) -> str:
     return text
 
 
+def _cell(values: list, metric: str) -> str:
+    """A table cell: a fixed figure of the arm (the same integer in every run) as it is; errors to
+    4 places; epochs and seconds to 1-2 (they are coarse: epoch ends, wall time); steps to 0."""
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values) and len(set(values)) == 1 \
+            and not metric.startswith(("steps", "best_epoch")):
+        return f"{values[0]:,}"
+    digits = 1 if metric.startswith("seconds") else 2 if "epoch" in metric else 0 if metric.startswith("steps") else 4
+    return summarise(values, digits)
+
+
 def write_table(exp: Experiment, budget: Budget, records: list, arms: list, path: str) -> str:
     lines = [f"# {exp.name}", "", f"Question: {exp.question}", "", f"Paper's claim: {exp.claim}", ""]
     if exp.notes:
@@ -327,9 +544,7 @@ def write_table(exp: Experiment, budget: Budget, records: list, arms: list, path
         rs = [r for r in records if r["arm"] == arm]
         if not rs:
             continue
-        # errors to 4 places; epochs and seconds to 1-2 (they are coarse: epoch ends, wall time)
-        cells = [summarise([r.get(m) for r in rs], 1 if m.startswith("seconds") else 2 if "epoch" in m else 4)
-                 for m in exp.metrics]
+        cells = [_cell([r.get(m) for r in rs], m) for m in exp.metrics]
         lines.append(f"| {arm} | {len(rs)} | " + " | ".join(cells) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -338,8 +553,10 @@ def write_table(exp: Experiment, budget: Budget, records: list, arms: list, path
 
 def write_plot(exp: Experiment, records: list, arms: list, path: str) -> str:
     from .plots import _figure, _save
-    fig = _figure(11, 4.2)
-    axes = [fig.add_subplot(1, 2, k) for k in (1, 2)]
+    with_steps = any("step_costs" in r for r in records)
+    panels = 3 if with_steps else 2
+    fig = _figure(5.5 * panels, 4.2)
+    axes = [fig.add_subplot(1, panels, k) for k in range(1, panels + 1)]
     for ax, key, title in zip(axes, ("train_error", "test_error"), ("training error", "test error")):
         for arm in arms:
             curves = [[p[key] for p in r["curve"]] for r in records if r["arm"] == arm]
@@ -357,6 +574,20 @@ def write_plot(exp: Experiment, records: list, arms: list, path: str) -> str:
         ax.set_xlabel("epoch")
         ax.set_ylabel(title)
         ax.set_title(f"{exp.name}: {title} (mean ± 1 std)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if with_steps:  # the start of learning: each step's training cost, mean over seeds
+        ax = axes[2]
+        for arm in arms:
+            costs = [r["step_costs"] for r in records if r["arm"] == arm and "step_costs" in r]
+            if costs:
+                n = min(len(c) for c in costs)
+                ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in costs], axis=0), lw=1, label=arm)
+        threshold = next(r["learning_threshold"] for r in records if "learning_threshold" in r)
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label="learning started")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training cost")
+        ax.set_title(f"{exp.name}: training cost per step (mean)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

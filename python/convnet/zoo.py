@@ -6,6 +6,9 @@
 - ``alexnet_one_tower``: the single-tower variant of "One weird trick for parallelizing
   convolutional neural networks" (Krizhevsky 2014): 64-192-384-256-256 filters, no LRN.
 - ``small_convnet``: a small net for tests and demos.
+- ``fashion_alexnet``: AlexNet in miniature for 28x28 images (the default job's model).
+- ``stacked_convnet``: VGG-style blocks of convolutions for small images (the experiments' nets).
+- ``vgg``: the VGG family, configurations A to E.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def small_convnet(classes: int = 10, channels: int = 1, size: int = 28, neuron: 
 
 def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.5,
                     init: str = "kaiming", lr: float = 0.01, neuron: str = "relu", lrn: bool = True,
-                    pool_size: int = 3, pool_stride: int = 2) -> Model:
+                    pool_size: int = 3, pool_stride: int = 2, bias: float = 1.0) -> Model:
     """AlexNet in miniature for 28x28 images, with every element of the paper: two towers
     (logical devices 0 and 1) that meet at conv3 and the fc layers, ReLU, LRN, overlapping max
     pooling, dropout, biases of 1 in conv2 and the hidden fc layers, momentum SGD with weight decay.
@@ -124,8 +127,9 @@ def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropou
     init="kaiming" (std sqrt(2 / fan_in)) because the paper's N(0, 0.01) stalls a net this small
     for an epoch or more; init="gaussian" restores the paper's (initW=0.01).
 
-    neuron, lrn, pool_size/pool_stride and dropout (0: none) turn the paper's choices off one at a
-    time, for its ablations (convnet experiment); the defaults are the paper's.
+    neuron, lrn, pool_size/pool_stride, dropout (0: none) and bias (the initial bias of conv2 and
+    the hidden fc layers, the paper's 1) turn the paper's choices off one at a time, for its
+    ablations (convnet experiment); the defaults are the paper's.
     """
     if dropout < 0 or dropout >= 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -140,7 +144,7 @@ def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropou
             m.lrn(f"rnorm1{t}", below, device=dev)
             below = f"rnorm1{t}"
         m.pool(f"pool1{t}", below, size=pool_size, stride=pool_stride, device=dev)
-        m.conv(f"conv2{t}", f"pool1{t}", filters=64, size=5, padding=2, neuron=neuron, initB=1,
+        m.conv(f"conv2{t}", f"pool1{t}", filters=64, size=5, padding=2, neuron=neuron, initB=bias,
                device=dev, **o)
         below = f"conv2{t}"
         if lrn:
@@ -152,12 +156,41 @@ def fashion_alexnet(classes: int = 10, channels: int = 1, size: int = 28, dropou
                device=dev, **o)
         m.pool(f"pool3{t}", f"conv3{t}", size=pool_size, stride=pool_stride, device=dev)
     for t, dev in (("a", 0), ("b", 1)):
-        m.fc(f"fc4{t}", ["pool3a", "pool3b"], outputs=256, neuron=neuron, initB=1, device=dev, **o)
+        m.fc(f"fc4{t}", ["pool3a", "pool3b"], outputs=256, neuron=neuron, initB=bias, device=dev, **o)
         if dropout > 0:
             m.dropout(f"drop4{t}", f"fc4{t}", rate=dropout, device=dev)
     top = ["drop4a", "drop4b"] if dropout > 0 else ["fc4a", "fc4b"]
     m.fc("fc5", top, outputs=classes, **dict(o, init="xavier" if init != "gaussian" else init))
     m.softmax_cost("cost", "fc5", "labels")
+    return m
+
+
+def stacked_convnet(blocks, classes: int = 10, channels: int = 1, size: int = 28, hidden: int = 256,
+                    dropout: float = 0.5, top: str | None = None, top_filters: int = 32, lr: float = 0.01) -> Model:
+    """A VGG-style net for small images, for comparing filter stacks: ``blocks`` is a list of
+    blocks, each a list of (filters, kernel size) convolutions (stride 1, padded to keep the size,
+    ReLU, kaiming init), each block ending in a 2x2 max pool of stride 2 (conv{b}_{i}, pool{b});
+    then ``top`` ("conv" or "local": a 3x3 layer named top, of ``top_filters`` on the last map,
+    shared or unshared weights, no padding; None: none), fc6 (``hidden``, ReLU, dropout) and fc7 (classes)
+    with a softmax cost. Momentum 0.9, weight decay 5e-4, learning rate ``lr``."""
+    if top not in (None, "conv", "local"):
+        raise ValueError(f"stacked_convnet: top must be None, 'conv' or 'local', not {top!r}")
+    m = Model()
+    m.input("data", channels=channels, size=size)
+    m.labels("labels")
+    o = dict(epsW=lr, epsB=lr, momW=0.9, momB=0.9, wc=0.0005, init="kaiming")
+    h = "data"
+    for b, block in enumerate(blocks, start=1):
+        for i, (filters, k) in enumerate(block, start=1):
+            h = m.conv(f"conv{b}_{i}", h, filters=filters, size=k, padding=k // 2, neuron="relu", **o)
+        h = m.pool(f"pool{b}", h, size=2, stride=2)
+    if top is not None:
+        h = getattr(m, top)("top", h, filters=top_filters, size=3, neuron="relu", **o)
+    h = m.fc("fc6", h, outputs=hidden, neuron="relu", **o)
+    if dropout > 0:
+        h = m.dropout("drop6", h, rate=dropout)
+    m.fc("fc7", h, outputs=classes, **dict(o, init="xavier"))
+    m.softmax_cost("cost", "fc7", "labels")
     return m
 
 

@@ -146,3 +146,86 @@ def test_fashion_alexnet_ablation_switches():
         ["tanh" if l.get("neuron") == "relu" else l.get("neuron") for l in base if l.get("neuron")]
     with pytest.raises(ValueError, match="dropout must be in"):
         zoo.fashion_alexnet(dropout=1.0)
+
+
+NEW = ["filter-stacks", "one-by-one", "biases-init", "schedules", "augmentation", "local-vs-conv"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_each_experiment_runs_and_tabulates_every_arm(tmp_path, name):
+    out = str(tmp_path / name)
+    result = experiments.run_experiment(name, out, seeds=1, out=None, **TINY)
+    exp = experiments.EXPERIMENTS[name]
+    arms = exp.arms(4, 1, 28)
+    assert sorted(r["arm"] for r in records(out)) == sorted(arms)
+    table = open(result["table"]).read()
+    for arm in arms:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {arm} |"))
+        assert row.count("|") == len(exp.metrics) + 3, row
+    for r in records(out):
+        assert all(m in r for m in exp.metrics), (r.keys(), exp.metrics)
+
+
+def test_filter_stacks_count_what_vgg_counts():
+    arms = experiments.EXPERIMENTS["filter-stacks"].arms(10, 1, 28)
+    c = 32  # block 2: C channels in and out; a k x k conv has k^2 C^2 weights and C biases
+    expect = {"one 5x5": (1, 5), "two 3x3": (2, 3), "one 7x7": (1, 7), "three 3x3": (3, 3)}
+    for name, (convs, k) in expect.items():
+        facts = arms[name].facts
+        weights = convs * k * k * c * c
+        assert facts["block_params"] == weights + convs * c, (name, facts)
+        assert facts["block_rf"] == 1 + convs * (k - 1), (name, facts)  # 5 = 5, 7 = 7: the same view
+        assert facts["block_macs"] == 14 * 14 * weights, (name, facts)  # on the 14x14 map after pool 1
+    assert arms["three 3x3"].facts["block_params"] < 0.6 * arms["one 7x7"].facts["block_params"]
+
+
+def test_one_by_one_and_local_arms():
+    b = experiments.EXPERIMENTS["one-by-one"].arms(10, 1, 28)
+    # C adds a 1x1 conv of 64 -> 64 (4,160 parameters) to B; D a 3x3 conv (36,928)
+    assert b["C: two 3x3 + 1x1"].facts["block_params"] - b["B: two 3x3"].facts["block_params"] == 64 * 64 + 64
+    assert b["D: three 3x3"].facts["block_params"] - b["B: two 3x3"].facts["block_params"] == 9 * 64 * 64 + 64
+    t = experiments.EXPERIMENTS["local-vs-conv"].arms(10, 1, 28)
+    conv, local = t["conv 3x3"].facts, t["local 3x3"].facts
+    # the same products at each of the 5x5 positions; the local layer has a filter bank (and biases) per position
+    assert conv["block_macs"] == local["block_macs"] == 5 * 5 * 32 * 64 * 9
+    assert conv["block_params"] == 32 * 64 * 9 + 32 and local["block_params"] == 25 * (32 * 64 * 9 + 32)
+    types = {a: [l["type"] for l in json.loads(arm.model.to_json())["layers"] if l["name"] == "top"] for a, arm in t.items()}
+    assert types == {"conv 3x3": ["conv"], "local 3x3": ["local"]}
+
+
+def test_biases_and_init_arms():
+    arms = experiments.EXPERIMENTS["biases-init"].arms(10, 1, 28)
+    for name, arm in arms.items():
+        layers = {l["name"]: l for l in json.loads(arm.model.to_json())["layers"]}
+        want_bias = 1.0 if "biases 1" in name else 0.0
+        assert [layers[n]["initB"] for n in ("conv2a", "conv2b", "fc4a", "fc4b")] == [want_bias] * 4, name
+        assert layers["conv1a"].get("initB", 0) == 0
+        gaussian = name.startswith("N(0,0.01)")
+        assert layers["conv2a"]["init"] == ("gaussian" if gaussian else "kaiming") and layers["conv2a"]["initW"] == 0.01
+        # the paper's init reads the paper's pixels (0-255 levels); kaiming unit-variance ones
+        assert arm.train.get("scale") == arm.test.get("scale") == (1.0 if gaussian else None)
+
+
+def test_steps_to_learn_is_the_first_window_below_the_threshold():
+    chance = __import__("math").log(10)
+    flat = [chance] * 30
+    assert experiments._steps_to_learn(flat, 10) is None
+    falling = [chance] * 20 + [0.4 * chance] * 20  # the window mean is below 0.9 chance after 2 low steps
+    assert experiments._steps_to_learn(falling, 10) == 22
+    assert experiments._steps_to_learn([0.1] * 9, 10) is None  # never a whole window
+
+
+def test_schedule_arms_change_the_rate_and_augmentation_arms_reach_the_pipeline(tmp_path):
+    result = experiments.run_experiment("schedules", str(tmp_path / "s"), seeds=1, out=None, **dict(TINY, epochs=3))
+    lrs = {r["arm"]: [p["lr"] for p in r["curve"]] for r in result["records"]}
+    assert lrs["constant"] == pytest.approx([0.01] * 3)
+    dexp = lrs["dexp (to 1/100)"]
+    assert dexp == sorted(dexp, reverse=True) and dexp[-1] < 0.01 / 10, lrs  # steps down to 1/100
+    assert all(lr <= 0.01 * (1 + 1e-6) for lr in lrs["plateau (/10)"]), lrs
+    aug = experiments.EXPERIMENTS["augmentation"].arms(10, 1, 28)
+    assert aug["crops 24 + reflections"].train == dict(crop=24, mirror=True)
+    assert json.loads(aug["crops 24 + reflections"].model.to_json())["layers"][0]["size"] == 24
+    assert aug["scale jitter 28-32 + reflections"].train["scale_jitter"] == (28, 32)
+    assert not any("PCA" in a for a in aug)  # grey data: no colour noise arm
+    colour = experiments.EXPERIMENTS["augmentation"].arms(10, 3, 28)
+    assert colour["reflections + PCA colour noise"].train == dict(mirror=True, pca_std=0.1)

@@ -30,3 +30,24 @@ def test_bad_scale_options_are_named(args, message, capsys):
     rc = cli.main(["train", "small_convnet", "--data", DATA, "--epochs", "1", "--quiet", *args])
     err = capsys.readouterr().err
     assert rc != 0 and message in err, err
+
+
+def test_python_pipeline_takes_the_scale_options():
+    import numpy as np
+    from convnet.data import Pipeline
+    from convnet.train import DataPrep
+    source = DataPrep(DATA).train_source
+
+    def batches(**kw):
+        return [b.images() for b in Pipeline(source, 32, seed=3, train=True, crop=16, mirror=True, **kw).epoch()]
+
+    plain, same = batches(), batches(scale_jitter=(16, 16))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, same))  # S = the image's size: the plain crop
+    jittered = batches(scale_jitter=(16, 24))
+    assert jittered[0].shape == plain[0].shape and not np.array_equal(jittered[0], plain[0])
+    test = [b.images() for b in Pipeline(source, 32, train=False, crop=16, test_scale=20).epoch()]
+    assert test[0].shape == plain[0].shape
+    with pytest.raises(ValueError, match="scale jittering"):
+        Pipeline(source, 32, train=True, crop=20, scale_jitter=(16, 24))
+    with pytest.raises(ValueError, match=r"scale_jitter must be \(min, max\)"):
+        Pipeline(source, 32, train=True, crop=16, scale_jitter=(16,))
