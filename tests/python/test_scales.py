@@ -51,3 +51,42 @@ def test_python_pipeline_takes_the_scale_options():
         Pipeline(source, 32, train=True, crop=20, scale_jitter=(16, 24))
     with pytest.raises(ValueError, match=r"scale_jitter must be \(min, max\)"):
         Pipeline(source, 32, train=True, crop=16, scale_jitter=(16,))
+
+
+def test_scale_jittering_on_fashion_mnist_trades_training_fit_for_a_smaller_gap():
+    """The effect, on real data: small_convnet on 1,000 Fashion-MNIST images for 8 epochs, with
+    and without scale jittering (S in [28, 32], a random 28x28 crop), seeds 1 and 2. Jittered
+    training images are harder to fit, so the training error (the epochs' running error) is
+    higher, and the net overfits less: the gap between test and training error shrinks. Seen on
+    the 2-core Xeon: training error +0.035 and +0.051, gap -0.0065 and -0.052 (seeds 1, 2)."""
+    import os
+    from convnet import experiments, zoo
+    from convnet.data import Pipeline
+    from convnet.net import Net
+    from convnet.train import Callback, DataPrep, Trainer
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("dataset-fashion-mnist is not installed")
+    prep = DataPrep("fashion-mnist")
+    train = experiments._subset_source(prep.train_source, 1000, 10, "training")
+    test = experiments._subset_source(prep.test_source, 2000, 10, "test")
+    norm = dict(mean_value=prep.mean_value, scale=prep.scale)
+
+    class Last(Callback):
+        def on_epoch(self, e):
+            self.errors = (e["train"]["top1_error"], e["test"]["top1_error"])
+
+    def run(seed, **jitter):
+        last = Last()
+        Trainer(Net(zoo.small_convnet(), seed=seed),
+                Pipeline(train, 64, seed=seed, train=True, shuffle=True, **norm, **jitter),
+                Pipeline(test, 128, train=False, shuffle=False, **norm), epochs=8, callbacks=[last],
+                progress=False).run()
+        return last.errors
+
+    fit, gap = [], []
+    for seed in (1, 2):
+        (plain_train, plain_test), (jit_train, jit_test) = run(seed), run(seed, crop=28, scale_jitter=(28, 32))
+        fit.append(jit_train - plain_train)
+        gap.append((plain_test - plain_train) - (jit_test - jit_train))
+    assert sum(fit) / 2 > 0.02, fit  # harder to fit
+    assert sum(gap) / 2 > 0.01, gap  # overfits less
