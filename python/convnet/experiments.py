@@ -386,7 +386,7 @@ def _to_target(curve: list, target: float):
 def _train_one(exp: Experiment, arm_name: str, arm: Arm, seed: int, train_src, test_src, prep: DataPrep,
                budget: Budget, out) -> dict:
     net = Net(arm.model, seed=seed)
-    norm = dict(mean_value=prep.mean_value, scale=prep.scale)
+    norm = dict(mean_value=prep.mean_value, scale=prep.scale, stats=prep.stats)  # stats: PCA colour noise
     train = Pipeline(train_src, budget.batch, seed=seed, train=True, shuffle=True, **dict(norm, **arm.train))
     test = Pipeline(test_src, budget.batch, train=False, shuffle=False, **dict(norm, **arm.test))
     rec = _Recorder(f"{arm_name} seed {seed}", out)

@@ -229,3 +229,9 @@ def test_schedule_arms_change_the_rate_and_augmentation_arms_reach_the_pipeline(
     assert not any("PCA" in a for a in aug)  # grey data: no colour noise arm
     colour = experiments.EXPERIMENTS["augmentation"].arms(10, 3, 28)
     assert colour["reflections + PCA colour noise"].train == dict(mirror=True, pca_std=0.1)
+
+
+def test_colour_data_gets_the_pca_noise_arm(tmp_path):
+    colour = dict(TINY, data="generated[count=256;classes=4;channels=3;size=28;seed=5]")
+    result = experiments.run_experiment("augmentation", str(tmp_path / "c"), seeds=1, out=None, **colour)
+    assert "reflections + PCA colour noise" in {r["arm"] for r in result["records"]}
