@@ -81,7 +81,8 @@ class Pipeline:
     batches in page-locked memory, so that a net whose input is on a GPU uploads them by DMA with
     no staging copy (needs a GPU). Options left as None take the engine's defaults
     (PipelineOptions: batch 128, seed 1, 2 workers, 4 batches prefetched, shuffled training
-    batches with random crops and reflections when `crop` is set, no colour noise, scale 1).
+    batches with random horizontal reflections (mirror=False for none; `convnet train` has them
+    off unless --mirror) and, when `crop` is set, random crops; no colour noise, scale 1).
     VGG's scale jittering: scale_jitter=(min, max) with crop <= min rescales each training image
     so its shorter side is S in [min, max] before the random crop; test_scale=Q does the same at
     Q for a test pipeline (then the centre crop)."""

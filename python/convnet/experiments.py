@@ -221,7 +221,7 @@ EXPERIMENTS = {e.name: e for e in [
               "substantially; dropout roughly doubles the number of iterations required to converge.",
         arms=_dropout,
         metrics=["test_error", "train_error", "gap", "best_epoch", "seconds"],
-        budget=Budget(epochs=10, train_subset=4000, seeds=3),
+        budget=Budget(epochs=20, train_subset=1000, seeds=3, test_subset=1000),
         notes="fashion_alexnet with dropout 0.5 on its hidden fc layer, or none. best_epoch is the "
               "epoch of the lowest test error (a proxy for the time to converge)."),
     Experiment(
@@ -269,7 +269,7 @@ EXPERIMENTS = {e.name: e for e in [
               "by 10 when the validation error stopped improving, three times before training ended.",
         arms=_schedules,
         metrics=["test_error", "best_test_error", "train_error", "seconds"],
-        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        budget=Budget(epochs=20, train_subset=1000, seeds=3, test_subset=1000),
         notes="fashion_alexnet; plateau is the default job's (divide by 10 after one test without "
               "improvement, at most twice); dexp goes to 1/100 of the rate in three steps."),
     Experiment(
@@ -281,7 +281,7 @@ EXPERIMENTS = {e.name: e for e in [
               "points against a fixed S of 256 or 384.",
         arms=_augmentation,
         metrics=["test_error", "train_error", "gap", "seconds"],
-        budget=Budget(epochs=8, train_subset=4000, seeds=3),
+        budget=Budget(epochs=20, train_subset=1000, seeds=3, test_subset=1000),
         notes="fashion_alexnet; crops as AlexNet (a random 24x24 of 28x28 in training, a net for 24x24, "
               "the centre crop in test), scale jittering as VGG (shorter side S in [28, 32], a random "
               "28x28 crop; test as is). PCA colour noise (0.1) runs only on colour data (--data with a "
@@ -383,12 +383,19 @@ def _to_target(curve: list, target: float):
     return None, None
 
 
+def _pipelines(arm: Arm, train_src, test_src, prep: DataPrep, batch: int, seed: int):
+    """The training and test pipelines of a run: the data set's normalisation, and no augmentation
+    but the arm's (the Pipeline would reflect training images by default)."""
+    norm = dict(mean_value=prep.mean_value, scale=prep.scale, stats=prep.stats)  # stats: PCA colour noise
+    train = Pipeline(train_src, batch, seed=seed, train=True, shuffle=True, **{**norm, "mirror": False, **arm.train})
+    test = Pipeline(test_src, batch, train=False, shuffle=False, **{**norm, **arm.test})
+    return train, test
+
+
 def _train_one(exp: Experiment, arm_name: str, arm: Arm, seed: int, train_src, test_src, prep: DataPrep,
                budget: Budget, out) -> dict:
     net = Net(arm.model, seed=seed)
-    norm = dict(mean_value=prep.mean_value, scale=prep.scale, stats=prep.stats)  # stats: PCA colour noise
-    train = Pipeline(train_src, budget.batch, seed=seed, train=True, shuffle=True, **dict(norm, **arm.train))
-    test = Pipeline(test_src, budget.batch, train=False, shuffle=False, **dict(norm, **arm.test))
+    train, test = _pipelines(arm, train_src, test_src, prep, budget.batch, seed)
     rec = _Recorder(f"{arm_name} seed {seed}", out)
     start = time.time()
     Trainer(net, train, test, epochs=budget.epochs, schedule=arm.schedule, callbacks=[rec], progress=False).run()

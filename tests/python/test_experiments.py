@@ -235,3 +235,24 @@ def test_colour_data_gets_the_pca_noise_arm(tmp_path):
     colour = dict(TINY, data="generated[count=256;classes=4;channels=3;size=28;seed=5]")
     result = experiments.run_experiment("augmentation", str(tmp_path / "c"), seeds=1, out=None, **colour)
     assert "reflections + PCA colour noise" in {r["arm"] for r in result["records"]}
+
+
+def test_no_augmentation_unless_the_arm_asks():
+    from convnet.train import DataPrep
+    prep = DataPrep(DATA)
+    arms = experiments.EXPERIMENTS["augmentation"].arms(4, 1, 28)
+    src = experiments._subset_source(prep.train_source, 128, 4, "training")
+
+    def first_batch(arm, train):
+        pipe = experiments._pipelines(arms[arm], src, src, prep, 64, seed=1)[0 if train else 1]
+        return next(iter(pipe.epoch())).images()
+
+    plain = first_batch("none", True)
+    flipped = first_batch("reflections", True)
+    from convnet.data import Pipeline
+    raw = next(iter(Pipeline(src, 64, seed=1, train=True, shuffle=True, mirror=False,
+                             mean_value=prep.mean_value, scale=prep.scale).epoch())).images()
+    assert (plain == raw).all()
+    assert not (flipped == plain).all()
+    # each reflected image is the plain one or its mirror image
+    assert all((f == p).all() or (f == p[..., ::-1]).all() for f, p in zip(flipped, plain))
