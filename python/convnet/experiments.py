@@ -269,7 +269,7 @@ EXPERIMENTS = {e.name: e for e in [
               "by 10 when the validation error stopped improving, three times before training ended.",
         arms=_schedules,
         metrics=["test_error", "best_test_error", "train_error", "seconds"],
-        budget=Budget(epochs=20, train_subset=1000, seeds=3, test_subset=1000),
+        budget=Budget(epochs=20, train_subset=1000, seeds=3, test_subset=1000, batch=32),
         notes="fashion_alexnet; plateau is the default job's (divide by 10 after one test without "
               "improvement, at most twice); dexp goes to 1/100 of the rate in three steps."),
     Experiment(
