@@ -1,6 +1,7 @@
 // Checkpoints: the safetensors reader and writer (round trips, every malformed header, atomic
 // replacement), checkpoint round trips, model mismatches, interrupted saves, a run's folder
 // (pruning, latest), and a bit-exact resume of training through a checkpoint.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -730,6 +732,158 @@ TEST(CheckpointSolvers, OldCheckpointsWithoutSolverLoadAsSgd) {
   Net adam(ModelSpec::from_json(kModel), {}, 1);
   adam.set_solver(SolverOptions{"adamw"});
   EXPECT_TRUE(contains(load_error(adam, old), "saved by solver 'sgd'"));
+}
+
+
+// ---- integrity: checksum, non-finite values, damaged files in a run's folder ----
+
+// A copy of checkpoint `from` written to `to` with its tensors changed by `edit` and metadata
+// key `drop` removed (as a file from before the checksum, or a hand-edited one).
+void rewrite_checkpoint(const std::string& from, const std::string& to,
+                        const std::function<void(std::map<std::string, std::vector<float>>&)>& edit,
+                        const std::string& drop) {
+  SafetensorsReader reader(from);
+  std::map<std::string, std::vector<float>> values;
+  std::map<std::string, SafetensorsSpan> spans;
+  for (const auto& [name, entry] : reader.tensors()) values[name] = reader.read(name);
+  edit(values);
+  for (const auto& [name, entry] : reader.tensors()) spans[name] = {entry.shape, values[name].data()};
+  auto metadata = reader.metadata();
+  metadata.erase(drop);
+  write_safetensors(to, spans, metadata);
+}
+
+// Flips one bit of byte `from_end` bytes before the end of the file (in the last tensor's data).
+void flip_bit(const std::string& path, size_t from_end = 3) {
+  std::string bytes = read_bytes(path);
+  bytes[bytes.size() - from_end] ^= 0x10;
+  write_bytes(path, bytes);
+}
+
+TEST(CheckpointIntegrity, AFlippedBitIsRefusedAndTheNetKeepsItsValues) {
+  ScratchDir dir;
+  const std::string path = dir / "c.safetensors";
+  Net trained(ModelSpec::from_json(kModel), {}, 7);
+  train(trained, 0, 2);
+  save_checkpoint(trained, path);
+  EXPECT_EQ(read_checkpoint_meta(path).step, 2u);
+  EXPECT_NO_THROW(verify_checkpoint(path));
+  flip_bit(path);
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  const auto before = snapshot(net);
+  const std::string message = load_error(net, path);
+  EXPECT_TRUE(contains(message, "checkpoint '" + path + "': corrupt")) << message;
+  EXPECT_TRUE(contains(message, "checksum")) << message;
+  EXPECT_EQ(snapshot(net), before);
+  EXPECT_THROW(verify_checkpoint(path), ValueError);
+}
+
+TEST(CheckpointIntegrity, SavingANonFiniteValueIsRefusedNamingTheTensor) {
+  ScratchDir dir;
+  const std::string path = dir / "c.safetensors";
+  Net net(ModelSpec::from_json(kModel), {}, 7);
+  save_checkpoint(net, path);
+  const std::string good = read_bytes(path);
+  Param* fc = nullptr;
+  for (Param* p : net.params())
+    if (p->name == "fc2.weights") fc = p;
+  ASSERT_NE(fc, nullptr);
+  std::vector<float> w = fc->value.to_vector();
+  w[5] = std::numeric_limits<float>::quiet_NaN();
+  fc->value.copy_from_host(w.data());
+  try {
+    save_checkpoint(net, path);
+    FAIL() << "a NaN weight was saved";
+  } catch (const RuntimeError& e) {
+    EXPECT_TRUE(contains(e.what(), "not saving '" + path + "': tensor 'fc2.weights' holds nan at index 5"))
+        << e.what();
+  }
+  EXPECT_EQ(read_bytes(path), good);  // the previous file stands
+  EXPECT_TRUE(dir.temp_files().empty());
+}
+
+TEST(CheckpointIntegrity, LoadingANonFiniteValueIsRefusedNamingTheTensor) {
+  // Written without a checksum (as before checksums, or by another tool), so only the values
+  // can tell.
+  ScratchDir dir;
+  const std::string good = dir / "good.safetensors", bad = dir / "bad.safetensors";
+  Net trained(ModelSpec::from_json(kModel), {}, 7);
+  save_checkpoint(trained, good);
+  rewrite_checkpoint(good, bad, [](auto& v) { v.at("conv1.weights.velocity")[3] = INFINITY; },
+                     "convnet.checksum");
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  const auto before = snapshot(net);
+  const std::string message = load_error(net, bad);
+  EXPECT_TRUE(contains(message, "checkpoint '" + bad + "': tensor 'conv1.weights.velocity' holds inf at index 3"))
+      << message;
+  EXPECT_EQ(snapshot(net), before);
+  // Without the checksum, a file with finite values still loads (older checkpoints).
+  const std::string old = dir / "old.safetensors";
+  rewrite_checkpoint(good, old, [](auto&) {}, "convnet.checksum");
+  load_checkpoint(net, old);
+  expect_same_params(net, trained);
+}
+
+TEST(CheckpointIntegrity, ResumeFallsBackToTheNewestIntactCheckpoint) {
+  ScratchDir dir;
+  const std::string d = dir.path().string();
+  Net net(ModelSpec::from_json(kModel), {}, 7);
+  for (int b = 1; b <= 3; ++b) {
+    train(net, b, 1);
+    save_checkpoint_in(net, d, 0, b, {}, 0);
+  }
+  const std::string newest = dir / checkpoint_name(0, 3), middle = dir / checkpoint_name(0, 2);
+  flip_bit(newest);
+  std::vector<std::string> notes;
+  EXPECT_EQ(newest_intact_checkpoint(d, notes), middle);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_TRUE(contains(notes[0], "not resuming from '" + newest + "'")) << notes[0];
+  EXPECT_TRUE(contains(notes[0], "checksum")) << notes[0];
+  EXPECT_TRUE(contains(notes[0], "renamed to '" + newest + ".corrupt'")) << notes[0];
+  EXPECT_TRUE(fs::exists(newest + ".corrupt"));  // kept for a look, no longer listed
+  EXPECT_EQ(latest_checkpoint(d), middle);
+  // Without set_aside (ranks other than 0) the file stays where it is.
+  flip_bit(middle);
+  notes.clear();
+  EXPECT_EQ(newest_intact_checkpoint(d, notes, false), dir / checkpoint_name(0, 1));
+  EXPECT_TRUE(fs::exists(middle));
+  // None intact: an error with each file's reason.
+  flip_bit(dir / checkpoint_name(0, 1));
+  notes.clear();
+  try {
+    newest_intact_checkpoint(d, notes);
+    FAIL() << "damaged checkpoints were accepted";
+  } catch (const ValueError& e) {
+    EXPECT_TRUE(contains(e.what(), "no intact checkpoint in '" + d + "'")) << e.what();
+    EXPECT_TRUE(contains(e.what(), checkpoint_name(0, 1))) << e.what();
+    EXPECT_TRUE(contains(e.what(), checkpoint_name(0, 2))) << e.what();
+  }
+  std::vector<std::string> none;
+  EXPECT_EQ(newest_intact_checkpoint(dir / "empty", none), "");
+}
+
+TEST(CheckpointIntegrity, TemporaryFilesOfKilledSavesAreRemoved) {
+  ScratchDir dir;
+  const std::string d = dir.path().string();
+  // A process that has exited: its pid names no running process (until reused, which a test
+  // this short does not meet).
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = dir / (checkpoint_name(0, 1) + ".tmp." + std::to_string(child));
+  const std::string mine = dir / (checkpoint_name(0, 2) + ".tmp." + std::to_string(::getpid()));
+  const std::string parent = dir / (checkpoint_name(0, 3) + ".tmp." + std::to_string(::getppid()));
+  const std::string other = dir / "notes.tmp.1";
+  for (const std::string& f : {dead, mine, parent, other}) write_bytes(f, "partial");
+  EXPECT_EQ(remove_stale_temporaries(d), std::vector<std::string>({dead}));
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(mine) && fs::exists(parent) && fs::exists(other));
+  // A save in the folder clears them too.
+  write_bytes(dead, "partial");
+  Net net(ModelSpec::from_json(kModel));
+  save_checkpoint_in(net, d, 0, 4, {}, 0);
+  EXPECT_FALSE(fs::exists(dead));
 }
 
 }  // namespace

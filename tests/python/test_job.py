@@ -1,7 +1,8 @@
 """One job, three ways in: `convnet train`, `convnet-train` (the C++ binary, with cuda-convnet2's
 option names) and convnet.train() prepare a run in the same engine code (convnet/job.h), so the
-same run through each ends with bit-identical weights; the resume keeps the checkpoint's seed
-whatever --seed says; the options' table is the one both commands read."""
+same run through each ends with bit-identical weights; the resume keeps the checkpoint's seed and
+data set (refusing others), and continues from the newest intact checkpoint; the options' table is
+the one both commands read."""
 
 import json
 import os
@@ -84,18 +85,63 @@ def test_the_same_run_through_each_front_end_gives_bit_identical_weights(model_f
 
 
 def test_convnet_train_resumes_with_the_checkpoints_seed(model_file, tmp_path, capsys):
-    """A resumed run keeps its seed (data order, dropout masks), whatever --seed the resuming
-    command gives: it ends where the uninterrupted run ends, bit for bit."""
+    """A resumed run keeps its seed (data order, dropout masks): it ends where the uninterrupted
+    run ends, bit for bit; a resume that asks for another seed is refused, naming both."""
     common = ["train", model_file, "--data", DATA, "--batch", "32", "--quiet", "--no-plots", "--crop", "14",
               "--mirror", "--threads", "2"]
     assert cli.main([*common, "--epochs", "2", "--seed", "3", "--save-dir", str(tmp_path / "whole")]) == 0
     assert cli.main([*common, "--epochs", "1", "--seed", "3", "--save-dir", str(tmp_path / "split")]) == 0
-    assert cli.main([*common, "--epochs", "2", "--seed", "7", "--save-dir", str(tmp_path / "split"), "--resume"]) == 0
+    capsys.readouterr()
+    assert cli.main([*common, "--epochs", "2", "--seed", "7", "--save-dir", str(tmp_path / "split"), "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "--seed 7 differs from the seed 3 of the run in" in err, err
+    assert cli.main([*common, "--epochs", "2", "--save-dir", str(tmp_path / "split"), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "resumed from" in out and "at step 8" in out, out
     whole = tensors(_core.latest_checkpoint(str(tmp_path / "whole")))
     split = tensors(_core.latest_checkpoint(str(tmp_path / "split")))
     assert whole == split
+
+
+def test_a_resume_on_other_data_is_refused_unless_asked_for(model_file, tmp_path, capsys):
+    common = ["train", model_file, "--batch", "32", "--quiet", "--no-plots", "--crop", "14", "--threads", "2",
+              "--save-dir", str(tmp_path / "run")]
+    assert cli.main([*common, "--data", DATA, "--epochs", "1"]) == 0
+    other = DATA.replace("seed=9", "seed=10")
+    capsys.readouterr()
+    assert cli.main([*common, "--data", other, "--epochs", "2", "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert f"trained on --data '{DATA}', this run reads '{other}'" in err and "--resume-other-data" in err, err
+    assert not os.path.exists(tmp_path / "run" / "ckpt-e0002-b000000.safetensors")
+    assert cli.main([*common, "--data", other, "--epochs", "2", "--resume", "--resume-other-data"]) == 0
+    assert os.path.exists(tmp_path / "run" / "ckpt-e0002-b000000.safetensors")
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(model_file, tmp_path,
+                                                                                         capsys):
+    """Resuming a folder whose newest checkpoint was damaged (one flipped bit) continues from the
+    newest intact one, says which and why, and ends bit-identical to an uninterrupted run; the
+    temporary file a killed save left behind is removed."""
+    common = ["train", model_file, "--data", DATA, "--batch", "32", "--quiet", "--no-plots", "--crop", "14",
+              "--threads", "2", "--seed", "3", "--keep", "0"]
+    assert cli.main([*common, "--epochs", "3", "--save-dir", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "split"
+    assert cli.main([*common, "--epochs", "2", "--save-dir", str(run)]) == 0
+    newest = run / "ckpt-e0002-b000000.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-3] ^= 0x10
+    newest.write_bytes(bytes(data))
+    debris = run / "ckpt-e0003-b000000.safetensors.tmp.999999999"  # no such process
+    debris.write_bytes(b"partial")
+    capsys.readouterr()
+    assert cli.main([*common, "--epochs", "3", "--save-dir", str(run), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert f"not resuming from '{newest}'" in captured.err and "checksum" in captured.err, captured.err
+    assert f"removed '{debris}'" in captured.err, captured.err
+    assert "at step 8" in captured.out, captured.out  # from epoch 1's checkpoint
+    assert (run / (newest.name + ".corrupt")).exists() and not debris.exists()
+    assert tensors(str(run / "ckpt-e0003-b000000.safetensors")) == tensors(
+        str(tmp_path / "whole" / "ckpt-e0003-b000000.safetensors"))
 
 
 def test_both_commands_read_one_table_of_options():

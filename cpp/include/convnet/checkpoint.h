@@ -7,7 +7,12 @@
 //   metadata  "convnet.format" = "1", "convnet.model" = the model JSON, "convnet.step",
 //             "convnet.seed" (decimal), "convnet.state" = the trainer state as JSON,
 //             "convnet.solver" = {"name", "beta1", "beta2", "eps", "step"} (JSON; step is the
-//             solver's update counter, AdamW's t)
+//             solver's update counter, AdamW's t), "convnet.checksum" = the TensorHash of the
+//             data section (16 hex digits; safetensors.h)
+//
+// No checkpoint holds a NaN or Inf: saving refuses one, loading refuses one, and loading checks
+// the checksum (a file changed since it was written, by a bit flip or a bad copy, is refused;
+// files from before the checksum load unchecked).
 //
 // A checkpoint without "convnet.solver" (written before solvers could be chosen) is SGD's, its
 // counter the net's step. Loading needs the net's solver to be the file's (a ValueError names
@@ -48,6 +53,11 @@ struct CheckpointMeta {
 };
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 
+// The metadata after checking the whole file as load_checkpoint does, without a net: the
+// header, the model definition, the checksum and that every value is finite. Throws ValueError
+// naming the file and the first problem.
+CheckpointMeta verify_checkpoint(const std::string& path);
+
 // The first difference between a checkpoint's model and `model` that prevents loading, as
 // "layer 'conv2': filters is 64 in the checkpoint, 32 in this model"; "" when they match
 // (learning hyperparameters and devices are not compared).
@@ -60,7 +70,8 @@ std::string checkpoint_name(int64_t epoch, int64_t batch);
 
 // Saves into `dir` (created if missing) under checkpoint_name(epoch, batch), then deletes the
 // oldest checkpoints of the folder so that `keep` remain, the one just written always among them
-// (keep <= 0: delete none). Returns the path written.
+// (keep <= 0: delete none), and the stale temporary files of killed saves. Returns the path
+// written.
 std::string save_checkpoint_in(Net& net, const std::string& dir, int64_t epoch, int64_t batch,
                                const nlohmann::json& trainer_state, int keep);
 
@@ -70,5 +81,16 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 
 // The newest checkpoint of `dir`, "" when there is none.
 std::string latest_checkpoint(const std::string& dir);
+
+// The newest checkpoint of `dir` that verify_checkpoint accepts ("" when `dir` holds none at
+// all). Each newer one that fails gets a line in `notes` saying which and why and, with
+// set_aside, is renamed to "<name>.corrupt" (kept for a look, no longer a checkpoint). Throws
+// ValueError, with every file's reason, when none is intact.
+std::string newest_intact_checkpoint(const std::string& dir, std::vector<std::string>& notes,
+                                     bool set_aside = true);
+
+// Deletes the temporary files ("<checkpoint>.tmp.<pid>") that saves of processes no longer
+// running left in `dir` when they were killed; returns their paths.
+std::vector<std::string> remove_stale_temporaries(const std::string& dir);
 
 }  // namespace convnet

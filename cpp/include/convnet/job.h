@@ -60,6 +60,7 @@ struct JobOptions {
   DataOptions data;
   int batch = 0;
   uint64_t seed = 0;
+  bool seed_given = false;           // --seed was on the command line (a resume must not change it)
   int workers = 0, threads = 0;      // threads 0: all cores
   int device_threads = 0;            // per CPU device side by side (0: threads split evenly)
   std::string device;                // "cpu", "cuda:0", "cuda:0,cuda:1"
@@ -68,6 +69,7 @@ struct JobOptions {
   std::optional<float> lr;           // every parameter's base rate (none: the model's)
   std::string resume;                // "", "auto" (save_dir's newest, when there is one), a file or folder
   bool overwrite = false;            // start again in a save_dir that holds checkpoints
+  bool resume_other_data = false;    // a resume may read another data set than its run (fine-tuning)
   bool multiview_test = false;
   int print_every = 0;
   bool quiet = false;

@@ -20,6 +20,28 @@
 
 namespace convnet {
 
+// A 64-bit checksum of float32 data: FNV-1a over its 32-bit words, so the same for any split of
+// the bytes into pieces of whole floats (a checkpoint hashes tensor by tensor when it writes and
+// its file's data section in chunks when it reads). Every change of one word changes it.
+class TensorHash {
+ public:
+  void update(const float* data, size_t count);
+  uint64_t value() const { return state_; }
+  std::string hex() const { return hex_of(state_); }
+  static std::string hex_of(uint64_t checksum);  // 16 lowercase hex digits
+
+ private:
+  uint64_t state_ = 0xcbf29ce484222325ull;
+};
+
+// What one pass over a file's data section finds (SafetensorsReader::scan).
+struct SafetensorsScan {
+  uint64_t checksum = 0;          // TensorHash of the whole data section
+  std::string nonfinite_tensor;   // the first tensor holding NaN or Inf ("" : none)
+  int64_t nonfinite_index = -1;   // its flat index there
+  float nonfinite_value = 0.f;
+};
+
 // A tensor's entry in a safetensors header.
 struct SafetensorsEntry {
   std::vector<int64_t> shape;
@@ -44,6 +66,9 @@ class SafetensorsReader {
   // Reads tensor `name` into dst (entry(name).numel() floats).
   void read(const std::string& name, float* dst);
   std::vector<float> read(const std::string& name);
+
+  // Reads the whole data section once, in chunks: its TensorHash and its first non-finite value.
+  SafetensorsScan scan();
 
  private:
   void parse_header(const std::string& text);

@@ -2,8 +2,13 @@
 // and trainer state as metadata; and a run's folder of them, pruned to the newest few.
 #include "convnet/checkpoint.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -29,6 +34,7 @@ const char* const kStepKey = "convnet.step";
 const char* const kSeedKey = "convnet.seed";
 const char* const kStateKey = "convnet.state";
 const char* const kSolverKey = "convnet.solver";
+const char* const kChecksumKey = "convnet.checksum";
 
 // The gradients a layer with an updatePeriod has summed since its last update.
 const char* const kAccumulated = "accumulated";
@@ -190,6 +196,25 @@ void check_tensors(const SafetensorsReader& file, Net& net) {
       bad_checkpoint(file.path(), "tensor '" + name + "' belongs to no parameter of this model");
 }
 
+// One pass over the data: the checksum against the one the file was written with (files from
+// before checksums have none) and every value finite. Reads the file, not the net.
+void verify_data(SafetensorsReader& file) {
+  const SafetensorsScan scan = file.scan();
+  auto written = file.metadata().find(kChecksumKey);
+  if (written != file.metadata().end()) {
+    const std::string found = TensorHash::hex_of(scan.checksum);
+    if (found != written->second)
+      bad_checkpoint(file.path(), "corrupt: its tensor bytes hash to " + found +
+                                      ", but it was written with checksum " + written->second +
+                                      " (changed on disk or in transfer since)");
+  }
+  if (!scan.nonfinite_tensor.empty())
+    bad_checkpoint(file.path(), "tensor '" + scan.nonfinite_tensor + "' holds " +
+                                    std::to_string(scan.nonfinite_value) + " at index " +
+                                    std::to_string(scan.nonfinite_index) +
+                                    ": a net with non-finite values computes nothing");
+}
+
 void read_into(SafetensorsReader& file, const std::string& name, Tensor& t) {
   if (t.device().is_cpu()) {
     file.read(name, t.data());
@@ -249,9 +274,23 @@ void save_checkpoint(Net& net, const std::string& path, const json& trainer_stat
     if (p->accumulated.defined())
       tensors[state_tensor_name(*p, kAccumulated)] = host_span(p->accumulated, copies);
   }
+  // The checksum covers the tensors in the order the file holds them (sorted by name, as the
+  // map is); a non-finite value is refused here, so no checkpoint ever holds one.
+  TensorHash hash;
+  for (const auto& [name, t] : tensors) {
+    size_t count = 1;
+    for (int64_t d : t.shape) count *= size_t(d);
+    for (size_t i = 0; i < count; ++i)
+      if (!std::isfinite(t.data[i]))
+        throw RuntimeError("not saving '" + path + "': tensor '" + name + "' holds " +
+                           std::to_string(t.data[i]) + " at index " + std::to_string(i) +
+                           " (training diverged?)");
+    hash.update(t.data, count);
+  }
   json solver = net.solver().options().to_json();
   solver["step"] = net.solver().step();
   const std::map<std::string, std::string> metadata = {
+      {kChecksumKey, hash.hex()},
       {kSolverKey, solver.dump()},
       {kFormatKey, kFormat},
       {kModelKey, net.spec().to_json()},
@@ -264,6 +303,14 @@ void save_checkpoint(Net& net, const std::string& path, const json& trainer_stat
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
   return meta_of(SafetensorsReader(path));
+}
+
+CheckpointMeta verify_checkpoint(const std::string& path) {
+  SafetensorsReader file(path);
+  CheckpointMeta meta = meta_of(file);
+  model_of(file, meta);
+  verify_data(file);
+  return meta;
 }
 
 std::string model_mismatch(const ModelSpec& checkpoint, const ModelSpec& model) {
@@ -294,6 +341,7 @@ json load_checkpoint(Net& net, const std::string& path) {
                              net.solver().name() + "' (choose solver '" + meta.solver.name +
                              "' to continue it)");
   check_tensors(file, net);
+  verify_data(file);
   // Everything is validated: only now does the net change. The solver's hyperparameters stay
   // the net's (as learning rates do); its state and counter are the file's.
   for (Param* p : net.params()) {
@@ -324,7 +372,50 @@ std::string save_checkpoint_in(Net& net, const std::string& dir, int64_t epoch, 
   const std::string path = (fs::path(dir) / checkpoint_name(epoch, batch)).string();
   save_checkpoint(net, path, trainer_state);
   prune_checkpoints(dir, path, keep);
+  remove_stale_temporaries(dir);
   return path;
+}
+
+std::string newest_intact_checkpoint(const std::string& dir, std::vector<std::string>& notes,
+                                     bool set_aside) {
+  const std::vector<std::string> all = list_checkpoints(dir);
+  std::string reasons;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      verify_checkpoint(*it);
+      return *it;
+    } catch (const ValueError& e) {
+      reasons += std::string("\n  ") + e.what();
+      std::string note = "not resuming from '" + *it + "': " + e.what();
+      if (set_aside) {
+        const std::string aside = *it + ".corrupt";
+        std::error_code ec;
+        fs::rename(*it, aside, ec);
+        note += ec ? " (could not rename it aside: " + ec.message() + ")" : "; renamed to '" + aside + "'";
+      }
+      notes.push_back(note);
+    }
+  }
+  if (!all.empty()) throw ValueError("no intact checkpoint in '" + dir + "':" + reasons);
+  return "";
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& dir) {
+  static const std::regex pattern(R"(ckpt-e\d+-b\d+\.safetensors\.tmp\.(\d{1,9}))");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return removed;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(name, m, pattern)) continue;
+    const pid_t pid = pid_t(std::stol(m[1].str()));
+    // A save still running (this process's, or another's) is not debris.
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code remove_ec;
+    if (fs::remove(e.path(), remove_ec)) removed.push_back(e.path().string());
+  }
+  return removed;
 }
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {

@@ -121,18 +121,44 @@ std::vector<Device> parse_devices(const std::string& text) {
 
 namespace {
 
-// The checkpoint a run continues from: options.resume as a file, a folder's newest, or "auto"
-// (save_dir's newest when there is one); "" for a new run.
-std::string checkpoint_to_resume(const std::string& resume, const std::string& save_dir) {
+// The checkpoint a run continues from: options.resume as a file, a folder's newest intact one, or
+// "auto" (save_dir's newest intact one when there is one); "" for a new run. A folder's damaged
+// newer checkpoints are set aside, each with a line in `notes`.
+std::string checkpoint_to_resume(const std::string& resume, const std::string& save_dir,
+                                 std::vector<std::string>& notes) {
   if (resume.empty()) return "";
-  if (resume == "auto") return fs::is_directory(save_dir) ? latest_checkpoint(save_dir) : "";
+  const bool set_aside = World::get().rank() == 0;  // one rank renames files in a shared folder
+  if (resume == "auto")
+    return fs::is_directory(save_dir) ? newest_intact_checkpoint(save_dir, notes, set_aside) : "";
   if (fs::is_directory(resume)) {
-    const std::string latest = latest_checkpoint(resume);
+    const std::string latest = newest_intact_checkpoint(resume, notes, set_aside);
     CONVNET_CHECK(!latest.empty(), "--resume: no checkpoint in '", resume, "'");
     return latest;
   }
   CONVNET_CHECK(fs::is_regular_file(resume), "--resume: '", resume, "' is neither a checkpoint file nor a run folder");
   return resume;
+}
+
+// A data set spec as a path where it names one, so that "./data" and "data" agree.
+std::string same_data_key(const std::string& spec) {
+  std::error_code ec;
+  if (!fs::exists(spec, ec)) return spec;
+  const fs::path canonical = fs::weakly_canonical(spec, ec);
+  return ec ? spec : canonical.string();
+}
+
+// A resume continues its run: the seed (data order, dropout masks) and the data set are the
+// checkpoint's, and an option that asks for others is refused rather than half obeyed.
+void check_resume_matches(const JobOptions& o, const std::string& checkpoint, uint64_t saved_seed,
+                          const nlohmann::json& run, const std::string& data) {
+  CONVNET_CHECK(!o.seed_given || o.seed == saved_seed, "--resume: --seed ", o.seed, " differs from the seed ",
+                saved_seed, " of the run in '", checkpoint, "'; a resumed run keeps its seed (its data order and "
+                "dropout masks): leave --seed out, or start a new run (--overwrite or another --save-dir)");
+  const std::string saved_data = run.value("data", std::string());
+  CONVNET_CHECK(saved_data.empty() || o.resume_other_data || same_data_key(saved_data) == same_data_key(data),
+                "--resume: the run in '", checkpoint, "' trained on --data '", saved_data, "', this run reads '", data,
+                "': give --data ", saved_data, " to continue it, or add --resume-other-data to fine-tune on '",
+                data, "'");
 }
 
 // A save_dir that holds another run's checkpoints is never written into silently.
@@ -154,7 +180,10 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   const World& world = World::get();
   CONVNET_CHECK(o.batch % world.size() == 0, "--batch ", o.batch, " does not split over ", world.size(),
                 " processes: the global batch must be a multiple of the number of ranks");
-  resumed_from_ = checkpoint_to_resume(o.resume, t.save_dir);
+  if (!t.save_dir.empty() && world.rank() == 0)
+    for (const std::string& debris : remove_stale_temporaries(t.save_dir))
+      resume_notes_.push_back("removed '" + debris + "', left by a save that was killed");
+  resumed_from_ = checkpoint_to_resume(o.resume, t.save_dir, resume_notes_);
   if (resumed_from_.empty() && world.rank() == 0) claim_run_folder(t, o.overwrite);
   uint64_t seed = o.seed;
   if (!resumed_from_.empty()) {
@@ -163,6 +192,7 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
     seed = meta.seed;
     const nlohmann::json run = meta.state.is_object() ? meta.state.value("run", nlohmann::json::object())
                                                       : nlohmann::json::object();
+    check_resume_matches(o, resumed_from_, meta.seed, run, data_->options().data);
     const int saved_world = run.value("world_size", 1);
     CONVNET_CHECK(saved_world == world.size(), "--resume: ", resumed_from_, " was written by a run of ",
                   saved_world, " process(es); resume it with as many (mpirun -np ", saved_world, "), not ",
@@ -211,7 +241,8 @@ Job::Job(const ModelSpec& model, std::shared_ptr<const RunData> data, const JobO
   if (!t.log_path.empty() && world.rank() == 0 && fs::path(t.log_path).has_parent_path())
     fs::create_directories(fs::path(t.log_path).parent_path());
   trainer_ = std::make_unique<Trainer>(*net_, *train_, test_.get(), std::move(t));
-  if (!resumed_from_.empty()) resume_notes_ = trainer_->resume(resumed_from_);
+  if (!resumed_from_.empty())
+    for (std::string& note : trainer_->resume(resumed_from_)) resume_notes_.push_back(std::move(note));
 }
 
 Job::~Job() = default;

@@ -93,6 +93,8 @@ std::vector<JobOption> make_table() {
              "continue a run: from a checkpoint file, the newest checkpoint of a folder, or, given no PATH (or "
              "auto), the newest in --save-dir when there is one"),
       flag("overwrite", "start again in a --save-dir that holds an earlier run (its checkpoints and log are deleted)"),
+      flag("resume-other-data", "with --resume: continue on a --data set other than the checkpoint's run's "
+                                "(fine-tuning); without it a resume refuses another data set"),
       option("device", "DEV", "cpu", "cpu, cuda:0, or one device per logical device: cuda:0,cuda:1"),
       option("math", "MODE", "fp32", "GPU GEMM precision: fp32 or tf32"),
       flag("cuda-graph", "replay each step's forward and backward passes as one CUDA graph (one GPU only)"),
@@ -240,6 +242,7 @@ JobOptions JobOptions::parse(const std::vector<std::pair<std::string, std::strin
 
   j.batch = whole(v, "batch", 1);
   j.seed = uint64_t(whole(v, "seed"));
+  j.seed_given = given.count("seed") > 0;
   j.workers = whole(v, "workers", 1);
   j.threads = whole(v, "threads");
   j.device_threads = whole(v, "device-threads");
@@ -252,6 +255,8 @@ JobOptions JobOptions::parse(const std::vector<std::pair<std::string, std::strin
   }
   j.resume = v.at("resume");
   j.overwrite = on("overwrite");
+  j.resume_other_data = on("resume-other-data");
+  CONVNET_CHECK(!j.resume_other_data || !j.resume.empty(), "--resume-other-data goes with --resume");
   CONVNET_CHECK(!(j.overwrite && !j.resume.empty()), "--overwrite and --resume contradict each other");
   j.multiview_test = on("multiview-test");
   CONVNET_CHECK(!j.multiview_test || d.crop > 0, "--multiview-test needs --crop (the views are crops)");

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -40,6 +41,23 @@ void encode_le64(uint64_t v, unsigned char* b) {
 }
 
 }  // namespace
+
+void TensorHash::update(const float* data, size_t count) {
+  const unsigned char* bytes = reinterpret_cast<const unsigned char*>(data);
+  uint64_t h = state_;
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t word;
+    std::memcpy(&word, bytes + 4 * i, 4);
+    h = (h ^ word) * 0x100000001b3ull;
+  }
+  state_ = h;
+}
+
+std::string TensorHash::hex_of(uint64_t checksum) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(checksum));
+  return text;
+}
 
 int64_t SafetensorsEntry::numel() const {
   int64_t n = 1;
@@ -176,6 +194,47 @@ void SafetensorsReader::read(const std::string& name, float* dst) {
   file_.read(reinterpret_cast<char*>(dst), static_cast<std::streamsize>(bytes));
   if (!file_ || uint64_t(file_.gcount()) != bytes)
     fail("the file ended while reading tensor '" + name + "' (truncated while open?)");
+}
+
+SafetensorsScan SafetensorsReader::scan() {
+  // The tensors tile the data section (check_layout), so an offset names its tensor.
+  std::vector<std::pair<uint64_t, const std::string*>> starts;
+  for (const auto& [name, e] : tensors_)
+    if (e.end > e.begin) starts.push_back({e.begin, &name});  // an empty tensor holds no value
+  std::sort(starts.begin(), starts.end());
+  uint64_t data_bytes = 0;
+  for (const auto& [name, e] : tensors_) data_bytes = std::max(data_bytes, e.end);
+
+  SafetensorsScan out;
+  TensorHash hash;
+  std::vector<float> chunk(size_t(1) << 18);  // 1 MiB
+  file_.clear();
+  file_.seekg(static_cast<std::streamoff>(data_start_));
+  for (uint64_t done = 0; done < data_bytes;) {
+    const uint64_t bytes = std::min<uint64_t>(data_bytes - done, chunk.size() * 4);
+    file_.read(reinterpret_cast<char*>(chunk.data()), static_cast<std::streamsize>(bytes));
+    if (!file_ || uint64_t(file_.gcount()) != bytes)
+      fail("the file ended at byte " + std::to_string(done) + " of the data (truncated while open?)");
+    const size_t count = size_t(bytes / 4);
+    hash.update(chunk.data(), count);
+    if (out.nonfinite_tensor.empty()) {
+      for (size_t i = 0; i < count; ++i) {
+        if (std::isfinite(chunk[i])) continue;
+        const uint64_t at = done + 4 * i;
+        auto it = std::upper_bound(starts.begin(), starts.end(),
+                                   std::make_pair(at, static_cast<const std::string*>(nullptr)),
+                                   [](const auto& a, const auto& b) { return a.first < b.first; });
+        --it;  // the last tensor starting at or before `at`
+        out.nonfinite_tensor = *it->second;
+        out.nonfinite_index = int64_t((at - it->first) / 4);
+        out.nonfinite_value = chunk[i];
+        break;
+      }
+    }
+    done += bytes;
+  }
+  out.checksum = hash.value();
+  return out;
 }
 
 std::vector<float> SafetensorsReader::read(const std::string& name) {
