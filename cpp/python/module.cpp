@@ -1,6 +1,8 @@
 // convnet._core: the pybind11 bindings. Python speaks NCHW numpy arrays; the engine speaks CHWN
 // tensors; the conversion happens here, once per batch. Errors of the user's making arrive as
 // ValueError (convnet::ValueError derives from std::invalid_argument), others as RuntimeError.
+#include <cmath>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -90,6 +92,33 @@ py::dict report_dict(const CostReport& r) {
   return d;
 }
 
+// "nan at [n, c, h, w] (NCHW)" for the first NaN or Inf in a CHWN tensor, "" when it has none.
+std::string nonfinite_nchw(const Tensor& t) {
+  const std::vector<float> v = t.to_vector();
+  const int64_t n = t.dim(3), w = t.dim(2), h = t.dim(1);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isfinite(v[i])) continue;
+    const int64_t b = int64_t(i) % n, chw = int64_t(i) / n;
+    return std::string(std::isnan(v[i]) ? "nan" : v[i] > 0 ? "inf" : "-inf") + " at [" + std::to_string(b) +
+           ", " + std::to_string(chw / (h * w)) + ", " + std::to_string(chw / w % h) + ", " +
+           std::to_string(chw % w) + "] (NCHW)";
+  }
+  return "";
+}
+
+// One training step for Python: the batch checked first (ValueError naming the first NaN or Inf:
+// it makes the step's numbers meaningless, and the parameters stay untouched), then
+// convnet::train_step (its cost and gradient checks, the update).
+CostReport checked_train_step(Net& net, float lr_scale) {
+  Net::check_lr_scale(lr_scale);
+  for (Layer* l : net.layers())
+    if (l->role() == LayerRole::Input)
+      if (const std::string bad = nonfinite_nchw(net.output(l->name())); !bad.empty())
+        throw ValueError("train_step: input '" + l->name() + "' holds " + bad +
+                         "; the step was not run and the parameters are unchanged");
+  return train_step(net, lr_scale);
+}
+
 std::unique_ptr<Net> make_net(const std::string& model_json, const std::vector<std::string>& devices,
                               uint64_t seed, const std::string& math) {
   const MathMode mode = parse_math_mode(math);
@@ -133,6 +162,7 @@ PYBIND11_MODULE(_core, m) {
 
   // The defaults live in SolverOptions alone: None takes them.
   convnet::python::bind_tensor(m);  // before Net, whose methods take and return tensors
+  py::register_exception<NonFiniteError>(m, "NonFiniteError", PyExc_FloatingPointError);
 
   py::class_<SolverOptions>(m, "SolverOptions")
       .def(py::init([](std::optional<std::string> name, std::optional<double> beta1,
@@ -153,6 +183,9 @@ PYBIND11_MODULE(_core, m) {
       .def("text", &SolverOptions::text)
       .def("__repr__", [](const SolverOptions& o) { return "SolverOptions('" + o.text() + "')"; });
   m.def("solver_names", &solver_names);
+  // The bound of every integer layer option (convnet/spec.h), which the commands' integer
+  // arguments share.
+  m.attr("OPTION_INT_LIMIT") = kOptionIntLimit;
 
   py::class_<Net>(m, "Net")
       .def(py::init(&make_net), py::arg("model_json"), py::arg("devices") = std::vector<std::string>{},
@@ -194,11 +227,12 @@ PYBIND11_MODULE(_core, m) {
              CostReport r;
              {
                py::gil_scoped_release release;
-               r = train_step(net, lr_scale);
+               r = checked_train_step(net, lr_scale);
              }
              return report_dict(r);
            }, py::arg("lr_scale") = 1.f,
-           "forward and backward, the cost checked (DivergenceError, parameters untouched), the update.")
+           "forward and backward, the batch, cost and gradients checked (ValueError for a NaN or Inf "
+           "input, DivergenceError for a non-finite cost or gradient; parameters untouched), the update.")
       .def_property("cuda_graph", &Net::cuda_graph, &Net::set_cuda_graph)
       .def_property_readonly("cuda_graph_nodes", &Net::cuda_graph_nodes)
       .def_property("fusion", &Net::fusion, &Net::set_fusion)
@@ -279,6 +313,14 @@ PYBIND11_MODULE(_core, m) {
       .def("set_hyperparams", [](Net& net, const std::string& name, std::optional<float> lr,
                                  std::optional<float> momentum, std::optional<float> weight_decay) {
              Param& p = net.param(name);
+             // Before any is set. The same rule as the layer options epsW, momW, wc (layer.cpp).
+             auto check = [&](const char* key, const std::optional<float>& v) {
+               CONVNET_CHECK(!v || (std::isfinite(*v) && *v >= 0.f), "set_hyperparams('", name, "'): ", key,
+                             " must be a finite number >= 0, got ", *v);
+             };
+             check("lr", lr);
+             check("momentum", momentum);
+             check("weight_decay", weight_decay);
              if (lr) p.lr = p.base_lr = *lr;
              if (momentum) p.momentum = *momentum;
              if (weight_decay) p.weight_decay = *weight_decay;

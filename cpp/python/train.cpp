@@ -2,6 +2,8 @@
 // evaluation, checkpoints and data sets by name. run() releases the GIL; callbacks take it back.
 #include <pybind11/stl.h>
 
+#include <cmath>
+
 #include "bindings.h"
 #include "convnet/checkpoint.h"
 #include "convnet/dataset.h"
@@ -15,12 +17,16 @@ namespace convnet::python {
 
 namespace {
 
-py::dict metrics_dict(const Metrics& m) {
+// `set` ("test", "training") is what skipped_note calls the examples.
+py::dict metrics_dict(const Metrics& m, const std::string& set = "test") {
   py::dict d;
   d["cost"] = m.cost;
   d["top1_error"] = m.top1_error;
   d["top5_error"] = m.top5_error;
   d["examples"] = m.examples;
+  d["skipped"] = m.skipped;
+  d["first_skipped"] = m.first_skipped;
+  d["skipped_note"] = skipped_note(m, set);  // "" when none was skipped
   return d;
 }
 
@@ -65,7 +71,7 @@ py::dict epoch_event(const EpochEvent& e) {
   py::dict d;
   d["epoch"] = e.epoch;
   d["step"] = e.step;
-  d["train"] = metrics_dict(e.train);
+  d["train"] = metrics_dict(e.train, "training");
   d["test"] = e.test.examples ? py::object(metrics_dict(e.test)) : py::object(py::none());
   d["lr"] = e.lr;
   d["elapsed_s"] = e.elapsed_s;
@@ -107,7 +113,7 @@ py::dict run_trainer(Trainer& t) {
   py::dict d;
   d["epochs_done"] = r.epochs_done;
   d["step"] = r.step;
-  d["train"] = metrics_dict(r.train);
+  d["train"] = metrics_dict(r.train, "training");
   d["test"] = r.test.examples ? py::object(metrics_dict(r.test)) : py::object(py::none());
   d["stopped"] = r.stopped;
   d["last_checkpoint"] = r.last_checkpoint;
@@ -258,6 +264,9 @@ void bind_train(py::module_& m) {
                        const std::string& save_dir, int save_every, int keep,
                        const std::string& log_path, double max_grad_norm, py::object run_info,
                        std::optional<SolverOptions> solver) {
+             // NaN would compare false and switch the limit off without a word.
+             CONVNET_CHECK(std::isfinite(max_grad_norm) && max_grad_norm >= 0,
+                           "Trainer: max_grad_norm must be a finite number >= 0 (0: no limit), got ", max_grad_norm);
              TrainerOptions o;
              if (solver) o.solver = *solver;
              o.epochs = epochs;

@@ -152,14 +152,17 @@ void print_progress(Job& job) {
     return true;
   };
   trainer.on_test = [](const TestEvent& e) {
-    std::printf("test at epoch %.2f: cost %.4f  top-1 error %.4f  top-5 error %.4f%s\n", e.epoch_float,
-                e.test.cost, e.test.top1_error, e.test.top5_error, e.lr_dropped ? "  (learning rate lowered)" : "");
+    const std::string skipped = skipped_note(e.test, "test");
+    std::printf("test at epoch %.2f: cost %.4f  top-1 error %.4f  top-5 error %.4f%s%s%s%s\n", e.epoch_float,
+                e.test.cost, e.test.top1_error, e.test.top5_error, e.lr_dropped ? "  (learning rate lowered)" : "",
+                skipped.empty() ? "" : "  (", skipped.c_str(), skipped.empty() ? "" : ")");
     std::fflush(stdout);
   };
   trainer.on_epoch = [](const EpochEvent& e) {
-    std::printf("epoch %lld done in %.0f s: train cost %.4f, error %.4f%s%s\n", (long long)e.epoch,
-                e.epoch_s, e.train.cost, e.train.top1_error, e.checkpoint.empty() ? "" : "; saved ",
-                e.checkpoint.c_str());
+    const std::string skipped = skipped_note(e.train, "training");
+    std::printf("epoch %lld done in %.0f s: train cost %.4f, error %.4f%s%s%s%s%s\n", (long long)e.epoch,
+                e.epoch_s, e.train.cost, e.train.top1_error, skipped.empty() ? "" : " (", skipped.c_str(),
+                skipped.empty() ? "" : ")", e.checkpoint.empty() ? "" : "; saved ", e.checkpoint.c_str());
     std::fflush(stdout);
     return true;
   };
@@ -190,13 +193,17 @@ int run(int argc, char** argv) {
   std::cout << "convnet-train: " << args.layer_def << " (" << job.description() << ")" << std::endl;
   print_progress(job);
   const Trainer::Result r = job.run();
-  std::printf("done: %lld epochs, step %lld, %.0f s; test accuracy %.4f (top-5 %.4f)%s%s\n",
+  const std::string skipped = skipped_note(r.test, "test");
+  std::printf("done: %lld epochs, step %lld, %.0f s; test accuracy %.4f (top-5 %.4f%s%s)%s%s\n",
               (long long)r.epochs_done, (long long)r.step, r.elapsed_s, 1 - r.test.top1_error,
-              1 - r.test.top5_error, r.last_checkpoint.empty() ? "" : "; checkpoint ", r.last_checkpoint.c_str());
+              1 - r.test.top5_error, skipped.empty() ? "" : "; ", skipped.c_str(),
+              r.last_checkpoint.empty() ? "" : "; checkpoint ", r.last_checkpoint.c_str());
   if (options.multiview_test) {
     const Metrics m = job.multiview_test();
-    std::printf("10-view test on %lld images: cost %.4f  top-1 error %.4f  top-5 error %.4f  (accuracy %.4f)\n",
-                (long long)m.examples, m.cost, m.top1_error, m.top5_error, 1 - m.top1_error);
+    const std::string left_out = skipped_note(m, "test");
+    std::printf("10-view test on %lld images: cost %.4f  top-1 error %.4f  top-5 error %.4f  (accuracy %.4f%s%s)\n",
+                (long long)m.examples, m.cost, m.top1_error, m.top5_error, 1 - m.top1_error,
+                left_out.empty() ? "" : "; ", left_out.c_str());
   }
   return 0;
 }

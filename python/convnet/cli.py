@@ -86,6 +86,25 @@ def checkpoint_path(path: str) -> str:
     return path
 
 
+def int_arg(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi] (hi: the engine's bound on integer options,
+    beyond which sizes and counts would overflow), so that argparse names the argument and the
+    command stops before any work."""
+    hi = _core.OPTION_INT_LIMIT if hi is None else hi
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+        return value
+
+    parse.__name__ = "integer"  # argparse's name for the type in its messages
+    return parse
+
+
 def devices_arg(text: str):
     return text.split(",") if "," in text else text
 
@@ -139,13 +158,15 @@ def cmd_train(a) -> int:
     progress = ProgressBar(every=options.print_every, batches=not options.quiet)
     result = _run(job, [progress])
     test = result["test"]
-    acc = f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}" if test else "no test was run"
+    acc = (f"test accuracy {1 - test['top1_error']:.4f}, top-5 {1 - test['top5_error']:.4f}"
+           + (f" ({test['skipped_note']})" if test["skipped_note"] else "") if test else "no test was run")
     print(f"done: {result['epochs_done']} epochs, step {result['step']}, {result['elapsed_s']:.0f} s; {acc}"
           + (f"; checkpoint {result['last_checkpoint']}" if result["last_checkpoint"] else ""), flush=True)
     if options.multiview_test:
         m = job.multiview_test(None)
         print(f"10-view test on {m['examples']} images: cost {m['cost']:.4f}  top-1 error {m['top1_error']:.4f}  "
-              f"top-5 error {m['top5_error']:.4f}  (accuracy {1 - m['top1_error']:.4f})", flush=True)
+              f"top-5 error {m['top5_error']:.4f}  (accuracy {1 - m['top1_error']:.4f}"
+              + (f"; {m['skipped_note']})" if m["skipped_note"] else ")"), flush=True)
     log = options.log_path
     if options.save_dir and not a.no_plots and log and os.path.exists(log):
         test_pipe = Pipeline._of_core(job.test_pipeline, prep.test_source)
@@ -219,7 +240,7 @@ def cmd_test(a) -> int:
     view = "10-view" if a.multiview else "single-view"
     print(f"{ckpt} on {prep.description} ({m['examples']:,} test images, {view}): cost {m['cost']:.4f}  "
           f"top-1 error {m['top1_error']:.4f}  top-5 error {m['top5_error']:.4f}  "
-          f"(accuracy {1 - m['top1_error']:.4f})")
+          f"(accuracy {1 - m['top1_error']:.4f}" + (f"; {m['skipped_note']})" if m["skipped_note"] else ")"))
     return 0
 
 
@@ -233,8 +254,11 @@ def read_grey_image(path: str, size: int) -> np.ndarray:
         raise SystemExit("convnet predict needs Pillow to read image files for a grey model: pip install pillow") from None
     try:
         img = Image.open(path).convert("L")
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"convnet: cannot read image {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001
+        # Any: a hostile or broken file makes Pillow raise DecompressionBombError (a header of
+        # 65535x65535), OSError (truncated, empty, not an image), SyntaxError (broken chunks),
+        # MemoryError and others; each is this file's fault, said as such.
+        raise SystemExit(f"convnet: cannot read image {path}: {type(e).__name__}: {e}") from None
     w, h = img.size
     scale = size / min(w, h)
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
@@ -279,7 +303,14 @@ def cmd_predict(a) -> int:
     shape = net.output_shape(net.inputs[0])  # (C, H, W, N)
     x = prediction_inputs(a.images, shape[0], shape[1], run)
     names = run.get("class_names") or None
-    for path, top in zip(a.images, net.top_k(x, a.top_k, names)):
+    if not net.classifiers:
+        raise SystemExit(f"convnet predict: the net of {ckpt} has no cost layer that classifies")
+    classes = net.output_shape(net.classifiers[0])[0]
+    top_k = min(5, classes) if a.top_k is None else a.top_k
+    if top_k > classes:  # int_arg checked >= 1; the classes are known only now
+        raise SystemExit(f"convnet predict: --top-k {top_k} is outside [1, {classes}] (the net has "
+                         f"{classes} classes)")
+    for path, top in zip(a.images, net.top_k(x, top_k, names)):
         print(path)
         for cls, p in top:
             print(f"  {p:7.2%}  {cls}")
@@ -467,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
     e.add_argument("--data", help="another data set (default: the one the run used)")
     e.add_argument("--multiview", action="store_true", help="AlexNet's 10-view test (corners, centre, reflections)")
-    e.add_argument("--batch", type=int, default=130, help="batch size (default 130)")
+    e.add_argument("--batch", type=int_arg(1), default=130, help="batch size (default 130)")
     e.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
     e.set_defaults(func=cmd_test)
 
@@ -475,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify image files with a checkpoint; prints the top-k classes with probabilities.")
     r.add_argument("checkpoint", help="a checkpoint file, or a run folder (its newest checkpoint)")
     r.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), resized and centre-cropped to the net's input")
-    r.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
+    r.add_argument("--top-k", type=int_arg(1), help="classes to show, 1 to the net's classes (default 5, or all "
+                                                     "of fewer)")
     r.add_argument("--device", default="cpu", help="cpu or cuda:K (default cpu)")
     r.set_defaults(func=cmd_predict)
 
@@ -483,10 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Per layer: output shape, parameters, multiply-adds per image, receptive "
                                    "field and its jump; and the totals.")
     s.add_argument("model", help=f"a model definition (JSON file or cuda-convnet2 layers-*.cfg) or a zoo model: {', '.join(ZOO)}")
-    s.add_argument("--classes", type=int, help="classes (zoo models; default: the model's own)")
-    s.add_argument("--channels", type=int, help="input channels (zoo models)")
-    s.add_argument("--size", type=int, help=f"input size (zoo models; a cfg's data layer, default {CFG_DEFAULT_SIZE})")
-    s.add_argument("--batch", type=int, default=1, help="batch size for the activation memory figure (default 1)")
+    s.add_argument("--classes", type=int_arg(1), help="classes (zoo models; default: the model's own)")
+    s.add_argument("--channels", type=int_arg(1), help="input channels (zoo models)")
+    s.add_argument("--size", type=int_arg(1), help=f"input size (zoo models; a cfg's data layer, default {CFG_DEFAULT_SIZE})")
+    s.add_argument("--batch", type=int_arg(1), default=1, help="batch size for the activation memory figure (default 1)")
     s.add_argument("--layer-params", help="a layers-*.cfg's layer-params file (default: layer-params-X.cfg beside it)")
     s.set_defaults(func=cmd_summary)
 
@@ -498,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", help="a .json model, or a layers-*.cfg (its params go to layer-params-*.cfg beside it)")
     c.add_argument("--layer-params", help="the source layers-*.cfg's layer-params file (default: the one beside it)")
     c.add_argument("--target-params", help="where the target's layer-params go (default: layer-params-X.cfg beside it)")
-    c.add_argument("--size", type=int,
+    c.add_argument("--size", type=int_arg(1),
                    help=f"the image side a cfg's data layer delivers (cuda-convnet2 takes it from its data provider; default {CFG_DEFAULT_SIZE})")
     c.set_defaults(func=cmd_convert)
 
@@ -533,10 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("name", nargs="?", help="the experiment (--list shows them)")
     xp.add_argument("--list", action="store_true", help="the experiments and their questions")
     xp.add_argument("--out", help="output folder (default experiments/NAME)")
-    xp.add_argument("--seeds", type=int, help="seeds per arm (default: the experiment's; more seeds add runs)")
-    xp.add_argument("--epochs", type=int, help="epochs per run (default: the experiment's)")
-    xp.add_argument("--train-subset", type=int, help="training images, a fixed subset (default: the experiment's)")
-    xp.add_argument("--test-subset", type=int, help="test images evaluated each epoch (default: the experiment's)")
+    xp.add_argument("--seeds", type=int_arg(1), help="seeds per arm (default: the experiment's; more seeds add runs)")
+    xp.add_argument("--epochs", type=int_arg(1), help="epochs per run (default: the experiment's)")
+    xp.add_argument("--train-subset", type=int_arg(1), help="training images, a fixed subset (default: the experiment's)")
+    xp.add_argument("--test-subset", type=int_arg(1), help="test images evaluated each epoch (default: the experiment's)")
     xp.add_argument("--data", help=f"data set (default fashion-mnist). {data_help}")
     xp.add_argument("--restart", action="store_true", help="discard the folder's results (of another setup) and start afresh")
     xp.set_defaults(func=cmd_experiment)

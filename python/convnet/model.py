@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from typing import Iterable
 
 from . import _core
@@ -39,6 +40,12 @@ class Model:
         """Adds a layer of any type; the typed methods (one per registered type) call this."""
         if any(l["name"] == name for l in self.layers):
             raise ValueError(f"layer '{name}' is defined twice")
+        for key, value in options.items():
+            # JSON has no NaN or Infinity (json.dumps would write them, the engine refuse the text
+            # as a whole): name the option here. The engine range-checks the rest.
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"layer '{name}': option '{key}' must be a finite number, got {value!r}")
         spec = {"name": name, "type": type}
         if inputs is not None:
             spec["inputs"] = [inputs] if isinstance(inputs, str) else list(inputs)

@@ -86,7 +86,10 @@ class Net:
             self._net.set_input(name, array)
 
     def forward(self, x=None, y=None, train: bool = True) -> dict:
-        """Runs the forward pass; returns the objective and per-cost-layer cost, top-1 and top-5 error."""
+        """Runs the forward pass; returns the objective and per-cost-layer cost, top-1 and top-5 error
+        (NaN for a cost that is not finite). In test mode (train=False) a cost that is not finite
+        raises convnet._core.NonFiniteError (a FloatingPointError) naming the first layer whose
+        output is not: NaN scores have no error rate."""
         if x is not None:
             self.set_batch(x, y)
         return self._net.forward(train)
@@ -159,18 +162,24 @@ class Net:
         return self._net.cuda_graph_nodes
 
     def update(self, lr_scale: float = 1.0) -> None:
+        """One solver step on the gradients of the last backward; ValueError unless lr_scale is a
+        finite number >= 0."""
         self._net.update(lr_scale)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> dict:
-        """forward (training mode), backward, SGD update; returns forward's statistics.
+        """forward (training mode), backward, the solver's update; returns forward's statistics.
 
-        A non-finite cost (the batch holds NaN/Inf, or training diverged) raises
-        FloatingPointError before the update, so the parameters are left as they were."""
+        Checked before any parameter changes, so that a refused step leaves the net as it was:
+        ValueError for an ``lr_scale`` that is not a finite number >= 0, and for a batch holding
+        NaN or Inf (naming the first such element, NCHW); convnet.DivergenceError (a
+        FloatingPointError) when the cost or any parameter's gradient is not finite (diverged
+        training; the gradients of that step stay in ``get_grad`` for inspection)."""
         self.set_batch(x, y)
         return self._net.train_step(lr_scale)
 
     def train_batch(self, batch, lr_scale: float = 1.0) -> dict:
-        """A training step on a pipeline Batch (convnet.data.Pipeline), fed without conversion."""
+        """A training step on a pipeline Batch (convnet.data.Pipeline), fed without conversion;
+        checked as ``train_step``."""
         if len(self.inputs) != 1 or len(self.label_inputs) != 1:
             raise ValueError("train_batch needs a net with one input and one labels layer")
         self._net.set_batch(batch, self.inputs[0], self.label_inputs[0])
@@ -178,7 +187,8 @@ class Net:
 
     def predict(self, x: np.ndarray, output: str | None = None) -> np.ndarray:
         """Class probabilities (N x K) from the first classifying cost layer (or any layer's
-        output, NCHW)."""
+        output, NCHW). A forward pass whose cost is not finite (NaN weights or images) raises
+        FloatingPointError naming the first layer whose output is not."""
         self._net.set_input(self.inputs[0], x)
         for name in self.label_inputs:  # labels are not needed to predict: feed placeholders
             self._net.set_input(name, np.zeros(len(x), dtype=np.int64))
@@ -192,9 +202,11 @@ class Net:
 
     def top_k(self, x: np.ndarray, k: int = 5, class_names: Sequence[str] | None = None) -> list[list[tuple]]:
         """For each image, its k most probable classes as (class, probability), best first;
-        class names instead of indices when given."""
+        class names instead of indices when given. ValueError unless 1 <= k <= the classes."""
         probs = self.predict(x)
-        k = min(k, probs.shape[1])
+        classes = probs.shape[1]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= classes:
+            raise ValueError(f"top_k: k must be an integer in [1, {classes}] (the net's classes), got {k!r}")
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         name = (lambda c: class_names[c]) if class_names else int
         return [[(name(c), float(p[c])) for c in row] for p, row in zip(probs, order)]

@@ -80,17 +80,23 @@ class ProgressBar(Callback):
 
     def on_test(self, e: dict) -> None:
         dropped = "  (learning rate lowered)" if e["lr_dropped"] else ""
+        skipped = f"  ({e['skipped_note']})" if e.get("skipped_note") else ""
         self._write(f"test at epoch {e['epoch_float']:.2f}: cost {e['cost']:.4f}  "
-                    f"top-1 error {e['top1_error']:.4f}  top-5 error {e['top5_error']:.4f}{dropped}")
+                    f"top-1 error {e['top1_error']:.4f}  top-5 error {e['top5_error']:.4f}{dropped}{skipped}")
 
     def on_epoch(self, e: dict) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         test = e["test"]
-        tested = f"  test error {test['top1_error']:.4f} (accuracy {1 - test['top1_error']:.4f})" if test else ""
+        # Unreadable examples (skipped, replaced by the next readable one) are said next to the
+        # numbers they change.
+        test_note = f"; {test['skipped_note']}" if test and test["skipped_note"] else ""
+        train_note = f" ({e['train']['skipped_note']})" if e["train"]["skipped_note"] else ""
+        tested = (f"  test error {test['top1_error']:.4f} (accuracy {1 - test['top1_error']:.4f}{test_note})"
+                  if test else "")
         self._write(f"epoch {e['epoch']} done in {e['epoch_s']:.0f} s: train cost {e['train']['cost']:.4f}  "
-                    f"train error {e['train']['top1_error']:.4f}{tested}")
+                    f"train error {e['train']['top1_error']:.4f}{train_note}{tested}")
 
 
 def _schedules(schedule: str | Mapping[str, str] | Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

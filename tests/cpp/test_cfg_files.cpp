@@ -336,6 +336,17 @@ TEST(CfgFileErrors, ListsOfTheWrongLengthAndValues) {
               ("key 'padding': 'x' is not an integer"));
 }
 
+// int(strtol) wrapped 4294967300 filters to 4; the model's one range check (option_int) now
+// names the file, line and key. filters times groups is checked too: each alone is in range.
+TEST(CfgFileErrors, IntegersOutOfRangeAreNotWrapped) {
+  EXPECT_HAS(error_of(replace(kLayers, "filters=16", "filters=4294967300")),
+             "layers-t.cfg:13: section [conv1], key 'filters' is 4294967300, outside the range of an integer option");
+  EXPECT_HAS(error_of(replace(kLayers, "outputs=10", "outputs=99999999999999999999999")),
+             "section [fc10], key 'outputs' is 99999999999999999999999, outside the range");
+  EXPECT_HAS(error_of(replace(kLayers, "filters=16", "filters=16777216\ngroups=3")),
+             "key 'filters' times groups=3 is 50331648, outside the range");
+}
+
 TEST(CfgFileErrors, ImageSizeMustBeGiven) {
   EXPECT_HAS(error_of(kLayers, kParams, 0),
               ("section [data], key 'dataIdx': cuda-convnet2 takes the image size from its data provider"));

@@ -127,6 +127,51 @@ TEST_F(IdxSourceTest, ReadsGzipByContentNotName) {
   check_source(*idx_source(path("raw-img.gz"), path("lab")));
 }
 
+// A gzip file whose header promises more than deflate can expand it to (1032:1) is refused from
+// the header, before anything is inflated or allocated.
+TEST_F(IdxSourceTest, GzipPromisingMoreThanItCanHoldIsRefused) {
+  write_gzip(path("img.gz"), idx_bytes(0x803, {1000, 1000, 1000}, image_body()));
+  const auto msg = error_of<ValueError>([&] { read_idx(path("img.gz")); });
+  expect_contains(msg, path("img.gz"));
+  expect_contains(msg, "1000 x 1000 x 1000 (1000000000 bytes of data), more than a gzip file of ");
+}
+
+// A gzip bomb: a header promising 60 bytes in a stream of 8 MB. Inflating stops at the promised
+// size plus one byte, which is the error (the message cannot say how much more there is: that
+// would mean inflating it all).
+TEST_F(IdxSourceTest, GzipHoldingMoreThanPromisedIsRefusedAtThePromisedSize) {
+  auto body = image_body();
+  body.resize(body.size() + (size_t(8) << 20), 0);
+  write_gzip(path("bomb.gz"), idx_bytes(0x803, {3, 4, 5}, body));
+  ASSERT_LT(fs::file_size(path("bomb.gz")), size_t(64) << 10);
+  write_raw(path("lab"), idx_bytes(0x801, {3}, kLabels));
+  const auto msg = error_of<ValueError>([&] { idx_source(path("bomb.gz"), path("lab")); });
+  expect_contains(msg, path("bomb.gz"));
+  expect_contains(msg, "3 x 4 x 5 (60 bytes of data) but the file holds more");
+}
+#endif
+
+// Dimensions whose byte count wraps 2^64 (here 2^31 x 2^31 x 4 = 2^64, "0 bytes") once matched
+// an empty body and passed as a valid file with 2^64 elements.
+TEST_F(IdxSourceTest, DimensionsWhoseProductOverflowsAreRefused) {
+  write_raw(path("wrap"), idx_bytes(0x803, {1u << 31, 1u << 31, 4}, {}));
+  auto msg = error_of<ValueError>([&] { read_idx(path("wrap")); });
+  expect_contains(msg, path("wrap"));
+  expect_contains(msg, "2147483648 x 2147483648 x 4, more bytes than 64 bits count");
+  // The element size counts too: 2^31 x 2^31 float64s are 2^65 bytes.
+  write_raw(path("wrap8"), idx_bytes(0xE02, {1u << 31, 1u << 31}, {}));
+  msg = error_of<ValueError>([&] { read_idx(path("wrap8")); });
+  expect_contains(msg, "more bytes than 64 bits count");
+}
+
+TEST_F(IdxSourceTest, HeaderOverTheSizeLimitIsRefused) {
+  write_raw(path("huge"), idx_bytes(0x803, {5, 65536, 65536}, image_body()));  // 20 GiB
+  const auto msg = error_of<ValueError>([&] { read_idx(path("huge")); });
+  expect_contains(msg, path("huge"));
+  expect_contains(msg, "(21474836480 bytes of data), more than the limit of 16 GiB");
+}
+
+#ifdef TEST_HAVE_ZLIB
 TEST_F(IdxSourceTest, CorruptGzipNamesTheFile) {
   write_raw(path("lab"), idx_bytes(0x801, {3}, kLabels));
   write_gzip(path("img.gz"), idx_bytes(0x803, {3, 4, 5}, image_body()));

@@ -20,6 +20,7 @@
 
 #include "convnet/error.h"  // first: data.h uses std::runtime_error without <stdexcept>
 #include "convnet/data.h"
+#include "convnet/dataset.h"
 #include "data/image_decode.h"
 #include "data/image_resize.h"
 #include "data/image_window.h"
@@ -29,6 +30,7 @@
 #endif
 #ifdef CONVNET_WITH_PNG
 #include <png.h>
+#include <zlib.h>  // crc32, to re-sign a PNG header the tests rewrite (libpng needs zlib)
 #endif
 
 namespace convnet {
@@ -444,6 +446,56 @@ TEST(ImageDecode, NotAnImageIsDataErrorNamingTheFile) {
   expect_throw_naming<DataError>([&] { decode_image(empty.string()); }, "not a JPEG or PNG image");
   const fs::path missing = dir / "missing.jpg";
   expect_throw_naming<DataError>([&] { decode_image(missing.string()); }, missing.string());
+}
+
+// A header promising a huge image (a decompression bomb, or a corrupt size field) is refused
+// from the header, naming the file, before any pixel memory is reserved: also through the
+// window path, whose DCT scaling (1/8) once let a 65000 x 65000 JPEG past a limit on the scaled
+// size, and for an image with few pixels but a side over the limit.
+TEST(ImageDecode, HugeHeaderIsRefusedNamingTheFile) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  TempDir dir;
+  // (65000: libjpeg itself refuses more than 65500 a side.)
+  const std::pair<uint32_t, uint32_t> sizes[] = {{65000, 65000}, {uint32_t(kMaxImageSide) + 1, 8}};
+  for (const auto& [w, h] : sizes) {
+    const std::string tag = std::to_string(w) + "x" + std::to_string(h);
+    // JPEG: a real 16 x 16 file with its frame header (SOF0: FF C0, length, precision, height,
+    // width) rewritten.
+    const fs::path jpg = dir / (tag + ".jpg");
+    write_jpeg(jpg, 16, 16, 3, JCS_RGB, gradient_rgb(16, 16));
+    auto bytes = read_bytes(jpg);
+    size_t sof = 0;
+    while (sof + 9 < bytes.size() && !(bytes[sof] == 0xFF && bytes[sof + 1] == 0xC0)) ++sof;
+    ASSERT_LT(sof + 9, bytes.size()) << "no SOF0 marker";
+    bytes[sof + 5] = uint8_t(h >> 8), bytes[sof + 6] = uint8_t(h);
+    bytes[sof + 7] = uint8_t(w >> 8), bytes[sof + 8] = uint8_t(w);
+    write_bytes(jpg, bytes);
+    // PNG: IHDR's width and height (big-endian, bytes 16-23) rewritten and its CRC recomputed.
+    const fs::path png = dir / (tag + ".png");
+    write_png_rgb(png, 16, 16, gradient_rgb(16, 16));
+    bytes = read_bytes(png);
+    for (int i = 0; i < 4; ++i) {
+      bytes[size_t(16 + i)] = uint8_t(w >> (24 - 8 * i));
+      bytes[size_t(20 + i)] = uint8_t(h >> (24 - 8 * i));
+    }
+    const uint32_t crc = uint32_t(crc32(0, bytes.data() + 12, 17));  // "IHDR" + 13 bytes of data
+    for (int i = 0; i < 4; ++i) bytes[size_t(29 + i)] = uint8_t(crc >> (24 - 8 * i));
+    write_bytes(png, bytes);
+    for (const fs::path& p : {jpg, png}) {
+      SCOPED_TRACE(p.string());
+      expect_throw_naming<DataError>([&] { decode_image(p.string()); }, p.string());
+      expect_throw_naming<DataError>([&] { decode_image(p.string()); }, "image too large (" +
+                                     std::to_string(w) + " x " + std::to_string(h) + " pixels");
+      ImageWindow all;
+      all.height = all.width = 256;
+      std::vector<uint8_t> out(4 * 256 * 256);
+      expect_throw_naming<DataError>([&] { load_image_window(p.string(), 256, all, out.data()); },
+                                     "image too large");
+    }
+  }
+#endif
 }
 
 TEST(ImageDecode, CorruptPngChunkIsDataErrorNamingTheFile) {
@@ -984,6 +1036,45 @@ TEST(FolderSource, MissingOrEmptyRootIsValueErrorNamingIt) {
   // A file given as the root.
   expect_throw_naming<ValueError>([&] { folder_source((dir / "flat" / "a.jpg").string()); },
                                   "a.jpg");
+}
+
+// The test part of a data set takes the training labels by class NAME: a test folder that
+// lacks a class (here a_cats) keeps every other class's label, where matching by position would
+// shift them all; a test class the training set lacks is a ValueError naming it.
+TEST(FolderSource, TestFolderMatchesTrainingClassesByName) {
+  REQUIRE_JPEG();
+  REQUIRE_PNG();
+#if defined(CONVNET_WITH_JPEG) && defined(CONVNET_WITH_PNG)
+  FolderFixture fx;
+  const fs::path val = fx.dir / "val";
+  fs::create_directories(val / "b_dogs");
+  fs::create_directories(val / "c_birds");
+  const std::vector<uint8_t> grey(20 * 20 * 3, 128);
+  write_jpeg(val / "b_dogs" / "d.jpg", 20, 20, 3, JCS_RGB, grey);
+  write_jpeg(val / "c_birds" / "b.jpg", 20, 20, 3, JCS_RGB, grey);
+  const Dataset d = open_dataset(fx.dir.path().string(), 8);
+  EXPECT_EQ(d.test->class_names(), (std::vector<std::string>{"a_cats", "b_dogs", "c_birds"}));
+  EXPECT_EQ(d.test->classes(), 3);
+  ASSERT_EQ(d.test->size(), 2);
+  std::vector<float> chw(3 * 8 * 8);
+  EXPECT_EQ(d.test->describe(0), (val / "b_dogs" / "d.jpg").string());
+  EXPECT_EQ(d.test->load(0, chw.data()), 1);  // b_dogs, as in training (by position: 0)
+  EXPECT_EQ(d.test->load(1, chw.data()), 2);  // c_birds (by position: 1)
+  // Through the pipeline's window path too.
+  PipelineOptions o;
+  o.batch = 2;
+  o.shuffle = false;
+  o.train = false;
+  Pipeline p(d.test, o);
+  Batch b;
+  ASSERT_TRUE(p.next(b));
+  EXPECT_EQ(b.labels.to_vector(), (std::vector<float>{1, 2}));
+
+  fs::create_directories(val / "d_fish");
+  write_jpeg(val / "d_fish" / "f.jpg", 20, 20, 3, JCS_RGB, grey);
+  expect_throw_naming<ValueError>([&] { open_dataset(fx.dir.path().string(), 8); }, (val / "d_fish").string());
+  expect_throw_naming<ValueError>([&] { open_dataset(fx.dir.path().string(), 8); }, "no counterpart among the 3 training classes");
+#endif
 }
 
 TEST(FolderSource, CorruptFileIsDataErrorNamingIt) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 
 #include "convnet/checkpoint.h"
@@ -553,6 +554,80 @@ TEST(NetBuckets, LargeParametersSplitTheBuckets) {
   }
   EXPECT_EQ(params, net.params().size());
   EXPECT_GE(net.gradient_buckets().size(), 2u);
+}
+
+// ---- issue 16: no silent wrong answers ----
+
+// Integer options reach a C++ int through one range check: 2^32 + 4 filters were 4 before.
+TEST(NetErrors, IntegerOptionsAreRangeCheckedNotWrapped) {
+  for (const std::string value : {"4294967300", "18446744073709551615", "-1099511627776", "1e30"}) {
+    SCOPED_TRACE(value);
+    const std::string msg = error_of(model(R"({"name":"c","type":"conv","inputs":["data"],"size":3,"filters":)" +
+                                           value + "}"));
+    EXPECT_NE(msg.find("layer 'c': option 'filters' is "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("outside the range of an integer option [-16777216, 16777216]"), std::string::npos) << msg;
+  }
+  EXPECT_NE(error_of(model(R"({"name":"n","type":"neuron","inputs":["data"],"device":4294967296})"))
+                .find("layer 'n': \"device\" is 4294967296, outside the range"),
+            std::string::npos);
+  EXPECT_EQ(option_int(kOptionIntLimit, "x"), int(kOptionIntLimit));  // the bound itself is allowed
+  EXPECT_THROW(option_int(kOptionIntLimit + 1, "x"), ValueError);
+}
+
+const char* kFcNet = R"({"name":"f","type":"fc","inputs":["data"],"outputs":3},)"
+                     R"({"name":"cost","type":"softmax_cost","inputs":["f","labels"]})";
+
+void fill(Net& net, const std::string& param, float value) {
+  Param& p = net.param(param);
+  p.value.copy_from_host(std::vector<float>(size_t(p.value.numel()), value).data());
+}
+
+// NaN scores rank below no class, so the softmax counted their examples as correct: a NaN
+// checkpoint tested as accuracy 1.0. A test pass now refuses to score them.
+TEST(NetNonFinite, TestPassRefusesNanScoresNamingTheLayer) {
+  Net net(ModelSpec::from_json(model(kFcNet)));
+  fill(net, "f.weights", std::numeric_limits<float>::quiet_NaN());
+  feed8(net, 4, 1);
+  try {
+    net.forward(false);
+    FAIL() << "a NaN cost was scored";
+  } catch (const NonFiniteError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("cost layer 'cost' gives a cost of nan"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("layer 'f' (fc): nan at example 0 (its parameter 'f.weights' holds nan)"), std::string::npos) << msg;
+  }
+  const CostReport r = net.forward(true);  // training reports it, with no error rate
+  EXPECT_TRUE(std::isnan(r.objective));
+  EXPECT_TRUE(std::isnan(r.costs[0].top1_error) && std::isnan(r.costs[0].top5_error));
+  EXPECT_EQ(r.primary, 0u);
+}
+
+TEST(NetNonFinite, FirstNonFiniteOutputAndGradient) {
+  Net net(ModelSpec::from_json(model(kFcNet)));
+  feed8(net, 4, 2);
+  net.forward_backward();
+  EXPECT_EQ(net.first_nonfinite_gradient(), "");
+  Tensor x({3, 8, 8, 4}, Device::cpu());
+  std::vector<float> v(size_t(x.numel()), 0.5f);
+  v[size_t(7) * 4 + 2] = std::numeric_limits<float>::infinity();  // example 2 (CHWN)
+  x.copy_from_host(v.data());
+  net.set_input("data", x);
+  net.forward_backward();
+  EXPECT_EQ(net.first_nonfinite_output().rfind("layer 'data' (input): inf at example 2", 0), 0u)
+      << net.first_nonfinite_output();
+  EXPECT_NE(net.first_nonfinite_gradient().find("the gradient of 'f.weights' holds"), std::string::npos)
+      << net.first_nonfinite_gradient();
+}
+
+TEST(NetNonFinite, UpdateRefusesABadLrScaleBeforeChangingAnything) {
+  Net net(ModelSpec::from_json(model(kFcNet)));
+  feed8(net, 4, 3);
+  net.forward_backward();
+  const std::vector<float> before = net.param("f.weights").value.to_vector();
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1.f})
+    EXPECT_THROW(net.update(bad), ValueError) << bad;
+  EXPECT_EQ(net.param("f.weights").value.to_vector(), before);
+  EXPECT_EQ(net.step(), 0u);
 }
 
 }  // namespace

@@ -368,6 +368,44 @@ TEST(Pipeline, UnreadableExampleIsReplacedAndCounted) {
   }
 }
 
+// Each batch says which of its examples was skipped first and why; the first skip of a pipeline
+// is also named once on stderr, the later ones only counted.
+TEST(Pipeline, SkipsNameTheFirstCulpritAndWarnOnce) {
+  auto src = std::make_shared<FlakySource>(coded_source(60), std::set<int64_t>{7, 23, 41});
+  ::testing::internal::CaptureStderr();
+  std::vector<std::string> firsts;
+  {
+    Pipeline p(src, plain_options(8, 3));
+    for (int e = 0; e < 2; ++e) {
+      int64_t skipped = 0;
+      Batch b;
+      while (p.next(b)) {
+        skipped += b.skipped;
+        EXPECT_EQ(b.first_skipped.empty(), b.skipped == 0) << b.first_skipped;
+        if (b.skipped) firsts.push_back(b.first_skipped);
+      }
+      EXPECT_EQ(skipped, 3);
+    }
+    EXPECT_EQ(p.skipped_total(), 6);
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(firsts.empty());
+  for (const std::string& f : firsts)  // the path once, then the reason without it
+    EXPECT_TRUE(f == "'images/bad-7.jpg': corrupt JPEG data" || f == "'images/bad-23.jpg': corrupt JPEG data" ||
+                f == "'images/bad-41.jpg': corrupt JPEG data")
+        << f;
+  EXPECT_NE(err.find(firsts[0]), std::string::npos) << err;
+  size_t warnings = 0;
+  for (size_t at = err.find("warning"); at != std::string::npos; at = err.find("warning", at + 1)) ++warnings;
+  EXPECT_EQ(warnings, 1u) << err;
+}
+
+TEST(Pipeline, SkippedExampleTextSaysThePathOnce) {
+  EXPECT_EQ(skipped_example_text("val/cat/x.png", "val/cat/x.png: bad PNG: IHDR: CRC error"),
+            "'val/cat/x.png': bad PNG: IHDR: CRC error");
+  EXPECT_EQ(skipped_example_text("idx file a, image 3", "no pixels"), "'idx file a, image 3': no pixels");
+}
+
 TEST(Pipeline, GivesUpWhenNothingLoadsNamingTheFiles) {
   auto src = std::make_shared<FlakySource>(coded_source(300), std::set<int64_t>{-1});
   Pipeline p(src, plain_options(8));
@@ -547,6 +585,27 @@ TEST(Pipeline, RejectsBadOptions) {
   EXPECT_THROW({ Pipeline p(src, o); }, ValueError);
 }
 
+// Sizes that would exhaust memory or threads are refused in the constructor, naming the option,
+// before any batch or thread exists (else: thousands of threads, or std::bad_alloc).
+TEST(Pipeline, RefusesSizesBeyondItsLimits) {
+  using convnet::testing::expect_throw_containing;
+  auto src = generated_source(2000, 2, 3, 2048);
+  PipelineOptions o;
+  o.workers = kMaxPipelineWorkers + 1;
+  expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "workers 1025 must be at least 1 and at most 1024");
+  o.workers = 2;
+  o.prefetch = kMaxPipelinePrefetch + 1;
+  expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "prefetch 1025 must be");
+  o.prefetch = 4;
+  o.batch = 1000;  // 1000 x 3 x 2048 x 2048 floats = 47 GiB a batch, 6 batches held
+  expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "batch 1000 of 3 x 2048 x 2048 images");
+  expect_throw_containing<ValueError>([&] { Pipeline p(src, o); }, "the limit is 64 GiB");
+  // What is held counts min(batch, examples): a batch larger than a small set is one batch.
+  o.batch = 1 << 30;
+  Pipeline p(generated_source(20, 2, 3, 8), o);
+  EXPECT_EQ(p.batches_per_epoch(), 1);
+}
+
 // Page-locked batches are for uploads to a GPU and are locked once each: they need batch reuse,
 // and a GPU (where none is visible, as in CI, the pipeline says so rather than failing later).
 TEST(Pipeline, PinnedMemoryNeedsBatchReuseAndAGpu) {
@@ -619,6 +678,17 @@ TEST(PipelineSources, GeneratedIsDeterministicIntegralAndLearnable) {
   }
   EXPECT_GT(right, 180);
   EXPECT_THROW(a->load(400, x.data()), ValueError);
+}
+
+TEST(PipelineSources, GeneratedSizesAreRangeChecked) {
+  using convnet::testing::expect_throw_containing;
+  expect_throw_containing<ValueError>([] { generated_source(kMaxGeneratedCount + 1, 2, 1, 8); },
+                                      "count 134217729 must be in [0, 134217728]");
+  expect_throw_containing<ValueError>([] { generated_source(10, kMaxGeneratedClasses + 1, 1, 8); },
+                                      "classes 16385 must be in [1, 16384]");
+  expect_throw_containing<ValueError>([] { generated_source(10, 2, 17, 8); }, "channels 17 must be in [1, 16]");
+  expect_throw_containing<ValueError>([] { generated_source(10, 2, 1, kMaxSourceSide + 1); },
+                                      "size 4097 must be in [1, 4096]");
 }
 
 TEST(PipelineSources, ArraySourceCopiesAndChecksLabels) {
@@ -748,6 +818,8 @@ TEST(Stats, SampleProgressAndSkippedExamples) {
   auto flaky = std::make_shared<FlakySource>(coded_source(20, 1, 2, 2), std::set<int64_t>{3, 4});
   const DataStats f = compute_stats(*flaky);
   EXPECT_EQ(f.examples, 18);
+  EXPECT_EQ(f.skipped, 2);  // counted, not silent
+  EXPECT_EQ(s.skipped, 0);
   EXPECT_NEAR(f.mean[0], (190.0 - 7.0) * 1000 / 18, 1e-2);
   auto dead = std::make_shared<FlakySource>(coded_source(5, 1, 2, 2), std::set<int64_t>{-1});
   EXPECT_THROW(compute_stats(*dead), RuntimeError);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -507,6 +508,148 @@ TEST(Evaluate, TenViewsAverageTheViewsFedOneAtATime) {
   EXPECT_NEAR(m.cost, cost, 1e-5);
   EXPECT_NEAR(m.top1_error, top1, 1e-12);
   EXPECT_DOUBLE_EQ(m.top5_error, 0.0) << "4 classes: the true one is always in the top 5";
+}
+
+// Wraps a source; the examples in `bad` throw DataError naming a made-up file, as a decoder
+// does for a corrupt image.
+class WithBadExamples : public DataSource {
+ public:
+  WithBadExamples(std::shared_ptr<DataSource> inner, std::set<int64_t> bad, std::string folder)
+      : inner_(std::move(inner)), bad_(std::move(bad)), folder_(std::move(folder)) {}
+  int64_t size() const override { return inner_->size(); }
+  int channels() const override { return inner_->channels(); }
+  int height() const override { return inner_->height(); }
+  int width() const override { return inner_->width(); }
+  int classes() const override { return inner_->classes(); }
+  int load(int64_t i, float* chw) const override {
+    if (bad_.count(i)) throw DataError(describe(i) + ": bad PNG: IHDR: CRC error");
+    return inner_->load(i, chw);
+  }
+  std::string describe(int64_t i) const override { return folder_ + "/x" + std::to_string(i) + ".png"; }
+
+ private:
+  std::shared_ptr<DataSource> inner_;
+  std::set<int64_t> bad_;
+  std::string folder_;
+};
+
+// Unreadable examples are counted per epoch and per test, with the first culprit named, in the
+// events, the log and the one-line note the reports print; never silently.
+TEST(Trainer, SkippedExamplesAreCountedPerEpochAndTest) {
+  TempDir dir;
+  const Dataset d = open_dataset("generated[count=96;classes=4;channels=1;size=12;seed=21]");
+  auto train_src = std::make_shared<WithBadExamples>(d.train, std::set<int64_t>{3, 77}, "train/a");
+  auto test_src = std::make_shared<WithBadExamples>(d.test, std::set<int64_t>{5, 9, 11}, "val/cat");
+  Pipeline train(train_src, options(true)), test(test_src, options(false));
+  Net net(ModelSpec::from_json(kModel), {}, 3);
+  TrainerOptions o;
+  o.epochs = 2;
+  o.test_every = 3;
+  o.log_path = (dir.path / "log.jsonl").string();
+  Trainer t(net, train, &test, o);
+  // The test set is read in order, so its first culprit is example 5.
+  const std::string first_test = "'val/cat/x5.png': bad PNG: IHDR: CRC error";
+  int epochs = 0, tests = 0;
+  t.on_test = [&](const TestEvent& e) {
+    ++tests;
+    EXPECT_EQ(e.test.skipped, 3);
+    EXPECT_EQ(e.test.first_skipped, first_test);
+  };
+  t.on_epoch = [&](const EpochEvent& e) {
+    ++epochs;
+    EXPECT_EQ(e.train.skipped, 2) << "epoch " << e.epoch;
+    EXPECT_TRUE(e.train.first_skipped == "'train/a/x3.png': bad PNG: IHDR: CRC error" ||
+                e.train.first_skipped == "'train/a/x77.png': bad PNG: IHDR: CRC error")
+        << e.train.first_skipped;
+    EXPECT_EQ(skipped_note(e.test, "test"),
+              "3 of 24 test images unreadable, skipped: first " + first_test);
+    return true;
+  };
+  t.run();
+  EXPECT_EQ(epochs, 2);
+  EXPECT_GT(tests, 2);
+  int epoch_lines = 0, test_lines = 0;
+  for (const auto& line : read_log(o.log_path)) {
+    if (line.at("event") == "epoch") {
+      ++epoch_lines;
+      EXPECT_EQ(line.at("train_skipped").get<int64_t>(), 2);
+      EXPECT_EQ(line.at("test_skipped").get<int64_t>(), 3);
+      EXPECT_EQ(line.at("test_first_skipped").get<std::string>(), first_test);
+    }
+    if (line.at("event") == "test") {
+      ++test_lines;
+      EXPECT_EQ(line.at("skipped").get<int64_t>(), 3);
+    }
+  }
+  EXPECT_EQ(epoch_lines, 2);
+  EXPECT_EQ(test_lines, tests);
+  Metrics none;
+  none.examples = 10;
+  EXPECT_EQ(skipped_note(none, "test"), "") << "nothing to say when nothing was skipped";
+}
+
+// The 10-view test leaves an unreadable example out (every other is tested once already) and
+// counts it, rather than stopping the test.
+TEST(Evaluate, TenViewsLeaveOutAndCountUnreadableExamples) {
+  auto src = std::make_shared<WithBadExamples>(generated_source(7, 4, 1, 12, 41), std::set<int64_t>{2, 3},
+                                               "val/dog");
+  Net net(ModelSpec::from_json(R"([
+    {"name": "data", "type": "input", "channels": 1, "size": 10},
+    {"name": "labels", "type": "labels"},
+    {"name": "fc", "type": "fc", "inputs": ["data"], "outputs": 4, "init": "xavier"},
+    {"name": "cost", "type": "softmax_cost", "inputs": ["fc", "labels"]}])"), {}, 7);
+  AugmentOptions a;
+  a.crop = 10;
+  const Metrics m = evaluate_multiview(net, *src, DataStats{}, a, 20);  // 2 examples a pass
+  EXPECT_EQ(m.examples, 5);
+  EXPECT_EQ(m.skipped, 2);
+  EXPECT_EQ(skipped_note(m, "test"),
+            "2 of 7 test images unreadable, skipped: first 'val/dog/x2.png': bad PNG: IHDR: CRC error");
+}
+
+// Data-set specs: anything but the documented forms is refused, listing them, and every number
+// of a generated set is range-checked before it is narrowed or used.
+TEST(Dataset, UnknownSpecsAndOutOfRangeNumbersAreRefused) {
+  using convnet::testing::expect_throw_containing;
+  for (const char* spec : {"generatedXYZ", "generated_big[count=5]", "generate"}) {
+    SCOPED_TRACE(spec);
+    expect_throw_containing<ValueError>([&] { open_dataset(spec); }, std::string("data set '") + spec + "'");
+    expect_throw_containing<ValueError>([&] { open_dataset(spec); }, "the accepted forms are fashion-mnist");
+  }
+  // 2^32 + 1 classes once became int 1; 10^20 once saturated strtoll.
+  expect_throw_containing<ValueError>([] { open_dataset("generated[classes=4294967297]"); },
+                                      "classes '4294967297' must be a whole number in [1, 16384]");
+  expect_throw_containing<ValueError>([] { open_dataset("generated[count=100000000000000000000]"); },
+                                      "count '100000000000000000000' must be a whole number in [1, ");
+  expect_throw_containing<ValueError>([] { open_dataset("generated[size=5000]"); }, "size '5000'");
+  expect_throw_containing<ValueError>([] { open_dataset("generated[channels=-1]"); }, "channels '-1'");
+  expect_throw_containing<ValueError>([] { open_dataset("generated[count=0x10]"); }, "count '0x10'");
+  EXPECT_EQ(open_dataset("generated[count=8;seed=0]").train->size(), 8);  // seed 0 is a seed
+  TempDir dir;
+  expect_throw_containing<ValueError>([&] { open_dataset(dir.path.string(), 5000); },
+                                      "image size 5000 must be in [1, 4096]");
+}
+
+// IDX files carry no class names: a test label beyond the training labels is refused naming both
+// labels files.
+TEST(Dataset, IdxTestLabelsBeyondTheTrainingLabelsAreRefused) {
+  TempDir dir;
+  auto write = [&](const std::string& name, uint32_t magic, std::vector<uint32_t> dims, size_t body,
+                   uint8_t fill) {
+    std::ofstream f(dir.path / name, std::ios::binary);
+    auto put = [&](uint32_t v) { for (int s = 24; s >= 0; s -= 8) f.put(char(v >> s)); };
+    put(magic);
+    for (uint32_t x : dims) put(x);
+    for (size_t i = 0; i < body; ++i) f.put(char(fill + (magic == 0x801 ? i % 3 : 0)));
+  };
+  write("train-images-idx3-ubyte", 0x803, {6, 2, 2}, 24, 7);
+  write("train-labels-idx1-ubyte", 0x801, {6}, 6, 0);  // labels 0, 1, 2
+  write("t10k-images-idx3-ubyte", 0x803, {3, 2, 2}, 12, 7);
+  write("t10k-labels-idx1-ubyte", 0x801, {3}, 3, 2);   // labels 2, 3, 4
+  convnet::testing::expect_throw_containing<ValueError>(
+      [&] { open_dataset(dir.path.string()); },
+      (dir.path / "t10k-labels-idx1-ubyte").string() + " has labels up to 4 but the training labels " +
+          (dir.path / "train-labels-idx1-ubyte").string() + " only up to 2");
 }
 
 }  // namespace

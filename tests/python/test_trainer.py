@@ -55,8 +55,12 @@ def test_stop_and_resume_gives_the_uninterrupted_weights(tmp_path):
     _, stopped = convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path),
                                callbacks=[rec], progress=False)
     assert stopped["stopped"] and stopped["step"] == 17
+    # A resume keeps the run's seed: asking for another is refused, not half obeyed.
+    with pytest.raises(ValueError, match="--seed 77 differs from the seed 1 of the run"):
+        convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path), resume=True, progress=False,
+                      seed=77)
     resumed, result = convnet.train(small(), DATA, epochs=2, batch=32, save_dir=str(tmp_path),
-                                    resume=True, progress=False, seed=77)
+                                    resume=True, progress=False)
     assert result["step"] == 24
     for name in whole.param_names():
         assert np.array_equal(whole.get_param(name), resumed.get_param(name)), name

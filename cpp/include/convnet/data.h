@@ -23,6 +23,11 @@ class DataError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How a skipped example is named in skip counts and warnings: "'<where>': <why>", `where` from
+// DataSource::describe and `why` the DataError's message less a leading "<where>: " (the
+// decoders' messages start with the path, which would otherwise be said twice).
+std::string skipped_example_text(const std::string& where, const std::string& error);
+
 // Random access to decoded examples, before augmentation. Thread-safe: load() is called from
 // several workers at once.
 class DataSource {
@@ -44,13 +49,20 @@ class DataSource {
 
 // An IDX file (gzip-compressed or raw) of any IDX type: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C
 // int32, 0x0D float32, 0x0E float64; elements in host byte order. ValueError naming the file for
-// a bad magic number, a truncated header, or a body of another size than the header says.
+// a bad magic number, a truncated header, or a body of another size than the header says. The
+// header is checked before the body is allocated: a size that overflows, exceeds kMaxIdxBytes,
+// or exceeds what the file can hold (its size; for gzip, kMaxGzipRatio times its size) is a
+// ValueError, and a gzip stream is inflated only up to the size the header promises.
 struct IdxArray {
   int type = 0x08;
   std::vector<uint32_t> dims;
   std::vector<uint8_t> data;
 };
 IdxArray read_idx(const std::string& path);
+// Limits of read_idx. Deflate cannot compress more than 1032:1 (zlib's documentation), so a gzip
+// file promising more than 2048 times its size is lying (twice the bound: a generous margin).
+inline constexpr uint64_t kMaxIdxBytes = uint64_t(16) << 30;  // 16 GiB of data
+inline constexpr uint64_t kMaxGzipRatio = 2048;
 
 // IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw. A wrong magic number, dimension
 // count or file size is a ValueError naming the file. Images are 1 x H x W.
@@ -58,7 +70,8 @@ std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std
 
 // An ImageNet-style folder: root/<class>/<file>.jpg|.jpeg|.JPEG|.png, class index by sorted
 // folder name (as torchvision's ImageFolder). Files of other extensions are ignored; a class
-// folder without images is a ValueError naming it. Each image is decoded (libjpeg-turbo, libpng;
+// folder without images is a ValueError naming it. Images wider or taller than kMaxImageSide, or
+// of more than kMaxImagePixels pixels (by their headers), are DataErrors naming the file. Each image is decoded (libjpeg-turbo, libpng;
 // grey and CMYK converted to RGB), resized so the shorter side is `size` (area averaging when
 // shrinking, bilinear when enlarging) and centre-cropped to size x size (AlexNet: 256). Output is
 // always 3 x size x size. A JPEG at least twice `size` on its shorter side is decoded at 1/2,
@@ -66,14 +79,39 @@ std::shared_ptr<DataSource> idx_source(const std::string& images_path, const std
 // rows and columns of each example's crop are decoded and resized (same values).
 std::shared_ptr<DataSource> folder_source(const std::string& root, int size = 256);
 
+// folder_source for the test part of a data set: its class folders are matched BY NAME to
+// `classes`, the training set's class names in label order, so each example gets the training
+// label of its folder's name whatever folders are missing. A folder named as no training class
+// is a ValueError naming it and `root`. classes() and class_names() are the training set's.
+std::shared_ptr<DataSource> folder_source_matching(const std::string& root,
+                                                   const std::vector<std::string>& classes,
+                                                   int size = 256);
+
+// The largest image a decoder accepts, checked on the file's header before any pixel memory is
+// reserved (larger is a DataError naming the file): 2^15 pixels a side (JPEG's own format limit
+// is 65535) and 2^28 pixels in all (1 GiB as RGBX; PIL's decompression-bomb limit is of the same
+// order). ImageNet's largest photographs are under 2^13 a side.
+inline constexpr int kMaxImageSide = 1 << 15;
+inline constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
+
 // Image files decoded exactly as folder_source decodes its images (3 x size x size), all of
 // class 0: what `convnet predict` classifies. A file that cannot be read is a DataError naming it
 // when loaded.
 std::shared_ptr<DataSource> image_files_source(std::vector<std::string> paths, int size = 256);
 
+// The largest side of the images a source makes (folder_source's and image_files_source's
+// `size`, a generated set's `size`): one 3 x 4096 x 4096 example is already 192 MiB of floats,
+// 16 times AlexNet's 256. Larger is a ValueError before anything is allocated.
+inline constexpr int kMaxSourceSide = 4096;
+
 // A generated data set with learnable labels (for tests and demos): each class is a fixed random
 // smooth pattern; an example is its class's pattern, shifted and with noise, all determined by
-// (seed, index).
+// (seed, index). ValueError outside 0 <= count <= kMaxGeneratedCount, 1 <= classes <=
+// kMaxGeneratedClasses, 1 <= channels <= kMaxGeneratedChannels, 1 <= size <= kMaxSourceSide
+// (the class patterns take classes x channels x ~144 floats; an epoch's order 8 bytes an example).
+inline constexpr int64_t kMaxGeneratedCount = int64_t(1) << 27;
+inline constexpr int kMaxGeneratedClasses = 1 << 14;
+inline constexpr int kMaxGeneratedChannels = 16;
 std::shared_ptr<DataSource> generated_source(int64_t count, int classes, int channels, int size,
                                              uint64_t seed = 1);
 
@@ -96,9 +134,12 @@ struct DataStats {
   // 0 when unknown (a stats file of version 1).
   float pixel_std = 0.f;
   int64_t examples = 0;                         // how many examples went into them
+  // Sampled examples that could not be read (DataError) and were left out; not in the file.
+  int64_t skipped = 0;
 };
 // Reads up to `sample` examples (all when 0 or more than the source holds), evenly spaced; calls
-// progress(done, total) now and then. Unreadable examples are skipped. RGB sources only get PCA.
+// progress(done, total) now and then. Unreadable examples are skipped, and counted in
+// DataStats::skipped. RGB sources only get PCA.
 // The files are JSON; load_stats reads every version written so far and refuses what cannot be
 // colour statistics (non-orthonormal eigenvectors, negative variances) with a ValueError.
 DataStats compute_stats(const DataSource& source, int64_t sample = 0,
@@ -144,6 +185,7 @@ struct Batch {
   Tensor images, labels;
   int64_t epoch = 0, index = 0;  // which batch of which epoch
   int64_t skipped = 0;           // examples of this batch that failed to load and were replaced
+  std::string first_skipped;     // the first of them, skipped_example_text ("" when none)
   // With PipelineOptions::shards > 1 this is one shard of a global batch: its examples are
   // [first_example, first_example + size) of the global batch's global_size (else 0 and size).
   int64_t first_example = 0, global_size = 0;
@@ -180,8 +222,17 @@ struct PipelineOptions {
   AugmentOptions augment;
 };
 
+// The Pipeline's limits, checked in its constructor before anything is allocated: workers and
+// prefetch at most 1024 each, and the batches it may hold at once (prefetch ready ones and one
+// per worker, each of min(batch, examples) output images as floats) at most 64 GiB.
+inline constexpr int kMaxPipelineWorkers = 1024;
+inline constexpr int kMaxPipelinePrefetch = 1024;
+inline constexpr int64_t kMaxPipelineBytes = int64_t(64) << 30;
+
 // Shuffles each epoch with (seed, epoch), prepares batches on worker threads into a bounded
-// queue, and hands them out in order. The destructor stops the workers (clean shutdown).
+// queue, and hands them out in order. The destructor stops the workers (clean shutdown). An
+// example that fails to load (DataError) is replaced by the next one of the epoch's order and
+// counted in Batch::skipped; the first such skip of a Pipeline is also named on stderr.
 class Pipeline {
  public:
   Pipeline(std::shared_ptr<DataSource> source, PipelineOptions options, DataStats stats = {});

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "convnet/error.h"
 #include "convnet/layer.h"
 #include "convnet/solver.h"
 #include "convnet/spec.h"
@@ -20,6 +21,13 @@ namespace convnet {
 class DeviceThreads;
 class Trace;
 
+// NaN or Inf where a pass owed numbers: an evaluation's cost, a training step's gradients
+// (Python: FloatingPointError). The message names the first layer or parameter that holds it.
+class NonFiniteError : public RuntimeError {
+ public:
+  using RuntimeError::RuntimeError;
+};
+
 struct CostReport {
   double objective = 0;  // sum over cost layers of coeff * mean cost
   int batch = 0;
@@ -28,7 +36,9 @@ struct CostReport {
     std::string layer;
     double cost = 0, top1_error = 0, top5_error = 0;
   };
-  std::vector<Entry> costs;  // error rates are NaN for a cost that does not classify
+  // Error rates are NaN for a cost that does not classify, and for one whose cost is not finite
+  // (NaN scores rank below nothing: counted, they would read as correct).
+  std::vector<Entry> costs;
   // The entry the trainer reports: the first classifying cost layer's, else the first.
   size_t primary = 0;
 };
@@ -52,6 +62,9 @@ class Net {
   // or {N}. All inputs of one step must share N; a new N re-plans every layer's buffers.
   void set_input(const std::string& name, const Tensor& batch);
 
+  // A training pass (train) reports what it computed, NaN included: the trainer decides. A test
+  // pass (evaluation, prediction) throws NonFiniteError when a cost is NaN or Inf, naming the
+  // cost layer and the first layer whose output is not finite, rather than report error rates.
   CostReport forward(bool train);
   // Gradients of the objective of the last forward pass with respect to every parameter.
   void backward();
@@ -88,7 +101,19 @@ class Net {
   std::vector<std::string> fused_layers() const;
   // One solver step on every parameter (SGD, the paper's rule, unless set_solver chose another),
   // each parameter's learning rate scaled by lr_scale.
+  // ValueError unless lr_scale is finite and >= 0 (checked before any parameter changes).
   void update(float lr_scale = 1.f);
+  // update's check of lr_scale, for callers that validate before the passes.
+  static void check_lr_scale(float lr_scale);
+
+  // Diagnosis of NaN and Inf (each copies tensors to the host: for after a non-finite cost, not
+  // for every pass). The first layer, in topological order, whose output of the last forward
+  // pass holds NaN or Inf, e.g. "layer 'fc8' (fc): nan at example 3 (its parameter
+  // 'fc8.weights' holds nan)"; "" when every output is finite.
+  std::string first_nonfinite_output() const;
+  // The first parameter (in params() order) whose gradient from the last backward holds NaN or
+  // Inf, e.g. "the gradient of 'conv1.weights' holds nan"; "" when every gradient is finite.
+  std::string first_nonfinite_gradient();
 
   // The solver update() applies (convnet/solver.h; "sgd" until set). Another name gives every
   // parameter fresh (zero) state and restarts the solver's step counter; the same name only

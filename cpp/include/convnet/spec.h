@@ -5,6 +5,7 @@
 //   {"layers": [{"name": "data", "type": "input", "channels": 3, "size": 224},
 //               {"name": "conv1", "type": "conv", "inputs": ["data"], "filters": 96, ...}]}
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,6 +15,16 @@
 namespace convnet {
 
 class LayerType;
+
+// Every integer option of a layer passes this one range check on its way to a C++ int, wherever
+// it comes from (a model file, the Python model builder, a cuda-convnet2 cfg): `value` as an int,
+// or ValueError "<where> is <value>, outside [-2^24, 2^24]" (`where` names the layer and the
+// option; `written`, when given, is shown for the value: the text of one beyond int64). The bound is far above any real filter count, size, stride, padding or class count,
+// and low enough that sums and products of two options (height + 2 * padding, filters * groups)
+// cannot wrap an int; values beyond it would otherwise wrap (2^32 + 4 filters read as 4) or
+// overflow the geometry's arithmetic. Each layer then checks its own meaning (filters > 0, ...).
+constexpr int64_t kOptionIntLimit = int64_t(1) << 24;
+int option_int(int64_t value, const std::string& where, const std::string& written = "");
 
 // A layer's options, read through typed getters that name the layer in every error. Once the
 // layer's type is declared (make_layer does it), an absent option reads as the type's declared

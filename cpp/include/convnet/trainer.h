@@ -30,9 +30,22 @@ class DivergenceError : public RuntimeError {
 struct Metrics {
   double cost = 0, top1_error = 0, top5_error = 0;
   int64_t examples = 0;
+  // Examples that could not be read (DataError) and were skipped. A pipeline replaces each by
+  // the next readable one of the epoch (Batch::skipped), which `examples` then counts in its
+  // place; the 10-view test leaves them out of `examples` (left_out). The first of them as
+  // skipped_example_text ("'<path>': <why>"), "" when none.
+  int64_t skipped = 0;
+  bool left_out = false;
+  std::string first_skipped;
   // Folds in the means of a batch of `batch` examples (a running, example-weighted mean).
   void add(const CostReport::Entry& batch_means, int batch);
+  // Counts a batch's (or one example's) skips.
+  void add_skipped(int64_t count, const std::string& first);
 };
+
+// What the reports add when examples were skipped, e.g. "3 of 10000 test images unreadable,
+// skipped: first 'val/cat/x.png': not a JPEG or PNG image" for `set` "test"; "" when none were.
+std::string skipped_note(const Metrics& m, const std::string& set);
 
 struct TrainerOptions {
   int epochs = 10;
@@ -76,7 +89,9 @@ struct TestEvent {
 };
 struct EpochEvent {
   int64_t epoch = 0, step = 0;
-  Metrics train, test;  // test.examples == 0 when there is no test set
+  // test.examples == 0 when there is no test set. train.skipped counts this epoch's unreadable
+  // training examples (those of the part before a resume included), test.skipped the test's.
+  Metrics train, test;
   double lr = 0, elapsed_s = 0, epoch_s = 0;
   std::string checkpoint;  // written at this epoch's end ("" when none)
 };
@@ -178,7 +193,8 @@ Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& 
 std::string nonfinite_cost(const Net& net, const CostReport& report);
 
 // One training step outside a Trainer, on the batch already fed: forward and backward, the cost
-// checked (DivergenceError saying why, the parameters untouched), the update at lr_scale.
+// and the gradients checked (DivergenceError saying why, the parameters untouched; ValueError for
+// an lr_scale that is negative or not finite), the update at lr_scale.
 CostReport train_step(Net& net, float lr_scale = 1.f);
 
 // The names of a net's single input and labels layers; ValueError when it has not exactly one.

@@ -1,8 +1,10 @@
 // Reading cuda-convnet2's layers-*.cfg with its layer-params-*.cfg into a ModelSpec. The meaning
 // of each key is cuda-convnet2's (its layer.py parsers); docs/MODEL_FILES.md lists the mapping.
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -81,11 +83,14 @@ class Section {
     return has(key) ? keys_.at(lower(key)).value : fallback;
   }
 
+  // Through the model's one range check (option_int): int(strtol) would wrap 4294967300 to 4.
   int to_int(const std::string& key, const std::string& text) const {
     char* end = nullptr;
-    const long v = std::strtol(text.c_str(), &end, 10);
+    errno = 0;
+    const long long v = std::strtoll(text.c_str(), &end, 10);
     if (text.empty() || *end != '\0') fail(key, "'" + text + "' is not an integer");
-    return int(v);
+    if (errno == ERANGE) return option_int(std::numeric_limits<int64_t>::max(), where(key), text);
+    return option_int(v, where(key));
   }
   double to_float(const std::string& key, const std::string& text) const {
     char* end = nullptr;
@@ -398,7 +403,9 @@ class Reader {
     const int size = s.to_int("filterSize", s.one_of_list("filterSize", n));
     const int stride = s.one_int("stride", n, 1), padding = s.one_int("padding", n, 0);
     const int groups = s.one_int("groups", n, 1);
-    const int filters = s.to_int("filters", s.one_of_list("filters", n)) * groups;  // per group there
+    // Per group there; the product checked again (each factor alone is in range).
+    const int filters = option_int(int64_t(s.to_int("filters", s.one_of_list("filters", n))) * groups,
+                                   s.where("filters") + " times groups=" + std::to_string(groups));
     if (size < 1 || stride < 1 || padding < 0 || groups < 1 || filters < 1)
       s.fail("filterSize", "need filterSize, stride, filters, groups >= 1 and padding >= 0");
     if (groups > 1 && n > 1)

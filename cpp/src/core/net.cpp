@@ -518,9 +518,61 @@ void Net::apply_math_mode() {
 #endif
 }
 
+namespace {
+
+// The first element of `t` that is NaN or Inf (-1: none), and its value.
+std::pair<int64_t, float> first_nonfinite(const Tensor& t) {
+  const std::vector<float> v = t.to_vector();
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i])) return {int64_t(i), v[i]};
+  return {-1, 0.f};
+}
+
+std::string value_str(float x) { return std::isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
+
+}  // namespace
+
 CostReport Net::forward(bool train) {
   run_forward(train);
-  return cost_report();
+  CostReport r = cost_report();
+  if (!train)
+    for (const CostReport::Entry& e : r.costs)
+      if (!std::isfinite(e.cost))
+        throw NonFiniteError("test pass on a batch of " + std::to_string(r.batch) + ": cost layer '" +
+                             e.layer + "' gives a cost of " + value_str(float(e.cost)) +
+                             ", so no error rate can be counted; the first non-finite output: " +
+                             first_nonfinite_output());
+  return r;
+}
+
+std::string Net::first_nonfinite_output() const {
+  for (const auto& n : nodes_) {
+    if (!n->primary() || !n->out.defined()) continue;
+    const Tensor& out = output(n->layer->name());  // a replicated layer's parts gathered
+    const auto [at, x] = first_nonfinite(out);
+    if (at < 0) continue;
+    std::string what = "layer '" + n->layer->name() + "' (" + n->layer->type() + "): " + value_str(x) +
+                       " at example " + std::to_string(at % out.dim(3));  // CHWN: the batch innermost
+    for (const Param& p : n->layer->params())  // a NaN checkpoint shows here
+      if (const auto [pat, px] = first_nonfinite(p.value); pat >= 0) {
+        what += " (its parameter '" + p.name + "' holds " + value_str(px) + ")";
+        break;
+      }
+    return what;
+  }
+  return "none (the cost layer computed it from finite inputs)";
+}
+
+std::string Net::first_nonfinite_gradient() {
+  for (Param* p : params())
+    if (const auto [at, x] = first_nonfinite(p->grad); at >= 0)
+      return "the gradient of '" + p->name + "' holds " + value_str(x);
+  return "";
+}
+
+void Net::check_lr_scale(float lr_scale) {
+  CONVNET_CHECK(std::isfinite(lr_scale) && lr_scale >= 0.f, "lr_scale must be a finite number >= 0, got ",
+                lr_scale);
 }
 
 void Net::run_forward(bool train) {
@@ -620,9 +672,11 @@ CostReport Net::cost_report() const {
     }
     CostReport::Entry e{n->layer->name(), s.cost_sum / batch_, double(s.top1_errors) / batch_,
                         double(s.top5_errors) / batch_};
-    if (!n->layer->declaration().is_classifier()) {
+    // NaN scores rank below no class: their examples would count as correct.
+    if (!n->layer->declaration().is_classifier() || !std::isfinite(e.cost)) {
       e.top1_error = e.top5_error = std::numeric_limits<double>::quiet_NaN();
-    } else if (!classifier_seen) {
+    }
+    if (n->layer->declaration().is_classifier() && !classifier_seen) {
       report.primary = report.costs.size();
       classifier_seen = true;
     }
@@ -992,6 +1046,7 @@ CostReport Net::forward_backward() {
 }
 
 void Net::update(float lr_scale) {
+  check_lr_scale(lr_scale);
   solver_->begin_step();
   for (Param* p : params()) {
     if (p->update_period > 1) {  // sums the gradients of the steps between its updates

@@ -2,7 +2,9 @@
 #include "convnet/spec.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "convnet/error.h"
@@ -11,6 +13,25 @@
 namespace convnet {
 
 using nlohmann::json;
+
+int option_int(int64_t value, const std::string& where, const std::string& written) {
+  CONVNET_CHECK(value >= -kOptionIntLimit && value <= kOptionIntLimit, where, " is ",
+                written.empty() ? std::to_string(value) : written, ", outside the range of an integer option [",
+                -kOptionIntLimit, ", ", kOptionIntLimit, "]");
+  return int(value);
+}
+
+// A JSON number as an int through option_int: an integer, or a float with an integral value
+// (2.0); one too large for int64 is out of range rather than wrapped.
+static int json_int(const json& v, const std::string& where) {
+  constexpr int64_t beyond = std::numeric_limits<int64_t>::max();
+  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(beyond)) return option_int(beyond, where, v.dump());
+  if (v.is_number_integer()) return option_int(v.get<int64_t>(), where);
+  const double d = v.is_number() ? v.get<double>() : 0.5;
+  CONVNET_CHECK(std::isfinite(d) && d == std::floor(d), where, " must be an integer, got ", v.dump());
+  if (std::fabs(d) > double(kOptionIntLimit)) return option_int(beyond, where, v.dump());
+  return option_int(int64_t(d), where);
+}
 
 LayerOptions::LayerOptions(std::string layer, json values)
     : layer_(std::move(layer)), values_(std::move(values)) {}
@@ -47,16 +68,14 @@ const json* LayerOptions::find(const std::string& key) const {
 int LayerOptions::get_int(const std::string& key) const {
   const json* v = find(key);
   CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
-  CONVNET_CHECK(v->is_number_integer() || (v->is_number() && v->get<double>() == double(int(v->get<double>()))),
-                "layer '", layer_, "': option '", key, "' must be an integer, got ", v->dump());
-  return v->is_number_integer() ? v->get<int>() : int(v->get<double>());
+  return json_int(*v, "layer '" + layer_ + "': option '" + key + "'");
 }
 
 double LayerOptions::get_float(const std::string& key) const {
   const json* v = find(key);
   CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
-  CONVNET_CHECK(v->is_number(), "layer '", layer_, "': option '", key, "' must be a number, got ",
-                v->dump());
+  CONVNET_CHECK(v->is_number() && std::isfinite(v->get<double>()), "layer '", layer_, "': option '", key,
+                "' must be a finite number, got ", v->dump());
   return v->get<double>();
 }
 
@@ -64,7 +83,8 @@ bool LayerOptions::get_bool(const std::string& key) const {
   const json* v = find(key);
   CONVNET_CHECK(v, "layer '", layer_, "': missing option '", key, "'");
   if (v->is_boolean()) return v->get<bool>();
-  if (v->is_number_integer() && (v->get<int>() == 0 || v->get<int>() == 1)) return v->get<int>() == 1;
+  // int64: get<int> would wrap 2^32 + 1 to 1.
+  if (v->is_number_integer() && (v->get<int64_t>() == 0 || v->get<int64_t>() == 1)) return v->get<int64_t>() == 1;
   throw ValueError("layer '" + layer_ + "': option '" + key + "' must be true or false, got " + v->dump());
 }
 
@@ -84,8 +104,8 @@ std::vector<double> LayerOptions::get_floats(const std::string& key) const {
                 "' must be a number or a list of numbers, got ", v->dump());
   std::vector<double> out;
   for (const auto& e : *v) {
-    CONVNET_CHECK(e.is_number(), "layer '", layer_, "': option '", key,
-                  "' must hold numbers, got ", e.dump());
+    CONVNET_CHECK(e.is_number() && std::isfinite(e.get<double>()), "layer '", layer_, "': option '", key,
+                  "' must hold finite numbers, got ", e.dump());
     out.push_back(e.get<double>());
   }
   return out;
@@ -108,7 +128,7 @@ ModelSpec ModelSpec::from_json(const std::string& text) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     throw ValueError(std::string("model definition is not valid JSON: ") + e.what());
   }
   const json* layers = &doc;
@@ -151,10 +171,11 @@ ModelSpec ModelSpec::from_json(const std::string& text) {
     if (l.contains("device")) {
       const json& d = l["device"];
       auto logical = [&](const json& e) {
-        CONVNET_CHECK(e.is_number_integer() && e.get<int>() >= 0, "layer '", s.name,
-                      "': \"device\" must be a logical device number >= 0, or a list of them "
-                      "(one per replica)");
-        return e.get<int>();
+        const char* what = "\" must be a logical device number >= 0, or a list of them (one per replica)";
+        CONVNET_CHECK(e.is_number_integer(), "layer '", s.name, "': \"device", what);
+        const int k = json_int(e, "layer '" + s.name + "': \"device\"");
+        CONVNET_CHECK(k >= 0, "layer '", s.name, "': \"device", what);
+        return k;
       };
       if (d.is_array()) {
         CONVNET_CHECK(!d.empty(), "layer '", s.name, "': \"device\" is an empty list");

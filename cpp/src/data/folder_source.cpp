@@ -41,8 +41,12 @@ void list_folder(const fs::path& dir, const std::function<void(const fs::directo
 
 class FolderSource final : public WindowSource {
  public:
-  FolderSource(const std::string& root, int size) : root_(root), size_(size) {
-    CONVNET_CHECK(size >= 1, "folder_source: size must be >= 1, got ", size);
+  // `train_classes` empty: the classes are this folder's, by sorted name. Else they are those,
+  // and each of this folder's class folders takes the label of the training class of its name.
+  FolderSource(const std::string& root, int size, const std::vector<std::string>& train_classes)
+      : root_(root), size_(size) {
+    CONVNET_CHECK(size >= 1 && size <= kMaxSourceSide, "folder_source: size must be >= 1 and <= ",
+                  kMaxSourceSide, ", got ", size);
     std::error_code ec;
     CONVNET_CHECK(fs::is_directory(root_, ec), "folder_source: '", root,
                   "' does not exist or is not a folder");
@@ -54,12 +58,28 @@ class FolderSource final : public WindowSource {
     CONVNET_CHECK(!classes_.empty(), "folder_source: '", root,
                   "' has no class folders (expected root/<class>/<image>.jpg)");
     std::sort(classes_.begin(), classes_.end());
+    // Matched by name, not by position: a test folder lacking a class (or with one renamed)
+    // must not shift the labels of every class after it.
+    for (const std::string& name : classes_) {
+      if (train_classes.empty()) {
+        label_of_.push_back(int(label_of_.size()));
+        continue;
+      }
+      const auto it = std::find(train_classes.begin(), train_classes.end(), name);
+      CONVNET_CHECK(it != train_classes.end(), "folder_source: class folder '",
+                    (root_ / name).string(), "' has no counterpart among the ",
+                    train_classes.size(), " training classes (", class_list(train_classes),
+                    "); its images would have no label. Rename or remove it");
+      label_of_.push_back(int(it - train_classes.begin()));
+    }
+    folders_ = classes_;
+    if (!train_classes.empty()) classes_ = train_classes;
 
     // Paths are kept as the file names only, one after another in one string (ImageNet's 1.28M
     // full paths would cost ~100 MB as separate strings); class_start_ maps an index to its class.
     std::vector<std::string> files;
-    for (size_t c = 0; c < classes_.size(); ++c) {
-      const fs::path dir = root_ / classes_[c];
+    for (size_t c = 0; c < folders_.size(); ++c) {
+      const fs::path dir = root_ / folders_[c];
       files.clear();
       list_folder(dir, [&](const fs::directory_entry& entry) {
         const std::string name = entry.path().filename().string();
@@ -93,11 +113,11 @@ class FolderSource final : public WindowSource {
   int load_window(int64_t index, const ImageWindow& window, uint8_t* pixels) const override {
     // DataErrors from the decoder already name the file.
     load_image_window(path(index).string(), size_, window, pixels);
-    return class_of(index);
+    return label_of_[size_t(folder_of(index))];
   }
 
  private:
-  int class_of(int64_t index) const {
+  int folder_of(int64_t index) const {
     return int(std::upper_bound(class_start_.begin(), class_start_.end(), index) -
                class_start_.begin()) - 1;
   }
@@ -106,13 +126,22 @@ class FolderSource final : public WindowSource {
     CONVNET_CHECK(index >= 0 && index < size(), "folder_source '", root_.string(), "': index ",
                   index, " out of range [0, ", size(), ")");
     const size_t b = name_start_[size_t(index)], e = name_start_[size_t(index) + 1];
-    return root_ / classes_[size_t(class_of(index))] / names_.substr(b, e - b);
+    return root_ / folders_[size_t(folder_of(index))] / names_.substr(b, e - b);
+  }
+
+  // At most the first 10 names, for messages.
+  static std::string class_list(const std::vector<std::string>& names) {
+    std::string out;
+    for (size_t i = 0; i < names.size() && i < 10; ++i) out += (i ? ", '" : "'") + names[i] + "'";
+    return names.size() > 10 ? out + ", ..." : out;
   }
 
   fs::path root_;
   int size_;
-  std::vector<std::string> classes_;
-  std::vector<int64_t> class_start_;  // first example index of each class
+  std::vector<std::string> classes_;  // the label names, in label order
+  std::vector<std::string> folders_;  // this folder's class folders, sorted
+  std::vector<int> label_of_;         // the label of each of folders_
+  std::vector<int64_t> class_start_;  // first example index of each of folders_
   std::string names_;                 // all file names, concatenated
   std::vector<size_t> name_start_;    // offset of each name in names_, plus the end
 };
@@ -121,7 +150,8 @@ class FolderSource final : public WindowSource {
 class FileListSource final : public WindowSource {
  public:
   FileListSource(std::vector<std::string> paths, int size) : paths_(std::move(paths)), size_(size) {
-    CONVNET_CHECK(size >= 1, "image_files_source: size must be >= 1, got ", size);
+    CONVNET_CHECK(size >= 1 && size <= kMaxSourceSide, "image_files_source: size must be >= 1 and <= ",
+                  kMaxSourceSide, ", got ", size);
     CONVNET_CHECK(!paths_.empty(), "image_files_source: no files given");
   }
   int64_t size() const override { return int64_t(paths_.size()); }
@@ -161,7 +191,14 @@ std::shared_ptr<DataSource> image_files_source(std::vector<std::string> paths, i
 }
 
 std::shared_ptr<DataSource> folder_source(const std::string& root, int size) {
-  return std::make_shared<FolderSource>(root, size);
+  return std::make_shared<FolderSource>(root, size, std::vector<std::string>{});
+}
+
+std::shared_ptr<DataSource> folder_source_matching(const std::string& root,
+                                                   const std::vector<std::string>& classes,
+                                                   int size) {
+  CONVNET_CHECK(!classes.empty(), "folder_source_matching: '", root, "': no training classes given");
+  return std::make_shared<FolderSource>(root, size, classes);
 }
 
 }  // namespace convnet

@@ -45,10 +45,14 @@ class GeneratedSource final : public DataSource {
  public:
   GeneratedSource(int64_t count, int classes, int channels, int size, uint64_t seed)
       : count_(count), classes_(classes), channels_(channels), size_(size), seed_(seed) {
-    CONVNET_CHECK(count >= 0, "generated_source: count ", count, " is negative");
-    CONVNET_CHECK(classes >= 1, "generated_source: classes ", classes, " must be at least 1");
-    CONVNET_CHECK(channels >= 1, "generated_source: channels ", channels, " must be at least 1");
-    CONVNET_CHECK(size >= 1, "generated_source: size ", size, " must be at least 1");
+    CONVNET_CHECK(count >= 0 && count <= kMaxGeneratedCount, "generated_source: count ", count,
+                  " must be in [0, ", kMaxGeneratedCount, "]");
+    CONVNET_CHECK(classes >= 1 && classes <= kMaxGeneratedClasses, "generated_source: classes ",
+                  classes, " must be in [1, ", kMaxGeneratedClasses, "]");
+    CONVNET_CHECK(channels >= 1 && channels <= kMaxGeneratedChannels, "generated_source: channels ",
+                  channels, " must be in [1, ", kMaxGeneratedChannels, "]");
+    CONVNET_CHECK(size >= 1 && size <= kMaxSourceSide, "generated_source: size ", size,
+                  " must be in [1, ", kMaxSourceSide, "]");
     shift_ = std::max(1, size / 8);
     cell_ = std::max(1, size / 8);
     // Lattice points covering the shifted window [0, size + 2 * shift), one extra for the

@@ -6,9 +6,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
+
+#include <sys/stat.h>
 
 #include <stdexcept>  // before data.h, which uses std::runtime_error without it
 
@@ -31,59 +32,86 @@ uint32_t big_endian32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-// The whole file, decompressed when it starts with the gzip magic bytes 1f 8b (the content
-// decides, not the extension: a renamed or already-gunzipped file still reads).
-std::vector<uint8_t> read_maybe_gzip(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw RuntimeError(path + ": cannot open IDX file (" + std::strerror(errno) + ")");
-  in.seekg(0, std::ios::end);
-  const std::streamoff length = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (length < 0) throw RuntimeError(path + ": cannot tell the file's size");
-  unsigned char head[2] = {0, 0};
-  const bool gzip = length >= 2 && in.read(reinterpret_cast<char*>(head), 2) && head[0] == 0x1f &&
-                    head[1] == 0x8b;
-  if (!gzip) {
-    in.clear();
-    in.seekg(0, std::ios::beg);
-    std::vector<uint8_t> raw(static_cast<size_t>(length));
-    if (length > 0 && !in.read(reinterpret_cast<char*>(raw.data()), length))
-      throw RuntimeError(path + ": read error");
-    return raw;
-  }
+// The bytes of an IDX file, decompressed when it starts with the gzip magic bytes 1f 8b (the
+// content decides, not the extension: a renamed or already-gunzipped file still reads). Read
+// piece by piece, so that the header is checked before the body is allocated, and a gzip
+// stream is inflated no further than the header promises (a small file can inflate to
+// gigabytes).
+class IdxInput {
+ public:
+  explicit IdxInput(const std::string& path) : path_(path) {
+    raw_ = std::fopen(path.c_str(), "rb");
+    if (!raw_) throw RuntimeError(path + ": cannot open IDX file (" + std::strerror(errno) + ")");
+    struct stat st;
+    if (fstat(fileno(raw_), &st) != 0) throw RuntimeError(path + ": cannot tell the file's size");
+    file_size_ = uint64_t(st.st_size);
+    unsigned char head[2] = {0, 0};
+    gzip_ = std::fread(head, 1, 2, raw_) == 2 && head[0] == 0x1f && head[1] == 0x8b;
+    std::rewind(raw_);
+    if (!gzip_) return;
 #ifdef CONVNET_WITH_ZLIB
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw RuntimeError(path + ": cannot open gzip file");
-  gzbuffer(f, 1 << 18);
-  std::vector<uint8_t> out;
-  const size_t chunk = size_t(1) << 22;
-  size_t used = 0;
-  for (;;) {
-    out.resize(used + chunk);
-    const int got = gzread(f, out.data() + used, static_cast<unsigned>(chunk));
-    if (got < 0) {
-      int code = 0;
-      std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw ValueError(path + ": corrupt gzip data (" + msg + ")");
-    }
-    used += size_t(got);
-    if (size_t(got) < chunk) break;
-  }
-  // A truncated stream ends without an error from gzread; zlib reports it here.
-  int code = Z_OK;
-  std::string msg = gzerror(f, &code);
-  gzclose(f);
-  if (code != Z_OK && code != Z_STREAM_END)
-    throw ValueError(path + ": corrupt or truncated gzip data (" + msg + ")");
-  out.resize(used);
-  return out;
+    std::fclose(raw_);
+    raw_ = nullptr;
+    gz_ = gzopen(path.c_str(), "rb");
+    if (!gz_) throw RuntimeError(path + ": cannot open gzip file");
+    gzbuffer(gz_, 1 << 18);
 #else
-  throw RuntimeError(path +
-                     ": is gzip-compressed, but this build of convnet has no zlib (install zlib "
-                     "development files and rebuild, or gunzip the file)");
+    throw RuntimeError(path +
+                       ": is gzip-compressed, but this build of convnet has no zlib (install zlib "
+                       "development files and rebuild, or gunzip the file)");
 #endif
-}
+  }
+  ~IdxInput() {
+    if (raw_) std::fclose(raw_);
+#ifdef CONVNET_WITH_ZLIB
+    if (gz_) gzclose(gz_);
+#endif
+  }
+  IdxInput(const IdxInput&) = delete;
+  IdxInput& operator=(const IdxInput&) = delete;
+
+  bool gzip() const { return gzip_; }
+  uint64_t file_size() const { return file_size_; }
+
+  // Up to n bytes into dst; fewer only at the end of the data. ValueError naming the file for
+  // corrupt or truncated gzip data.
+  size_t read(uint8_t* dst, size_t n) {
+    size_t got = 0;
+    if (raw_) {
+      got = std::fread(dst, 1, n, raw_);
+      if (got < n && std::ferror(raw_)) throw RuntimeError(path_ + ": read error");
+      return got;
+    }
+#ifdef CONVNET_WITH_ZLIB
+    while (got < n) {
+      const unsigned chunk = unsigned(std::min<size_t>(n - got, size_t(1) << 30));
+      const int r = gzread(gz_, dst + got, chunk);
+      if (r < 0) {
+        int code = 0;
+        throw ValueError(path_ + ": corrupt gzip data (" + gzerror(gz_, &code) + ")");
+      }
+      got += size_t(r);
+      if (unsigned(r) < chunk) break;
+    }
+    if (got < n) {  // the end: a truncated stream ends without an error from gzread
+      int code = Z_OK;
+      const std::string msg = gzerror(gz_, &code);
+      if (code != Z_OK && code != Z_STREAM_END)
+        throw ValueError(path_ + ": corrupt or truncated gzip data (" + msg + ")");
+    }
+#endif
+    return got;
+  }
+
+ private:
+  std::string path_;
+  std::FILE* raw_ = nullptr;
+#ifdef CONVNET_WITH_ZLIB
+  gzFile gz_ = nullptr;
+#endif
+  bool gzip_ = false;
+  uint64_t file_size_ = 0;
+};
 
 size_t idx_element_size(uint8_t type) {
   switch (type) {
@@ -124,8 +152,10 @@ class IdxSource final : public DataSource {
       throw ValueError(detail::concat(images_path, " holds ", idims[0], " images but ", labels_path,
                                       " holds ", ldims[0], " labels; expected the same count"));
     if (idims[0] == 0) throw ValueError(images_path + ": holds no images");
-    if (idims[1] == 0 || idims[2] == 0)
-      throw ValueError(detail::concat(images_path, ": images of size ", idims[1], " x ", idims[2]));
+    if (idims[1] == 0 || idims[2] == 0 || idims[1] > uint32_t(kMaxSourceSide) ||
+        idims[2] > uint32_t(kMaxSourceSide))
+      throw ValueError(detail::concat(images_path, ": images of size ", idims[1], " x ", idims[2],
+                                      " (each side must be in [1, ", kMaxSourceSide, "])"));
     count_ = idims[0];
     height_ = int(idims[1]);
     width_ = int(idims[2]);
@@ -169,32 +199,59 @@ IdxArray read_idx(const std::string& path) { return read_idx_expecting(path, 0, 
 namespace {
 
 IdxArray read_idx_expecting(const std::string& path, int want_ndim, const char* what) {
-  const std::vector<uint8_t> file = read_maybe_gzip(path);
-  if (file.size() < 4)
-    throw ValueError(detail::concat(path, ": not an IDX file (only ", file.size(), " bytes)"));
-  const uint32_t magic = big_endian32(file.data());
-  if (file[0] != 0 || file[1] != 0)
+  IdxInput in(path);
+  uint8_t head[4];
+  const size_t got_head = in.read(head, 4);
+  if (got_head < 4)
+    throw ValueError(detail::concat(path, ": not an IDX file (only ", got_head, " bytes)"));
+  const uint32_t magic = big_endian32(head);
+  if (head[0] != 0 || head[1] != 0)
     throw ValueError(path + ": not an IDX file (bad magic number " + hex32(magic) + ")");
   IdxArray a;
-  a.type = file[2];
+  a.type = head[2];
   const size_t element = idx_element_size(a.type);
   if (element == 0)
     throw ValueError(path + ": not an IDX file (unknown data type in magic number " + hex32(magic) + ")");
-  const size_t ndim = file[3], header = 4 + 4 * ndim;
-  if (ndim == 0 || file.size() < header)
-    throw ValueError(detail::concat(path, ": truncated IDX header (", file.size(), " bytes, ", ndim, " dimensions)"));
-  uint64_t count = 1;
+  const size_t ndim = head[3], header = 4 + 4 * ndim;
+  std::vector<uint8_t> dims(4 * ndim);
+  const size_t got_dims = in.read(dims.data(), dims.size());
+  if (ndim == 0 || got_dims < dims.size())
+    throw ValueError(detail::concat(path, ": truncated IDX header (", 4 + got_dims, " bytes, ", ndim,
+                                    " dimensions)"));
+  // The body's size, with every multiplication checked: dimensions whose product wraps 2^64
+  // could otherwise match a small file and leave a source promising billions of images.
+  uint64_t bytes = element;
+  bool overflow = false;
   std::string dims_text;
   for (size_t i = 0; i < ndim; ++i) {
-    a.dims.push_back(big_endian32(file.data() + 4 + 4 * i));
-    count *= a.dims.back();
+    a.dims.push_back(big_endian32(dims.data() + 4 * i));
+    overflow = overflow || __builtin_mul_overflow(bytes, uint64_t(a.dims.back()), &bytes);
     dims_text += (i ? " x " : "") + std::to_string(a.dims.back());
   }
   if (want_ndim) expect_idx(a, path, want_ndim, what);  // what the header says first: the clearer message
-  if (file.size() - header != count * element)
-    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", count * element,
-                                    " bytes of data) but the file holds ", file.size() - header));
-  a.data.assign(file.begin() + std::ptrdiff_t(header), file.end());
+  if (overflow)
+    throw ValueError(detail::concat(path, ": header says ", dims_text, ", more bytes than 64 bits count"));
+  if (bytes > kMaxIdxBytes)
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", bytes,
+                                    " bytes of data), more than the limit of ", kMaxIdxBytes >> 30,
+                                    " GiB"));
+  // Before allocating: the file must be able to hold what the header promises.
+  if (!in.gzip() && in.file_size() - header != bytes)
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", bytes,
+                                    " bytes of data) but the file holds ", in.file_size() - header));
+  if (in.gzip() && bytes / kMaxGzipRatio > in.file_size())
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", bytes,
+                                    " bytes of data), more than a gzip file of ", in.file_size(),
+                                    " bytes can hold (deflate compresses at most 1032:1)"));
+  a.data.resize(size_t(bytes));
+  const size_t got = in.read(a.data.data(), a.data.size());
+  if (got != bytes)
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", bytes,
+                                    " bytes of data) but the file holds ", got));
+  uint8_t extra = 0;
+  if (in.read(&extra, 1) != 0)  // stop there: not one byte more is inflated or read
+    throw ValueError(detail::concat(path, ": header says ", dims_text, " (", bytes,
+                                    " bytes of data) but the file holds more"));
   // IDX is big-endian; the host (x86, ARM) is little-endian.
   if (element > 1)
     for (size_t i = 0; i < a.data.size(); i += element) std::reverse(a.data.begin() + std::ptrdiff_t(i),

@@ -32,9 +32,15 @@
 namespace convnet {
 namespace {
 
-// Larger images are refused (DataError) rather than risking a multi-gigabyte allocation in a
-// data worker: the same order as PIL's decompression-bomb limit.
-constexpr int64_t kMaxPixels = int64_t(1) << 28;
+// What is wrong with an image of the file's dimensions ("" when nothing): larger than
+// kMaxImageSide or kMaxImagePixels (data.h) is refused before any pixel memory is reserved,
+// rather than risking a multi-gigabyte allocation in a data worker. The file's dimensions, not
+// the decoded ones: a progressive JPEG keeps the whole file's coefficients at any DCT scale.
+std::string too_large(int64_t width, int64_t height) {
+  if (width <= kMaxImageSide && height <= kMaxImageSide && width * height <= kMaxImagePixels) return "";
+  return detail::concat("image too large (", width, " x ", height, " pixels; the limit is ", kMaxImageSide,
+                        " a side and ", kMaxImagePixels, " pixels)");
+}
 
 bool is_jpeg(const std::vector<uint8_t>& d) {
   return d.size() >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
@@ -236,14 +242,13 @@ void decode_jpeg(const std::string& path, const std::vector<uint8_t>& file, int 
   auto fail = [&] { throw DataError(path + ": bad JPEG: " + state.err.message); };
   if (!jpeg_open(&state, file.data(), file.size(), channels)) fail();
   const int file_w = int(state.cinfo.image_width), file_h = int(state.cinfo.image_height);
+  if (const std::string what = too_large(file_w, file_h); !what.empty())
+    throw DataError(path + ": bad JPEG: " + what);
   const RegionRequest want = choose(file_w, file_h, 8);
   CONVNET_CHECK(want.scale == 1 || want.scale == 2 || want.scale == 4 || want.scale == 8,
                 "decode_region: JPEG scale ", want.scale, " is not 1, 2, 4 or 8");
   const int full_w = (file_w + want.scale - 1) / want.scale;
   const int full_h = (file_h + want.scale - 1) / want.scale;
-  if (int64_t(full_w) * full_h > kMaxPixels)
-    throw DataError(detail::concat(path, ": bad JPEG: image too large (", full_w, " x ", full_h,
-                                   " pixels)"));
   CONVNET_CHECK(0 <= want.left && want.left < want.right && want.right <= full_w &&
                     0 <= want.top && want.top < want.bottom && want.bottom <= full_h,
                 "decode_region: rectangle [", want.left, ", ", want.right, ") x [", want.top, ", ",
@@ -340,8 +345,11 @@ bool png_decode_into(PngContext* ctx, PngOutput* out) {
   png_set_read_fn(png, ctx, png_read_memory);
   png_read_info(png, info);
   const int64_t width = png_get_image_width(png, info), height = png_get_image_height(png, info);
-  if (width * height > kMaxPixels)
-    png_error(png, "image too large");
+  if (!too_large(width, height).empty()) {
+    std::snprintf(ctx->message, kPngMessage, "%s", too_large(width, height).c_str());
+    // Not png_error(png, too_large(...).c_str()): its longjmp would skip the string's destructor.
+    png_longjmp(png, 1);
+  }
 
   // Ask libpng for 8-bit RGB (or RGBX) whatever the file holds.
   const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);

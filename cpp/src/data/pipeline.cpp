@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -101,6 +102,7 @@ struct Pipeline::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> live_generation{0};
   std::atomic<int64_t> skipped_total{0};
+  bool warned = false;  // the first skip has been shown on stderr (guarded by `mutex`)
 
   std::mutex order_mutex;
   std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> orders;  // by epoch, a few recent
@@ -113,8 +115,10 @@ struct Pipeline::Impl {
       : source(std::move(src)), opt(o), stats(std::move(s)) {
     CONVNET_CHECK(source, "Pipeline: no data source");
     CONVNET_CHECK(opt.batch >= 1, "Pipeline: batch ", opt.batch, " must be at least 1");
-    CONVNET_CHECK(opt.workers >= 1, "Pipeline: workers ", opt.workers, " must be at least 1");
-    CONVNET_CHECK(opt.prefetch >= 1, "Pipeline: prefetch ", opt.prefetch, " must be at least 1");
+    CONVNET_CHECK(opt.workers >= 1 && opt.workers <= kMaxPipelineWorkers, "Pipeline: workers ",
+                  opt.workers, " must be at least 1 and at most ", kMaxPipelineWorkers);
+    CONVNET_CHECK(opt.prefetch >= 1 && opt.prefetch <= kMaxPipelinePrefetch, "Pipeline: prefetch ",
+                  opt.prefetch, " must be at least 1 and at most ", kMaxPipelinePrefetch);
     CONVNET_CHECK(opt.shards >= 1 && opt.shard >= 0 && opt.shard < opt.shards, "Pipeline: shard ", opt.shard,
                   " of ", opt.shards, " does not exist (shards are numbered from 0)");
     CONVNET_CHECK(opt.batch % opt.shards == 0, "Pipeline: a batch of ", opt.batch, " does not split into ",
@@ -148,6 +152,13 @@ struct Pipeline::Impl {
     }
     out_h = a.crop ? a.crop : height;
     out_w = a.crop ? a.crop : width;
+    // In floating point: the product of a huge batch and a huge image must not wrap.
+    const double batch_bytes = double(std::min<int64_t>(opt.batch, count)) * channels * out_h * out_w * 4;
+    const double held = batch_bytes * (opt.prefetch + opt.workers);
+    CONVNET_CHECK(held <= double(kMaxPipelineBytes), "Pipeline: batch ", opt.batch, " of ", channels, " x ",
+                  out_h, " x ", out_w, " images with prefetch ", opt.prefetch, " and workers ", opt.workers,
+                  " would hold ", held / double(int64_t(1) << 30), " GiB of batches at once (the limit is ",
+                  kMaxPipelineBytes >> 30, " GiB): lower the batch, prefetch or workers");
     CONVNET_CHECK(!a.subtract_mean_image ||
                       stats.mean.size() == size_t(channels) * size_t(height) * size_t(width),
                   "Pipeline: subtract_mean_image needs stats with a ", channels, " x ", height,
@@ -219,20 +230,23 @@ struct Pipeline::Impl {
   // throws DataError, the next one of the order that loads (wrapping). Returns the index loaded;
   // counts one skip when the example at `pos` itself failed (its replacements failing too are
   // other examples' skips).
+  // The batch's first skip is recorded in out.first_skipped (where it comes from and why).
   template <class Load>
   int64_t load_with_skip(const std::vector<int64_t>& order, int64_t pos, Load&& load, int* label,
-                         int64_t* skipped) const {
+                         Batch& out) const {
     std::vector<int64_t> failed;
     std::string last_error;
     for (int64_t k = 0;; ++k) {
       const int64_t index = order[size_t((pos + k) % count)];
       try {
         *label = load(index);
-        *skipped += k > 0 ? 1 : 0;
+        out.skipped += k > 0 ? 1 : 0;
         return index;
       } catch (const DataError& e) {
         failed.push_back(index);
         last_error = e.what();
+        if (k == 0 && out.first_skipped.empty())
+          out.first_skipped = skipped_example_text(source->describe(index), last_error);
       }
       if (k + 1 >= std::min(kMaxConsecutiveFailures, count)) {
         std::string names;
@@ -300,6 +314,7 @@ struct Pipeline::Impl {
     out.epoch = e;
     out.index = index;
     out.skipped = 0;
+    out.first_skipped.clear();
     out.first_example = lo;
     out.global_size = n_global;
     float* labels = out.labels.data();
@@ -339,7 +354,7 @@ struct Pipeline::Impl {
           return window_source->load_window(i, w, window);
         };
         int label = 0;
-        load_with_skip(*order, first + j0 + j, load, &label, &out.skipped);
+        load_with_skip(*order, first + j0 + j, load, &label, out);
         labels[j0 + j] = float(label);
       }
       target.first = j0;
@@ -401,7 +416,16 @@ struct Pipeline::Impl {
     slot.ready = false;
     ++consumed;
     skipped_total += out.skipped;
+    // Here, in batch order, so that the warning names the same file whatever the workers did.
+    const bool warn = out.skipped > 0 && !warned;
+    warned = warned || warn;
     lock.unlock();
+    if (warn)
+      std::fprintf(stderr,
+                   "convnet: warning: a data example could not be read and was skipped (replaced "
+                   "by the next one of the epoch): %s. Later skips are counted (Batch.skipped, "
+                   "the trainer's log), not shown.\n",
+                   out.first_skipped.c_str());
     work_cv.notify_one();  // one more batch may now be claimed
     return true;
   }
@@ -422,6 +446,12 @@ struct Pipeline::Impl {
     work_cv.notify_all();
   }
 };
+
+std::string skipped_example_text(const std::string& where, const std::string& error) {
+  const std::string prefix = where + ": ";
+  const bool repeats = error.compare(0, prefix.size(), prefix) == 0;
+  return "'" + where + "': " + (repeats ? error.substr(prefix.size()) : error);
+}
 
 Pipeline::Pipeline(std::shared_ptr<DataSource> source, PipelineOptions options, DataStats stats)
     : impl_(std::make_unique<Impl>(std::move(source), options, std::move(stats))) {

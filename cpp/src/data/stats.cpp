@@ -253,6 +253,7 @@ DataStats compute_stats(const DataSource& source, int64_t sample,
 
   DataStats stats;
   stats.examples = totals.examples;
+  stats.skipped = n - totals.examples;  // every sampled example is read or skipped
   stats.mean.resize(example);
   for (size_t i = 0; i < example; ++i) stats.mean[i] = float(totals.sum[i] / double(totals.examples));
   const double values = double(totals.examples) * double(example);

@@ -1,6 +1,10 @@
 #include "convnet/dataset.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <iterator>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -39,18 +43,44 @@ class RangeSource : public DataSource {
   int64_t first_, count_;
 };
 
+// The accepted forms of a data-set spec, for messages.
+constexpr const char* kDataForms =
+    "fashion-mnist; a folder with train-images-idx3-ubyte[.gz] and the other IDX files; a folder "
+    "with train/ and val/ (or test/) class folders of JPEG/PNG images; generated or "
+    "generated[count=512;classes=4;channels=1;size=16;seed=1]";
+
 Dataset generated(const std::string& spec) {
-  std::map<std::string, int64_t> p = {{"count", 512}, {"classes", 4}, {"channels", 1}, {"size", 16}, {"seed", 1}};
+  // Each key's default and range (the sources' limits, data.h), checked before anything is built.
+  struct Key {
+    const char* name;
+    int64_t value, min, max;
+  };
+  // count: its held-out quarter (below) must fit in generated_source's limit too.
+  Key keys[] = {{"count", 512, 1, kMaxGeneratedCount / 5 * 4},
+                {"classes", 4, 1, kMaxGeneratedClasses},
+                {"channels", 1, 1, kMaxGeneratedChannels},
+                {"size", 16, 1, kMaxSourceSide},
+                {"seed", 1, 0, std::numeric_limits<int64_t>::max()}};
   const NamedParams parsed = parse_named_params(spec, "data set");
-  CONVNET_CHECK(parsed.name == "generated", "data set '", spec, "': unknown kind '", parsed.name, "'");
-  for (const auto& [key, value] : parsed.params) {
-    CONVNET_CHECK(p.count(key), "data set '", spec, "': unknown key '", key,
+  CONVNET_CHECK(parsed.name == "generated", "data set '", spec, "': unknown kind of data set; the accepted forms are ",
+                kDataForms);
+  for (const auto& entry : parsed.params) {
+    const std::string& key = entry.first;  // (not a structured binding: lambdas capture it in C++17)
+    const std::string& value = entry.second;
+    Key* k = std::find_if(std::begin(keys), std::end(keys), [&](const Key& c) { return key == c.name; });
+    CONVNET_CHECK(k != std::end(keys), "data set '", spec, "': unknown key '", key,
                   "' (known: count, classes, channels, size, seed)");
     char* end = nullptr;
-    p[key] = std::strtoll(value.c_str(), &end, 10);
-    CONVNET_CHECK(!value.empty() && end && *end == '\0' && p[key] > 0, "data set '", spec, "': ", key,
-                  " must be a positive integer");
+    errno = 0;
+    const long long x = std::strtoll(value.c_str(), &end, 10);
+    // ERANGE: strtoll saturates, which must not pass for the largest value.
+    CONVNET_CHECK(!value.empty() && end && *end == '\0' && errno != ERANGE && x >= k->min && x <= k->max,
+                  "data set '", spec, "': ", key, " '", value, "' must be a whole number in [", k->min,
+                  ", ", k->max, "]");
+    k->value = x;
   }
+  std::map<std::string, int64_t> p;
+  for (const Key& k : keys) p[k.name] = k.value;
   Dataset d;
   const int classes = int(p["classes"]), channels = int(p["channels"]), size = int(p["size"]);
   // The class patterns depend on the seed and each example on its index: the test set is a
@@ -67,11 +97,15 @@ Dataset generated(const std::string& spec) {
 
 // The sources of a data set named as in dataset.h.
 Dataset open_dataset_sources(const std::string& spec, int image_size) {
+  // "generated" followed by anything but "[" is a typo, not a path: refused with the forms.
   if (spec.rfind("generated", 0) == 0) return generated(spec);
+  CONVNET_CHECK(image_size >= 1 && image_size <= kMaxSourceSide, "data set '", spec, "': image size ",
+                image_size, " must be in [1, ", kMaxSourceSide, "]");
   const fs::path dir = spec == "fashion-mnist" ? fs::path(kFashionMnistDir) : fs::path(spec);
   CONVNET_CHECK(fs::is_directory(dir), "data set '", spec, "': ", dir.string(),
                 spec == "fashion-mnist" ? " does not exist (apt-get install dataset-fashion-mnist)"
-                                        : " is not a folder");
+                                        : detail::concat(" is not a folder (the accepted forms are ",
+                                                         kDataForms, ")"));
   const std::string train_images = idx_file(dir, "train-images-idx3-ubyte");
   if (!train_images.empty()) {
     const std::string names[3] = {"train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
@@ -81,8 +115,14 @@ Dataset open_dataset_sources(const std::string& spec, int image_size) {
       CONVNET_CHECK(!files[i].empty(), "data set '", spec, "': ", (dir / names[i]).string(),
                     "[.gz] is missing (an IDX data set needs train- and t10k- images and labels)");
     }
-    return {idx_source(train_images, files[0]), idx_source(files[1], files[2]),
-            "IDX files in " + dir.string(), {}};
+    Dataset d{idx_source(train_images, files[0]), idx_source(files[1], files[2]),
+              "IDX files in " + dir.string(), {}};
+    // IDX files carry no class names: a test label the training set never has is a class the
+    // net has no output for.
+    CONVNET_CHECK(d.test->classes() <= d.train->classes(), "data set '", spec, "': ", files[2],
+                  " has labels up to ", d.test->classes() - 1, " but the training labels ", files[0],
+                  " only up to ", d.train->classes() - 1);
+    return d;
   }
   const fs::path train = dir / "train";
   fs::path test = dir / "val";
@@ -90,7 +130,10 @@ Dataset open_dataset_sources(const std::string& spec, int image_size) {
   CONVNET_CHECK(fs::is_directory(train) && fs::is_directory(test), "data set '", spec, "': ",
                 dir.string(), " holds neither IDX files (train-images-idx3-ubyte[.gz], ...) nor "
                 "train/ and val/ (or test/) image folders");
-  return {folder_source(train.string(), image_size), folder_source(test.string(), image_size),
+  auto train_source = folder_source(train.string(), image_size);
+  // The test folders take the training labels by class name (a missing test class is fine).
+  auto test_source = folder_source_matching(test.string(), train_source->class_names(), image_size);
+  return {train_source, test_source,
           "image folders " + train.string() + " and " + test.string() + " at " +
               std::to_string(image_size) + "x" + std::to_string(image_size),
           {}};

@@ -16,9 +16,15 @@ Metrics evaluate(Net& net, Pipeline& data, int max_batches) {
   for (int b = 0; (max_batches <= 0 || b < max_batches) && data.next(batch); ++b) {
     net.set_input(input, batch.images);
     net.set_input(labels, batch.labels);
-    const CostReport r = net.forward(false);
+    CostReport r;
+    try {  // a NaN cost is no error rate (Net::forward names the layer): say which batch
+      r = net.forward(false);
+    } catch (const NonFiniteError& e) {
+      throw NonFiniteError("evaluate, test batch " + std::to_string(b + 1) + ": " + e.what());
+    }
     CONVNET_CHECK(!r.costs.empty(), "evaluate: the net has no cost layer");
     m.add(r.costs[r.primary], r.batch);
+    m.add_skipped(batch.skipped, batch.first_skipped);
   }
   return m;
 }
@@ -61,14 +67,33 @@ Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& 
   const int64_t count = source.size();
   const size_t image = size_t(c) * h * w, view = size_t(c) * crop * crop;
   std::vector<float> chw(image);
+  std::vector<float> loaded;  // the readable images of one pass, one after another
+  std::vector<int> truth;
   Metrics m;
+  m.left_out = true;
   for (int64_t first = 0; first < count; first += per_batch) {
-    const int n = int(std::min<int64_t>(per_batch, count - first));
+    const int64_t end = std::min<int64_t>(first + per_batch, count);
+    // An unreadable example is left out and counted (not replaced: every other example is
+    // tested once already), so the report says how many the accuracy lacks.
+    loaded.clear();
+    truth.clear();
+    for (int64_t e = first; e < end; ++e) {
+      try {
+        truth.push_back(source.load(e, chw.data()));
+      } catch (const DataError& err) {
+        m.add_skipped(1, skipped_example_text(source.describe(e), err.what()));
+        continue;
+      }
+      loaded.insert(loaded.end(), chw.begin(), chw.end());
+    }
+    const int n = int(truth.size());
+    if (progress && n == 0) progress(end, count);
+    if (n == 0) continue;
     Tensor views({c, crop, crop, 10 * n}, Device::cpu());
     Tensor label_tensor({10 * n}, Device::cpu());
-    std::vector<int> truth(static_cast<size_t>(n));
     for (int j = 0; j < n; ++j) {
-      truth[size_t(j)] = source.load(first + j, chw.data());
+      std::copy(loaded.begin() + std::ptrdiff_t(size_t(j) * image),
+                loaded.begin() + std::ptrdiff_t(size_t(j + 1) * image), chw.begin());
       for (size_t i = 0; i < image; ++i) {
         const float mean = augment.subtract_mean_image ? stats.mean[i] : augment.mean_value;
         chw[i] = (chw[i] - mean) * augment.scale;
@@ -92,7 +117,7 @@ Metrics evaluate_multiview(Net& net, const DataSource& source, const DataStats& 
         for (int v = 0; v < 10; ++v) avg[size_t(k)] += probs[size_t(k) * (10 * n) + size_t(10 * j + v)] / 10.0;
       m.add(score(avg, truth[size_t(j)]), 1);
     }
-    if (progress) progress(first + n, count);
+    if (progress) progress(end, count);
   }
   return m;
 }

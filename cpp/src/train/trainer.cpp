@@ -20,7 +20,7 @@ double seconds_since(Clock::time_point t0) {
 
 nlohmann::json metrics_json(const Metrics& m) {
   return {{"cost", m.cost}, {"top1_error", m.top1_error}, {"top5_error", m.top5_error},
-          {"examples", m.examples}};
+          {"examples", m.examples}, {"skipped", m.skipped}, {"first_skipped", m.first_skipped}};
 }
 
 Metrics metrics_from(const nlohmann::json& j) {
@@ -29,7 +29,17 @@ Metrics metrics_from(const nlohmann::json& j) {
   m.top1_error = j.at("top1_error").get<double>();
   m.top5_error = j.at("top5_error").get<double>();
   m.examples = j.at("examples").get<int64_t>();
+  // Checkpoints written before skips were counted have neither.
+  m.skipped = j.value("skipped", int64_t(0));
+  m.first_skipped = j.value("first_skipped", std::string());
   return m;
+}
+
+// A log line's fields for the skips of `m`, keys prefixed with `prefix` ("", "train_", "test_"):
+// the count always, the first culprit only when there is one.
+void log_skipped(nlohmann::json& line, const std::string& prefix, const Metrics& m) {
+  line[prefix + "skipped"] = m.skipped;
+  if (m.skipped > 0) line[prefix + "first_skipped"] = m.first_skipped;
 }
 
 // Non-finite input is the usual cause of a non-finite cost or gradient: say so.
@@ -53,16 +63,34 @@ void Metrics::add(const CostReport::Entry& batch_means, int batch) {
   examples += batch;
 }
 
+void Metrics::add_skipped(int64_t count, const std::string& first) {
+  if (count > 0 && skipped == 0) first_skipped = first;
+  skipped += count;
+}
+
+std::string skipped_note(const Metrics& m, const std::string& set) {
+  if (m.skipped == 0) return "";
+  return detail::concat(m.skipped, " of ", m.examples + (m.left_out ? m.skipped : 0), " ", set,
+                        " images unreadable, skipped",
+                        m.first_skipped.empty() ? "" : ": first ", m.first_skipped);
+}
+
 std::string nonfinite_cost(const Net& net, const CostReport& report) {
   if (std::isfinite(report.objective)) return "";
   return "the cost is " + std::to_string(report.objective) + input_cause(net);
 }
 
 CostReport train_step(Net& net, float lr_scale) {
+  Net::check_lr_scale(lr_scale);
   const CostReport r = net.forward_backward();
   if (const std::string what = nonfinite_cost(net, r); !what.empty())
     throw DivergenceError("non-finite cost at step " + std::to_string(net.step()) + ": " + what +
                           "; the parameters were not updated");
+  // ReLU can turn a NaN into a finite cost but NaN weight gradients, which the cost alone lets
+  // through into the weights.
+  if (const std::string what = net.first_nonfinite_gradient(); !what.empty())
+    throw DivergenceError("non-finite gradient at step " + std::to_string(net.step()) + ": " + what +
+                          " (the cost is " + std::to_string(r.objective) + "); the parameters were not updated");
   net.update(lr_scale);
   return r;
 }
@@ -131,9 +159,12 @@ Metrics Trainer::run_test(int64_t epoch, int64_t batch, double epoch_float,
   te.test = last_test_ = evaluate(net_, *test_, options_.test_batches);
   for (auto& [group, s] : options_.schedules) te.lr_dropped |= s.observe_validation(te.test.top1_error);
   te.elapsed_s = elapsed();
-  log({{"event", "test"}, {"epoch", te.epoch}, {"batch", te.batch}, {"step", te.step},
-       {"epoch_float", te.epoch_float}, {"cost", te.test.cost}, {"top1_error", te.test.top1_error},
-       {"top5_error", te.test.top5_error}, {"lr_dropped", te.lr_dropped}, {"elapsed_s", te.elapsed_s}});
+  nlohmann::json line = {{"event", "test"}, {"epoch", te.epoch}, {"batch", te.batch}, {"step", te.step},
+                         {"epoch_float", te.epoch_float}, {"cost", te.test.cost},
+                         {"top1_error", te.test.top1_error}, {"top5_error", te.test.top5_error},
+                         {"lr_dropped", te.lr_dropped}, {"elapsed_s", te.elapsed_s}};
+  log_skipped(line, "", te.test);
+  log(line);
   if (on_test) on_test(te);
   return te.test;
 }
@@ -348,15 +379,18 @@ Trainer::Result Trainer::run() {
       // any rank's cost is not finite: every rank then stops together.
       CostReport::Entry step_metrics = r.costs[r.primary];
       int step_batch = r.batch;
+      int64_t step_skipped = batch.skipped;
       std::string what = nonfinite_cost(net_, r);
       if (world_.distributed()) {
         std::vector<double> v = {step_metrics.cost * share, step_metrics.top1_error * share,
-                                 step_metrics.top5_error * share, what.empty() ? 0.0 : 1.0};
+                                 step_metrics.top5_error * share, what.empty() ? 0.0 : 1.0,
+                                 double(batch.skipped)};
         world_.all_reduce_sum(v);
         step_metrics.cost = v[0];
         step_metrics.top1_error = v[1];
         step_metrics.top5_error = v[2];
         step_batch = int(batch.global_size);
+        step_skipped = int64_t(v[4]);  // every rank's shard's (the first culprit: this rank's)
         if (what.empty() && v[3] > 0) what = "the cost is not finite on another rank";
       }
       if (!what.empty()) diverged(what, epoch_ + 1, next_batch_ + 1);
@@ -376,6 +410,7 @@ Trainer::Result Trainer::run() {
       if (tracing && steps_run_ == TrainerOptions::kTraceSteps + 1) write_trace();
       images += step_batch;
       epoch_sums_.add(step_metrics, step_batch);
+      epoch_sums_.add_skipped(step_skipped, batch.first_skipped);
 
       BatchEvent ev;
       ev.epoch = epoch_ + 1;
@@ -432,10 +467,12 @@ Trainer::Result Trainer::run() {
                            {"train_cost", ee.train.cost}, {"train_top1_error", ee.train.top1_error},
                            {"train_top5_error", ee.train.top5_error}, {"lr", ee.lr},
                            {"elapsed_s", ee.elapsed_s}, {"epoch_s", ee.epoch_s}};
+    log_skipped(line, "train_", ee.train);
     if (test_) {
       line["test_cost"] = ee.test.cost;
       line["test_top1_error"] = ee.test.top1_error;
       line["test_top5_error"] = ee.test.top5_error;
+      log_skipped(line, "test_", ee.test);
     }
     if (world_.distributed()) {  // every rank's weights, which must be the same
       const std::vector<uint64_t> hashes = world_.all_gather(weights_hash());
