@@ -2,8 +2,9 @@
 # Builds everything and runs every test: the C++ suites (CMake + ctest) and the Python suites
 # (pip install . + pytest). GPU tests skip, saying so, where no GPU is present; then the CUDA
 # backend is built once more against cuda_emu (tests/cuda_emu), which runs it on the host, and the
-# GPU tests run there (C++ and Python), then the kernel-level ones once more with
-# AddressSanitizer. A GPU machine runs them for real: scripts/gpu-check.sh.
+# GPU tests run there (C++ and Python); then every C++ test once more under AddressSanitizer and
+# UndefinedBehaviorSanitizer, and each fuzz target for a few seconds (scripts/fuzz.sh). A GPU
+# machine runs the GPU tests for real: scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
@@ -37,11 +38,16 @@ CUDA_EMU_ORDER=reverse ctest --test-dir build/emu --output-on-failure -j "$JOBS"
   -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers'
 (cd tests && PYTHONPATH="$PWD/../build/emu/python" "$PYTHON" -m pytest -q python/test_gpu.py)
 
-echo "== The kernels under cuda_emu with AddressSanitizer (reads past a tensor, use after release)"
+echo "== Every C++ test under AddressSanitizer + UndefinedBehaviorSanitizer (CPU and cuda_emu)"
+# Reads past a tensor, use after release, signed overflow, misaligned or null pointers: each
+# stops the test (-fno-sanitize-recover). The whole-AlexNet tests take minutes each under ASan
+# (the plain runs above have them), and the tools' tests need Python.
 cmake -S . -B build/emu-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVNET_CUDA=EMULATE \
-  -DCMAKE_CXX_FLAGS="-fsanitize=address -fno-omit-frame-pointer" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address"
+  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined"
 cmake --build build/emu-asan -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench
-# The whole-AlexNet tests take minutes each under ASan; the plain emulated run above has them.
-ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/emu-asan --output-on-failure -j "$JOBS" -R 'Cuda' \
-  -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers|MpiNccl'
+ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/emu-asan --output-on-failure \
+  -j "$JOBS" -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers|MpiNccl|convnet_train'
+
+echo "== Fuzzing, a smoke run: every parser of outside input, a few seconds each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"

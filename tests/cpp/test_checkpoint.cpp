@@ -92,7 +92,8 @@ bool contains(const std::string& text, const std::string& part) {
 }
 
 bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  // (memcmp of an empty vector's null data is undefined, which UBSan reports)
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // ---- safetensors ----

@@ -1417,6 +1417,7 @@ TEST(Nccl, IsLoadedOnlyWhenFirstUsed) {
 
 // ---- lanes: logical devices that share one GPU, each on a stream of its own ----
 
+#ifdef CONVNET_WITH_CUDA
 // A block freed on one lane is handed out again on that lane alone: given to another at once,
 // it could be written there while the first lane's kernels still read it.
 TEST(CudaLanes, TheAllocatorReusesABlockOnlyOnTheLaneThatFreedIt) {
@@ -1442,6 +1443,7 @@ TEST(CudaLanes, TheAllocatorReusesABlockOnlyOnTheLaneThatFreedIt) {
   }
   cuda::release(on_0, 0);
 }
+#endif  // CONVNET_WITH_CUDA (the allocator: a build without CUDA has none)
 
 // The DAG's two towers on two lanes of one GPU compute what one lane computes, bit for bit:
 // the same kernels on the same data, the lanes ordered by events (under cuda_emu the stream-order
