@@ -347,6 +347,18 @@ TEST(CfgFileErrors, IntegersOutOfRangeAreNotWrapped) {
              "key 'filters' times groups=3 is 50331648, outside the range");
 }
 
+// Found by fuzz_cuda_convnet_cfg: bytes that are not UTF-8 in a section name ended in an uncaught
+// nlohmann::json type_error (names become JSON strings). Now a ValueError naming file and line.
+TEST(CfgFileErrors, TextThatIsNotUtf8IsRefusedNamingTheLine) {
+  EXPECT_HAS(error_of(replace(kLayers, "[conv1]", "[conv\xff\xff~\xff]")), "layers-t.cfg:");
+  EXPECT_HAS(error_of(replace(kLayers, "[conv1]", "[conv\xff\xff~\xff]")), ": not UTF-8 text (byte 6 of the line)");
+  EXPECT_HAS(error_of(replace(kLayers, "filters=16", "filters=16 \xc3\x28")), "not UTF-8 text");
+  EXPECT_HAS(error_of(replace(kLayers, "filters=16", "filters=16 \xed\xa0\x80")), "not UTF-8 text");  // a surrogate
+  // Well-formed UTF-8 outside ASCII is text like any other.
+  EXPECT_NO_THROW(parse_cuda_convnet_cfg(replace(kLayers, "sumWidth=4", "sumWidth=4\n# \xc3\xa9t\xc3\xa9"),
+                                         kParams, 8, "layers-t.cfg", "layer-params-t.cfg"));
+}
+
 TEST(CfgFileErrors, ImageSizeMustBeGiven) {
   EXPECT_HAS(error_of(kLayers, kParams, 0),
               ("section [data], key 'dataIdx': cuda-convnet2 takes the image size from its data provider"));

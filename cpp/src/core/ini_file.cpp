@@ -26,6 +26,39 @@ std::vector<std::string> split_commas(const std::string& s) {
   return items;
 }
 
+namespace {
+
+// The offset of the first byte that does not belong to well-formed UTF-8 (no overlong forms,
+// surrogates or code points past U+10FFFF), or npos. Model files are text: names and values
+// become JSON strings, which must be UTF-8.
+size_t first_invalid_utf8(const std::string& s) {
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = b[i];
+    size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c < 0x80) len = 1;
+    else if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else return i;
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const unsigned d = b[i + k];
+      if (d < (k == 1 ? lo : 0x80) || d > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
 IniFile IniFile::parse(const std::string& text, const std::string& name) {
   IniFile file;
   file.name = name;
@@ -35,6 +68,9 @@ IniFile IniFile::parse(const std::string& text, const std::string& name) {
   IniEntry* last = nullptr;  // what a continuation line continues
   while (std::getline(in, raw)) {
     ++line;
+    if (const size_t bad = first_invalid_utf8(raw); bad != std::string::npos)
+      throw ValueError(name + ":" + std::to_string(line) + ": not UTF-8 text (byte " + std::to_string(bad + 1) +
+                       " of the line)");
     const std::string t = trim(raw);
     if (t.empty() || t[0] == '#' || t[0] == ';') {
       if (t.empty()) last = nullptr;
