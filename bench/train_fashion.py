@@ -94,14 +94,24 @@ def torch_worker(a) -> dict:
     opt = torch.optim.SGD([{"params": weights, "weight_decay": 5e-4}, {"params": biases, "weight_decay": 0}],
                           lr=a.lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    best, bad, drops, scale = float("inf"), 0, 0, 1.0  # convnet's plateau rule, restated
+    # convnet's linear[tgtFactor=T;warmup=W], restated: at fractional epoch e of E, the rate is
+    # lr * ((1 - e/E) + (e/E)/T), times e/W while e < W; set before every step.
+    batches = (len(xtr) + a.batch - 1) // a.batch
+
+    def multiplier(e: float) -> float:
+        progress = e / a.epochs
+        m = (1 - progress) + progress / a.tgt_factor
+        return m * e / a.warmup if e < a.warmup else m
+
     rng = np.random.default_rng(a.seed)
     epochs = []
     for epoch in range(a.epochs):
         t0 = time.perf_counter()
         net.train()
         order = torch.from_numpy(rng.permutation(len(xtr)))
-        for i in range(0, len(xtr), a.batch):
+        for b, i in enumerate(range(0, len(xtr), a.batch)):
+            for g in opt.param_groups:
+                g["lr"] = a.lr * multiplier(epoch + b / batches)
             idx = order[i:i + a.batch]
             opt.zero_grad(set_to_none=True)
             loss_fn(net(xtr[idx]), ytr[idx]).backward()
@@ -112,14 +122,6 @@ def torch_worker(a) -> dict:
             for i in range(0, len(xte), 500):
                 correct += int((net(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum())
         error = 1 - correct / len(xte)
-        if error < best:
-            best, bad = error, 0
-        else:
-            bad += 1
-            if bad >= a.patience and drops < a.max_drops:
-                drops, bad, scale = drops + 1, 0, scale * 0.1
-                for g in opt.param_groups:
-                    g["lr"] = a.lr * scale
         epochs.append({"epoch_s": time.perf_counter() - t0, "test_accuracy": 1 - error})
         print(f"torch epoch {epoch + 1}: {epochs[-1]['epoch_s']:.1f} s, test accuracy {1 - error:.4f}",
               file=sys.stderr, flush=True)
@@ -164,7 +166,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["convnet", "torch"], help="run one framework only")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
-    for name, kind in (("lr", float), ("scale", float), ("batch", int), ("patience", int), ("max-drops", int),
+    for name, kind in (("lr", float), ("scale", float), ("batch", int), ("tgt-factor", float), ("warmup", float),
                        ("seed", int)):
         ap.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -175,8 +177,8 @@ def main() -> int:
     from convnet import demo
     a.epochs = a.epochs or demo.EPOCHS
     a.lr, a.batch, a.scale, a.seed = demo.LR, demo.BATCH, demo.SCALE, 1
-    a.patience, a.max_drops = 1, 2  # demo.SCHEDULE, restated for the PyTorch side
-    assert demo.SCHEDULE == "plateau[factor=0.1;patience=1;maxDrops=2]", "update the PyTorch side"
+    a.tgt_factor, a.warmup = 100.0, 1.0  # demo.SCHEDULE, restated for the PyTorch side
+    assert demo.SCHEDULE == "linear[tgtFactor=100;warmup=1]", "update the PyTorch side"
     print(f"default job, {a.epochs} epochs, batch {a.batch}, lr {a.lr}, {demo.SCHEDULE}, pixels (x - mean) * "
           f"{a.scale:.5f}, {a.threads} threads; "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
@@ -186,7 +188,7 @@ def main() -> int:
     if a.only != "convnet":
         cmd = [a.torch_python, os.path.abspath(__file__), "--torch-worker", "--epochs", str(a.epochs),
                "--threads", str(a.threads), "--lr", str(a.lr), "--scale", str(a.scale), "--batch", str(a.batch),
-               "--patience", str(a.patience), "--max-drops", str(a.max_drops), "--seed", str(a.seed)]
+               "--tgt-factor", str(a.tgt_factor), "--warmup", str(a.warmup), "--seed", str(a.seed)]
         try:
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
             rows.append(summary_row(json.loads(out.strip().splitlines()[-1])))
