@@ -2,7 +2,8 @@
 # The one script a lent-GPU session runs: builds convnet with CUDA for sm_90 (C++ tests and
 # kernel-bench included), runs nvidia-smi, ctest (GPU tests included), pip-installs the Python
 # package and runs pytest, runs build/gpu/kernel-bench and bench/gpu_alexnet.py (convnet against
-# PyTorch/cuDNN). Every log goes under ${OUT:-./gpu-out}/ (8 files at most: summary.txt,
+# PyTorch/cuDNN), then, with the time left, the CUDA kernels' tests under compute-sanitizer
+# (memcheck, racecheck, synccheck). Every log goes under ${OUT:-./gpu-out}/ (8 files at most: summary.txt,
 # system.txt, build.log, ctest.log, pytest.log, kernels.log, alexnet.log, alexnet.json). A failing
 # step does not stop the others; each step's status is in summary.txt; the exit status is 1 when
 # any step failed (or did not run for lack of time), else 0. Each step has a timeout, and all of
@@ -295,6 +296,33 @@ EOF
 else
   echo "not run: pip install failed" >"$ALEX_LOG"
   record alexnet NOT-RUN - 0 "pip install failed"
+fi
+
+# ---------------------------------------------------------------- compute-sanitizer
+# The CUDA kernels' tests once more under each of compute-sanitizer's tools: memcheck (accesses
+# out of bounds or misaligned, leaks), racecheck (shared-memory hazards), synccheck (barriers in
+# divergent code). They run many times slower, so they take what time is left, after the
+# benchmarks; a tool without time is skipped (SKIP, not a failure). Output goes to ctest.log.
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+SANITIZE_FILTER='Cuda*:-*AlexNet*:*SteadyState*:*Tf32Mode*:*TwoTowers*'
+if [ -z "$SANITIZER" ]; then
+  record sanitize SKIP - 0 "compute-sanitizer not found"
+elif [ ! -x "$BUILD/convnet_tests" ] || ! nvidia-smi -L >/dev/null 2>&1; then
+  record sanitize SKIP - 0 "no GPU, or the C++ tests were not built"
+else
+  for tool in memcheck racecheck synccheck; do
+    if (($(remaining) < 60)); then
+      record "san-$tool" SKIP - 0 "out of time (GPU_CHECK_BUDGET_S=${BUDGET}); run again with a larger budget"
+      continue
+    fi
+    extra=()
+    [ $tool = memcheck ] && extra=(--leak-check full)
+    STEP_NOTE="compute-sanitizer --tool $tool, $SANITIZE_FILTER; "
+    run_step "san-$tool" 150 "$CTEST_LOG" "$SANITIZER" --tool "$tool" "${extra[@]}" --error-exitcode 1 \
+      "$BUILD/convnet_tests" --gtest_filter="$SANITIZE_FILTER"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|========= (Invalid|Race|Barrier)" "$CTEST_LOG" | tail -n 2 |
+      sed "s/^/san-$tool: /" >>"$SUMMARY"
+  done
 fi
 
 # ---------------------------------------------------------------- report
