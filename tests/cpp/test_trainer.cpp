@@ -467,13 +467,18 @@ TEST(Trainer, ALayersOwnScheduleIsCheckedWhenTheNetIsBuilt) {
                                                "conv1' (conv): scheduleB: ");
 }
 
-TEST(Evaluate, TenViewsAverageTheViewsFedOneAtATime) {
-  auto src = generated_source(6, 4, 1, 12, 41);
-  Net net(ModelSpec::from_json(R"([
+// A linear classifier of 10x10 grey crops into 4 classes: what the 10-view tests evaluate.
+ModelSpec ten_view_classifier() {
+  return ModelSpec::from_json(R"([
     {"name": "data", "type": "input", "channels": 1, "size": 10},
     {"name": "labels", "type": "labels"},
     {"name": "fc", "type": "fc", "inputs": ["data"], "outputs": 4, "init": "xavier"},
-    {"name": "cost", "type": "softmax_cost", "inputs": ["fc", "labels"]}])"), {}, 7);
+    {"name": "cost", "type": "softmax_cost", "inputs": ["fc", "labels"]}])");
+}
+
+TEST(Evaluate, TenViewsAverageTheViewsFedOneAtATime) {
+  auto src = generated_source(6, 4, 1, 12, 41);
+  Net net(ten_view_classifier(), {}, 7);
   AugmentOptions a;
   a.crop = 10;
   a.mean_value = 100.f;
@@ -593,11 +598,7 @@ TEST(Trainer, SkippedExamplesAreCountedPerEpochAndTest) {
 TEST(Evaluate, TenViewsLeaveOutAndCountUnreadableExamples) {
   auto src = std::make_shared<WithBadExamples>(generated_source(7, 4, 1, 12, 41), std::set<int64_t>{2, 3},
                                                "val/dog");
-  Net net(ModelSpec::from_json(R"([
-    {"name": "data", "type": "input", "channels": 1, "size": 10},
-    {"name": "labels", "type": "labels"},
-    {"name": "fc", "type": "fc", "inputs": ["data"], "outputs": 4, "init": "xavier"},
-    {"name": "cost", "type": "softmax_cost", "inputs": ["fc", "labels"]}])"), {}, 7);
+  Net net(ten_view_classifier(), {}, 7);
   AugmentOptions a;
   a.crop = 10;
   const Metrics m = evaluate_multiview(net, *src, DataStats{}, a, 20);  // 2 examples a pass
