@@ -18,14 +18,19 @@
 # Environment: OUT, PYTHON (python3), WHL_DIR (.whl), GPU_CHECK_SITE (/tmp/site: where the wheels
 # are installed, put on PYTHONPATH), GPU_BUILD_DIR (build/gpu), CUDA_ARCH (90), JOBS (nproc),
 # GPU_CHECK_BUDGET_S (540), GTEST_FROM_SOURCE=1 (build GoogleTest from the carried sources even
-# when the system has it), GPU_BENCH_ARGS (extra options for bench/gpu_alexnet.py).
-# shellcheck disable=SC2317,SC2012  # functions run through `bash -c` (export -f); ls for display
+# when the system has it), GPU_BENCH_ARGS (extra options for bench/gpu_alexnet.py),
+# GPU_PYTEST_ARGS (extra pytest options, e.g. --ignore=python/test_soak.py), GPU_CHECK_SKIP
+# (steps not to run, e.g. "kernel-bench alexnet" for a rerun after a fix: recorded as SKIP).
+# When pytest dies of a signal, the test file it died in runs once more under a debugger (gdb,
+# else cuda-gdb) and its native backtrace goes to pytest.log.
+# shellcheck disable=SC2317,SC2012,SC2016  # functions run through `bash -c` (export -f), their "$@" quoted; ls for display
 set -uo pipefail  # no -e: a failing step is recorded and the next one runs
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
+GPU_CHECK_SKIP=${GPU_CHECK_SKIP:-}
 T0=$(date +%s)
 PY=${PYTHON:-python3}
 WHL_DIR=${WHL_DIR:-.whl}
@@ -66,6 +71,11 @@ record() {
 run_step() {
   local name=$1 capsec=$2 log=$3 t start rc dur status
   shift 3
+  if [[ " ${GPU_CHECK_SKIP//,/ } " == *" $name "* ]]; then
+    echo "== [$name] skipped (GPU_CHECK_SKIP)" >>"$log"
+    record "$name" SKIP - 0 "GPU_CHECK_SKIP"
+    return 125
+  fi
   t=$(remaining)
   ((t > capsec)) && t=$capsec
   if ((t < 20)); then
@@ -109,6 +119,8 @@ export PY PY_EXE ROOT BUILD ARCH JOBS WHL_DIR SITE
   echo "date      : $(date -Is)"
   echo "kernel    : $(uname -srm)"
   echo "cpus      : $(nproc); memory: $(free -g 2>/dev/null | awk '/^Mem:/ {print $2 " GiB"}')"
+  echo "cpu model : $(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//');" \
+    "$(grep -m 1 -o -w 'avx512f' /proc/cpuinfo || echo 'no avx512f')"
   echo "python    : $PY_EXE ($("$PY" --version 2>&1))"
   echo "nvcc      : $(nvcc --version 2>/dev/null | tail -n 2 | tr '\n' ' ' || echo 'not found')"
   echo "cmake     : $(cmake --version 2>/dev/null | head -n 1 || echo 'not found')"
@@ -245,14 +257,39 @@ else
   record pip-install FAIL "$PIP_RC" "$PIP_DUR" "see pytest.log"
   FAILED_LOGS+=("$PYTEST_LOG")
 fi
-run_pytest() {  # from tests/, so that `import convnet` finds the installed package
+run_pytest() {  # ARGS...: from tests/, so that `import convnet` finds the installed package
+  # shellcheck disable=SC2086  # GPU_PYTEST_ARGS is a list of options
   cd "$ROOT/tests" && exec "$PY" -m pytest -q -rsxf --durations=15 -p no:cacheprovider \
-    -o faulthandler_timeout=240 python
+    -o faulthandler_timeout=240 ${GPU_PYTEST_ARGS:-} "$@" python
 }
-export -f run_pytest
+# FILE: runs one test file (tests/python/FILE) under a debugger and prints the native backtrace
+# of the thread that died, then every thread's top frames.
+debug_crash() {
+  local dbg
+  dbg=$(command -v gdb || command -v cuda-gdb || ls /usr/local/cuda/bin/cuda-gdb 2>/dev/null) ||
+    { echo "no gdb or cuda-gdb on this machine: no backtrace"; return 1; }
+  echo "debugger: $dbg"
+  cd "$ROOT/tests" && "$dbg" -q -batch -ex "set pagination off" -ex "set confirm off" -ex "handle SIGPIPE nostop noprint pass" -ex run \
+    -ex "bt 40" -ex "thread apply all bt 8" --args "$PY_EXE" -m pytest -x -q -p no:cacheprovider "python/$1"
+}
+export -f run_pytest debug_crash
 if ((PIP_RC == 0)); then
-  STEP_NOTE="$("$PY" -c 'import convnet; print(f"convnet.cuda_compiled()={convnet.cuda_compiled()}, cuda_device_count()={convnet.cuda_device_count()}; ")' 2>&1 | tail -n 1)"
-  run_step pytest 200 "$PYTEST_LOG" bash -c run_pytest
+  # A crash (death by a signal; 124 and 137 are timeouts) ends pytest: the file it died in is run
+  # under a debugger for a backtrace, then the suite again without that file, twice at most.
+  PYTEST_IGNORE=()
+  for attempt in 1 2 3; do
+    STEP_NOTE="$("$PY" -c 'import convnet; print(f"convnet.cuda_compiled()={convnet.cuda_compiled()}, cuda_device_count()={convnet.cuda_device_count()}; ")' 2>&1 | tail -n 1)"
+    ((attempt > 1)) && STEP_NOTE+="without ${PYTEST_IGNORE[*]}; "
+    run_step "pytest$([ $attempt = 1 ] || echo "-$attempt")" 200 "$PYTEST_LOG" bash -c 'run_pytest "$@"' _ "${PYTEST_IGNORE[@]}"
+    rc=$?
+    ((rc > 128 && rc != 137 && attempt < 3)) || break
+    crashed=$(grep -oE "tests/python/test_[A-Za-z0-9_]+\.py" "$PYTEST_LOG" | tail -n 1)
+    [ -n "$crashed" ] || break
+    STEP_NOTE="native backtrace of $(basename "$crashed") in pytest.log; "
+    run_step pytest-bt 120 "$PYTEST_LOG" bash -c 'debug_crash "$1"' _ "$(basename "$crashed")"
+    grep -E "^#[0-9]+ " "$PYTEST_LOG" | head -n 6 | cut -c 1-200 | sed 's/^/pytest-bt: /' >>"$SUMMARY"
+    PYTEST_IGNORE+=("--ignore=python/$(basename "$crashed")")
+  done
   grep -E " in [0-9.]+s" "$PYTEST_LOG" | tail -n 1 | sed 's/^/pytest: /' >>"$SUMMARY"
   grep -E "^SKIPPED .*test_gpu" "$PYTEST_LOG" | head -n 3 | cut -c 1-200 | sed 's/^/pytest: /' >>"$SUMMARY"
 else

@@ -67,7 +67,7 @@ expect_error "the model's input 'data' takes 1x16x16 images, the data gives 1x20
 expect_error "holds checkpoints of an earlier run: --resume to continue it, --overwrite" \
   --layer-def "$WORK/model.json" --data "$DATA" --save-dir "$WORK/run"
 expect_error "layer-def is required" --epochs 1
-expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json"
+expect_error "missing.json' cannot be opened" --layer-def "$WORK/missing.json" --data-path "$DATA"
 echo '{"conv9": {"epsW": 1}}' > "$WORK/badparams.json"
 expect_error "sets layer 'conv9'" --layer-def "$WORK/model.json" --layer-params "$WORK/badparams.json" --data-path "$DATA"
 expect_error "unknown learning-rate schedule 'cosine'" --layer-def "$WORK/model.json" --data-path "$DATA" --schedule cosine
