@@ -92,6 +92,26 @@ def test_only_the_dispatched_clones_use_instructions_beyond_x86_64():
                 f"the {clone} clones of {hot}'s parallel loop use no {registers} registers"
 
 
+def test_the_module_carries_its_own_cpp_runtime_hidden():
+    """A pip build links libstdc++ statically and exports none of it (CMakeLists.txt, CONVNET_WHEEL).
+    Built with a GCC that links part of libstdc++ statically and the rest from the system's newer
+    libstdc++.so (devtoolset style; an H200 machine's image, 2026-12-04), the module held two copies
+    of the locale machinery: formatting a number into an error message, or compiling a std::regex,
+    crashed Python. One private copy cannot meet another."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    path = convnet._core.__file__
+    headers = subprocess.run([objdump, "-p", path], check=True, capture_output=True, text=True).stdout
+    needed = re.findall(r"^\s*NEEDED\s+(\S+)", headers, re.M)
+    assert needed and not [n for n in needed if n.startswith("libstdc++")], needed
+    symbols = subprocess.run([objdump, "-T", "-C", path], check=True, capture_output=True, text=True).stdout
+    exported = [line for line in symbols.splitlines() if ".text" in line or ".data" in line or ".bss" in line]
+    runtime = [line for line in exported if "std::locale" in line or "std::ctype" in line
+               or "std::ios_base" in line or "__cxa_throw" in line]
+    assert not runtime, f"the module exports parts of the C++ runtime: {runtime[:5]}"
+
+
 # A small net through every dispatched loop: convolutions with stride 1 and 2 (im2col, col2im),
 # biases, relu/tanh/logistic, LRN, max and average pooling, dropout, fc, softmax, SGD. Two training
 # steps; the parameters, the last forward's outputs and the gradients are saved.
