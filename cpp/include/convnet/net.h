@@ -198,7 +198,8 @@ class Net {
   void set_trace(Trace* trace) { trace_ = trace; }
 
   // Per-layer wall time, accumulated over passes while profiling is on (for finding where a
-  // step's time goes). On a GPU device the times include waiting for the device. A pool layer
+  // step's time goes). On a GPU the device is waited for before and after each layer, so a
+  // layer's time is its kernels' (and a GPU's lanes do not overlap while profiling). A pool layer
   // whose LRN goes back through it (set_fusion) counts no backward calls: the LRN's include it.
   struct LayerTime {
     std::string layer;
@@ -259,6 +260,7 @@ class Net {
   PassContext last_pass_;
   std::set<std::string> fresh_inputs_;  // inputs set since the last forward pass
   bool profiling_ = false;
+  void settle_for_profile(const Device& device) const;
   bool fusion_ = true;
   MathMode math_mode_ = MathMode::Fp32;
   std::unique_ptr<Solver> solver_;

@@ -647,9 +647,11 @@ void Net::forward_node(Node& n) {
   }
   if (!n.out.defined()) n.out = Tensor(n.shape, n.device);
   before_writing_output(n);
+  settle_for_profile(n.device);
   const auto start = std::chrono::steady_clock::now();
   n.layer->forward(in, n.out, context(n));
   if (profiling_) {
+    settle_for_profile(n.device);
     n.time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     ++n.time.forward_calls;
   }
@@ -853,6 +855,7 @@ void Net::backward_node(Node& n) {
       accumulate.push_back(p->grad_written);
     }
   }
+  settle_for_profile(n.device);
   const auto start = std::chrono::steady_clock::now();
   if (fused && n.fused_pool) {
     const Node& pool = *n.fused_pool;
@@ -862,6 +865,7 @@ void Net::backward_node(Node& n) {
     n.layer->backward(in, n.out, n.grad, din, accumulate, context(n));
   }
   if (profiling_) {
+    settle_for_profile(n.device);
     n.time.backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     ++n.time.backward_calls;
   }
@@ -1068,6 +1072,13 @@ const Tensor& Net::output(const std::string& layer) const {
   if (!n.gathered.defined()) n.gathered = Tensor(with_batch(n.shape, batch_), n.device);
   for (Node* r : *n.group) n.gathered.copy_examples(r->first, r->out, 0, r->count);
   return n.gathered;
+}
+
+// A GPU layer's kernels run after its call returns: while profiling, the device is waited for
+// before and after each layer, so that its time is the kernels' and not their launches'. (The
+// lanes of a GPU then no longer overlap: a profile shows each layer alone.)
+void Net::settle_for_profile(const Device& device) const {
+  if (profiling_ && device.is_cuda()) cuda_synchronize(device.index);
 }
 
 void Net::set_profiling(bool on) {

@@ -68,6 +68,21 @@ void set_math_mode(int device, MathMode mode) {
   handle_for(device);  // this lane's handle, made and set now (outside any graph capture)
 }
 
+void destroy_blas_handles(int device) {
+  synchronize(device);
+  std::lock_guard<std::mutex> lock(mu);
+  set_device(device);
+  for (auto it = handles.begin(); it != handles.end();) {
+    if (it->first.first != device) {
+      ++it;
+      continue;
+    }
+    cublasDestroy(it->second.handle);
+    release(it->second.workspace, device);
+    it = handles.erase(it);
+  }
+}
+
 MathMode math_mode(int device) {
   std::lock_guard<std::mutex> lock(mu);
   return modes.count(device) ? modes[device] : MathMode::Fp32;

@@ -163,5 +163,9 @@ class StepGraph {
 enum class MathMode { Fp32, Tf32 };
 void set_math_mode(int device, MathMode mode);
 MathMode math_mode(int device);
+// Destroys every lane's cuBLAS handle of `device` and gives back their workspaces; the next GEMM
+// makes them again. For the end of a program (so that a leak check sees only what is held), not
+// while another thread may be running a GEMM.
+void destroy_blas_handles(int device);
 
 }  // namespace convnet::cuda
