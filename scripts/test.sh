@@ -3,8 +3,8 @@
 # (pip install . + pytest). GPU tests skip, saying so, where no GPU is present; then the CUDA
 # backend is built once more against cuda_emu (tests/cuda_emu), which runs it on the host, and the
 # GPU tests run there (C++ and Python); then every C++ test once more under AddressSanitizer and
-# UndefinedBehaviorSanitizer, and each fuzz target for a few seconds (scripts/fuzz.sh). A GPU
-# machine runs the GPU tests for real: scripts/gpu-check.sh.
+# UndefinedBehaviorSanitizer, the threaded suites under ThreadSanitizer, and each fuzz target for
+# a few seconds (scripts/fuzz.sh). A GPU machine runs the GPU tests for real: scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
@@ -48,6 +48,26 @@ cmake -S . -B build/emu-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVNE
 cmake --build build/emu-asan -j "$JOBS" --target convnet_tests cuda_emu_tests kernel-bench
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/emu-asan --output-on-failure \
   -j "$JOBS" -E 'AlexNet|SteadyState|Tf32Mode|TwoTowers|MpiNccl|convnet_train'
+
+echo "== The threaded parts under ThreadSanitizer (clang; OpenMP through LLVM's libomp with Archer)"
+# The pipeline's workers, the towers and replicas on their device threads, the trainer's
+# prefetch, the statistics: a data race stops the test (halt_on_error). TSan cannot see OpenMP's
+# barriers in an uninstrumented runtime (with libgomp every parallel loop was reported), so the
+# build takes libomp and Archer (libarcher.so, OMP_TOOL_LIBRARIES) tells TSan about them.
+ARCHER=$(find /usr/lib/llvm-*/lib -name libarcher.so 2>/dev/null | sort -V | tail -n 1)
+[ -n "$ARCHER" ] || { echo "libarcher.so not found (apt-get install libomp-dev)" >&2; exit 1; }
+CC=clang CXX=clang++ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVNET_CUDA=OFF \
+  -DCONVNET_TOOLS=OFF -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
+  -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread"
+cmake --build build/tsan -j "$JOBS" --target convnet_tests
+# ignore_noninstrumented_modules: libomp's own locks are not ours to report (Archer's advice).
+# Left out: three tests that compare bits between configurations (one device against replicas,
+# thread counts across a resume); built by clang with libomp they differ in the last bits, which
+# is a question of numerics, not of races (docs/RELIABILITY.md).
+OMP_TOOL_LIBRARIES="$ARCHER" TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build/tsan --output-on-failure -j "$JOBS" \
+  -R '^(Pipeline|PipelineSources|Replicas|Towers|DeviceThreads|Trainer|Evaluate|NetBuckets|Stats)\.' \
+  -E 'Replicas\.ForwardIsTheSameBitsAsOneDevice|Replicas\.ABatchThatDoesNotDivideIsSplitUnevenly|Trainer\.SameWeightsForAnyThreadCountAndAcrossAResume'
 
 echo "== Fuzzing, a smoke run: every parser of outside input, a few seconds each (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"

@@ -196,7 +196,9 @@ TEST(CpuNeuron, BackwardLargeMatchesDerivative) {
 TEST(CpuNeuron, BiasNeuronBackwardMatchesFiniteDifferences) {
   uint32_t seed = 400;
   for (const Neuron& nr : all_neurons()) {
-    for (auto [rows, inner] : kShapes) {
+    for (const auto& shape : kShapes) {
+      const int rows = shape.first;  // named copies: a lambda below captures them
+      const int64_t inner = shape.second;
       SCOPED_TRACE(nr.name() + " rows=" + std::to_string(rows) + " inner=" + std::to_string(inner));
       const size_t n = size_t(rows) * size_t(inner);
       auto y0 = inputs(n, seed++);

@@ -201,7 +201,8 @@ TEST(CpuSoftmaxCost, TopKWithFewerThanFiveClasses) {
 TEST(CpuSoftmaxCost, BackwardMatchesFiniteDifferences) {
   const std::vector<std::pair<int, int>> shapes = {{1, 1}, {2, 1}, {3, 4}, {6, 1}, {11, 7}};
   uint32_t seed = 100;
-  for (auto [K, N] : shapes) {
+  for (const auto& shape : shapes) {
+    const int K = shape.first, N = shape.second;  // named copies: a lambda below captures them
     SCOPED_TRACE("K=" + std::to_string(K) + " N=" + std::to_string(N));
     auto logits = random_vector(size_t(K) * size_t(N), seed++, -3.f, 3.f);
     auto labels = random_labels(N, K, seed++);
