@@ -2,15 +2,15 @@
 # Installs what convnet needs to build, test and train on a fresh Debian machine (run as root, or
 # with sudo available). Idempotent: skips what is already there. `--test` adds what only the tests
 # need: qemu-user, which runs the portable module on emulated CPUs without AVX / AVX-512
-# (tests/python/test_portable.py), clang and its OpenMP runtime for the fuzz targets
-# (scripts/fuzz.sh), and onnx + onnxruntime (tests/python/test_onnx_export.py).
+# (tests/python/test_portable.py), clang and LLVM's OpenMP runtime with Archer (libomp-dev) for
+# the fuzz targets (scripts/fuzz.sh) and the ThreadSanitizer run (scripts/test.sh), and onnx + onnxruntime (tests/python/test_onnx_export.py).
 set -euo pipefail
 
 APT_PACKAGES=(g++ cmake ninja-build libopenblas-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
               libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist python3-dev
               openmpi-bin libopenmpi-dev   # MPI: data parallelism across processes and hosts
               libdlpack-dev)               # DLPack: tensors shared with PyTorch, NumPy, CuPy
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(qemu-user clang libomp-dev)  # clang: libFuzzer (scripts/fuzz.sh)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(qemu-user clang libomp-dev)  # clang: libFuzzer, TSan
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
