@@ -59,11 +59,8 @@ Tensor to_chwn(const std::string& what, const py::array& arr, bool labels) {
   auto a = as_float32(arr);
   const int n = int(a.shape(0)), c = int(a.shape(1)), h = int(a.shape(2)), w = int(a.shape(3));
   Tensor t({c, h, w, n}, Device::cpu());
-  const float* src = a.data();
-  float* dst = t.data();
-  const int64_t chw = int64_t(c) * h * w;
-  for (int64_t i = 0; i < chw; ++i)
-    for (int64_t b = 0; b < n; ++b) dst[i * n + b] = src[b * chw + i];
+  py::gil_scoped_release release;  // `a` (a float32 array or a view of arr) outlives the copy
+  cpu::transpose(a.data(), n, int64_t(c) * h * w, t.data());
   return t;
 }
 
@@ -149,9 +146,8 @@ py::array_t<float> chwn_to_nchw(const Tensor& t) {
   const int c = t.dim(0), h = t.dim(1), w = t.dim(2), n = t.dim(3);
   py::array_t<float> out({n, c, h, w});
   float* dst = out.mutable_data();
-  const int64_t chw = int64_t(c) * h * w;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < chw; ++i) dst[b * chw + i] = host[i * n + b];
+  py::gil_scoped_release release;
+  cpu::transpose(host.data(), int64_t(c) * h * w, n, dst);
   return out;
 }
 

@@ -1,6 +1,6 @@
 // CPU SGD update (the AlexNet paper's momentum + weight decay rule) against a hand computation
 // over two steps (test_solver.cpp checks it against float64 on random inputs, with Nesterov),
-// and the elementwise helpers it sits beside (axpby, fill, copy).
+// and the elementwise helpers it sits beside (axpby, fill, copy, transpose).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -59,6 +59,25 @@ TEST(CpuElementwise, FillAndCopy) {
     auto src = random_vector(n, 30 + uint32_t(n));
     cpu::copy(src.data(), dst.data(), int64_t(n));
     ASSERT_EQ(0, std::memcmp(src.data(), dst.data(), n * sizeof(float)));
+  }
+}
+
+TEST(CpuElementwise, TransposeMovesEveryElementOnce) {
+  // Shapes below, at and across the 64 x 64 tile, one large enough to run threaded, and the
+  // NCHW -> CHWN shape of a small batch (N x CHW).
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {1, 7}, {7, 1}, {64, 64},
+                                                           {65, 63}, {130, 257}, {128, 3 * 17 * 19}};
+  for (const auto& [rows, cols] : shapes) {
+    SCOPED_TRACE("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
+    const auto src = random_vector(size_t(rows * cols), 40 + uint32_t(rows + cols));
+    std::vector<float> dst(src.size(), std::nanf(""));
+    cpu::transpose(src.data(), rows, cols, dst.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(dst[size_t(c * rows + r)], src[size_t(r * cols + c)]) << r << ", " << c;
+    std::vector<float> back(src.size(), std::nanf(""));
+    cpu::transpose(dst.data(), cols, rows, back.data());
+    ASSERT_EQ(0, std::memcmp(src.data(), back.data(), src.size() * sizeof(float)));
   }
 }
 

@@ -93,5 +93,8 @@ double sum_squares(const float* x, int64_t n);
 // The sum over several arrays (xs[i] holds ns[i] floats), adding each one's sum in order.
 double sum_squares(const std::vector<const float*>& xs, const std::vector<int64_t>& ns);
 void copy(const float* src, float* dst, int64_t n);
+// dst[c * rows + r] = src[r * cols + c]: a rows x cols matrix transposed, in tiles that stay in
+// cache, shared among the threads (NCHW <-> CHWN is an N x CHW transpose).
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst);
 
 }  // namespace convnet::cpu
