@@ -61,13 +61,9 @@ CC=clang CXX=clang++ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWit
   -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread"
 cmake --build build/tsan -j "$JOBS" --target convnet_tests
 # ignore_noninstrumented_modules: libomp's own locks are not ours to report (Archer's advice).
-# Left out: three tests that compare bits between configurations (one device against replicas,
-# thread counts across a resume); built by clang with libomp they differ in the last bits, which
-# is a question of numerics, not of races (docs/RELIABILITY.md).
 OMP_TOOL_LIBRARIES="$ARCHER" TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build/tsan --output-on-failure -j "$JOBS" \
-  -R '^(Pipeline|PipelineSources|Replicas|Towers|DeviceThreads|Trainer|Evaluate|NetBuckets|Stats)\.' \
-  -E 'Replicas\.ForwardIsTheSameBitsAsOneDevice|Replicas\.ABatchThatDoesNotDivideIsSplitUnevenly|Trainer\.SameWeightsForAnyThreadCountAndAcrossAResume'
+  -R '^(Pipeline|PipelineSources|Replicas|Towers|DeviceThreads|Trainer|Evaluate|NetBuckets|Stats)\.'
 
 echo "== Fuzzing, a smoke run: every parser of outside input, a few seconds each (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"

@@ -8,6 +8,7 @@
 
 #include "convnet/error.h"
 #include "convnet/net.h"
+#include "cpu/cpu_ops.h"
 #include "test_util.h"
 
 namespace convnet::testing {
@@ -124,6 +125,17 @@ TEST(Replicas, TheHybridTrainsWhatOneDeviceTrains) {
 
 // The replicas' parts of a replicated layer's output are the examples one device computes for
 // them, bit for bit (forward is per example; only the gradient sums are ordered differently).
+// The same bits, where this OpenBLAS computes a column of C alike wherever it lies in a call;
+// with kernels that do not (OpenBLAS's Haswell kernels: a replica's smaller GEMMs end calls at
+// other columns), within float32 rounding.
+void expect_same_as_one_device(const std::vector<float>& got, const std::vector<float>& want,
+                               const std::string& what) {
+  if (cpu::blas_call_edges_change_bits())
+    expect_near(got, want, 1e-5, what + " (this OpenBLAS's kernels round by the call's edges)");
+  else
+    EXPECT_EQ(got, want) << what;
+}
+
 TEST(Replicas, ForwardIsTheSameBitsAsOneDevice) {
   Net one(ModelSpec::from_json(data_parallel("0")), {}, 4);
   Net two(ModelSpec::from_json(data_parallel("[0,1]")), cpus(2), 4);
@@ -132,7 +144,7 @@ TEST(Replicas, ForwardIsTheSameBitsAsOneDevice) {
     net->forward(true);
   }
   for (const char* layer : {"conv1", "pool1", "fc2", "drop2", "fc3", "cost"})
-    EXPECT_EQ(two.output(layer).to_vector(), one.output(layer).to_vector()) << layer;
+    expect_same_as_one_device(two.output(layer).to_vector(), one.output(layer).to_vector(), layer);
 }
 
 // A batch that does not divide (the last of an epoch, a test set's): 7 over 4 replicas computes
@@ -148,7 +160,7 @@ TEST(Replicas, ABatchThatDoesNotDivideIsSplitUnevenly) {
   }
   EXPECT_EQ(r[1].batch, 7);
   EXPECT_NEAR(r[1].objective, r[0].objective, 1e-5 * std::fabs(r[0].objective));
-  EXPECT_EQ(four.output("fc3").to_vector(), one.output("fc3").to_vector());
+  expect_same_as_one_device(four.output("fc3").to_vector(), one.output("fc3").to_vector(), "fc3");
   auto p1 = one.params(), p4 = four.params();
   for (size_t i = 0; i < p1.size(); ++i)
     expect_near(p4[i]->grad.to_vector(), p1[i]->grad.to_vector(), 1e-5, "gradient of " + p1[i]->name);

@@ -4,11 +4,13 @@
 // One thread pool for everything: OpenBLAS runs single-threaded and we split each large GEMM
 // into column (or row) blocks, or slices of a long reduction, across OpenMP threads. Letting
 // OpenBLAS's own pthreads pool run beside OpenMP's made the two spin against each other: a
-// training step was 2-6x slower. Results are bitwise the same for any number of threads.
+// training step was 2-6x slower. Results are bitwise the same for any number of threads on one
+// machine (see gemm).
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -101,13 +103,16 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
       }
     return;
   }
-  // Split the longer side of C into one block per thread, in multiples of 16 (whole vectors).
-  // This split may follow the thread count: each element of C is still one sum over k, in the
-  // order OpenBLAS's kernels fix by k alone (Gemm.SameBitsForAnyThreadCount checks it).
+  // Split the longer side of C into one block per processor of this machine (what OpenMP's
+  // default thread count is), in multiples of 16 (whole vectors). Not per thread: OpenBLAS's
+  // kernels may compute a column by another path at the end of a call (its Haswell kernels, which
+  // AVX2 CPUs get, do for the last 8 columns of every call), so a block edge that moved with
+  // --threads would change the bits, and a run resumed with other --threads would drift.
   const int threads = threaded ? omp_get_max_threads() : 1;
   const bool split_columns = n >= m;
   const int extent = split_columns ? n : m;
-  const int block = std::max(16, ((extent + threads - 1) / threads + 15) / 16 * 16);
+  static const int machine_blocks = std::max(1, omp_get_num_procs());
+  const int block = std::max(16, ((extent + machine_blocks - 1) / machine_blocks + 15) / 16 * 16);
   const int blocks = (extent + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(std::min(threads, blocks)) if (threaded)
   for (int i = 0; i < blocks; ++i) {
@@ -117,6 +122,21 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
     else
       gemm_block(trans_a, trans_b, start, size, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
+}
+
+bool blas_call_edges_change_bits() {
+  static const bool changes = [] {
+    blas_single_threaded();
+    const int m = 16, n = 64, k = 64;  // large enough for the kernels a training GEMM meets
+    std::vector<float> a(size_t(m) * k), b(size_t(k) * n), whole(size_t(m) * n), halves(whole.size());
+    for (size_t i = 0; i < a.size(); ++i) a[i] = float((i * 7919) % 97) / 97.f - 0.5f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = float((i * 104729) % 89) / 89.f - 0.5f;
+    gemm_block(false, false, 0, m, 0, n, k, 1.f, a.data(), k, b.data(), n, 0.f, whole.data(), n);
+    for (int n0 : {0, n / 2})
+      gemm_block(false, false, 0, m, n0, n / 2, k, 1.f, a.data(), k, b.data(), n, 0.f, halves.data(), n);
+    return std::memcmp(whole.data(), halves.data(), whole.size() * sizeof(float)) != 0;
+  }();
+  return changes;
 }
 
 void set_num_threads(int n) {

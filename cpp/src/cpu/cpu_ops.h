@@ -14,6 +14,11 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
           const float* b, int ldb, float beta, float* c, int ldc);
 // Threads used by OpenBLAS and by our OpenMP loops (0 = leave the library defaults).
 void set_num_threads(int n);
+// Whether this OpenBLAS computes a column of C with other bits when it ends a call than when it
+// lies inside one (its Haswell kernels, for AVX2 CPUs, do; its SkylakeX kernels do not). Where it
+// does, replicas that split a batch compute other roundings than one device does; the thread
+// count never changes a GEMM's bits either way (gemm splits per processor, not per thread).
+bool blas_call_edges_change_bits();
 int num_threads();
 const char* blas_name();
 
