@@ -297,6 +297,36 @@ def test_steady_state_training_step_makes_no_cuda_malloc(problem):
         f"live device memory changed over steps 3..6: after step 2 {after2}, after step 6 {after6}"
 
 
+def test_device_memory_does_not_grow_over_many_epochs(tmp_path):
+    """The soak of docs/RELIABILITY.md on the GPU: a training run with a test pass and a
+    checkpoint every epoch; from the third epoch on, no cudaMalloc and the same live bytes at
+    every epoch's end (CONVNET_SOAK_EPOCHS sets the length; 6 by default)."""
+    import os
+    epochs = int(os.environ.get("CONVNET_SOAK_EPOCHS", "6"))
+
+    class Sampler(convnet.Callback):
+        def __init__(self):
+            self.stats = []
+
+        def on_epoch(self, e):
+            convnet.cuda_synchronize(0)
+            self.stats.append(convnet.cuda_memory_stats(0))
+
+    s = Sampler()
+    data = "generated[count=128;classes=4;channels=1;size=16;seed=3]"
+    model = convnet.zoo.small_convnet(classes=4, channels=1, size=16, lr=0.05)
+    convnet.train(model, data, epochs=epochs, batch=32, devices=GPU, save_dir=str(tmp_path), keep=2,
+                  workers=2, callbacks=[s], progress=False)
+    assert len(s.stats) == epochs
+    warm = s.stats[1]
+    assert warm["cuda_malloc_calls"] > 0 and warm["current_bytes"] > 0, f"the allocator counts nothing: {warm}"
+    for epoch, st in enumerate(s.stats[2:], start=3):
+        assert st["cuda_malloc_calls"] == warm["cuda_malloc_calls"], \
+            f"epoch {epoch} called cudaMalloc: after epoch 2 {warm}, after epoch {epoch} {st}"
+        assert st["current_bytes"] == warm["current_bytes"], \
+            f"live device memory changed by epoch {epoch}: after epoch 2 {warm}, after epoch {epoch} {st}"
+
+
 def test_memory_stats_peak_and_release(problem):
     keys = {"current_bytes", "peak_bytes", "cached_bytes", "cuda_malloc_calls"}
 
