@@ -15,10 +15,9 @@
 
 // AddressSanitizer is told about every stack switch (its fiber protocol), and each fiber stack is
 // unpoisoned before reuse, so an ASan build reports the kernels' own errors, not the switching.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CUDA_EMU_ASAN)  // (cuda_runtime.h)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
-#define CUDA_EMU_ASAN 1
 #endif
 
 #if !defined(__x86_64__)

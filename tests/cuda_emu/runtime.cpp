@@ -172,7 +172,10 @@ std::pair<int, VectorClock> begin_item(CUstream_st* s) {
 void check_uses(CUstream_st* s, const std::string& what, const std::vector<MemoryUse>& list) {
   if (list.empty()) return;
   std::lock_guard<std::mutex> lock(order_mutex);
-  const auto [agent, clock] = begin_item(s);
+  // Not a structured binding: clang 14 (the sanitizer builds) cannot capture one in a lambda.
+  const auto item = begin_item(s);
+  const auto& agent = item.first;
+  const auto& clock = item.second;
   for (const MemoryUse& m : list) {
     uintptr_t base = 0;
     {

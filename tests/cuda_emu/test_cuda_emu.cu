@@ -272,7 +272,7 @@ __global__ void read_kernel(const float* x, int i, float* out) { out[0] = x[i]; 
 // from the caching allocator, or a released tensor, is reported although the 512-byte block
 // holds the address.
 TEST(CudaEmu, AsanCatchesReadsPastATensorAndAfterRelease) {
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(CUDA_EMU_ASAN)
   GTEST_SKIP() << "needs an AddressSanitizer build (-fsanitize=address)";
 #else
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";

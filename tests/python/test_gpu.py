@@ -379,10 +379,10 @@ def test_cuda_graph_steps_equal_eager_steps(problem):
 
 
 def test_trainer_with_cuda_graph_equals_eager_trainer():
-    """The trainer's loop with tests in between gives the eager run's results. 384 training and
-    96 test images: whole batches of 24, so the graph captured in the first epoch is still there
+    """The trainer's loop with tests in between gives the eager run's results. 192 training and
+    48 test images: whole batches of 24, so the graph captured in the first epoch is still there
     at the end (a partial batch re-plans the net and drops it)."""
-    data = "generated[count=384;classes=4;channels=1;size=16;seed=5]"
+    data = "generated[count=192;classes=4;channels=1;size=16;seed=5]"
     model = convnet.zoo.fashion_alexnet(classes=4, channels=1, size=16)
     runs = {}
     for graph in (False, True):
@@ -421,7 +421,7 @@ def test_gpu_alexnet_benchmark_runs_and_reports(tmp_path, net_name):
     bench = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "gpu_alexnet.py")
     out = tmp_path / "alexnet.json"
     proc = subprocess.run([sys.executable, bench, "--nets", net_name, "--math", "fp32", "--batch", "2",
-                           "--size", "100", "--warmup", "2", "--steps", "1", "--json", str(out)],
+                           "--size", "64", "--warmup", "2", "--steps", "1", "--json", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())

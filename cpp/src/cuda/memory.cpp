@@ -19,7 +19,7 @@
 // Under cuda_emu (tests/cuda_emu) device memory is host memory. In an AddressSanitizer build of
 // it, the unused tail of each block and every released block are poisoned, so a kernel that runs
 // past its tensor, or uses one after release, is reported where it happens.
-#if defined(CONVNET_CUDA_EMULATION) && defined(__SANITIZE_ADDRESS__)
+#if defined(CONVNET_CUDA_EMULATION) && defined(CUDA_EMU_ASAN)  // (the emulator's cuda_runtime.h)
 #include <sanitizer/asan_interface.h>
 #define CONVNET_POISON(ptr, bytes) ASAN_POISON_MEMORY_REGION(ptr, bytes)
 #define CONVNET_UNPOISON(ptr, bytes) ASAN_UNPOISON_MEMORY_REGION(ptr, bytes)

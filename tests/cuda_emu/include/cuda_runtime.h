@@ -14,6 +14,16 @@
 // Environment: CUDA_EMU_DEVICES (2: how many GPUs it pretends to have), CUDA_EMU_ORDER=reverse
 // (a block's threads run in reverse between barriers; see kernel.cpp).
 #pragma once
+
+// An AddressSanitizer build (the emulator poisons free device memory and follows ASan's fiber
+// protocol there): g++ says so with __SANITIZE_ADDRESS__, clang with __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDA_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDA_EMU_ASAN 1
+#endif
+#endif
 #include <cstddef>
 #include <functional>
 #include <vector>
