@@ -356,6 +356,19 @@ PYBIND11_MODULE(_core, m) {
              }
              return out;
            })
+      .def("memory_use", [](const Net& net) {
+             py::list out;
+             for (const auto& m : net.memory_use()) {
+               py::dict d;
+               d["kind"] = m.kind;
+               d["layer"] = m.layer;
+               d["what"] = m.what;
+               d["device"] = m.device.str();
+               d["bytes"] = m.bytes;
+               out.append(d);
+             }
+             return out;
+           })
       .def_property_readonly("parameter_count", &Net::parameter_count)
       .def_property_readonly("batch_size", &Net::batch_size)
       .def_property("step", &Net::step, &Net::set_step)
@@ -412,6 +425,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_memory_stats", &memory_dict, py::arg("device") = 0,
         "The caching allocator's statistics for one GPU: current, peak and cached bytes, cudaMalloc calls.");
   m.def("cuda_reset_peak", &cuda_reset_peak, py::arg("device") = 0);
+  m.def("host_memory_stats", [] {
+          HostMemoryStats s = host_memory_stats();
+          py::dict d;
+          d["current_bytes"] = s.current_bytes;
+          d["peak_bytes"] = s.peak_bytes;
+          d["allocations"] = s.allocations;
+          return d;
+        },
+        "Host memory of convnet's tensors: current and peak bytes, allocations (numpy's arrays not included).");
+  m.def("host_reset_peak", &host_reset_peak);
   m.def("cuda_synchronize", &cuda_synchronize, py::arg("device") = 0,
         py::call_guard<py::gil_scoped_release>());
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));

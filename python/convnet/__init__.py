@@ -27,8 +27,8 @@ _preload_wheel_openblas()
 
 from . import _core, data, datasets, zoo  # noqa: E402
 from ._core import (Tensor, blas_name, cuda_compiled, cuda_device_count, cuda_memory_stats,  # noqa: E402
-                    cuda_reset_peak, cuda_synchronize, dlpack_compiled, from_dlpack, layer_types, march,
-                    num_threads, set_num_threads)
+                    cuda_reset_peak, cuda_synchronize, dlpack_compiled, from_dlpack, host_memory_stats,
+                    host_reset_peak, layer_types, march, num_threads, set_num_threads)
 from .model import Model  # noqa: E402
 from .net import Net, check_gradients  # noqa: E402
 from .train import (Callback, DataPrep, DivergenceError, ProgressBar, Schedule, Trainer,  # noqa: E402
@@ -39,5 +39,6 @@ __all__ = ["Model", "Net", "check_gradients", "zoo", "datasets", "data", "train"
            "ProgressBar", "DataPrep", "Schedule", "DivergenceError", "evaluate", "evaluate_multiview",
            "summary", "plots", "layer_types", "cuda_compiled",
            "cuda_device_count", "cuda_memory_stats", "cuda_reset_peak", "cuda_synchronize",
+           "host_memory_stats", "host_reset_peak",
            "set_num_threads", "num_threads", "blas_name", "march", "Tensor", "from_dlpack", "dlpack_compiled"]
 __version__ = "0.1.0"

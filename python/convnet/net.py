@@ -268,6 +268,13 @@ class Net:
     def layers(self) -> list[dict]:
         return self._net.layers()
 
+    def memory_use(self) -> list[dict]:
+        """The memory the net holds, block by block (each counted once): dicts of ``kind``
+        (parameters, parameter gradients, solver state, activations, activation gradients, layer
+        buffers, device copies, workspace), ``layer`` ("" for the net's own), ``what``, ``device``
+        and ``bytes``. Buffers appear once the first step has allocated them."""
+        return self._net.memory_use()
+
     @property
     def parameter_count(self) -> int:
         return self._net.parameter_count

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "convnet/checkpoint.h"
@@ -559,6 +560,74 @@ TEST(NetBuckets, LargeParametersSplitTheBuckets) {
 // ---- issue 16: no silent wrong answers ----
 
 // Integer options reach a C++ int through one range check: 2^32 + 4 filters were 4 before.
+// ---- memory accounting ----
+
+int64_t allocated(int64_t floats) { return (floats * 4 + 63) / 64 * 64; }  // Storage rounds to 64 bytes
+
+TEST(HostMemory, CountsEveryHostTensorWhileItLives) {
+  const HostMemoryStats before = host_memory_stats();
+  {
+    Tensor a({1000}, Device::cpu());
+    Tensor view = a.view(10, {20});  // shares a's memory: adds nothing
+    const HostMemoryStats during = host_memory_stats();
+    EXPECT_EQ(during.current_bytes - before.current_bytes, size_t(allocated(1000)));
+    EXPECT_EQ(during.allocations - before.allocations, 1u);
+    EXPECT_GE(during.peak_bytes, during.current_bytes);
+    EXPECT_EQ(view.storage_id(), a.storage_id());
+    EXPECT_EQ(view.storage_bytes(), allocated(1000));
+  }
+  const HostMemoryStats after = host_memory_stats();
+  EXPECT_EQ(after.current_bytes, before.current_bytes);
+  EXPECT_GE(after.peak_bytes, before.current_bytes + size_t(allocated(1000)));
+  host_reset_peak();
+  EXPECT_EQ(host_memory_stats().peak_bytes, after.current_bytes);
+}
+
+// memory_use names every block the net holds, once: after a training step its entries add up to
+// exactly what the host counter saw the net allocate (nothing missed, nothing counted twice),
+// and each kind has the size the model implies.
+TEST(NetMemory, EveryBlockOnceAddingUpToTheHostCounter) {
+  const HostMemoryStats before = host_memory_stats();
+  {
+    Net net(ModelSpec::from_json(kDag), {}, 3);
+    EXPECT_TRUE(net.memory_use().size() > 0);
+    const int batch = 4;
+    feed(net, batch, 9);
+    net.forward(true);
+    net.backward();
+    net.update();
+    std::map<std::string, int64_t> by_kind;
+    std::set<std::pair<std::string, std::string>> names;
+    int64_t total = 0;
+    for (const auto& m : net.memory_use()) {
+      EXPECT_GT(m.bytes, 0) << m.layer << " " << m.what;
+      EXPECT_TRUE(names.insert({m.layer, m.what + " " + m.kind}).second) << "listed twice: " << m.layer << " " << m.what;
+      by_kind[m.kind] += m.bytes;
+      total += m.bytes;
+    }
+    const int64_t held = int64_t(host_memory_stats().current_bytes - before.current_bytes);
+    EXPECT_EQ(total, held) << "memory_use misses (or double counts) host memory";
+    int64_t params = 0;
+    for (const Param* p : net.params()) params += allocated(p->value.numel());
+    EXPECT_EQ(by_kind["parameters"], params);
+    EXPECT_EQ(by_kind["solver state"], params);  // SGD: one velocity per parameter
+    EXPECT_GE(by_kind["parameter gradients"], params);  // the buckets, aligned
+    for (const char* layer : {"c1", "c2", "f1", "f2"}) {
+      const Shape s = net.output_shape(layer);
+      bool found = false;
+      for (const auto& m : net.memory_use())
+        if (m.layer == layer && m.kind == "activations") {
+          found = true;
+          EXPECT_EQ(m.bytes, allocated(int64_t(s[0]) * s[1] * s[2] * batch)) << layer;
+        }
+      EXPECT_TRUE(found) << layer << "'s output is not listed";
+    }
+    EXPECT_GT(by_kind["activation gradients"], 0);
+    EXPECT_GT(by_kind["layer buffers"], 0);  // the LRN's denominators at least
+  }
+  EXPECT_EQ(host_memory_stats().current_bytes, before.current_bytes) << "a net left host memory behind";
+}
+
 TEST(NetErrors, IntegerOptionsAreRangeCheckedNotWrapped) {
   for (const std::string value : {"4294967300", "18446744073709551615", "-1099511627776", "1e30"}) {
     SCOPED_TRACE(value);

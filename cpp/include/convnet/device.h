@@ -47,6 +47,15 @@ struct CudaMemoryStats {
 };
 CudaMemoryStats cuda_memory_stats(int device);
 void cuda_reset_peak(int device);
+// The host memory of convnet's tensors (pageable and page-locked; not memory borrowed from
+// numpy or DLPack): what the CPU's counterpart of CudaMemoryStats can say.
+struct HostMemoryStats {
+  size_t current_bytes = 0;  // held by live tensors
+  size_t peak_bytes = 0;     // most ever held at once, since start or the last reset
+  size_t allocations = 0;    // tensors allocated so far
+};
+HostMemoryStats host_memory_stats();
+void host_reset_peak();
 // Waits until every kernel queued on the device has finished (for timing from the host).
 void cuda_synchronize(int device);
 

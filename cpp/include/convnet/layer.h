@@ -104,6 +104,10 @@ class Layer {
   // the objective.
   virtual CostStats cost_stats() const { return {}; }
   virtual float cost_coeff() const { return 0.f; }
+  // The tensors the layer keeps between calls besides its parameters (kept for backward,
+  // scratch), by name, undefined ones included: for the net's memory accounting (Net::memory_use).
+  using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+  virtual NamedTensors buffers() const { return {}; }
 
   // LRN then pooling (AlexNet's conv1 and conv2 blocks): where a pool layer is the only reader
   // of an LRN layer's output, the net skips the pool's backward and has the LRN layer go back

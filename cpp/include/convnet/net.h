@@ -209,6 +209,21 @@ class Net {
   void set_profiling(bool on);
   std::vector<LayerTime> layer_times() const;
 
+  // The memory this net holds, block by block, each block counted once: under the first entry
+  // that names it, in the order of the kinds below (a parameter's gradient is a view of its
+  // bucket; an output another layer reads in place is that layer's output). Sizes as allocated;
+  // buffers not yet allocated (before the first step) are absent. For finding what to shrink.
+  struct MemoryUse {
+    // "parameters", "parameter gradients", "solver state", "activations",
+    // "activation gradients", "layer buffers", "device copies", "workspace"
+    std::string kind;
+    std::string layer;  // "" for the net's own: gradient buckets, workspaces
+    std::string what;   // "weights", "output", "velocity", "denominators", ...
+    Device device;
+    int64_t bytes = 0;
+  };
+  std::vector<MemoryUse> memory_use() const;
+
  private:
   struct Node;
   void plan(int batch);

@@ -42,6 +42,10 @@ class Tensor {
 
   float* data();
   const float* data() const;
+  // The memory behind this tensor, shared by its views: an identity (for counting shared memory
+  // once) and its size in bytes as allocated (0 for an undefined tensor).
+  const void* storage_id() const { return storage_.get(); }
+  int64_t storage_bytes() const;
 
   // A contiguous view of channels [c0, c0 + count) of a CHWN activation.
   Tensor channels(int c0, int count) const;

@@ -1086,6 +1086,42 @@ void Net::set_profiling(bool on) {
   for (auto& n : nodes_) n->time = LayerTime{n->layer->name()};
 }
 
+std::vector<Net::MemoryUse> Net::memory_use() const {
+  std::vector<MemoryUse> out;
+  std::set<const void*> counted;
+  auto add = [&](const char* kind, const std::string& layer, const std::string& what, const Tensor& t) {
+    if (!t.defined() || !counted.insert(t.storage_id()).second) return;
+    out.push_back({kind, layer, what, t.device(), t.storage_bytes()});
+  };
+  for (const auto& n : nodes_)
+    for (const Param& p : n->layer->params()) add("parameters", n->layer->name(), p.name, p.value);
+  for (const GradientBucket& b : buckets_) add("parameter gradients", "", "gradient bucket", b.flat);
+  for (const auto& n : nodes_)
+    for (const Param& p : n->layer->params()) {
+      add("parameter gradients", n->layer->name(), p.name + " gradient", p.grad);
+      for (const auto& [key, t] : p.state) add("solver state", n->layer->name(), p.name + " " + key, t);
+      add("solver state", n->layer->name(), p.name + " accumulated gradient", p.accumulated);
+    }
+  for (const auto& n : nodes_) {
+    add("activations", n->layer->name(), "output", n->out);
+    add("activations", n->layer->name(), "gathered output", n->gathered);
+  }
+  for (const auto& n : nodes_) add("activation gradients", n->layer->name(), "output gradient", n->grad);
+  for (const auto& n : nodes_)
+    for (const auto& [what, t] : n->layer->buffers()) add("layer buffers", n->layer->name(), what, t);
+  for (const auto& n : nodes_) {
+    const std::string& name = n->layer->name();
+    for (const Tensor& t : n->mirrors) add("device copies", name, "input copy", t);
+    for (const Tensor& t : n->mirror_grads) add("device copies", name, "input gradient copy", t);
+    add("device copies", name, "arriving gradients", n->receive_staging);
+    for (const Tensor& t : n->replica_grad_staging) add("device copies", name, "replica gradients", t);
+  }
+  for (size_t i = 0; i < lane_state_.size(); ++i)
+    if (const Workspace* w = lane_state_[i]->workspace.get(); w && w->bytes() > 0)
+      out.push_back({"workspace", "", "im2col and scratch of " + lanes_[i].name(), lanes_[i].device, w->bytes()});
+  return out;
+}
+
 std::vector<Net::LayerTime> Net::layer_times() const {
   std::vector<LayerTime> out;  // a replicated layer's: the sums over its replicas
   for (auto& n : nodes_) {

@@ -1,6 +1,7 @@
 // Allocation and cross-device copies, routed by device kind.
 #include "core/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -21,10 +22,28 @@ namespace {
 }  // namespace
 #endif
 
+namespace {
+// Host tensors' bytes (host_memory_stats): updated on every allocation and release.
+std::atomic<size_t> host_current{0}, host_peak{0}, host_allocations{0};
+
+size_t allocated_bytes(size_t floats) { return ((floats * sizeof(float) + 63) / 64) * 64; }
+
+void count_host_allocation(size_t bytes) {
+  const size_t now = host_current.fetch_add(bytes) + bytes;
+  host_allocations.fetch_add(1);
+  size_t peak = host_peak.load();
+  while (now > peak && !host_peak.compare_exchange_weak(peak, now)) {
+  }
+}
+}  // namespace
+
+HostMemoryStats host_memory_stats() { return {host_current.load(), host_peak.load(), host_allocations.load()}; }
+void host_reset_peak() { host_peak.store(host_current.load()); }
+
 Storage::Storage(size_t floats, Device device, bool pinned)
     : floats_(floats), device_(device), pinned_(pinned) {
   CONVNET_CHECK(!pinned || device.is_cpu(), "page-locked memory is host memory, not ", device.str());
-  const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
+  const size_t bytes = allocated_bytes(floats);
   if (bytes == 0) return;
   if (pinned) {
 #ifdef CONVNET_WITH_CUDA
@@ -43,7 +62,10 @@ Storage::Storage(size_t floats, Device device, bool pinned)
     no_cuda("allocating a tensor on a CUDA device");
 #endif
   }
+  if (device.is_cpu()) count_host_allocation(bytes);
 }
+
+size_t Storage::bytes() const { return allocated_bytes(floats_); }
 
 Storage::Storage(float* borrowed, size_t floats, Device device, std::function<void()> release)
     : data_(borrowed), floats_(floats), device_(device), release_(std::move(release)) {}
@@ -54,6 +76,7 @@ Storage::~Storage() {
     return;
   }
   if (!data_) return;
+  if (device_.is_cpu()) host_current.fetch_sub(allocated_bytes(floats_));
   if (pinned_) {
 #ifdef CONVNET_WITH_CUDA
     cuda::release_pinned(data_);

@@ -19,6 +19,7 @@ class Storage {
 
   float* data() const { return data_; }
   size_t size() const { return floats_; }
+  size_t bytes() const;  // as allocated: rounded up to whole 64-byte lines
   const Device& device() const { return device_; }
   bool pinned() const { return pinned_; }
 

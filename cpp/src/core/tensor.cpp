@@ -61,6 +61,7 @@ Tensor Tensor::zeros(Shape shape, Device device) {
 }
 
 float* Tensor::data() { return storage_ ? storage_->data() + offset_ : nullptr; }
+int64_t Tensor::storage_bytes() const { return storage_ ? int64_t(storage_->bytes()) : 0; }
 const float* Tensor::data() const { return storage_ ? storage_->data() + offset_ : nullptr; }
 
 Tensor Tensor::channels(int c0, int count) const {

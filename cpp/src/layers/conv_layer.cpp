@@ -128,6 +128,11 @@ class ConvLayer : public Layer {
   bool has_bias_ = true, direct_ = false;
   int chunk_rows_ = 1, chunk_rows_option_ = 0;
   Tensor joined_, djoined_, dpre_;
+
+ public:
+  NamedTensors buffers() const override {
+    return {{"joined inputs", joined_}, {"joined input gradients", djoined_}, {"gradient before the neuron", dpre_}};
+  }
 };
 
 }  // namespace

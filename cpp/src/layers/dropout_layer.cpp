@@ -59,6 +59,9 @@ class DropoutLayer : public Layer {
   float rate_ = 0.5f;
   bool inverted_ = true, enabled_ = true;
   Tensor scratch_;  // the masked gradient before it is added, for the non-inverted variant
+
+ public:
+  NamedTensors buffers() const override { return {{"masked gradient", scratch_}}; }
   uint64_t salt_ = 14695981039346656037ull;
 };
 

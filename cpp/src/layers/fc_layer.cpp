@@ -81,6 +81,11 @@ class FcLayer : public Layer {
   bool has_bias_ = true;
   Neuron neuron_;
   Tensor joined_, djoined_, dpre_;
+
+ public:
+  NamedTensors buffers() const override {
+    return {{"joined inputs", joined_}, {"joined input gradients", djoined_}, {"gradient before the neuron", dpre_}};
+  }
 };
 
 }  // namespace

@@ -19,7 +19,7 @@ Tensor Workspace::get(int64_t floats, int slot) {
 
 int64_t Workspace::bytes() const {
   int64_t b = 0;
-  for (const auto& t : slots_) b += t.defined() ? t.numel() * 4 : 0;
+  for (const auto& t : slots_) b += t.storage_bytes();
   return b;
 }
 

@@ -116,6 +116,11 @@ class LocalLayer : public Layer {
   bool has_bias_ = true;
   int chunk_rows_ = 1, chunk_rows_option_ = 0;
   Tensor joined_, djoined_, dpre_;
+
+ public:
+  NamedTensors buffers() const override {
+    return {{"joined inputs", joined_}, {"joined input gradients", djoined_}, {"gradient before the neuron", dpre_}};
+  }
 };
 
 }  // namespace

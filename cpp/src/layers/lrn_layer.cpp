@@ -51,6 +51,9 @@ class LrnLayer : public Layer {
   LrnParams p_;
   Tensor denom_;
   Tensor dy_;  // the gradient of the output, when going back through a pool on the CPU
+
+ public:
+  NamedTensors buffers() const override { return {{"denominators", denom_}, {"output gradient", dy_}}; }
 };
 
 }  // namespace

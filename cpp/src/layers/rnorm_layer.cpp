@@ -44,6 +44,9 @@ class RnormLayer : public Layer {
  private:
   RnormParams p_;
   Tensor denom_;  // k + alpha * window sum, kept from forward for backward
+
+ public:
+  NamedTensors buffers() const override { return {{"denominators", denom_}}; }
 };
 
 }  // namespace

@@ -52,6 +52,9 @@ class SoftmaxCostLayer : public Layer {
   float coeff_ = 1.f;
   int classes_ = 0;
   Tensor cases_, labels_;  // per-case results of the last forward pass, and its labels
+
+ public:
+  NamedTensors buffers() const override { return {{"per-case results", cases_}, {"labels", labels_}}; }
 };
 
 }  // namespace

@@ -43,6 +43,9 @@ class Sum2CostLayer : public Layer {
  private:
   float coeff_ = 1.f;
   Tensor cases_;  // the last forward pass's output: each case's cost
+
+ public:
+  NamedTensors buffers() const override { return {{"per-case costs", cases_}}; }
 };
 
 }  // namespace
