@@ -71,7 +71,7 @@ How to run
     Options: --nets (all, or a comma list of alexnet2012, onetower, vgg_a, vgg_d), --batch (the
     per-net default above), --size (224), --threads, --steps (5), --warmup (2), --variants
     (eager,tuned,compile), --no-memory, --no-profile, --json PATH. The markdown tables printed
-    at the end are meant for bench/RESULTS.md. A 2-core machine takes about half an hour for all
+    at the end are meant for bench/RESULTS.md. A 2-core machine took 20-21 minutes for all
     four nets.
 """
 
