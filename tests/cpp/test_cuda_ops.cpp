@@ -1751,6 +1751,39 @@ TEST(CudaGraph, StepsEqualEagerSteps) {
   }
 }
 
+// A backward from given gradients between captured steps gives every layer its own gradient
+// buffer (dropping the graph, whose kernels hold the shared ones); the next steps share them
+// again, capture again and give the eager numbers.
+TEST(CudaGraph, ABackwardFromGivenGradientsBetweenStepsCapturesAgain) {
+  CONVNET_REQUIRE_GPU();
+  Net eager(ModelSpec::from_json(kDag), {gpu()}, 3);
+  Net graph(ModelSpec::from_json(kDag), {gpu()}, 3);
+  graph.set_cuda_graph(true);
+  for (int step = 0; step < 5; ++step) {
+    const std::string when = "after step " + std::to_string(step);
+    const Batch b = make_batch(4, 9, 5, 5, 900 + uint32_t(step), -1.f, 1.f);
+    feed(eager, b);
+    feed(graph, b);
+    if (step == 2) {  // given gradients for f1, on both nets
+      Tensor dy(eager.output_shape("f1"), gpu());
+      dy.copy_from_host(random_vector(size_t(dy.numel()), 77).data());
+      for (Net* n : {&eager, &graph}) {
+        n->forward(true);
+        n->backward({{"f1", dy}});
+      }
+      EXPECT_EQ(graph.cuda_graph_nodes(), 0u) << "the graph outlived the buffers it holds";
+    } else {
+      eager.forward(true);
+      eager.backward();
+      graph.forward_backward();
+    }
+    if (step == 4) EXPECT_GT(graph.cuda_graph_nodes(), 10u) << "no graph captured again";
+    eager.update();
+    graph.update();
+    expect_same_params(eager, graph, 1e-6, when);
+  }
+}
+
 // The graph's backward writes into the gradient buckets (addresses fixed at capture), and an
 // all-reduce-like scaling of the buckets between backward and an AdamW update gives the eager
 // numbers.

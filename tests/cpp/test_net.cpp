@@ -699,5 +699,62 @@ TEST(NetNonFinite, UpdateRefusesABadLrScaleBeforeChangingAnything) {
   EXPECT_EQ(net.step(), 0u);
 }
 
+// Backward shares the output gradients: on a chain each gradient dies with the layer that reads
+// it, so two slabs the size of the largest output hold them all (what PyTorch's autograd frees
+// as it goes). The numbers stay those of unshared buffers: a backward from given gradients gives
+// every layer its own, and switching to it and back changes no bit.
+TEST(NetMemory, OutputGradientsShareSlabsOnAChain) {
+  const char* chain = R"([
+    {"name":"data","type":"input","channels":3,"size":16},
+    {"name":"labels","type":"labels"},
+    {"name":"c1","type":"conv","inputs":["data"],"filters":8,"size":3,"padding":1,"neuron":"relu","initW":0.2},
+    {"name":"c2","type":"conv","inputs":["c1"],"filters":8,"size":3,"padding":1,"neuron":"relu","initW":0.2},
+    {"name":"p1","type":"pool","inputs":["c2"],"pool":"max","size":2,"stride":2},
+    {"name":"c3","type":"conv","inputs":["p1"],"filters":16,"size":3,"padding":1,"neuron":"relu","initW":0.2},
+    {"name":"f1","type":"fc","inputs":["c3"],"outputs":10,"neuron":"relu","initW":0.05},
+    {"name":"f2","type":"fc","inputs":["f1"],"outputs":5,"initW":0.1},
+    {"name":"cost","type":"softmax_cost","inputs":["f2","labels"]}
+  ])";
+  Net net(ModelSpec::from_json(chain), {}, 7);
+  const int batch = 4;
+  Tensor x({3, 16, 16, batch}, Device::cpu());
+  x.copy_from_host(random_vector(size_t(x.numel()), 11).data());
+  net.set_input("data", x);
+  Tensor labels({batch}, Device::cpu());
+  labels.copy_from_host(std::vector<float>{0, 1, 2, 3}.data());
+  net.set_input("labels", labels);
+  auto grads = [&] {
+    std::vector<std::vector<float>> g;
+    for (const Param* p : net.params()) g.push_back(p->grad.to_vector());
+    return g;
+  };
+  auto gradient_bytes = [&] {
+    int64_t b = 0;
+    for (const auto& m : net.memory_use())
+      if (m.kind == "activation gradients") b += m.bytes;
+    return b;
+  };
+  net.forward(true);
+  net.backward();
+  const auto shared = grads();
+  int64_t largest = 0, sum = 0;
+  for (const char* layer : {"c1", "c2", "p1", "c3", "f1", "f2"}) {
+    const Shape s = net.output_shape(layer);
+    const int64_t bytes = allocated(int64_t(s[0]) * s[1] * s[2] * s[3]);
+    largest = std::max(largest, bytes);
+    sum += bytes;
+  }
+  EXPECT_EQ(gradient_bytes(), 2 * largest) << "sum of the gradients unshared: " << sum;
+  EXPECT_LT(2 * largest, sum);
+  // Given gradients (zero: they add nothing) make every layer's gradient its own...
+  const Shape f1 = net.output_shape("f1");
+  net.backward({{"f1", Tensor::zeros(f1, Device::cpu())}});
+  EXPECT_GT(gradient_bytes(), 2 * largest);
+  // ...and the plain backward after it shares again, with the same bits as before.
+  net.backward();
+  EXPECT_EQ(gradient_bytes(), 2 * largest);
+  EXPECT_EQ(grads(), shared);
+}
+
 }  // namespace
 }  // namespace convnet::testing

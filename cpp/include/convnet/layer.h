@@ -65,6 +65,9 @@ struct PassContext {
   // data-parallel layer sees a part (0: the layer's own batch).
   int objective_batch = 0;
   float mean_over(int own_batch) const { return float(objective_batch ? objective_batch : own_batch); }
+  // backward may overwrite dout: it is the net's own buffer, which nothing reads after this
+  // layer's backward (a layer called alone keeps the caller's dout intact).
+  bool dout_disposable = false;
 };
 
 class Layer {
@@ -130,10 +133,11 @@ class Layer {
   std::string where() const { return "layer '" + name() + "' (" + type() + ")"; }
   // The `neuron` option (and `slope` for leaky relu), for the layers that apply one.
   Neuron read_neuron() const;
-  // The gradient before a fused neuron: dout itself for a linear neuron, else dout * f'
-  // written into `scratch` (allocated on first use).
+  // The gradient before a fused neuron: dout itself for a linear neuron, else dout * f',
+  // written over dout where the pass allows it (PassContext::dout_disposable), else into
+  // `scratch` (allocated on first use).
   Tensor gradient_before_neuron(const Neuron& neuron, const Tensor& out, const Tensor& dout,
-                                Tensor& scratch) const;
+                                Tensor& scratch, const PassContext& ctx) const;
 
   LayerSpec spec_;
   friend std::unique_ptr<Layer> make_layer(const LayerSpec& spec);

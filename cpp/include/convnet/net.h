@@ -227,6 +227,13 @@ class Net {
  private:
   struct Node;
   void plan(int batch);
+  // Output gradients: shared, layers whose gradients are never live at once take turns in a
+  // slab per lane (an unseeded backward); else each its own (a backward from given gradients,
+  // live from the start). Drops the captured graph.
+  void plan_output_grads(bool shared);
+  bool grads_shared_ = true;
+  // n's output gradient, allocated (or placed in its slab) on first use.
+  Tensor& output_grad(Node& n);
   void initialise_params();
   void make_gradient_buckets();
   void forward_node(Node& n);

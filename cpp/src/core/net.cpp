@@ -2,6 +2,7 @@
 #include "convnet/net.h"
 
 #include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <limits>
 #include <cstring>
@@ -37,9 +38,16 @@ std::string Net::Lane::name() const {
   return index == 0 ? device.str() : device.str() + " lane " + std::to_string(index);
 }
 
-// Per lane: the workspace its layers share (one lane's kernels run one at a time).
+// Per lane: the workspace its layers share (one lane's kernels run one at a time), and the slabs
+// its layers' output gradients share (plan_output_grads).
 struct Net::LaneState {
   std::unique_ptr<Workspace> workspace;
+  struct GradSlab {
+    int64_t floats = 0;
+    Tensor storage;  // allocated on first use
+    int last_lo = 0;  // planning: the node index at which the slab's latest gradient dies
+  };
+  std::vector<GradSlab> grad_slabs;
 };
 
 // One layer with its output, its output's gradient, and the copies its inputs need when they
@@ -68,6 +76,7 @@ struct Net::Node {
   std::vector<std::pair<Node*, size_t>> remote_readers;
   Shape shape;
   Tensor out, grad;
+  int grad_slab = -1;  // the slab of its lane that holds grad (plan_output_grads); -1: its own
   bool grad_written = false;
   bool wrote_input_grads = false;  // its last backward wrote the gradients of its inputs
   bool needs_grad = false;   // some layer upstream has parameters
@@ -454,6 +463,69 @@ void Net::plan(int batch) {
     n->receive_staging = Tensor();
   }
   batch_ = batch;
+  plan_output_grads(grads_shared_);
+}
+
+void Net::plan_output_grads(bool shared) {
+  drop_graph();  // its kernels hold the buffers about to be replaced
+  grads_shared_ = shared;
+  for (auto& lane : lane_state_) lane->grad_slabs.clear();
+  for (auto& n : nodes_) {
+    n->grad_slab = -1;
+    if (!n->layer->is_input()) n->grad = Tensor();  // an input's is read after backward: its own
+  }
+  if (!shared) return;
+  // Each lane runs its backward passes in reverse topological order, so a node's output gradient
+  // is live over node indices [lo, hi]: from the reader that writes it in place latest in the order
+  // (or the node itself, when only readers elsewhere send theirs) down to its own backward (a pool
+  // that its LRN goes back through: down to the LRN's). Gradients never live at once share a slab.
+  const size_t count = nodes_.size();
+  std::vector<int> lo(count), hi(count);
+  for (size_t k = 0; k < count; ++k) {
+    lo[k] = hi[k] = int(k);
+    if (fusion_ && nodes_[k]->backward_in_producer) lo[k] = int(nodes_[k]->producers[0]->index);
+  }
+  for (const auto& r : nodes_)
+    for (size_t i = 0; i < r->producers.size(); ++i)
+      if (r->in_place(i)) hi[r->producers[i]->index] = std::max(hi[r->producers[i]->index], int(r->index));
+  std::vector<size_t> by_start(count);
+  std::iota(by_start.begin(), by_start.end(), size_t(0));
+  std::stable_sort(by_start.begin(), by_start.end(), [&](size_t a, size_t b) { return hi[a] > hi[b]; });
+  for (size_t k : by_start) {
+    Node& n = *nodes_[k];
+    if (!n.needs_grad || n.layer->is_input() || (fusion_ && n.fused_pool)) continue;
+    // Slabs free by then (intervals come in order of start, so a slab's latest is its last to
+    // end): the smallest that fits, else the largest, grown; else a new one.
+    auto& slabs = lane_state_[size_t(n.slot)]->grad_slabs;
+    const int64_t need = shape_numel(n.shape);
+    int fit = -1, largest = -1;
+    for (int s = 0; s < int(slabs.size()); ++s) {
+      if (slabs[size_t(s)].last_lo <= hi[k]) continue;
+      const int64_t have = slabs[size_t(s)].floats;
+      if (have >= need && (fit < 0 || have < slabs[size_t(fit)].floats)) fit = s;
+      if (largest < 0 || have > slabs[size_t(largest)].floats) largest = s;
+    }
+    int s = fit >= 0 ? fit : largest;
+    if (s < 0) {
+      s = int(slabs.size());
+      slabs.emplace_back();
+    }
+    slabs[size_t(s)].floats = std::max(slabs[size_t(s)].floats, need);
+    slabs[size_t(s)].last_lo = lo[k];
+    n.grad_slab = s;
+  }
+}
+
+Tensor& Net::output_grad(Node& n) {
+  if (n.grad.defined()) return n.grad;
+  if (n.grad_slab < 0) {
+    n.grad = Tensor(n.shape, n.device);
+  } else {
+    LaneState::GradSlab& slab = lane_state_[size_t(n.slot)]->grad_slabs[size_t(n.grad_slab)];
+    if (!slab.storage.defined()) slab.storage = Tensor({int(slab.floats)}, n.device);
+    n.grad = slab.storage.view(0, n.shape);
+  }
+  return n.grad;
 }
 
 void Net::initialise_params() {
@@ -689,6 +761,7 @@ CostReport Net::cost_report() const {
 }
 
 void Net::backward() {
+  if (!grads_shared_) plan_output_grads(true);
   seeded_ = false;
   run_backward();
 }
@@ -705,10 +778,12 @@ void Net::backward(const std::map<std::string, Tensor>& output_grads) {
                   "' has shape ", shape_str(dy.shape()), ", its output ", shape_str(output_shape(name)),
                   " (CHWN)");
   }
+  // Given gradients are live from the start: every layer takes its own buffer.
+  if (grads_shared_) plan_output_grads(false);
   for (auto& n : nodes_) n->grad_written = false;
   for (const auto& [name, dy] : output_grads)
     for (Node* r : *node(name).group) {  // each replica its part of the batch
-      if (!r->grad.defined()) r->grad = Tensor(r->shape, r->device);
+      output_grad(*r);
       if (r->replicated()) r->grad.copy_examples(0, dy, r->first, r->count);
       else r->grad.copy_from(dy);
       r->grad_written = true;
@@ -850,8 +925,7 @@ void Net::backward_node(Node& n) {
       din.push_back(n.mirror_grads[i]);
       accumulate.push_back(false);
     } else {
-      if (!p->grad.defined()) p->grad = Tensor(p->shape, p->device);
-      din.push_back(p->grad);
+      din.push_back(output_grad(*p));
       accumulate.push_back(p->grad_written);
     }
   }
@@ -862,7 +936,9 @@ void Net::backward_node(Node& n) {
     n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
                                    din, accumulate);
   } else {
-    n.layer->backward(in, n.out, n.grad, din, accumulate, context(n));
+    PassContext ctx = context(n);
+    ctx.dout_disposable = true;  // nothing reads n's output gradient after this
+    n.layer->backward(in, n.out, n.grad, din, accumulate, ctx);
   }
   if (profiling_) {
     settle_for_profile(n.device);
@@ -899,7 +975,7 @@ void Net::receive_output_grads(Node& n) {
     }
     if (!any) continue;  // no gradient reached the readers: none for n
     const double t0 = trace_ ? trace_->now_us() : 0;
-    if (!n.grad.defined()) n.grad = Tensor(n.shape, n.device);
+    output_grad(n);
     // Straight into the gradient when it is the first to arrive, else through staging.
     Tensor& to = n.grad_written ? n.receive_staging : n.grad;
     if (!to.defined()) to = Tensor(n.shape, n.device);
@@ -991,9 +1067,7 @@ void Net::set_fusion(bool on) {
   if (on == fusion_) return;
   drop_graph();  // the captured backward pass is the other one
   fusion_ = on;
-  if (on)  // the gradients of fused LRN outputs are not needed any more
-    for (auto& n : nodes_)
-      if (n->fused_pool) n->grad = Tensor();
+  plan_output_grads(grads_shared_);  // fused LRN outputs need no gradient; their pools' live longer
 }
 
 std::vector<std::string> Net::fused_layers() const {
@@ -1012,6 +1086,8 @@ size_t Net::cuda_graph_nodes() const {
 }
 
 CostReport Net::forward_backward() {
+  // Before the graph below is made: planning drops it, and backward() then finds nothing to plan.
+  if (!grads_shared_) plan_output_grads(true);
 #ifdef CONVNET_WITH_CUDA
   if (use_graph_ && !profiling_) {
     if (!graph_) graph_ = std::make_unique<Graph>();

@@ -1,6 +1,6 @@
 // Convolution as whole-batch GEMM (cuda-convnet layout, CHWN):
 //   out[F, (oy, ox, n)] = W[F, (c, ky, kx)] * cols[(c, ky, kx), (oy, ox, n)]
-// per group, with cols from im2col. The column matrix is capped (kFilterWorkspaceBytes) by chunking
+// per group, with cols from im2col. The column matrix is capped (filter_geometry.h) by chunking
 // along output rows; a chunk of output rows is a column block of the output matrix, written with
 // ldc = OH*OW*N. 1x1 stride-1 convolutions use the input as the column matrix. The bias add and
 // the neuron are fused into one pass after the GEMMs.
@@ -35,12 +35,13 @@ class ConvLayer : public Layer {
       if (has_bias_) add_param("biases", {g_.filters}, true, g_.col_rows());
     }
     direct_ = g_.size == 1 && g_.stride == 1 && g_.pad == 0;
-    chunk_rows_ = direct_ ? g_.out_h : chunk_rows_for(g_, chunk_rows_option_);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }
 
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
+    // Here, not in setup: the cap depends on the device, which a net gives after the first setup.
+    chunk_rows_ = direct_ ? g_.out_h : chunk_rows_for(g_, chunk_rows_option_, device_);
     const Tensor& x = input(in);
     const Tensor& w = params_[0].value;
     const int64_t ohwn = g_.out_pixels() * g_.batch, k = g_.col_rows();
@@ -61,9 +62,9 @@ class ConvLayer : public Layer {
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
-                const PassContext&) override {
+                const PassContext& ctx) override {
     // Gradient before the neuron.
-    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_);
+    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_, ctx);
     if (has_bias_) bias_backward(dpre, params_[1].grad, false);
 
     const Tensor& x = input(in);

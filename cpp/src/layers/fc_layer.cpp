@@ -43,8 +43,8 @@ class FcLayer : public Layer {
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
-                const PassContext&) override {
-    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_);
+                const PassContext& ctx) override {
+    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_, ctx);
     if (has_bias_) bias_backward(dpre, params_[1].grad, false);
     const Tensor& x = in.size() == 1 ? in[0] : joined_;
     // dW = dY * x^T

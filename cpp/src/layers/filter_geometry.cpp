@@ -33,10 +33,11 @@ ConvGeometry join_geometry(ConvGeometry g, const std::vector<Shape>& in,
   return g;
 }
 
-int chunk_rows_for(const ConvGeometry& g, int option) {
+int chunk_rows_for(const ConvGeometry& g, int option, const Device& device) {
   if (option > 0) return std::min(option, g.out_h);
   const int64_t row_floats = g.col_rows() * g.out_w * g.batch;
-  return int(std::clamp<int64_t>(kFilterWorkspaceBytes / 4 / row_floats, 1, g.out_h));
+  const int64_t cap = device.is_cuda() ? kGpuFilterWorkspaceBytes : kCpuFilterWorkspaceBytes;
+  return int(std::clamp<int64_t>(cap / 4 / row_floats, 1, g.out_h));
 }
 
 }  // namespace convnet

@@ -10,8 +10,11 @@
 
 namespace convnet {
 
-// The column matrix's cap: chunks of output rows keep im2col's columns under it.
-constexpr int64_t kFilterWorkspaceBytes = 256ll << 20;
+// The column matrix's cap: chunks of output rows keep im2col's columns under it. On the CPU
+// the cap is small: a chunk's GEMMs run as fast as the whole batch's (bench/RESULTS.md, issue 17)
+// and the workspace was the largest block after the weights; a GPU's GEMMs want wide matrices.
+constexpr int64_t kCpuFilterWorkspaceBytes = 32ll << 20;
+constexpr int64_t kGpuFilterWorkspaceBytes = 256ll << 20;
 
 // filters, size, stride, padding and ceil from the layer's options (groups is conv's alone).
 ConvGeometry read_filter_options(const LayerOptions& options);
@@ -19,7 +22,7 @@ ConvGeometry read_filter_options(const LayerOptions& options);
 // ValueError naming the layer (`who`) and the inputs when their heights or widths differ.
 ConvGeometry join_geometry(ConvGeometry g, const std::vector<Shape>& in,
                            const std::vector<std::string>& names, const std::string& who);
-// Output rows per chunk: as many as fit the cap, or `option` (> 0) when given.
-int chunk_rows_for(const ConvGeometry& g, int option);
+// Output rows per chunk: as many as fit the cap of `device`, or `option` (> 0) when given.
+int chunk_rows_for(const ConvGeometry& g, int option, const Device& device);
 
 }  // namespace convnet

@@ -91,8 +91,13 @@ Neuron Layer::read_neuron() const {
 }
 
 Tensor Layer::gradient_before_neuron(const Neuron& neuron, const Tensor& out, const Tensor& dout,
-                                     Tensor& scratch) const {
+                                     Tensor& scratch, const PassContext& ctx) const {
   if (neuron.type == NeuronType::Linear) return dout;
+  if (ctx.dout_disposable) {  // elementwise: each element is read before it is written
+    Tensor in_place = dout;
+    neuron_backward(out, dout, in_place, neuron, false);
+    return in_place;
+  }
   if (!scratch.defined() || scratch.shape() != out.shape()) scratch = Tensor(out.shape(), device_);
   neuron_backward(out, dout, scratch, neuron, false);
   return scratch;

@@ -47,12 +47,13 @@ class LocalLayer : public Layer {
                     shape_str(params_[0].value.shape()));
     }
     g_ = g;
-    chunk_rows_ = chunk_rows_for(g_, chunk_rows_option_);
     joined_ = Tensor();
     return {g_.filters, g_.out_h, g_.out_w, g_.batch};
   }
 
   void forward(const std::vector<Tensor>& in, Tensor& out, const PassContext&) override {
+    // Here, not in setup: the cap depends on the device, which a net gives after the first setup.
+    chunk_rows_ = chunk_rows_for(g_, chunk_rows_option_, device_);
     const Tensor& x = input(in);
     for (int oy0 = 0; oy0 < g_.out_h; oy0 += chunk_rows_) {
       const int oy1 = std::min(g_.out_h, oy0 + chunk_rows_);
@@ -65,8 +66,8 @@ class LocalLayer : public Layer {
 
   void backward(const std::vector<Tensor>& in, const Tensor& out, const Tensor& dout,
                 std::vector<Tensor>& din, const std::vector<bool>& accumulate,
-                const PassContext&) override {
-    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_);
+                const PassContext& ctx) override {
+    const Tensor dpre = gradient_before_neuron(neuron_, out, dout, dpre_, ctx);
     if (has_bias_) {
       Tensor db = flat(params_[1].grad);
       bias_backward(dpre.reshaped({int(g_.filters * g_.out_pixels()), 1, 1, g_.batch}), db, false);
