@@ -107,7 +107,7 @@ def test_size_of_the_colour_noise_and_of_the_rescale_in_the_input(shapes_root):
     np.testing.assert_allclose(rescaled, noisy / 1.1, rtol=1e-5, atol=1e-6)
 
 
-def train(root, save_dir, *extra, epochs="6"):
+def train(root, save_dir, *extra, epochs="4"):
     argv = ["train", "fashion_alexnet", "--data", str(root), "--image-size", "32", "--crop", "28",
             "--mirror", "--mean", "image", "--epochs", epochs, "--batch", "64", "--quiet",
             "--save-dir", str(save_dir), "--no-plots", *extra]
@@ -133,8 +133,9 @@ def colour_run(shapes_root, tmp_path_factory):
 
 def test_whole_augmentation_learns_colour_images(colour_run, capsys):
     run_dir, with_pca, without = colour_run
-    assert with_pca > 0.6, with_pca  # chance 0.1; measured 0.862 at 6 epochs
-    # The colour noise at the paper's 0.1 costs little (measured 0.848 without it). At its old
+    assert with_pca > 0.6, with_pca  # chance 0.1; measured 0.862 at 6 epochs, 0.762 at 4
+    # The colour noise at the paper's 0.1 costs little (measured 0.848 without it at 6 epochs,
+    # 0.784 at 4). At its old
     # strength (eigenvalues for their square roots: 73x this along p_0 on these images) the same
     # run ended at 0.31.
     assert with_pca > without - 0.12, (with_pca, without)
@@ -170,9 +171,10 @@ def test_predict_sees_images_as_the_test_pipeline_does(colour_run, shapes_root, 
 def test_zoo_alexnets_learn_colour_images_at_a_64_pixel_crop(model, shapes_root, tmp_path):
     """The README's recipe for small data sets: xavier init (biases 0), unit-variance input."""
     argv = ["train", model, "--data", str(shapes_root), "--image-size", "72", "--crop", "64",
-            "--mirror", "--pca-std", "0.1", "--mean", "image", "--init", "xavier", "--epochs", "5",
+            "--mirror", "--pca-std", "0.1", "--mean", "image", "--init", "xavier", "--epochs", "4",
             "--batch", "64", "--quiet", "--save-dir", str(tmp_path), "--no-plots"]
     assert cli.main(argv) == 0
     acc = last_test_accuracy(tmp_path)
-    # Chance 0.1. Measured at 4 epochs: 0.65 (two towers; 0.36 at 3) and 0.80 (one tower).
+    # Chance 0.1. Measured at 4 epochs: 0.65 and 0.58 in two sessions (two towers; 0.36 at 3)
+    # and 0.80, 0.77 (one tower).
     assert acc > 0.4, acc
