@@ -20,7 +20,8 @@
 # GPU_CHECK_BUDGET_S (540), GTEST_FROM_SOURCE=1 (build GoogleTest from the carried sources even
 # when the system has it), GPU_BENCH_ARGS (extra options for bench/gpu_alexnet.py),
 # GPU_PYTEST_ARGS (extra pytest options, e.g. --ignore=python/test_soak.py), GPU_CHECK_SKIP
-# (steps not to run, e.g. "kernel-bench alexnet" for a rerun after a fix: recorded as SKIP).
+# (steps not to run, e.g. "kernel-bench alexnet" for a rerun after a fix: recorded as SKIP; a
+# name that is not a step stops the script at once, exit status 2, listing the steps).
 # When pytest dies of a signal, the test file it died in runs once more under a debugger (gdb,
 # else cuda-gdb) and its native backtrace goes to pytest.log.
 # shellcheck disable=SC2317,SC2012,SC2016  # functions run through `bash -c` (export -f), their "$@" quoted; ls for display
@@ -31,6 +32,16 @@ OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 GPU_CHECK_SKIP=${GPU_CHECK_SKIP:-}
+# The steps GPU_CHECK_SKIP may name, checked before anything runs: a misspelt name would
+# otherwise run its step and spend the device time the skip was meant to save.
+SKIPPABLE="nvidia-smi wheels googletest build ctest pytest pytest-2 pytest-3 pytest-bt kernel-bench alexnet san-memcheck san-racecheck san-synccheck"
+IFS=', ' read -ra SKIP_NAMES <<<"$GPU_CHECK_SKIP"
+for name in "${SKIP_NAMES[@]}"; do
+  if [[ " $SKIPPABLE " != *" $name "* ]]; then
+    echo "gpu-check: GPU_CHECK_SKIP names '$name', which is not a step (steps: $SKIPPABLE)" >&2
+    exit 2
+  fi
+done
 T0=$(date +%s)
 PY=${PYTHON:-python3}
 WHL_DIR=${WHL_DIR:-.whl}
