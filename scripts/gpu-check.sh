@@ -34,7 +34,9 @@ BUDGET=${GPU_CHECK_BUDGET_S:-540}
 GPU_CHECK_SKIP=${GPU_CHECK_SKIP:-}
 # The steps GPU_CHECK_SKIP may name, checked before anything runs: a misspelt name would
 # otherwise run its step and spend the device time the skip was meant to save.
-SKIPPABLE="nvidia-smi wheels googletest build ctest pytest pytest-2 pytest-3 pytest-bt kernel-bench alexnet san-memcheck san-racecheck san-synccheck"
+SAN_TOOLS="memcheck racecheck synccheck"  # compute-sanitizer's tools, run at the end
+SKIPPABLE="nvidia-smi wheels googletest build ctest pytest pytest-2 pytest-3 pytest-bt kernel-bench alexnet"
+for tool in $SAN_TOOLS; do SKIPPABLE+=" san-$tool"; done
 IFS=', ' read -ra SKIP_NAMES <<<"$GPU_CHECK_SKIP"
 for name in "${SKIP_NAMES[@]}"; do
   if [[ " $SKIPPABLE " != *" $name "* ]]; then
@@ -358,13 +360,13 @@ if [ -z "$SANITIZER" ]; then
 elif [ ! -x "$BUILD/convnet_tests" ] || ! nvidia-smi -L >/dev/null 2>&1; then
   record sanitize SKIP - 0 "no GPU, or the C++ tests were not built"
 else
-  for tool in memcheck racecheck synccheck; do
+  for tool in $SAN_TOOLS; do
     if (($(remaining) < 60)); then
       record "san-$tool" SKIP - 0 "out of time (GPU_CHECK_BUDGET_S=${BUDGET}); run again with a larger budget"
       continue
     fi
     extra=()
-    [ $tool = memcheck ] && extra=(--leak-check full)
+    [ "$tool" = memcheck ] && extra=(--leak-check full)
     STEP_NOTE="compute-sanitizer --tool $tool, $SANITIZE_FILTER; "
     run_step "san-$tool" 150 "$CTEST_LOG" "$SANITIZER" --tool "$tool" "${extra[@]}" --error-exitcode 1 \
       "$BUILD/convnet_tests" --gtest_filter="$SANITIZE_FILTER"

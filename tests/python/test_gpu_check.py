@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,3 +21,13 @@ def test_a_misspelt_step_to_skip_stops_it_at_once_naming_the_steps(tmp_path):
     assert "GPU_CHECK_SKIP names 'kernel-bnch', which is not a step" in proc.stderr, proc.stderr
     assert "kernel-bench" in proc.stderr and "san-memcheck" in proc.stderr  # the steps it knows
     assert not (tmp_path / "out" / "summary.txt").exists(), "it started the check before refusing"
+
+
+def test_every_step_the_script_runs_by_name_can_be_skipped(tmp_path):
+    """The list of steps GPU_CHECK_SKIP accepts keeps up with the steps: each `run_step NAME`."""
+    proc = run_check(tmp_path, "no-such-step")
+    listed = proc.stderr.split("(steps: ")[1].rstrip(")\n").split()
+    named = set(re.findall(r"^\s*(?:if )?run_step ([a-z][a-z-]*) ", SCRIPT.read_text(), re.M))
+    assert named, "no run_step calls found: the pattern no longer matches the script"
+    assert named <= set(listed), named - set(listed)
+    assert {"san-memcheck", "san-racecheck", "san-synccheck", "pytest-2"} <= set(listed), listed
