@@ -46,7 +46,11 @@ What it measures
     * **A per-layer profile** of convnet (``Net.set_profiling``: forward and backward ms per
       layer, their GFLOP/s and share of the GEMM peak; for layers without a GEMM, the
       activation bytes a pass must at least read and write, as GB/s against the machine's
-      measured copy bandwidth: such a layer is memory-bound).
+      measured copy bandwidth: such a layer is memory-bound). And inside each conv and fc layer
+      (``layer_times()``'s ``forward_ops``/``backward_ops``, timed by the op dispatcher): its
+      GEMMs alone, at their GFLOP/s and share of the peak, and the memory-bound passes around
+      them (im2col, col2im, the bias and the neuron), at the GB/s of their least traffic against
+      the copy bandwidth; so a slow convolution shows whether its GEMMs or its copies are slow.
     * **Peak memory**, each framework in a fresh process of its own (``--memory``, on by
       default): the resident set's peak (``VmHWM``) over one warm-up and two steps, whole
       and above the process's resident set before the net was built (the imports and the batch).
@@ -524,6 +528,10 @@ def convnet_profile(net: "convnet.Net", step, work: list[dict], steps: int) -> l
         times = {t["layer"]: t for t in net._net.layer_times()}
     finally:
         net._net.set_profiling(False)
+    def per_step(ops: dict) -> dict:
+        return {op: {k: o[k] / steps for k in ("ms", "flop", "bytes")} | {"calls": o["calls"] // steps}
+                for op, o in ops.items()}
+
     rows = []
     for w in work:
         t = times.get(w["layer"])
@@ -531,7 +539,8 @@ def convnet_profile(net: "convnet.Net", step, work: list[dict], steps: int) -> l
             continue
         fwd = t["forward_ms"] / max(t["forward_calls"], 1)
         bwd = t["backward_ms"] / max(t["backward_calls"], 1) if t["backward_calls"] else 0.0
-        rows.append(dict(w, forward_ms=fwd, backward_ms=bwd, backward_in_producer=t["backward_calls"] == 0))
+        rows.append(dict(w, forward_ms=fwd, backward_ms=bwd, backward_in_producer=t["backward_calls"] == 0,
+                         forward_ops=per_step(t["forward_ops"]), backward_ops=per_step(t["backward_ops"])))
     return rows
 
 
@@ -620,8 +629,9 @@ def speed_table(results: list[dict], flops: dict, peak: dict, info: dict, varian
         + f"; GEMM peak {peak['peak_gflops']:.0f} GFLOP/s (n={peak['n']}: numpy {peak['numpy_gflops']:.0f}, "
           f"convnet fc {peak['convnet_gflops']:.0f})",
         "",
-        "| net | batch | GFLOP/step | convnet ms | " + " | ".join(f"{c} ms" for c in torch_cols)
-        + (" | best torch / convnet" if torch_cols else "") + " | convnet GFLOP/s | % of GEMM peak | best torch % of peak |",
+        "| " + " | ".join(["net", "batch", "GFLOP/step", "convnet ms"] + [f"{c} ms" for c in torch_cols]
+                          + (["best torch / convnet"] if torch_cols else [])
+                          + ["convnet GFLOP/s", "% of GEMM peak", "best torch % of peak"]) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(torch_cols) + ("---:|" if torch_cols else "") + "---:|---:|---:|",
     ]
     for net in nets:
@@ -717,6 +727,56 @@ def profile_table(net: str, rows: list[dict], peak: dict, bandwidth: dict) -> st
     return "\n".join(lines)
 
 
+# Ops inside a GEMM layer's pass (convnet/op_profile.h), grouped as the table shows them.
+MEMORY_OPS = {"im2col": ("im2col",), "col2im": ("col2im",),
+              "bias + neuron": ("bias_neuron_forward", "neuron_forward", "neuron_backward", "bias_backward")}
+
+
+def ops_table(net: str, rows: list[dict], peak: dict, bandwidth: dict) -> str:
+    """Where the conv and fc layers' time goes: their GEMMs (GFLOP/s, share of the peak) and the
+    memory-bound passes around them (GB/s of their least traffic, share of the copy bandwidth)."""
+    head = " | ".join(f"{g} ms (GB/s)" for g in MEMORY_OPS)
+    lines = [
+        f"{net}: inside the GEMM layers (mean of the profiled steps); GEMMs against the {peak['peak_gflops']:.0f} "
+        f"GFLOP/s peak, the passes around them against {bandwidth['gbps']:.1f} GB/s copy bandwidth",
+        "",
+        f"| layer | pass | ms | GEMM ms | GEMM GFLOP/s | GEMM % peak | {head} | rest ms |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(MEMORY_OPS) + "---:|",
+    ]
+    totals = {"gemm_ms": 0.0, "gemm_flop": 0.0, "memory_ms": 0.0, "memory_bytes": 0.0, "ms": 0.0}
+    for r in rows:
+        if r["type"] not in GEMM_TYPES:
+            continue
+        for pass_name in ("forward", "backward"):
+            ops, ms = r[f"{pass_name}_ops"], r[f"{pass_name}_ms"]
+            if not ops:
+                continue
+            gemm = [o for o in ops.values() if o["flop"] > 0]
+            g_ms, g_flop = sum(o["ms"] for o in gemm), sum(o["flop"] for o in gemm)
+            rate = g_flop / g_ms / 1e6 if g_ms > 0 else 0.0
+            cells, accounted = [], g_ms
+            for names in MEMORY_OPS.values():
+                found = [ops[n] for n in names if n in ops]
+                m_ms, m_bytes = sum(o["ms"] for o in found), sum(o["bytes"] for o in found)
+                accounted += m_ms
+                totals["memory_ms"] += m_ms
+                totals["memory_bytes"] += m_bytes
+                cells.append(f"{m_ms:.1f} ({m_bytes / m_ms / 1e6:.1f})" if found and m_ms > 0 else "")
+            totals["gemm_ms"] += g_ms
+            totals["gemm_flop"] += g_flop
+            totals["ms"] += ms
+            lines.append(f"| {r['layer']} | {'fwd' if pass_name == 'forward' else 'bwd'} | {ms:.1f} | {g_ms:.1f} | {rate:.0f} | "
+                         f"{100 * rate / peak['peak_gflops']:.0f}% | " + " | ".join(cells) + f" | {max(ms - accounted, 0):.1f} |")
+    if totals["gemm_ms"] > 0:
+        g_rate = totals["gemm_flop"] / totals["gemm_ms"] / 1e6
+        m_rate = totals["memory_bytes"] / totals["memory_ms"] / 1e6 if totals["memory_ms"] > 0 else 0.0
+        lines.append(f"\n(these layers: {totals['ms']:.0f} ms per step; their GEMMs {totals['gemm_ms']:.0f} ms at "
+                     f"{g_rate:.0f} GFLOP/s, {100 * g_rate / peak['peak_gflops']:.0f}% of the peak; im2col, col2im, "
+                     f"bias and neuron {totals['memory_ms']:.0f} ms at {m_rate:.1f} GB/s, "
+                     f"{100 * m_rate / bandwidth['gbps']:.0f}% of the copy bandwidth)")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -808,6 +868,7 @@ def main(argv=None) -> int:
 
     for net_name, rows in profiles.items():  # against the highest peak measured
         print(profile_table(net_name, rows, peak, bandwidth) + "\n")
+        print(ops_table(net_name, rows, peak, bandwidth) + "\n")
     print(speed_table(results, flops, peak, info, args.variants))
     if memory:
         print()

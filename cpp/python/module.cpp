@@ -352,6 +352,20 @@ PYBIND11_MODULE(_core, m) {
                d["backward_ms"] = t.backward_ms;
                d["forward_calls"] = t.forward_calls;
                d["backward_calls"] = t.backward_calls;
+               auto ops = [](const OpTimes& times) {
+                 py::dict o;
+                 for (const auto& [op, time] : times) {
+                   py::dict e;
+                   e["ms"] = time.ms;
+                   e["calls"] = time.calls;
+                   e["flop"] = time.flop;
+                   e["bytes"] = time.bytes;
+                   o[py::str(op)] = e;
+                 }
+                 return o;
+               };
+               d["forward_ops"] = ops(t.forward_ops);
+               d["backward_ops"] = ops(t.backward_ops);
                out.append(d);
              }
              return out;

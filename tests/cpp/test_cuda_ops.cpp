@@ -1696,6 +1696,12 @@ TEST(CudaNet, LrnPoolFusionGivesTheSameBits) {
   for (const auto& t : fused.layer_times()) {
     if (t.layer == "p1") EXPECT_EQ(t.backward_calls, 0) << "the pool ran its own backward";
     if (t.layer == "r1") EXPECT_EQ(t.backward_calls, 3);
+    if (t.layer == "c1") {  // the ops inside the conv are timed on the GPU too, with their work
+      ASSERT_TRUE(t.forward_ops.count("gemm") && t.forward_ops.count("im2col"));
+      EXPECT_EQ(t.forward_ops.at("gemm").calls, 3);
+      EXPECT_DOUBLE_EQ(t.forward_ops.at("gemm").flop, 3 * 2.0 * 20 * 36 * 81 * 6);
+      EXPECT_LE(t.forward_ops.at("gemm").ms + t.forward_ops.at("im2col").ms, t.forward_ms + 1e-6);
+    }
   }
 }
 

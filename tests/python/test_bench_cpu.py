@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import convnet
 
@@ -45,6 +46,15 @@ def test_cpu_benchmark_runs_every_part_and_counts_the_flop(tmp_path):
     assert rows["conv1_1"]["forward_ms"] > 0 and rows["fc6"]["backward_ms"] > 0
     assert rows["conv1_1"]["backward_flop"] == rows["conv1_1"]["forward_flop"]  # no input gradient
     assert rows["conv2_1"]["backward_flop"] == 2 * rows["conv2_1"]["forward_flop"]
+    # The ops inside the layers did the work the benchmark counts from the shapes.
+    for layer in ("conv1_1", "conv2_1", "fc6"):
+        for pass_name in ("forward", "backward"):
+            ops = rows[layer][f"{pass_name}_ops"]
+            assert ops["gemm"]["flop"] == pytest.approx(rows[layer][f"{pass_name}_flop"], rel=1e-9), (layer, pass_name)
+            assert 0 < ops["gemm"]["ms"] <= rows[layer][f"{pass_name}_ms"] + 1e-6
+    assert rows["conv1_1"]["forward_ops"]["im2col"]["bytes"] > 0 and "col2im" not in rows["conv1_1"]["backward_ops"]
+    assert rows["conv2_1"]["backward_ops"]["col2im"]["calls"] >= 1
+    assert "vgg_a: inside the GEMM layers" in proc.stdout
     mem = report["memory"]["vgg_a"]["convnet"]
     assert mem["peak_bytes"] > mem["baseline_bytes"] > 0
     kinds = {}

@@ -13,6 +13,7 @@
 
 #include "convnet/error.h"
 #include "convnet/layer.h"
+#include "convnet/op_profile.h"
 #include "convnet/solver.h"
 #include "convnet/spec.h"
 
@@ -201,10 +202,13 @@ class Net {
   // step's time goes). On a GPU the device is waited for before and after each layer, so a
   // layer's time is its kernels' (and a GPU's lanes do not overlap while profiling). A pool layer
   // whose LRN goes back through it (set_fusion) counts no backward calls: the LRN's include it.
+  // The ops of each pass that share a layer's time with others (GEMMs, im2col, col2im, bias,
+  // neuron) are timed within it too, with their work (convnet/op_profile.h).
   struct LayerTime {
     std::string layer;
     double forward_ms = 0, backward_ms = 0;
     int64_t forward_calls = 0, backward_calls = 0;
+    OpTimes forward_ops, backward_ops;
   };
   void set_profiling(bool on);
   std::vector<LayerTime> layer_times() const;

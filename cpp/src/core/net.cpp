@@ -721,7 +721,10 @@ void Net::forward_node(Node& n) {
   before_writing_output(n);
   settle_for_profile(n.device);
   const auto start = std::chrono::steady_clock::now();
-  n.layer->forward(in, n.out, context(n));
+  {
+    const OpProfileScope ops(profiling_ ? &n.time.forward_ops : nullptr);
+    n.layer->forward(in, n.out, context(n));
+  }
   if (profiling_) {
     settle_for_profile(n.device);
     n.time.forward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -931,14 +934,17 @@ void Net::backward_node(Node& n) {
   }
   settle_for_profile(n.device);
   const auto start = std::chrono::steady_clock::now();
-  if (fused && n.fused_pool) {
-    const Node& pool = *n.fused_pool;
-    n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
-                                   din, accumulate);
-  } else {
-    PassContext ctx = context(n);
-    ctx.dout_disposable = true;  // nothing reads n's output gradient after this
-    n.layer->backward(in, n.out, n.grad, din, accumulate, ctx);
+  {
+    const OpProfileScope ops(profiling_ ? &n.time.backward_ops : nullptr);
+    if (fused && n.fused_pool) {
+      const Node& pool = *n.fused_pool;
+      n.layer->backward_through_pool(in, n.out, pool.out, pool.grad, *pool.layer->pool_geometry(),
+                                     din, accumulate);
+    } else {
+      PassContext ctx = context(n);
+      ctx.dout_disposable = true;  // nothing reads n's output gradient after this
+      n.layer->backward(in, n.out, n.grad, din, accumulate, ctx);
+    }
   }
   if (profiling_) {
     settle_for_profile(n.device);
@@ -1207,6 +1213,8 @@ std::vector<Net::LayerTime> Net::layer_times() const {
       t.backward_ms += n->time.backward_ms;
       t.forward_calls += n->time.forward_calls;
       t.backward_calls += n->time.backward_calls;
+      for (const auto& [op, time] : n->time.forward_ops) t.forward_ops[op] += time;
+      for (const auto& [op, time] : n->time.backward_ops) t.backward_ops[op] += time;
       continue;
     }
     LayerTime t = n->time;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "convnet/error.h"
+#include "convnet/op_profile.h"
 #include "cpu/cpu_ops.h"
 #ifdef CONVNET_WITH_CUDA
 #include "cuda/cuda_ops.h"
@@ -106,6 +107,8 @@ void gemm(bool ta, bool tb, float alpha, const Matrix& a, const Matrix& b, float
   apart("gemm", "C", sc, "A", sa);
   apart("gemm", "C", sc, "B", sb);
   Tensor out = c.tensor;  // a handle: C is written through it
+  const OpTimer timer("gemm", out.device(), 2.0 * m * n * k,
+                      4.0 * (double(m) * k + double(k) * n + double(m) * n * (beta == 0.f ? 1 : 2)));
   CONVNET_DISPATCH(out, gemm, ta, tb, m, n, k, alpha, sa.first, a.ld, sb.first, b.ld, beta,
                    out.data() + c.offset, c.ld);
 }
@@ -126,6 +129,13 @@ int64_t im2col_floats(const ConvGeometry& g, int oy0, int oy1) {
   return g.col_rows() * int64_t(oy1 - oy0) * g.out_w * g.batch;
 }
 
+// Bytes of one group's input that output rows [oy0, oy1) read: the input rows their filters cover.
+static double input_rows_bytes(const ConvGeometry& g, int oy0, int oy1) {
+  const int first = std::max(0, oy0 * g.stride - g.pad);
+  const int last = std::min(g.height, (oy1 - 1) * g.stride - g.pad + g.size);
+  return 4.0 * g.group_channels() * std::max(0, last - first) * g.width * g.batch;
+}
+
 // The column buffer of im2col / col2im: big enough, on the activation's device, apart from it.
 static void check_columns(const char* op, const Tensor& cols, const Tensor& x, const ConvGeometry& g,
                           int oy0, int oy1) {
@@ -140,12 +150,15 @@ static void check_columns(const char* op, const Tensor& cols, const Tensor& x, c
 void im2col(const Tensor& x, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& cols) {
   check_conv_input("im2col", x, g, c0, oy0, oy1);
   check_columns("im2col", cols, x, g, oy0, oy1);
+  const OpTimer timer("im2col", x.device(), 0, 4.0 * im2col_floats(g, oy0, oy1) + input_rows_bytes(g, oy0, oy1));
   CONVNET_DISPATCH(x, im2col, x.data(), g, c0, oy0, oy1, cols.data());
 }
 
 void col2im(const Tensor& cols, const ConvGeometry& g, int c0, int oy0, int oy1, Tensor& dx) {
   check_conv_input("col2im", dx, g, c0, oy0, oy1);
   check_columns("col2im", cols, dx, g, oy0, oy1);
+  const OpTimer timer("col2im", dx.device(), 0,
+                      4.0 * im2col_floats(g, oy0, oy1) + 2 * input_rows_bytes(g, oy0, oy1));
   CONVNET_DISPATCH(dx, col2im, cols.data(), g, c0, oy0, oy1, dx.data());
 }
 
@@ -156,12 +169,14 @@ void bias_neuron_forward(Tensor& y, const Tensor& bias, const Neuron& neuron) {
     CONVNET_CHECK(bias.numel() == y.dim(0), "bias_neuron_forward: ", bias.numel(),
                   " biases for ", y.dim(0), " channels");
   }
+  const OpTimer timer("bias_neuron_forward", y.device(), 0, 8.0 * y.numel());
   CONVNET_DISPATCH(y, bias_neuron_forward, y.data(), bias.defined() ? bias.data() : nullptr,
                                             y.dim(0), inner_of(y), neuron);
 }
 
 void neuron_forward(const Tensor& x, Tensor& y, const Neuron& neuron) {
   same_shape("neuron_forward", x, y);
+  const OpTimer timer("neuron_forward", x.device(), 0, 8.0 * x.numel());
   CONVNET_DISPATCH(x, neuron_forward, x.data(), y.data(), x.numel(), neuron);
 }
 
@@ -169,6 +184,7 @@ void neuron_backward(const Tensor& y, const Tensor& dy, Tensor& dx, const Neuron
                      bool accumulate) {
   same_shape("neuron_backward", y, dy);
   same_shape("neuron_backward", y, dx);
+  const OpTimer timer("neuron_backward", y.device(), 0, 4.0 * y.numel() * (accumulate ? 4 : 3));
   CONVNET_DISPATCH(y, neuron_backward, y.data(), dy.data(), dx.data(), y.numel(), neuron, accumulate);
 }
 
@@ -177,6 +193,7 @@ void bias_backward(const Tensor& dy, Tensor& db, bool accumulate) {
   same_device("bias_backward", dy, db);
   CONVNET_CHECK(db.numel() == dy.dim(0), "bias_backward: ", db.numel(), " biases for ",
                 dy.dim(0), " channels");
+  const OpTimer timer("bias_backward", dy.device(), 0, 4.0 * dy.numel());
   CONVNET_DISPATCH(dy, bias_backward, dy.data(), db.data(), dy.dim(0), inner_of(dy), accumulate);
 }
 
@@ -262,6 +279,14 @@ static void check_local(const char* op, const Tensor& cols, const Tensor& w, con
   same_device(op, cols, y);
 }
 
+// The work of one chunk of a locally connected layer's GEMMs (one small GEMM per output position,
+// batch-wide): FLOP and the least bytes, the columns, the position's filters and the outputs.
+static std::pair<double, double> local_work(const ConvGeometry& g, int oy0, int oy1) {
+  const double positions = double(oy1 - oy0) * g.out_w, k = double(g.col_rows());
+  return {2.0 * positions * g.filters * k * g.batch,
+          4.0 * positions * (k * g.batch + g.filters * k + double(g.filters) * g.batch)};
+}
+
 void local_forward(const Tensor& cols, const Tensor& w, const ConvGeometry& g, int oy0, int oy1,
                    Tensor& y) {
   check_local("local_forward", cols, w, y, g, oy0, oy1);
@@ -269,6 +294,8 @@ void local_forward(const Tensor& cols, const Tensor& w, const ConvGeometry& g, i
         {cols.data(), cols.data() + cols.numel()});
   apart("local_forward", "y", {y.data(), y.data() + y.numel()}, "the weights",
         {w.data(), w.data() + w.numel()});
+  const auto [flop, bytes] = local_work(g, oy0, oy1);
+  const OpTimer timer("local_forward", cols.device(), flop, bytes);
   CONVNET_DISPATCH(cols, local_forward, cols.data(), w.data(), g, oy0, oy1, y.data());
 }
 
@@ -278,6 +305,8 @@ void local_backward_data(const Tensor& w, const Tensor& dy, const ConvGeometry& 
   const std::pair<const float*, const float*> out{dcols.data(), dcols.data() + dcols.numel()};
   apart("local_backward_data", "the columns", out, "dy", {dy.data(), dy.data() + dy.numel()});
   apart("local_backward_data", "the columns", out, "the weights", {w.data(), w.data() + w.numel()});
+  const auto [flop, bytes] = local_work(g, oy0, oy1);
+  const OpTimer timer("local_backward_data", dcols.device(), flop, bytes);
   CONVNET_DISPATCH(dcols, local_backward_data, w.data(), dy.data(), g, oy0, oy1, dcols.data());
 }
 
@@ -288,6 +317,8 @@ void local_backward_weights(const Tensor& cols, const Tensor& dy, const ConvGeom
   apart("local_backward_weights", "dw", out, "dy", {dy.data(), dy.data() + dy.numel()});
   apart("local_backward_weights", "dw", out, "the columns",
         {cols.data(), cols.data() + cols.numel()});
+  const auto [flop, bytes] = local_work(g, oy0, oy1);
+  const OpTimer timer("local_backward_weights", cols.device(), flop, bytes);
   CONVNET_DISPATCH(cols, local_backward_weights, cols.data(), dy.data(), g, oy0, oy1, dw.data());
 }
 
