@@ -310,10 +310,19 @@ TEST(PoolCpu, MaxBackwardRoutesToFirstMaximum) {
     expect_close(dx, {0, 2.5, 0, 0, 0, 0, 0, 0, 0}, 0, 0, "hand ties");
   }
   // Random inputs from three levels, so almost every window ties; overlapping windows share
-  // inputs, and the rule is applied per output.
-  uint32_t seed = 800;
-  for (const PoolCase& t : cases()) {
+  // inputs, and the rule is applied per output. Each shape also at batch 8 (one whole block of
+  // cases for the vectorised path) and 13 (a block and a tail of five, one case at a time).
+  std::vector<PoolCase> shapes;
+  for (PoolCase t : cases()) {
     if (t.type != PoolType::Max) continue;
+    shapes.push_back(t);
+    for (int batch : {8, 13}) {
+      t.n = batch;
+      shapes.push_back(t);
+    }
+  }
+  uint32_t seed = 800;
+  for (const PoolCase& t : shapes) {
     SCOPED_TRACE(name(t));
     const PoolGeometry g = geometry(t);
     std::vector<float> x = random_vector(in_numel(g), ++seed, 0.f, 3.f);
