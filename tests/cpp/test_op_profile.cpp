@@ -38,6 +38,13 @@ std::map<std::string, Net::LayerTime> times_by_layer(const Net& net) {
   return out;
 }
 
+// The pass ran `calls` GEMMs doing `flop` in all.
+void expect_gemms(const OpTimes& ops, int64_t calls, double flop) {
+  ASSERT_TRUE(ops.count("gemm"));
+  EXPECT_EQ(ops.at("gemm").calls, calls);
+  EXPECT_DOUBLE_EQ(ops.at("gemm").flop, flop);
+}
+
 double summed_ms(const OpTimes& ops) {
   double ms = 0;
   for (const auto& [op, t] : ops) ms += t.ms;
@@ -59,8 +66,7 @@ TEST(OpProfile, ConvAndFcPassesCarryTheirOpsWithTheirWork) {
   const OpTimes& c1f = times["c1"].forward_ops;
   const double c1_flop = 2.0 * 8 * 27 * 144 * b;
   ASSERT_TRUE(c1f.count("gemm") && c1f.count("im2col") && c1f.count("bias_neuron_forward"));
-  EXPECT_EQ(c1f.at("gemm").calls, 3 * steps);
-  EXPECT_DOUBLE_EQ(c1f.at("gemm").flop, c1_flop * steps);
+  expect_gemms(c1f, 3 * steps, c1_flop * steps);
   EXPECT_EQ(c1f.at("im2col").calls, 3 * steps);
   EXPECT_EQ(c1f.at("im2col").flop, 0);
   // Columns written (27 rows x 144 positions x batch) plus the input rows each chunk reads:
@@ -73,8 +79,7 @@ TEST(OpProfile, ConvAndFcPassesCarryTheirOpsWithTheirWork) {
   // c1 backward: the weight gradient only (nobody needs the input's gradient).
   const OpTimes& c1b = times["c1"].backward_ops;
   ASSERT_TRUE(c1b.count("gemm") && c1b.count("im2col") && c1b.count("bias_backward"));
-  EXPECT_EQ(c1b.at("gemm").calls, 3 * steps);
-  EXPECT_DOUBLE_EQ(c1b.at("gemm").flop, c1_flop * steps);
+  expect_gemms(c1b, 3 * steps, c1_flop * steps);
   EXPECT_EQ(c1b.count("col2im"), 0u);
   EXPECT_EQ(c1b.at("bias_backward").calls, steps);
 
@@ -83,10 +88,8 @@ TEST(OpProfile, ConvAndFcPassesCarryTheirOpsWithTheirWork) {
   const OpTimes& c2b = times["c2"].backward_ops;
   const double c2_flop = 2.0 * 6 * 72 * 36 * b;
   ASSERT_TRUE(c2f.count("gemm") && c2b.count("gemm") && c2b.count("col2im"));
-  EXPECT_EQ(c2f.at("gemm").calls, 2 * steps);
-  EXPECT_DOUBLE_EQ(c2f.at("gemm").flop, c2_flop * steps);
-  EXPECT_EQ(c2b.at("gemm").calls, 4 * steps);
-  EXPECT_DOUBLE_EQ(c2b.at("gemm").flop, 2 * c2_flop * steps);
+  expect_gemms(c2f, 2 * steps, c2_flop * steps);
+  expect_gemms(c2b, 4 * steps, 2 * c2_flop * steps);
   EXPECT_EQ(c2b.at("col2im").calls, 2 * steps);
   ASSERT_TRUE(c2b.count("neuron_backward"));
   EXPECT_EQ(c2b.at("neuron_backward").calls, steps);
@@ -96,10 +99,8 @@ TEST(OpProfile, ConvAndFcPassesCarryTheirOpsWithTheirWork) {
   const OpTimes& f1b = times["f1"].backward_ops;
   const double f1_flop = 2.0 * 5 * 216 * b;
   ASSERT_TRUE(f1f.count("gemm") && f1b.count("gemm"));
-  EXPECT_EQ(f1f.at("gemm").calls, steps);
-  EXPECT_DOUBLE_EQ(f1f.at("gemm").flop, f1_flop * steps);
-  EXPECT_EQ(f1b.at("gemm").calls, 2 * steps);
-  EXPECT_DOUBLE_EQ(f1b.at("gemm").flop, 2 * f1_flop * steps);
+  expect_gemms(f1f, steps, f1_flop * steps);
+  expect_gemms(f1b, 2 * steps, 2 * f1_flop * steps);
   EXPECT_EQ(f1f.count("im2col"), 0u);
 
   // The ops happen inside their layer's time; layers without such ops carry none.

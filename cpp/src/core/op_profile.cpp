@@ -22,9 +22,10 @@ OpProfileScope::~OpProfileScope() { sink = previous_; }
 OpTimer::OpTimer(const char* op, const Device& device, double flop, double bytes)
     : device_(device), flop_(flop), bytes_(bytes) {
   if (!sink || timing) return;
+  // Wait first: if the wait throws, no destructor runs, so nothing may be marked as timing yet.
+  if (device_.is_cuda()) cuda_synchronize(device_.index);
   record_ = &(*sink)[op];
   timing = true;
-  if (device_.is_cuda()) cuda_synchronize(device_.index);
   start_ = std::chrono::steady_clock::now();
 }
 
